@@ -1,0 +1,55 @@
+/**
+ * Versions every builder-host bake is pinned to. Changing any of these changes the base version.
+ * Sources: ../shared/research/firecracker.md (section 7) and ../shared/research/osv.md (sections 3, 5).
+ */
+export const FIRECRACKER_PIN = {
+  version: "1.16.1",
+  arch: "x86_64",
+  /**
+   * sha256 of firecracker-v1.16.1-x86_64.tgz. Not known on this machine (no internet): the bake
+   * verifies the tgz against the release's published .sha256.txt and prints the hash; paste it here
+   * so later bakes check against the pinned value as well as the published one.
+   */
+  tgzSha256: undefined as string | undefined,
+} as const;
+
+export function firecrackerReleaseUrls(version: string, arch: string): { tgz: string; sha256: string } {
+  const base = `https://github.com/firecracker-microvm/firecracker/releases/download/v${version}`;
+  const tgz = `${base}/firecracker-v${version}-${arch}.tgz`;
+  return { tgz, sha256: `${tgz}.sha256.txt` };
+}
+
+export const OSV_PIN = {
+  repo: "https://github.com/cloudius-systems/osv.git",
+  /** master HEAD read on 2026-08-17 (describes as v0.57.0-398-g0e34e4dc); the bake records the full hash. */
+  commit: "0e34e4dc",
+  /** Fixes not in any release that the recipe needs; the bake refuses a checkout missing either. */
+  requiredCommits: [
+    { commit: "2228724", what: "PR #1220: ROFS cache keyed per mount (root and code disk are both ROFS)" },
+    {
+      commit: "fcfbb00",
+      what: "PR #1302: pthread_rwlock_tryrdlock/trywrlock return EBUSY (libuv relies on it)",
+    },
+  ],
+} as const;
+
+/** Node taken from the builder host (osv-apps node-from-host); the same major as the process sandbox. */
+export const NODE_PIN = {
+  version: "20.20.2",
+  arch: "linux-x64",
+} as const;
+
+export function nodeReleaseUrls(version: string, arch: string): { tarball: string; shasums: string } {
+  const base = `https://nodejs.org/dist/v${version}`;
+  return { tarball: `${base}/node-v${version}-${arch}.tar.xz`, shasums: `${base}/SHASUMS256.txt` };
+}
+
+/** Linux guest kernel: the 6.1 LTS line Firecracker supports as a guest, built with its CI config as base. */
+export const LINUX_KERNEL_PIN = {
+  version: "6.1.158",
+  tarball: "https://cdn.kernel.org/pub/linux/kernel/v6.x/linux-6.1.158.tar.xz",
+  shasums: "https://cdn.kernel.org/pub/linux/kernel/v6.x/sha256sums.asc",
+  /** Firecracker's own guest config for 6.1, fetched at the pinned Firecracker tag. */
+  firecrackerConfig: (fcVersion: string) =>
+    `https://raw.githubusercontent.com/firecracker-microvm/firecracker/v${fcVersion}/resources/guest_configs/microvm-kernel-ci-x86_64-6.1.config`,
+} as const;

@@ -1,0 +1,103 @@
+import { readFile, stat } from "node:fs/promises";
+import path from "node:path";
+import type { BaseImage } from "../../host-agent/sandbox/driver.ts";
+import { sha256File } from "../hash.ts";
+import {
+  computeBaseVersion,
+  MANIFEST_FILE,
+  type Manifest,
+  ManifestError,
+  normaliseFirecrackerVersion,
+  parseManifest,
+} from "./manifest.ts";
+
+export interface VerifyOptions {
+  /**
+   * The Firecracker version this host runs (`firecracker --version` output or "1.16.1"). Required to
+   * accept a firecracker base image: a snapshot restores only on the version that wrote it.
+   */
+  readonly hostFirecrackerVersion?: string;
+  /** When set, the manifest must carry exactly this base version (the release the agent was told). */
+  readonly expectedVersion?: string;
+}
+
+export interface VerifiedBaseImage extends BaseImage {
+  readonly manifest: Manifest;
+}
+
+export class BaseImageError extends Error {
+  override readonly name = "BaseImageError";
+}
+
+/**
+ * Checks a baked base image directory before the host agent starts anything from it: the manifest
+ * is valid, its version is the hash of its inputs, the Firecracker version matches this host's, and
+ * every artifact exists with the recorded size and sha256. Throws a BaseImageError that names the
+ * directory and the artifact or versions at fault.
+ */
+export async function verifyBaseImage(dir: string, options: VerifyOptions = {}): Promise<VerifiedBaseImage> {
+  const manifestPath = path.join(dir, MANIFEST_FILE);
+  let text: string;
+  try {
+    text = await readFile(manifestPath, "utf8");
+  } catch {
+    throw new BaseImageError(
+      `base image ${dir}: no ${MANIFEST_FILE} (not baked, or the bake did not finish)`,
+    );
+  }
+  let manifest: Manifest;
+  try {
+    manifest = parseManifest(JSON.parse(text), manifestPath);
+  } catch (error) {
+    const detail = error instanceof ManifestError ? error.message : `${manifestPath} is not JSON`;
+    throw new BaseImageError(`base image ${dir}: ${detail}`, { cause: error });
+  }
+
+  const fromInputs = computeBaseVersion(manifest.inputs);
+  if (manifest.version !== fromInputs) {
+    throw new BaseImageError(
+      `base image ${dir}: manifest version ${manifest.version} is not the hash of its inputs (${fromInputs}); the manifest was edited or written by another recipe`,
+    );
+  }
+  if (options.expectedVersion !== undefined && options.expectedVersion !== manifest.version) {
+    throw new BaseImageError(
+      `base image ${dir}: holds base version ${manifest.version}, expected ${options.expectedVersion}`,
+    );
+  }
+  if (manifest.driver === "firecracker") {
+    const baked = manifest.firecrackerVersion ?? "";
+    if (options.hostFirecrackerVersion === undefined) {
+      throw new BaseImageError(
+        `base image ${manifest.version} needs Firecracker ${baked}, but no host Firecracker version was given`,
+      );
+    }
+    const host = normaliseFirecrackerVersion(options.hostFirecrackerVersion);
+    if (host !== baked) {
+      throw new BaseImageError(
+        `base image ${manifest.version} was baked with Firecracker ${baked} but this host runs Firecracker ${host}: a snapshot only restores on the version that wrote it; install Firecracker ${baked} or bake the base again with ${host}`,
+      );
+    }
+  }
+
+  for (const artifact of manifest.artifacts) {
+    const file = path.join(dir, artifact.name);
+    const st = await stat(file).catch(() => undefined);
+    if (!st?.isFile()) {
+      throw new BaseImageError(
+        `base image ${manifest.version}: artifact ${artifact.name} is missing (${file})`,
+      );
+    }
+    if (st.size !== artifact.bytes) {
+      throw new BaseImageError(
+        `base image ${manifest.version}: artifact ${artifact.name} has ${st.size} bytes, manifest says ${artifact.bytes}`,
+      );
+    }
+    const actual = await sha256File(file);
+    if (actual !== artifact.sha256) {
+      throw new BaseImageError(
+        `base image ${manifest.version}: artifact ${artifact.name} has sha256 ${actual}, manifest says ${artifact.sha256}`,
+      );
+    }
+  }
+  return { version: manifest.version, driver: manifest.driver, dir, manifest };
+}

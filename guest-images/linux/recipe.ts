@@ -1,0 +1,116 @@
+import path from "node:path";
+import type { GuestNetwork, GuestRecipe } from "../bake/firecracker-plan.ts";
+import { DEFAULT_GUEST_NETWORK, VM_ARTIFACTS } from "../bake/firecracker-plan.ts";
+import { LINUX_KERNEL_PIN, NODE_PIN } from "../bake/pins.ts";
+import type { PlanStep } from "../bake/plan.ts";
+
+/** Debian packages the Linux recipe needs on the builder host (kernel build, rootfs build). */
+export const LINUX_BUILDER_PACKAGES = [
+  "build-essential",
+  "flex",
+  "bison",
+  "bc",
+  "libelf-dev",
+  "libssl-dev",
+  "xz-utils",
+  "curl",
+  "busybox-static",
+  "squashfs-tools",
+] as const;
+
+export interface LinuxRecipeOptions {
+  readonly workDir: string;
+  readonly imageDir: string;
+  readonly repoDir: string;
+  readonly runtimeBundle: string;
+  /** The kernel config base is Firecracker's own guest config at this release tag. */
+  readonly firecrackerVersion: string;
+  readonly network?: GuestNetwork;
+}
+
+/**
+ * Firecracker's recommended guest arguments (../shared/research/firecracker.md 6) without
+ * 8250.nr_uarts=0, so the bake can read the console; root is the read-only squashfs on the first
+ * drive; ip= configures eth0 in the kernel, so the runtime is reachable without a DHCP client.
+ */
+export function linuxKernelArgs(network: GuestNetwork = DEFAULT_GUEST_NETWORK): string {
+  return [
+    "console=ttyS0",
+    "quiet",
+    "reboot=k",
+    "panic=1",
+    "pci=off",
+    "nomodule",
+    "i8042.noaux",
+    "i8042.nomux",
+    "i8042.dumbkbd",
+    "swiotlb=noforce",
+    "root=/dev/vda",
+    "rootfstype=squashfs",
+    "ro",
+    "init=/sbin/init",
+    `ip=${network.guestIp}::${network.hostIp}:${network.netmask}::eth0:off`,
+  ].join(" ");
+}
+
+export function linuxRecipe(options: LinuxRecipeOptions): GuestRecipe {
+  const { workDir, imageDir, repoDir } = options;
+  const here = path.join(repoDir, "guest-images/linux");
+  const nodeDir = path.join(workDir, "node");
+  const nodeBin = path.join(nodeDir, `node-v${NODE_PIN.version}-${NODE_PIN.arch}`, "bin", "node");
+  const buildSteps: PlanStep[] = [
+    {
+      step: "linux-builder-packages",
+      argv: ["apt-get", "install", "-y", "--no-install-recommends", ...LINUX_BUILDER_PACKAGES],
+      needs: ["root", "internet"],
+    },
+    {
+      step: "fetch-node",
+      argv: [
+        "bash",
+        path.join(repoDir, "guest-images/bake/fetch-node.sh"),
+        NODE_PIN.version,
+        NODE_PIN.arch,
+        nodeDir,
+      ],
+      needs: ["internet"],
+    },
+    {
+      step: "linux-build-kernel",
+      argv: [
+        "bash",
+        path.join(here, "build-kernel.sh"),
+        LINUX_KERNEL_PIN.version,
+        LINUX_KERNEL_PIN.tarball,
+        LINUX_KERNEL_PIN.shasums,
+        LINUX_KERNEL_PIN.firecrackerConfig(options.firecrackerVersion),
+        path.join(here, "kernel.config"),
+        path.join(workDir, "kernel"),
+        path.join(imageDir, VM_ARTIFACTS.kernel),
+      ],
+      needs: ["internet"],
+      why: "uncompressed vmlinux, virtio-mmio devices from the command line",
+    },
+    {
+      step: "linux-build-rootfs",
+      argv: [
+        "bash",
+        path.join(here, "build-rootfs.sh"),
+        nodeBin,
+        options.runtimeBundle,
+        "/bin/busybox",
+        path.join(imageDir, VM_ARTIFACTS.rootfs),
+      ],
+      needs: [],
+      why: "node + ldd libraries + busybox init, read-only squashfs",
+    },
+  ];
+  return {
+    guest: "linux",
+    kernelArgs: linuxKernelArgs(options.network),
+    buildSteps,
+    codeDiskFormat: "squashfs",
+    rootIsBootDevice: true,
+    entropyDevice: true,
+  };
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Builds the OSv base image on a builder host: OSv kernel + ROFS root holding node (node-from-host),
+# the guest runtime bundle and the popf stress check. Leaves kernel.elf and rootfs.img (raw disk:
+# loader, MBR, ROFS partition; Firecracker cannot read qcow2) plus osv-commit.txt in OUT_DIR.
+# Usage: build-image.sh OSV_DIR NODE_BIN_DIR RUNTIME_BUNDLE POPF_CHECK_JS OUT_DIR
+set -euo pipefail
+
+if [ "$#" -ne 5 ]; then
+  echo "usage: $0 OSV_DIR NODE_BIN_DIR RUNTIME_BUNDLE POPF_CHECK_JS OUT_DIR" >&2
+  exit 2
+fi
+osv_dir="$(realpath "$1")"
+node_bin_dir="$(realpath "$2")"
+runtime_bundle="$(realpath "$3")"
+popf_check="$(realpath "$4")"
+out_dir="$(realpath "$5")"
+
+# node-from-host copies whatever `which node` finds: make that the pinned release.
+export PATH="${node_bin_dir}:${PATH}"
+echo "node for the image: $(command -v node) $(node --version)"
+
+# Our own app module: the runtime and the stress check at fixed guest paths; node comes from node-from-host.
+module_dir="${osv_dir}/apps/snapfaas-runtime"
+mkdir -p "$module_dir"
+cp "$runtime_bundle" "${module_dir}/runtime.cjs"
+cp "$popf_check" "${module_dir}/popf-stress.js"
+cat >"${module_dir}/module.py" <<'PY'
+from osv.modules import api
+
+api.require('node-from-host')
+PY
+cat >"${module_dir}/usr.manifest" <<'MANIFEST'
+/runtime/runtime.cjs: ${MODULE_DIR}/runtime.cjs
+/popf/stress.js: ${MODULE_DIR}/popf-stress.js
+MANIFEST
+
+cd "$osv_dir"
+./scripts/build -j"$(nproc)" fs=rofs image=node-from-host,snapfaas-runtime
+
+mkdir -p "$out_dir"
+cp build/last/loader-stripped.elf "${out_dir}/kernel.elf"
+qemu-img convert -O raw build/last/usr.img "${out_dir}/rootfs.img"
+git rev-parse HEAD >"${out_dir}/osv-commit.txt"
+echo "OSv $(cat "${out_dir}/osv-commit.txt") image in ${out_dir}"
