@@ -1,0 +1,384 @@
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Ajv } from "ajv";
+import { execa } from "execa";
+import { parse as parseYaml } from "yaml";
+import { firecrackerBakeJob } from "../../guest-images/bake/firecracker-job.ts";
+import { netmaskToPrefix, VM_ARTIFACTS } from "../../guest-images/bake/firecracker-plan.ts";
+import { computeBaseVersion } from "../../guest-images/bake/manifest.ts";
+import { OSV_PIN } from "../../guest-images/bake/pins.ts";
+import {
+  formatPlan,
+  type Plan,
+  PlanError,
+  type PlanStep,
+  runPlan,
+  shellQuote,
+} from "../../guest-images/bake/plan.ts";
+import { uploadPlan } from "../../guest-images/bake/upload.ts";
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const SPEC = path.resolve(REPO, "../shared/specs/firecracker-api.yaml");
+
+async function planFor(guest: "osv" | "linux"): Promise<{ plan: Plan; version: string; kernelArgs: string }> {
+  const fc = await firecrackerBakeJob({
+    guest,
+    workDir: "/srv/bake/work",
+    repoDir: REPO,
+    runtimeBundle: "/srv/bake/runtime.cjs",
+    allowMissingBundle: true,
+  });
+  const version = computeBaseVersion(fc.job.inputs);
+  return { plan: fc.planFor(`/srv/bake/out/${version}`), version, kernelArgs: fc.job.kernelArgs };
+}
+
+const names = (plan: Plan) => plan.steps.map((s) => s.step);
+const stepNamed = (plan: Plan, name: string): PlanStep => {
+  const step = plan.steps.find((s) => s.step === name);
+  assert.ok(step, `plan has a step ${name}`);
+  return step;
+};
+const assertBefore = (plan: Plan, a: string, b: string) =>
+  assert.ok(names(plan).indexOf(a) < names(plan).indexOf(b), `${a} comes before ${b}`);
+
+describe("bake plans (dry run)", () => {
+  for (const guest of ["osv", "linux"] as const) {
+    describe(`firecracker/${guest}`, () => {
+      it("boots, waits for the runtime, pauses and snapshots, in that order", async () => {
+        const { plan } = await planFor(guest);
+        for (const [a, b] of [
+          ["fetch-firecracker", "firecracker-start"],
+          ["code-placeholder", "drive-code"],
+          ["tap-up", "network-eth0"],
+          ["firecracker-start", "wait-api-socket"],
+          ["wait-api-socket", "machine-config"],
+          ["drive-rootfs", "instance-start"],
+          ["instance-start", "wait-runtime-ready"],
+          ["wait-runtime-ready", "pause"],
+          ["pause", "snapshot-create"],
+          ["snapshot-create", "tap-delete"],
+        ] as const) {
+          assertBefore(plan, a, b);
+        }
+        assert.equal(new Set(names(plan)).size, plan.steps.length, "step names are unique");
+        assert.equal(stepNamed(plan, "firecracker-start").background, true);
+      });
+
+      it("marks what needs the internet, KVM or root", async () => {
+        const { plan } = await planFor(guest);
+        assert.deepEqual(stepNamed(plan, "fetch-firecracker").needs, ["internet"]);
+        assert.deepEqual(stepNamed(plan, "fetch-node").needs, ["internet"]);
+        for (const s of plan.steps.filter((x) => x.api)) assert.deepEqual(s.needs, ["kvm"], s.step);
+        assert.ok(stepNamed(plan, "firecracker-start").needs.includes("kvm"));
+        assert.ok(stepNamed(plan, "tap-add").needs.includes("root"));
+        // Steps that download something all say so.
+        for (const s of plan.steps) {
+          if (s.argv.some((a) => /fetch-|clone|submodule/.test(a)))
+            assert.ok(s.needs.includes("internet"), s.step);
+        }
+      });
+
+      it("records drive and snapshot paths relative to the image directory", async () => {
+        const { plan } = await planFor(guest);
+        const body = (name: string) => stepNamed(plan, name).api?.body as Record<string, unknown>;
+        assert.equal(body("boot-source")["kernel_image_path"], VM_ARTIFACTS.kernel);
+        assert.equal(body("drive-rootfs")["path_on_host"], VM_ARTIFACTS.rootfs);
+        assert.equal(body("drive-code")["path_on_host"], VM_ARTIFACTS.codePlaceholder);
+        assert.equal(body("drive-code")["is_read_only"], true);
+        assert.deepEqual(body("snapshot-create"), {
+          snapshot_type: "Full",
+          snapshot_path: VM_ARTIFACTS.vmstate,
+          mem_file_path: VM_ARTIFACTS.memory,
+        });
+        assert.deepEqual(body("pause"), { state: "Paused" });
+        assert.equal(stepNamed(plan, "firecracker-start").cwd, plan.steps[0]?.argv.at(-1), "cwd = image dir");
+      });
+
+      it("sends Firecracker API bodies that the official API spec accepts", async function () {
+        if (!existsSync(SPEC)) {
+          console.log(`    skip: ${SPEC} not found`);
+          this.skip();
+        }
+        const spec = parseYaml(await readFile(SPEC, "utf8")) as {
+          definitions: Record<string, { properties?: Record<string, unknown> }>;
+          paths: Record<
+            string,
+            Record<string, { parameters?: { in: string; schema?: { $ref?: string } }[] }>
+          >;
+        };
+        const ajv = new Ajv({ strict: false, allErrors: true });
+        ajv.addSchema({ definitions: spec.definitions }, "spec");
+        const { plan } = await planFor(guest);
+        const calls = plan.steps.filter((s) => s.api?.body !== undefined);
+        assert.ok(calls.length >= 8, "the plan makes its API calls");
+        for (const s of calls) {
+          const call = s.api!;
+          const template = Object.keys(spec.paths).find((p) =>
+            new RegExp(`^${p.replace(/\{[^}]+\}/g, "[^/]+")}$`).test(call.path),
+          );
+          assert.ok(template, `${call.path} is an API path`);
+          const operation = spec.paths[template]?.[call.method.toLowerCase()];
+          assert.ok(operation, `${call.method} ${template} exists`);
+          const ref = operation.parameters?.find((p) => p.in === "body")?.schema?.$ref;
+          assert.ok(ref, `${call.method} ${template} takes a body`);
+          const definition = ref.replace("#/definitions/", "");
+          const validate = ajv.getSchema(`spec#/definitions/${definition}`);
+          assert.ok(validate);
+          assert.ok(validate(call.body), `${s.step}: ${ajv.errorsText(validate.errors)}`);
+          // The spec allows unknown keys; a typo would pass silently, so check every key is declared.
+          const declared = Object.keys(spec.definitions[definition]?.properties ?? {});
+          for (const key of Object.keys(call.body as object))
+            assert.ok(declared.includes(key), `${s.step}: ${key}`);
+          // The curl command line carries exactly this body.
+          assert.equal(s.argv[s.argv.indexOf("-d") + 1], JSON.stringify(call.body));
+        }
+      });
+
+      it("prints a plan whose commands a shell reads back as the same argv", async () => {
+        const { plan } = await planFor(guest);
+        const text = formatPlan(plan);
+        assert.match(text, /# bake firecracker\//);
+        const step = stepNamed(plan, "boot-source");
+        const line = step.argv.map(shellQuote).join(" ");
+        assert.ok(text.includes(line));
+        const { stdout } = await execa("bash", ["-c", `printf '%s\\n' ${line}`]);
+        assert.deepEqual(stdout.split("\n"), step.argv);
+      });
+    });
+  }
+
+  it("OSv: pinned master commit with both fixes checked, ROFS root, code disk at /code, runtime on node", async () => {
+    const { plan, kernelArgs } = await planFor("osv");
+    assert.deepEqual(stepNamed(plan, "osv-checkout").argv.slice(-3), [
+      "checkout",
+      "--detach",
+      OSV_PIN.commit,
+    ]);
+    for (const fix of ["2228724", "fcfbb00"]) {
+      assert.deepEqual(stepNamed(plan, `osv-has-${fix}`).argv.slice(-4), [
+        "merge-base",
+        "--is-ancestor",
+        fix,
+        "HEAD",
+      ]);
+    }
+    const args = kernelArgs.split(" ");
+    assert.equal(args[0], "--nopci");
+    assert.ok(args.includes("--rootfs=rofs"));
+    assert.ok(args.includes("--mount-fs=rofs,/dev/vblk1,/code"));
+    assert.ok(args.includes("--ip=eth0,172.16.0.2,255.255.255.252"));
+    assert.deepEqual(args.slice(-2), ["/node", "/runtime/runtime.cjs"]);
+    assert.ok(kernelArgs.includes("0.0.0.0:8123"));
+    assertBefore(plan, "osv-build-image", "osv-popf-check");
+    assertBefore(plan, "osv-popf-check", "firecracker-start");
+    assert.deepEqual(stepNamed(plan, "osv-popf-check").needs, ["kvm"]);
+    const drive = stepNamed(plan, "drive-rootfs").api?.body as { is_root_device: boolean };
+    assert.equal(drive.is_root_device, false, "OSv finds its ROFS root itself (vblk0.1)");
+  });
+
+  it("Linux: vmlinux from Firecracker's config plus our fragment, squashfs root on /dev/vda", async () => {
+    const { plan, kernelArgs } = await planFor("linux");
+    const kernel = stepNamed(plan, "linux-build-kernel").argv;
+    assert.ok(kernel.some((a) => a.endsWith("guest-images/linux/kernel.config")));
+    assert.ok(
+      kernel.some((a) =>
+        /firecracker\/v1\.16\.1\/resources\/guest_configs\/microvm-kernel-ci-x86_64-6\.1\.config$/.test(a),
+      ),
+    );
+    for (const arg of [
+      "root=/dev/vda",
+      "rootfstype=squashfs",
+      "ro",
+      "init=/sbin/init",
+      "pci=off",
+      "reboot=k",
+      "panic=1",
+    ]) {
+      assert.ok(kernelArgs.split(" ").includes(arg), arg);
+    }
+    assert.match(kernelArgs, /ip=172\.16\.0\.2::172\.16\.0\.1:255\.255\.255\.252::eth0:off/);
+    assert.ok(names(plan).includes("entropy"));
+    const fragment = await readFile(path.join(REPO, "guest-images/linux/kernel.config"), "utf8");
+    for (const option of [
+      "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y",
+      "CONFIG_VIRTIO_BLK=y",
+      "CONFIG_VIRTIO_NET=y",
+      "CONFIG_VIRTIO_VSOCKETS=y",
+      "CONFIG_HW_RANDOM_VIRTIO=y",
+      "CONFIG_VMGENID=y",
+      "CONFIG_KVM_GUEST=y",
+      "CONFIG_SERIAL_8250_CONSOLE=y",
+      "CONFIG_SQUASHFS=y",
+    ]) {
+      assert.ok(fragment.split("\n").includes(option), option);
+    }
+  });
+
+  it("gives OSv and Linux different base versions, and the same one on every dry run", async () => {
+    const osv = await planFor("osv");
+    const linux = await planFor("linux");
+    assert.notEqual(osv.version, linux.version);
+    assert.equal((await planFor("osv")).version, osv.version);
+  });
+
+  it("uploads artifacts before the manifest", () => {
+    const plan = uploadPlan("/out/v1", "v1", "s3://snapfaas-artifacts/base");
+    assert.deepEqual(names(plan), ["upload-artifacts", "upload-manifest"]);
+    assert.ok(plan.steps[0]?.argv.includes("--exclude"));
+    assert.equal(plan.steps[1]?.argv.at(-1), "s3://snapfaas-artifacts/base/v1/manifest.json");
+    assert.throws(() => uploadPlan("/out/v1", "v1", "https://example.invalid/x"), /s3:\/\/bucket/);
+  });
+
+  it("converts netmasks to prefix lengths", () => {
+    assert.equal(netmaskToPrefix("255.255.255.252"), 30);
+    assert.equal(netmaskToPrefix("255.255.0.0"), 16);
+    assert.throws(() => netmaskToPrefix("255.0.255.0"), /not a contiguous netmask/);
+  });
+});
+
+describe("plan runner", () => {
+  let work: string;
+  beforeEach(async () => {
+    work = await mkdtemp(path.join(tmpdir(), "plan-run-"));
+  });
+  afterEach(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("runs steps in order in their directories and stops background steps at the end", async () => {
+    const pidFile = path.join(work, "bg.pid");
+    const plan: Plan = {
+      title: "test plan",
+      workDir: work,
+      steps: [
+        {
+          step: "background",
+          argv: ["bash", "-c", `echo $$ > ${pidFile}; exec sleep 300`],
+          needs: [],
+          background: true,
+        },
+        { step: "one", argv: ["bash", "-c", "echo one >> log"], needs: [] },
+        { step: "wait-pid", argv: ["bash", "-c", `until [ -s ${pidFile} ]; do sleep 0.05; done`], needs: [] },
+        { step: "two", argv: ["bash", "-c", "echo two >> log"], needs: [] },
+      ],
+    };
+    await runPlan(plan, () => {});
+    assert.equal(await readFile(path.join(work, "log"), "utf8"), "one\ntwo\n");
+    const pid = Number(await readFile(pidFile, "utf8"));
+    assert.throws(() => process.kill(pid, 0), { code: "ESRCH" }, "background step was stopped");
+  });
+
+  it("stops at the first failing step and names it", async () => {
+    const plan: Plan = {
+      title: "test plan",
+      workDir: work,
+      steps: [
+        { step: "fails", argv: ["false"], needs: [] },
+        { step: "never", argv: ["touch", "never"], needs: [] },
+      ],
+    };
+    await assert.rejects(
+      runPlan(plan, () => {}),
+      (e: Error) => e instanceof PlanError && /step fails failed/.test(e.message),
+    );
+    assert.equal(existsSync(path.join(work, "never")), false);
+  });
+
+  it("refuses a plan that needs KVM on a machine without /dev/kvm", async function () {
+    if (existsSync("/dev/kvm")) {
+      console.log("    skip: this machine has /dev/kvm");
+      this.skip();
+    }
+    const plan: Plan = {
+      title: "kvm plan",
+      workDir: work,
+      steps: [{ step: "boot", argv: ["true"], needs: ["kvm"] }],
+    };
+    await assert.rejects(
+      runPlan(plan, () => {}),
+      /kvm plan cannot run on this machine \(kvm: \/dev\/kvm is missing/,
+    );
+  });
+});
+
+describe("bake CLI", () => {
+  let out: string;
+  beforeEach(async () => {
+    out = await mkdtemp(path.join(tmpdir(), "bake-cli-"));
+  });
+  afterEach(async () => {
+    await rm(out, { recursive: true, force: true });
+  });
+
+  it("prints the OSv and Linux plans with --dry-run and writes nothing", async () => {
+    for (const guest of ["osv", "linux"]) {
+      const { stdout } = await execa(
+        "node",
+        [
+          "--import",
+          "tsx",
+          "guest-images/bake/main.ts",
+          "--driver",
+          "firecracker",
+          "--guest",
+          guest,
+          "--out",
+          out,
+          "--dry-run",
+          "--upload",
+          "s3://bucket/base",
+        ],
+        { cwd: REPO },
+      );
+      assert.match(stdout, /^# base version [0-9a-f]{64}$/m);
+      assert.match(stdout, /# instance-start \[needs: kvm\]/);
+      assert.match(stdout, /PUT http:\/\/localhost\/snapshot\/create/);
+      assert.match(stdout, /aws s3 cp --only-show-errors .*manifest\.json/);
+    }
+    assert.deepEqual(await readdir(out), []);
+  });
+
+  it("explains its usage on bad arguments", async () => {
+    const result = await execa(
+      "node",
+      ["--import", "tsx", "guest-images/bake/main.ts", "--driver", "firecracker", "--out", out],
+      { cwd: REPO, reject: false },
+    );
+    assert.equal(result.exitCode, 64);
+    assert.match(result.stderr, /--guest osv\|linux is required/);
+  });
+
+  it("bakes the process base: artifacts and manifest under OUT/<version>, reused on the second run", async function () {
+    this.timeout(120_000);
+    const run = () =>
+      execa("node", ["--import", "tsx", "guest-images/bake/main.ts", "--driver", "process", "--out", out], {
+        cwd: REPO,
+      });
+    const first = await run();
+    const dir = first.stdout.trim();
+    const manifest = JSON.parse(await readFile(path.join(dir, "manifest.json"), "utf8"));
+    assert.equal(path.basename(dir), manifest.version);
+    assert.equal(manifest.driver, "process");
+    const artifactNames = manifest.artifacts.map((a: { name: string }) => a.name);
+    for (const expected of ["snapshot.blob", "root/bin/node"])
+      assert.ok(artifactNames.includes(expected), expected);
+    const { verifyBaseImage } = await import("../../guest-images/bake/verify.ts");
+    await verifyBaseImage(dir);
+    const second = await run();
+    assert.match(second.stderr, /already baked and intact, nothing rebuilt/);
+    // The startup snapshot really starts with the root's node.
+    const started = await execa(
+      path.join(dir, "root/bin/node"),
+      ["--snapshot-blob", path.join(dir, "snapshot.blob")],
+      {
+        reject: false,
+        env: { NODE_EXTRA_CA_CERTS: "" },
+      },
+    );
+    assert.equal(started.exitCode, 0, started.stderr);
+  });
+});
