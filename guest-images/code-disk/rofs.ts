@@ -236,3 +236,28 @@ export function readRofsImage(image: Buffer): RofsContents {
   visit(root, "");
   return contents;
 }
+
+/**
+ * The same tree as an OSv usr.manifest for scripts/gen-rofs-img.py, listed in the order this writer
+ * lays it out (depth first, names in byte order), so the two images can be compared byte for byte
+ * on a builder host that has an OSv checkout (osv/check-rofs-writer.sh).
+ */
+export function genRofsManifest(tree: CodeTree, srcDir: string): string {
+  const lines = ["[manifest]"];
+  const visit = (nodes: readonly CodeTreeNode[], rel: string): void => {
+    for (const node of nodes) {
+      const guestPath = `${rel}/${node.name}`;
+      if (node.kind === "dir") {
+        // A directory is created by its first entry; only an empty one needs a line of its own.
+        if (node.children.length === 0) lines.push(`${guestPath}: ${srcDir}${guestPath}`);
+        visit(node.children, guestPath);
+      } else if (node.kind === "symlink") {
+        lines.push(`${guestPath}: ->${node.target}`);
+      } else {
+        lines.push(`${guestPath}: ${node.hostPath}`);
+      }
+    }
+  };
+  visit(tree.root.children, "");
+  return `${lines.join("\n")}\n`;
+}

@@ -82,6 +82,12 @@ export function osvRecipe(options: OsvRecipeOptions): GuestRecipe {
       why: "apps/ (node-from-host) and musl are submodules",
     },
     {
+      step: "osv-rofs-writer-check",
+      argv: ["bash", path.join(repoDir, "guest-images/osv/check-rofs-writer.sh"), osvDir, repoDir],
+      needs: [],
+      why: "code disks come from our ROFS writer: it must match OSv's gen-rofs-img.py byte for byte",
+    },
+    {
       step: "osv-setup",
       argv: ["python3", path.join(osvDir, "scripts/setup.py")],
       needs: ["root", "internet"],

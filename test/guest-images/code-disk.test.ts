@@ -3,9 +3,10 @@ import { chmod, mkdir, mkdtemp, readFile, rm, symlink, utimes, writeFile } from 
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
+import { timeCodeDiskBuild } from "../../guest-images/code-disk/bench.ts";
 import { buildCodeDisk, type CodeDiskFormat } from "../../guest-images/code-disk/build.ts";
-import { readRofsImage } from "../../guest-images/code-disk/rofs.ts";
-import { CodeDiskError, DEFAULT_CODE_DISK_LIMITS } from "../../guest-images/code-disk/tree.ts";
+import { genRofsManifest, readRofsImage } from "../../guest-images/code-disk/rofs.ts";
+import { CodeDiskError, DEFAULT_CODE_DISK_LIMITS, readCodeTree } from "../../guest-images/code-disk/tree.ts";
 import { hasCommand } from "./helpers.ts";
 
 /** A small function folder; `variant` changes one file's content. */
@@ -181,5 +182,44 @@ describe("code disk builder", () => {
       await assert.rejects(build(path.join(work, "src"), { maxEntries: 1 }));
       await assert.rejects(readFile(path.join(work, "out.img")), { code: "ENOENT" });
     });
+  });
+});
+
+describe("code disk helpers", () => {
+  let work: string;
+  beforeEach(async () => {
+    work = await mkdtemp(path.join(tmpdir(), "code-disk-helpers-"));
+  });
+  afterEach(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("lists a tree as a gen-rofs-img.py manifest in the writer's order", async () => {
+    const src = path.join(work, "src");
+    await mkdir(path.join(src, "lib-a"), { recursive: true });
+    await mkdir(path.join(src, "lib", "empty"), { recursive: true });
+    await writeFile(path.join(src, "lib", "x.js"), "x");
+    await writeFile(path.join(src, "lib-a", "y.js"), "y");
+    await symlink("lib/x.js", path.join(src, "z.js"));
+    const manifest = genRofsManifest(await readCodeTree(src), src);
+    assert.equal(
+      manifest,
+      [
+        "[manifest]",
+        `/lib/empty: ${src}/lib/empty`,
+        `/lib/x.js: ${src}/lib/x.js`,
+        `/lib-a/y.js: ${src}/lib-a/y.js`,
+        "/z.js: ->lib/x.js",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  it("times code disk builds of a small function for the bench suite", async () => {
+    const timing = await timeCodeDiskBuild("rofs", 3);
+    assert.equal(timing.iterations, 3);
+    assert.ok(timing.p50Ms > 0 && timing.p99Ms >= timing.p50Ms);
+    assert.equal(timing.imageBytes % 512, 0);
+    assert.ok(timing.imageBytes >= 512 * 3, "superblock, data and structure blocks");
   });
 });

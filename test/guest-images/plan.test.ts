@@ -173,6 +173,8 @@ describe("bake plans (dry run)", () => {
     assert.ok(args.includes("--ip=eth0,172.16.0.2,255.255.255.252"));
     assert.deepEqual(args.slice(-2), ["/node", "/runtime/runtime.cjs"]);
     assert.ok(kernelArgs.includes("0.0.0.0:8123"));
+    assertBefore(plan, "osv-checkout", "osv-rofs-writer-check");
+    assert.ok(stepNamed(plan, "osv-rofs-writer-check").argv.some((a) => a.endsWith("check-rofs-writer.sh")));
     assertBefore(plan, "osv-build-image", "osv-popf-check");
     assertBefore(plan, "osv-popf-check", "firecracker-start");
     assert.deepEqual(stepNamed(plan, "osv-popf-check").needs, ["kvm"]);

@@ -1,0 +1,51 @@
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { performance } from "node:perf_hooks";
+import { buildCodeDisk, type CodeDiskFormat } from "./build.ts";
+
+export interface CodeDiskBuildTiming {
+  readonly format: CodeDiskFormat;
+  readonly iterations: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly imageBytes: number;
+}
+
+/** Writes a small function (the seed's hello-world class plus a package.json) into dir. */
+export async function writeSmallFunction(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  await writeFile(path.join(dir, "package.json"), '{"name":"hello-world","main":"hello.js"}\n');
+  await writeFile(
+    path.join(dir, "hello.js"),
+    'export class HelloWorldService {\n  helloWorld() {\n    return "Hello world!";\n  }\n}\n',
+  );
+}
+
+/**
+ * Times buildCodeDisk for a small function, `iterations` builds in a row: the number the bench
+ * suite reports as "code-disk build". Everything it writes is under a temp dir it removes.
+ */
+export async function timeCodeDiskBuild(
+  format: CodeDiskFormat,
+  iterations = 20,
+): Promise<CodeDiskBuildTiming> {
+  const work = await mkdtemp(path.join(tmpdir(), "code-disk-bench-"));
+  try {
+    const src = path.join(work, "src");
+    await writeSmallFunction(src);
+    const samples: number[] = [];
+    let imageBytes = 0;
+    for (let i = 0; i < iterations; i++) {
+      const started = performance.now();
+      const disk = await buildCodeDisk(src, path.join(work, `code-${i}.img`), { format });
+      samples.push(performance.now() - started);
+      imageBytes = disk.bytes;
+    }
+    samples.sort((a, b) => a - b);
+    const at = (q: number) => samples[Math.min(samples.length - 1, Math.floor(q * samples.length))] ?? 0;
+    return { format, iterations, p50Ms: at(0.5), p99Ms: at(0.99), imageBytes };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
