@@ -1,0 +1,60 @@
+/**
+ * Builds the guest runtime: one CommonJS bundle (esbuild) and its V8 startup snapshot
+ * (`node --build-snapshot`), the process sandbox's base snapshot. The snapshot is tied to the exact node
+ * binary that built it, so it is built with the node that runs the agent.
+ */
+import { createHash } from "node:crypto";
+import { mkdir, readFile, rename, rm } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { build } from "esbuild";
+import { execa } from "execa";
+
+export const RUNTIME_ENTRY = fileURLToPath(new URL("./main.ts", import.meta.url));
+
+export interface RuntimeBuild {
+  readonly bundlePath: string;
+  readonly snapshotPath: string;
+  /** sha256 of the bundle: the runtime build id the runtime reports. */
+  readonly bundleHash: string;
+}
+
+/** Bundles the runtime; `buildId` is stamped into it (reported by /_faas/health and every answer). */
+export async function bundleRuntime(outFile: string, buildId?: string): Promise<string> {
+  const define: Record<string, string> = {};
+  if (buildId !== undefined) define.__RUNTIME_BUILD__ = JSON.stringify(buildId);
+  const result = await build({
+    entryPoints: [RUNTIME_ENTRY],
+    bundle: true,
+    platform: "node",
+    format: "cjs",
+    target: "node20",
+    write: false,
+    legalComments: "none",
+    define,
+  });
+  const code = result.outputFiles[0]!.contents;
+  await mkdir(path.dirname(outFile), { recursive: true });
+  const { writeFile } = await import("node:fs/promises");
+  await writeFile(`${outFile}.tmp`, code);
+  await rename(`${outFile}.tmp`, outFile);
+  return createHash("sha256").update(code).digest("hex");
+}
+
+/** Bundle + startup snapshot into `outDir` (runtime.js, runtime.blob). */
+export async function buildRuntime(outDir: string, nodeBinary = process.execPath): Promise<RuntimeBuild> {
+  const bundlePath = path.join(outDir, "runtime.js");
+  const snapshotPath = path.join(outDir, "runtime.blob");
+  // The build id is the hash of the unstamped bundle, so it names the runtime source, not the stamp.
+  const probe = path.join(outDir, "runtime.unstamped.js");
+  const sourceHash = await bundleRuntime(probe);
+  await rm(probe, { force: true });
+  const buildId = sourceHash.slice(0, 16);
+  await bundleRuntime(bundlePath, buildId);
+  await rm(snapshotPath, { force: true });
+  await execa(nodeBinary, ["--snapshot-blob", snapshotPath, "--build-snapshot", bundlePath], { cwd: outDir });
+  const bundleHash = createHash("sha256")
+    .update(await readFile(bundlePath))
+    .digest("hex");
+  return { bundlePath, snapshotPath, bundleHash };
+}
