@@ -4,7 +4,7 @@
  * binary that built it, so it is built with the node that runs the agent.
  */
 import { createHash } from "node:crypto";
-import { mkdir, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
@@ -15,8 +15,10 @@ export const RUNTIME_ENTRY = fileURLToPath(new URL("./main.ts", import.meta.url)
 export interface RuntimeBuild {
   readonly bundlePath: string;
   readonly snapshotPath: string;
-  /** sha256 of the bundle: the runtime build id the runtime reports. */
+  /** sha256 of the stamped bundle. */
   readonly bundleHash: string;
+  /** Short hash of the runtime's source bundle: what the runtime reports as its build. */
+  readonly buildId: string;
 }
 
 /** Bundles the runtime; `buildId` is stamped into it (reported by /_faas/health and every answer). */
@@ -35,26 +37,29 @@ export async function bundleRuntime(outFile: string, buildId?: string): Promise<
   });
   const code = result.outputFiles[0]!.contents;
   await mkdir(path.dirname(outFile), { recursive: true });
-  const { writeFile } = await import("node:fs/promises");
   await writeFile(`${outFile}.tmp`, code);
   await rename(`${outFile}.tmp`, outFile);
   return createHash("sha256").update(code).digest("hex");
 }
 
 /** Bundle + startup snapshot into `outDir` (runtime.js, runtime.blob). */
-export async function buildRuntime(outDir: string, nodeBinary = process.execPath): Promise<RuntimeBuild> {
+export async function buildRuntime(
+  outDir: string,
+  nodeBinary = process.execPath,
+  variant = "",
+): Promise<RuntimeBuild> {
   const bundlePath = path.join(outDir, "runtime.js");
   const snapshotPath = path.join(outDir, "runtime.blob");
   // The build id is the hash of the unstamped bundle, so it names the runtime source, not the stamp.
   const probe = path.join(outDir, "runtime.unstamped.js");
   const sourceHash = await bundleRuntime(probe);
   await rm(probe, { force: true });
-  const buildId = sourceHash.slice(0, 16);
+  const buildId = variant ? `${sourceHash.slice(0, 16)}-${variant}` : sourceHash.slice(0, 16);
   await bundleRuntime(bundlePath, buildId);
   await rm(snapshotPath, { force: true });
   await execa(nodeBinary, ["--snapshot-blob", snapshotPath, "--build-snapshot", bundlePath], { cwd: outDir });
   const bundleHash = createHash("sha256")
     .update(await readFile(bundlePath))
     .digest("hex");
-  return { bundlePath, snapshotPath, bundleHash };
+  return { bundlePath, snapshotPath, bundleHash, buildId };
 }

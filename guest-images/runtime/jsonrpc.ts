@@ -43,7 +43,10 @@ export function rpcError(status: number, code: number, message: string, id: Json
 }
 
 export function rpcResult(result: unknown, id: JsonRpcId): JsonRpcAnswer {
-  return { status: 200, body: { jsonrpc: "2.0", result: result === undefined ? null : result, error: null, id } };
+  return {
+    status: 200,
+    body: { jsonrpc: "2.0", result: result === undefined ? null : result, error: null, id },
+  };
 }
 
 /** Parses and checks one JSON-RPC request body: an RpcCall, or the error answer to send. */
@@ -52,14 +55,20 @@ export function parseRpcRequest(raw: string): RpcCall | JsonRpcAnswer {
   try {
     message = JSON.parse(raw);
   } catch (err) {
-    return rpcError(400, PARSE_ERROR, `Parse error: the body is not valid JSON (${(err as Error).message})`, null);
+    return rpcError(
+      400,
+      PARSE_ERROR,
+      `Parse error: the body is not valid JSON (${(err as Error).message})`,
+      null,
+    );
   }
   if (typeof message !== "object" || message === null || Array.isArray(message)) {
     return rpcError(400, INVALID_REQUEST, "Invalid request: expected one JSON-RPC 2.0 request object", null);
   }
   const m = message as Record<string, unknown>;
   const id = typeof m.id === "string" || typeof m.id === "number" ? m.id : null;
-  if (m.jsonrpc !== "2.0") return rpcError(400, INVALID_REQUEST, 'Invalid request: "jsonrpc" must be "2.0"', id);
+  if (m.jsonrpc !== "2.0")
+    return rpcError(400, INVALID_REQUEST, 'Invalid request: "jsonrpc" must be "2.0"', id);
   if (!("id" in m) || (m.id !== null && typeof m.id !== "string" && typeof m.id !== "number")) {
     return rpcError(400, INVALID_REQUEST, 'Invalid request: "id" must be a number, a string or null', null);
   }
@@ -67,7 +76,12 @@ export function parseRpcRequest(raw: string): RpcCall | JsonRpcAnswer {
     return rpcError(400, INVALID_REQUEST, 'Invalid request: "method" must be "Class.method"', id);
   }
   if (m.params !== undefined && !Array.isArray(m.params)) {
-    return rpcError(400, INVALID_REQUEST, 'Invalid request: "params" must be an array of positional arguments', id);
+    return rpcError(
+      400,
+      INVALID_REQUEST,
+      'Invalid request: "params" must be an array of positional arguments',
+      id,
+    );
   }
   const [className, methodName] = m.method.split(".") as [string, string];
   return { className, methodName, params: (m.params as unknown[] | undefined) ?? [], id };
@@ -89,7 +103,12 @@ export async function dispatchRpc(
   const cls = classes.get(call.className);
   if (!cls) {
     const known = [...new Set([...classes.values()].map((c) => c.name))].join(", ") || "none";
-    return rpcError(404, METHOD_NOT_FOUND, `Method not found: no class "${call.className}" (exported: ${known})`, call.id);
+    return rpcError(
+      404,
+      METHOD_NOT_FOUND,
+      `Method not found: no class "${call.className}" (exported: ${known})`,
+      call.id,
+    );
   }
   const isPublic = call.methodName !== "constructor" && !call.methodName.startsWith("_");
   const method = isPublic ? (cls.prototype as Record<string, unknown>)[call.methodName] : undefined;

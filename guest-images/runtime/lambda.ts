@@ -69,7 +69,9 @@ export function resultToAnswer(result: unknown): HttpAnswer {
     const r = result as Record<string, unknown>;
     const status = Number(r.statusCode);
     if (!Number.isInteger(status) || status < 100 || status > 599) {
-      throw new TypeError(`handler returned statusCode ${String(r.statusCode)}: it must be an integer from 100 to 599`);
+      throw new TypeError(
+        `handler returned statusCode ${String(r.statusCode)}: it must be an integer from 100 to 599`,
+      );
     }
     const headers: Record<string, string | string[]> = {};
     if (typeof r.headers === "object" && r.headers !== null) {
@@ -78,11 +80,14 @@ export function resultToAnswer(result: unknown): HttpAnswer {
     if (Array.isArray(r.cookies) && r.cookies.length > 0) headers["set-cookie"] = r.cookies.map(String);
     let body: Buffer;
     if (r.body === undefined || r.body === null) body = Buffer.alloc(0);
-    else if (typeof r.body === "string") body = Buffer.from(r.body, r.isBase64Encoded === true ? "base64" : "utf8");
+    else if (typeof r.body === "string")
+      body = Buffer.from(r.body, r.isBase64Encoded === true ? "base64" : "utf8");
     else body = Buffer.from(JSON.stringify(r.body));
     return { status, headers, body };
   }
   const body =
-    result === undefined ? Buffer.alloc(0) : Buffer.from(typeof result === "string" ? result : JSON.stringify(result));
+    result === undefined
+      ? Buffer.alloc(0)
+      : Buffer.from(typeof result === "string" ? result : JSON.stringify(result));
   return { status: 200, headers: { "content-type": "application/json" }, body };
 }

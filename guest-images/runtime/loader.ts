@@ -37,14 +37,20 @@ export function resolveEntry(codeRoot: string, fs: FsProbe): string {
   for (const candidate of ["index.js", "index.mjs", "index.cjs"]) {
     if (fs.exists(`${codeRoot}/${candidate}`)) return candidate;
   }
-  throw new LoadError('no entry module: add "main" to package.json, or an index.js or index.mjs at the bundle root');
+  throw new LoadError(
+    'no entry module: add "main" to package.json, or an index.js or index.mjs at the bundle root',
+  );
 }
 
 /**
  * Imports the module through require(): it loads CommonJS and, on Node >= 20.19, ES modules without
  * top-level await. (Dynamic import() is not available in a process started from a startup snapshot.)
  */
-export function importModule(createRequire: CreateRequireFn, codeRoot: string, entry: string): Record<string, unknown> {
+export function importModule(
+  createRequire: CreateRequireFn,
+  codeRoot: string,
+  entry: string,
+): Record<string, unknown> {
   const requireFromCode = createRequire(`${codeRoot}/`);
   try {
     const loaded = requireFromCode(`${codeRoot}/${entry}`) as unknown;
@@ -53,7 +59,9 @@ export function importModule(createRequire: CreateRequireFn, codeRoot: string, e
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === "ERR_REQUIRE_ASYNC_MODULE") {
-      throw new LoadError(`${entry} uses top-level await, which the runtime cannot load: bundle it or remove it`);
+      throw new LoadError(
+        `${entry} uses top-level await, which the runtime cannot load: bundle it or remove it`,
+      );
     }
     throw new LoadError(`${entry} threw while loading: ${e.message}`);
   }

@@ -31,7 +31,8 @@ function parseArgs(argv: string[]): Args {
   const listen = get("--listen", "tcp:127.0.0.1:8123");
   const code = get("--code", "/code");
   const baseVersion = get("--base-version", "unversioned");
-  if (listen.startsWith("unix:")) return { listen: { kind: "unix", path: listen.slice(5) }, code, baseVersion };
+  if (listen.startsWith("unix:"))
+    return { listen: { kind: "unix", path: listen.slice(5) }, code, baseVersion };
   const m = /^tcp:(.+):(\d+)$/.exec(listen);
   if (!m) throw new Error(`--listen must be unix:/path or tcp:host:port, got ${listen}`);
   return { listen: { kind: "tcp", host: m[1]!, port: Number(m[2]) }, code, baseVersion };

@@ -6,7 +6,14 @@
 import type { AsyncLocalStorage } from "node:async_hooks";
 import type * as Http from "node:http";
 import { type CallContext, installConsoleCapture } from "./console-capture.ts";
-import { type AnyClass, dispatchRpc, exportedClasses, isAnswer, parseRpcRequest, rpcError } from "./jsonrpc.ts";
+import {
+  type AnyClass,
+  dispatchRpc,
+  exportedClasses,
+  isAnswer,
+  parseRpcRequest,
+  rpcError,
+} from "./jsonrpc.ts";
 import { buildHttpEvent, resultToAnswer } from "./lambda.ts";
 import { importModule, LoadError, resolveEntry } from "./loader.ts";
 import {
@@ -96,7 +103,10 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
 
   function sendJson(res: Http.ServerResponse, status: number, body: unknown): void {
     const payload = JSON.stringify(body);
-    res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(payload) });
+    res.writeHead(status, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(payload),
+    });
     res.end(payload);
   }
 
@@ -122,7 +132,11 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
     });
   }
 
-  async function handleControl(req: Http.IncomingMessage, res: Http.ServerResponse, route: string): Promise<void> {
+  async function handleControl(
+    req: Http.IncomingMessage,
+    res: Http.ServerResponse,
+    route: string,
+  ): Promise<void> {
     try {
       if (route === "health" && req.method === "GET") {
         const health: HealthResponse = {
@@ -158,9 +172,17 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
           return;
         }
         const started = performance.now();
-        const fsProbe = { exists: deps.fs.existsSync, readFile: (p: string) => deps.fs.readFileSync(p, "utf8") };
+        const fsProbe = {
+          exists: deps.fs.existsSync,
+          readFile: (p: string) => deps.fs.readFileSync(p, "utf8"),
+        };
         const entry = typeof body.entry === "string" ? body.entry : resolveEntry(opts.codePath, fsProbe);
-        const ctx: CallContext = { fn: body.functionName, rid: "load", logBudget: opts.logBytesPerCall, truncated: false };
+        const ctx: CallContext = {
+          fn: body.functionName,
+          rid: "load",
+          logBudget: opts.logBytesPerCall,
+          truncated: false,
+        };
         const moduleExports = storage.run(ctx, () => importModule(deps.createRequire, opts.codePath, entry));
         const handler = moduleExports.handler;
         const classes = exportedClasses(moduleExports);
@@ -216,7 +238,11 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
     await storage.run(ctx, async () => {
       if (fn.style === "jsonrpc") {
         if (req.method !== "POST" || (fullPath !== prefix && fullPath !== `${prefix}/`)) {
-          sendJson(res, 405, rpcError(405, -32600, `this function speaks JSON-RPC 2.0: POST ${prefix}`, null).body);
+          sendJson(
+            res,
+            405,
+            rpcError(405, -32600, `this function speaks JSON-RPC 2.0: POST ${prefix}`, null).body,
+          );
           return;
         }
         const call = parseRpcRequest(body.toString("utf8"));
@@ -237,7 +263,9 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
         headers,
         body,
         requestId: rid,
-        sourceIp: String(req.headers["x-forwarded-for"] ?? "127.0.0.1").split(",")[0]!.trim(),
+        sourceIp: String(req.headers["x-forwarded-for"] ?? "127.0.0.1")
+          .split(",")[0]!
+          .trim(),
         functionName: fn.name,
         nowMs: now(),
       });
@@ -255,7 +283,9 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
         const result =
           handler.length >= 3
             ? await new Promise((resolve, reject) =>
-                handler(event, context, (err: unknown, value: unknown) => (err ? reject(err) : resolve(value))),
+                handler(event, context, (err: unknown, value: unknown) =>
+                  err ? reject(err) : resolve(value),
+                ),
               )
             : await handler(event, context);
         const answer = resultToAnswer(result);
