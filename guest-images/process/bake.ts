@@ -10,7 +10,7 @@ import { chmod, copyFile, link, mkdir, readFile, rename, rm, writeFile } from "n
 import path from "node:path";
 import { execa } from "execa";
 import type { BaseImage } from "../../host-agent/sandbox/driver.ts";
-import { buildRuntime } from "../runtime/build.ts";
+import { buildStartupSnapshot, bundleStampedRuntime } from "../runtime/build.ts";
 
 export interface ProcessBase extends BaseImage {
   readonly driver: "process";
@@ -86,7 +86,7 @@ export async function bakeProcessBase(
   try {
     const root = path.join(staging, "root");
     for (const d of MOUNT_POINTS) await mkdir(path.join(root, d), { recursive: true });
-    const runtime = await buildRuntime(path.join(root, "runtime"), nodeBinary, options.runtimeVariant);
+    const runtime = await bundleStampedRuntime(path.join(root, "runtime"), options.runtimeVariant);
     const libs = await sharedLibraries(nodeBinary);
     const inputs: Record<string, string> = {
       node: await sha256File(nodeBinary),
@@ -101,11 +101,12 @@ export async function bakeProcessBase(
     const existing = await readProcessBase(finalDir);
     if (existing) return existing;
 
+    const snapshotPath = await buildStartupSnapshot(runtime.bundlePath, nodeBinary);
     await placeFile(nodeBinary, path.join(root, "node"), 0o555);
     // Executable: the kernel refuses an ELF interpreter (ld-linux) without the x bit.
     for (const lib of libs) await placeFile(lib, path.join(root, lib), 0o555);
     await chmod(runtime.bundlePath, 0o444);
-    await chmod(runtime.snapshotPath, 0o444);
+    await chmod(snapshotPath, 0o444);
     const info: ProcessBaseInfo = {
       version,
       driver: "process",

@@ -4,7 +4,7 @@
  * binary that built it, so it is built with the node that runs the agent.
  */
 import { createHash } from "node:crypto";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
@@ -42,24 +42,41 @@ export async function bundleRuntime(outFile: string, buildId?: string): Promise<
   return createHash("sha256").update(code).digest("hex");
 }
 
+/** Bundle (runtime.js) into `outDir`, stamped with its build id. */
+export async function bundleStampedRuntime(
+  outDir: string,
+  variant = "",
+): Promise<{ bundlePath: string; bundleHash: string; buildId: string }> {
+  const bundlePath = path.join(outDir, "runtime.js");
+  // The build id is the hash of the unstamped bundle, so it names the runtime source, not the stamp.
+  const probe = path.join(outDir, "runtime.unstamped.js");
+  const sourceHash = await bundleRuntime(probe);
+  await rm(probe, { force: true });
+  const buildId = variant ? `${sourceHash.slice(0, 16)}-${variant}` : sourceHash.slice(0, 16);
+  const bundleHash = await bundleRuntime(bundlePath, buildId);
+  return { bundlePath, bundleHash, buildId };
+}
+
+/** The V8 startup snapshot of a runtime bundle, made by (and only loadable by) `nodeBinary`. */
+export async function buildStartupSnapshot(
+  bundlePath: string,
+  nodeBinary = process.execPath,
+): Promise<string> {
+  const snapshotPath = bundlePath.replace(/\.js$/, ".blob");
+  await rm(snapshotPath, { force: true });
+  await execa(nodeBinary, ["--snapshot-blob", snapshotPath, "--build-snapshot", bundlePath], {
+    cwd: path.dirname(bundlePath),
+  });
+  return snapshotPath;
+}
+
 /** Bundle + startup snapshot into `outDir` (runtime.js, runtime.blob). */
 export async function buildRuntime(
   outDir: string,
   nodeBinary = process.execPath,
   variant = "",
 ): Promise<RuntimeBuild> {
-  const bundlePath = path.join(outDir, "runtime.js");
-  const snapshotPath = path.join(outDir, "runtime.blob");
-  // The build id is the hash of the unstamped bundle, so it names the runtime source, not the stamp.
-  const probe = path.join(outDir, "runtime.unstamped.js");
-  const sourceHash = await bundleRuntime(probe);
-  await rm(probe, { force: true });
-  const buildId = variant ? `${sourceHash.slice(0, 16)}-${variant}` : sourceHash.slice(0, 16);
-  await bundleRuntime(bundlePath, buildId);
-  await rm(snapshotPath, { force: true });
-  await execa(nodeBinary, ["--snapshot-blob", snapshotPath, "--build-snapshot", bundlePath], { cwd: outDir });
-  const bundleHash = createHash("sha256")
-    .update(await readFile(bundlePath))
-    .digest("hex");
-  return { bundlePath, snapshotPath, bundleHash, buildId };
+  const bundle = await bundleStampedRuntime(outDir, variant);
+  const snapshotPath = await buildStartupSnapshot(bundle.bundlePath, nodeBinary);
+  return { ...bundle, snapshotPath };
 }

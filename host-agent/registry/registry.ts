@@ -8,7 +8,14 @@ import path from "node:path";
 import { LoadError, resolveEntry } from "../../guest-images/runtime/loader.ts";
 import type { Clock } from "../clock.ts";
 import type { FunctionRecord, RegistryBackend } from "./backend.ts";
-import { BundleError, type BundleLimits, hashBundle, sniffFormat, unpackBundle } from "./bundle.ts";
+import {
+  BundleError,
+  type BundleLimits,
+  forceRemove,
+  hashBundle,
+  sniffFormat,
+  unpackBundle,
+} from "./bundle.ts";
 
 export const FUNCTION_NAME = /^[a-z][a-z0-9-]{0,62}$/;
 /** Names the data plane keeps for itself. */
@@ -154,6 +161,12 @@ export class Registry {
     await this.backend.putRecord(prepared.record);
     this.records.set(prepared.record.name, prepared.record);
     return prepared.record;
+  }
+
+  /** Drops the unpacked code of a deploy that was not committed, unless some function uses those bytes. */
+  async discard(prepared: PreparedDeploy): Promise<void> {
+    if ([...this.records.values()].some((r) => r.codeHash === prepared.record.codeHash)) return;
+    await forceRemove(prepared.codePath);
   }
 
   async remove(name: string): Promise<FunctionRecord> {

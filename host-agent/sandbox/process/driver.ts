@@ -5,7 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chown, mkdir, readdir } from "node:fs/promises";
+import { chmod, chown, mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { execa, type ResultPromise } from "execa";
@@ -71,6 +71,8 @@ export class ProcessDriver implements SandboxDriver {
   async init(): Promise<void> {
     this.cgroups = this.isRoot ? detectCgroups() : { version: 0, why: "not root" };
     await mkdir(this.instancesDir, { recursive: true });
+    await chmod(path.dirname(this.instancesDir), 0o711);
+    await chmod(this.instancesDir, 0o711);
     // A crashed agent's jails died with it (--die-with-parent); their folders and cgroups did not.
     let leftovers = 0;
     for (const name of await readdir(this.instancesDir)) {
@@ -202,9 +204,9 @@ class ProcessInstance implements SandboxInstance {
     this.rawBudget = opts.rawOutputBudget ?? 1024 * 1024;
     const log = opts.log.child({ instance: spec.id });
     createInterface({ input: child.stdout! }).on("line", (line) => this.onStdout(line, log));
-    child.stderr!.on("data", (chunk: Buffer) => {
-      this.stderrTail = (this.stderrTail + chunk.toString("utf8")).slice(-STDERR_TAIL);
-      this.raw(log, "stderr", chunk.toString("utf8"));
+    createInterface({ input: child.stderr! }).on("line", (line) => {
+      this.stderrTail = `${this.stderrTail}${line}\n`.slice(-STDERR_TAIL);
+      this.raw(log, "stderr", line);
     });
     this.exited = child.then(async (result) => {
       const exit = await this.explain(result.exitCode ?? null, result.signal ?? null, spec.limits.memoryMiB);
