@@ -5,7 +5,8 @@ const MiB = 1024 * 1024;
 
 const int = (min: number, max: number, fallback: number) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
-const port = (fallback: number) => int(1, 65535, fallback);
+// 0 asks the OS for a free port (tests, several agents on one machine).
+const port = (fallback: number) => int(0, 65535, fallback);
 
 export const agentEnvSchema = z.object({
   PORT: port(8080),
@@ -88,7 +89,7 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
     throw new ConfigError(`invalid agent configuration:\n  ${lines.join("\n  ")}`);
   }
   const e = parsed.data;
-  if (e.PORT === e.ADMIN_PORT && e.HOST === e.ADMIN_HOST) {
+  if (e.PORT !== 0 && e.PORT === e.ADMIN_PORT && e.HOST === e.ADMIN_HOST) {
     throw new ConfigError(
       `invalid agent configuration:\n  PORT and ADMIN_PORT are both ${e.PORT}: they must differ`,
     );
