@@ -1,0 +1,136 @@
+/**
+ * The process sandbox's bake: the guest runtime bundle, its V8 startup snapshot and a read-only root the
+ * jail binds as "/" (the node binary, the shared libraries it links, the runtime, empty mount points).
+ * The base version is a hash of the inputs (node binary, runtime bundle, libraries): same inputs, same
+ * version, nothing rebuilt.
+ */
+import { createHash } from "node:crypto";
+import { createReadStream, existsSync } from "node:fs";
+import { chmod, copyFile, link, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { execa } from "execa";
+import type { BaseImage } from "../../host-agent/sandbox/driver.ts";
+import { buildStartupSnapshot, bundleStampedRuntime } from "../runtime/build.ts";
+
+export interface ProcessBase extends BaseImage {
+  readonly driver: "process";
+  /** The jail's read-only root. */
+  readonly rootDir: string;
+  readonly runtimeBuild: string;
+  readonly nodeVersion: string;
+}
+
+export interface ProcessBaseInfo {
+  readonly version: string;
+  readonly driver: "process";
+  readonly nodeVersion: string;
+  readonly runtimeBuild: string;
+  readonly inputs: Record<string, string>;
+  readonly createdAt: string;
+}
+
+const MOUNT_POINTS = ["code", "tmp", "proc", "dev", "run/faas", "runtime"];
+
+async function sha256File(file: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest("hex");
+}
+
+/** The shared libraries (and loader) a dynamically linked binary needs, from ldd. */
+export async function sharedLibraries(binary: string): Promise<string[]> {
+  const { stdout } = await execa("ldd", [binary], { reject: false });
+  if (/not a dynamic executable|statically linked/.test(stdout)) return [];
+  const libs = new Set<string>();
+  for (const line of stdout.split("\n")) {
+    const m = /=>\s+(\/\S+)/.exec(line) ?? /^\s*(\/\S+)\s+\(/.exec(line);
+    if (m?.[1]) libs.add(m[1]);
+  }
+  return [...libs].sort();
+}
+
+async function placeFile(src: string, dest: string, mode: number): Promise<void> {
+  await mkdir(path.dirname(dest), { recursive: true });
+  await copyFile(src, dest);
+  await chmod(dest, mode);
+}
+
+/** Reads a baked base from its folder, or undefined when it is not there (or incomplete). */
+export async function readProcessBase(dir: string): Promise<ProcessBase | undefined> {
+  const infoFile = path.join(dir, "base.json");
+  if (!existsSync(infoFile)) return undefined;
+  const info = JSON.parse(await readFile(infoFile, "utf8")) as ProcessBaseInfo;
+  return {
+    version: info.version,
+    driver: "process",
+    dir,
+    rootDir: path.join(dir, "root"),
+    runtimeBuild: info.runtimeBuild,
+    nodeVersion: info.nodeVersion,
+  };
+}
+
+/**
+ * Bakes the process base under `outRoot/<version>/` and returns it; returns the existing one when a base
+ * with the same inputs is already there. `runtimeVariant` stamps a different runtime build (for tests of
+ * base upgrades); leave it empty otherwise.
+ */
+export async function bakeProcessBase(
+  outRoot: string,
+  options: { nodeBinary?: string; runtimeVariant?: string } = {},
+): Promise<ProcessBase> {
+  const nodeBinary = options.nodeBinary ?? process.execPath;
+  await mkdir(outRoot, { recursive: true });
+  const staging = path.join(outRoot, `.staging-${process.pid}-${Date.now()}`);
+  await mkdir(staging, { recursive: true });
+  try {
+    const root = path.join(staging, "root");
+    for (const d of MOUNT_POINTS) await mkdir(path.join(root, d), { recursive: true });
+    const runtime = await bundleStampedRuntime(path.join(root, "runtime"), options.runtimeVariant);
+    const libs = await sharedLibraries(nodeBinary);
+    const inputs: Record<string, string> = {
+      node: await sha256File(nodeBinary),
+      runtime: runtime.bundleHash,
+    };
+    for (const lib of libs) inputs[lib] = await sha256File(lib);
+    const version = createHash("sha256")
+      .update(JSON.stringify(Object.entries(inputs).sort()))
+      .digest("hex")
+      .slice(0, 24);
+    const finalDir = path.join(outRoot, version);
+    const existing = await readProcessBase(finalDir);
+    if (existing) return existing;
+
+    const snapshotPath = await buildStartupSnapshot(runtime.bundlePath, nodeBinary);
+    await placeFile(nodeBinary, path.join(root, "node"), 0o555);
+    // Executable: the kernel refuses an ELF interpreter (ld-linux) without the x bit.
+    for (const lib of libs) await placeFile(lib, path.join(root, lib), 0o555);
+    await chmod(runtime.bundlePath, 0o444);
+    await chmod(snapshotPath, 0o444);
+    const info: ProcessBaseInfo = {
+      version,
+      driver: "process",
+      nodeVersion: (await execa(nodeBinary, ["--version"])).stdout.trim(),
+      runtimeBuild: runtime.buildId,
+      inputs,
+      createdAt: new Date().toISOString(),
+    };
+    await writeFile(path.join(staging, "base.json"), `${JSON.stringify(info, null, 2)}\n`);
+    await rename(staging, finalDir).catch(async (err: NodeJS.ErrnoException) => {
+      // A concurrent bake of the same inputs finished first: keep theirs.
+      if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
+    });
+    return (await readProcessBase(finalDir))!;
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}
+
+/** Hard-links when possible (same filesystem), else copies. */
+export async function linkOrCopy(src: string, dest: string): Promise<void> {
+  try {
+    await link(src, dest);
+  } catch {
+    await copyFile(src, dest);
+  }
+}

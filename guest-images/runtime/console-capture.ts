@@ -1,0 +1,57 @@
+/**
+ * Routes the user's console output to the runtime's stdout as JSON lines tagged with the function name
+ * and the request id of the call that wrote them (found through AsyncLocalStorage), with a byte budget
+ * per call so console spam cannot flood the host's logs.
+ */
+import type { AsyncLocalStorage } from "node:async_hooks";
+import type { GuestLogLine } from "./protocol.ts";
+
+export interface CallContext {
+  readonly fn: string;
+  readonly rid: string;
+  /** Bytes of console output this call may still write. */
+  logBudget: number;
+  truncated: boolean;
+}
+
+type Level = GuestLogLine["level"];
+
+const METHODS: Array<[keyof Console, Level]> = [
+  ["log", "info"],
+  ["info", "info"],
+  ["debug", "debug"],
+  ["trace", "debug"],
+  ["warn", "warn"],
+  ["error", "error"],
+];
+
+export function installConsoleCapture(
+  target: Console,
+  storage: AsyncLocalStorage<CallContext>,
+  format: (args: unknown[]) => string,
+  write: (line: string) => void,
+  loadedFunction: () => string | null,
+): void {
+  for (const [method, level] of METHODS) {
+    (target as unknown as Record<string, unknown>)[method] = (...args: unknown[]) => {
+      const ctx = storage.getStore();
+      let msg = format(args);
+      if (ctx) {
+        if (ctx.truncated) return;
+        if (Buffer.byteLength(msg) > ctx.logBudget) {
+          ctx.truncated = true;
+          msg = `${msg.slice(0, Math.max(0, ctx.logBudget))} [console output truncated: per-call log limit reached]`;
+        }
+        ctx.logBudget -= Buffer.byteLength(msg);
+      }
+      const line: GuestLogLine = {
+        type: "log",
+        fn: ctx?.fn ?? loadedFunction(),
+        rid: ctx?.rid ?? null,
+        level,
+        msg,
+      };
+      write(`${JSON.stringify(line)}\n`);
+    };
+  }
+}

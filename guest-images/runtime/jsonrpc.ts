@@ -1,0 +1,130 @@
+/** JSON-RPC 2.0 over the classes a Genezio-style module exports. Pure: no I/O. */
+
+export const PARSE_ERROR = -32700;
+export const INVALID_REQUEST = -32600;
+export const METHOD_NOT_FOUND = -32601;
+export const SERVER_ERROR = -32000;
+
+export type JsonRpcId = string | number | null;
+
+export interface JsonRpcAnswer {
+  /** HTTP status the answer travels with. */
+  readonly status: number;
+  readonly body: Record<string, unknown>;
+}
+
+export interface RpcCall {
+  readonly className: string;
+  readonly methodName: string;
+  readonly params: unknown[];
+  readonly id: JsonRpcId;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: user classes are arbitrary.
+export type AnyClass = new (...args: any[]) => any;
+
+export function isClass(value: unknown): value is AnyClass {
+  return typeof value === "function" && /^class[\s{]/.test(Function.prototype.toString.call(value));
+}
+
+/** The exported classes of a module, by export name and by class name. */
+export function exportedClasses(moduleExports: Record<string, unknown>): Map<string, AnyClass> {
+  const classes = new Map<string, AnyClass>();
+  for (const [exportName, value] of Object.entries(moduleExports)) {
+    if (!isClass(value)) continue;
+    if (exportName !== "default") classes.set(exportName, value);
+    if (value.name && !classes.has(value.name)) classes.set(value.name, value);
+  }
+  return classes;
+}
+
+export function rpcError(status: number, code: number, message: string, id: JsonRpcId): JsonRpcAnswer {
+  return { status, body: { jsonrpc: "2.0", error: { code, message }, id } };
+}
+
+export function rpcResult(result: unknown, id: JsonRpcId): JsonRpcAnswer {
+  return {
+    status: 200,
+    body: { jsonrpc: "2.0", result: result === undefined ? null : result, error: null, id },
+  };
+}
+
+/** Parses and checks one JSON-RPC request body: an RpcCall, or the error answer to send. */
+export function parseRpcRequest(raw: string): RpcCall | JsonRpcAnswer {
+  let message: unknown;
+  try {
+    message = JSON.parse(raw);
+  } catch (err) {
+    return rpcError(
+      400,
+      PARSE_ERROR,
+      `Parse error: the body is not valid JSON (${(err as Error).message})`,
+      null,
+    );
+  }
+  if (typeof message !== "object" || message === null || Array.isArray(message)) {
+    return rpcError(400, INVALID_REQUEST, "Invalid request: expected one JSON-RPC 2.0 request object", null);
+  }
+  const m = message as Record<string, unknown>;
+  const id = typeof m.id === "string" || typeof m.id === "number" ? m.id : null;
+  if (m.jsonrpc !== "2.0")
+    return rpcError(400, INVALID_REQUEST, 'Invalid request: "jsonrpc" must be "2.0"', id);
+  if (!("id" in m) || (m.id !== null && typeof m.id !== "string" && typeof m.id !== "number")) {
+    return rpcError(400, INVALID_REQUEST, 'Invalid request: "id" must be a number, a string or null', null);
+  }
+  if (typeof m.method !== "string" || !/^[A-Za-z_$][\w$]*\.[A-Za-z_$][\w$]*$/.test(m.method)) {
+    return rpcError(400, INVALID_REQUEST, 'Invalid request: "method" must be "Class.method"', id);
+  }
+  if (m.params !== undefined && !Array.isArray(m.params)) {
+    return rpcError(
+      400,
+      INVALID_REQUEST,
+      'Invalid request: "params" must be an array of positional arguments',
+      id,
+    );
+  }
+  const [className, methodName] = m.method.split(".") as [string, string];
+  return { className, methodName, params: (m.params as unknown[] | undefined) ?? [], id };
+}
+
+export function isAnswer(v: RpcCall | JsonRpcAnswer): v is JsonRpcAnswer {
+  return "status" in v;
+}
+
+/**
+ * Runs one call against lazily created class instances (one per class, kept for the instance's life, as
+ * a warm Lambda keeps its module state). User throws become server errors carrying the message.
+ */
+export async function dispatchRpc(
+  call: RpcCall,
+  classes: Map<string, AnyClass>,
+  instances: Map<string, unknown>,
+): Promise<JsonRpcAnswer> {
+  const cls = classes.get(call.className);
+  if (!cls) {
+    const known = [...new Set([...classes.values()].map((c) => c.name))].join(", ") || "none";
+    return rpcError(
+      404,
+      METHOD_NOT_FOUND,
+      `Method not found: no class "${call.className}" (exported: ${known})`,
+      call.id,
+    );
+  }
+  const isPublic = call.methodName !== "constructor" && !call.methodName.startsWith("_");
+  const method = isPublic ? (cls.prototype as Record<string, unknown>)[call.methodName] : undefined;
+  if (typeof method !== "function") {
+    return rpcError(404, METHOD_NOT_FOUND, `Method not found: ${call.className}.${call.methodName}`, call.id);
+  }
+  try {
+    let target = instances.get(call.className);
+    if (target === undefined) {
+      target = new cls();
+      instances.set(call.className, target);
+    }
+    const result = await (method as (...a: unknown[]) => unknown).apply(target, call.params);
+    return rpcResult(result, call.id);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    return rpcError(500, SERVER_ERROR, message, call.id);
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * Guest runtime entry. Bundled into one CommonJS file; the process sandbox starts it from a V8 startup
+ * snapshot of that file (built by `node --build-snapshot`), microVMs from a VM snapshot. Started plainly
+ * with `node runtime.js`, it behaves the same, only slower to start.
+ *
+ * Arguments: --listen unix:/path | tcp:host:port   --code /code   --base-version <version>
+ */
+import type * as AsyncHooks from "node:async_hooks";
+import type * as Crypto from "node:crypto";
+import type * as Fs from "node:fs";
+import type * as Http from "node:http";
+import type * as Module from "node:module";
+import type * as Util from "node:util";
+import type * as V8 from "node:v8";
+import { createRuntimeServer } from "./server.ts";
+
+declare const require: (id: string) => unknown;
+declare const __RUNTIME_BUILD__: string;
+
+interface Args {
+  listen: { kind: "unix"; path: string } | { kind: "tcp"; host: string; port: number };
+  code: string;
+  baseVersion: string;
+}
+
+function parseArgs(argv: string[]): Args {
+  const get = (flag: string, fallback: string) => {
+    const i = argv.indexOf(flag);
+    return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : fallback;
+  };
+  const listen = get("--listen", "tcp:127.0.0.1:8123");
+  const code = get("--code", "/code");
+  const baseVersion = get("--base-version", "unversioned");
+  if (listen.startsWith("unix:"))
+    return { listen: { kind: "unix", path: listen.slice(5) }, code, baseVersion };
+  const m = /^tcp:(.+):(\d+)$/.exec(listen);
+  if (!m) throw new Error(`--listen must be unix:/path or tcp:host:port, got ${listen}`);
+  return { listen: { kind: "tcp", host: m[1]!, port: Number(m[2]) }, code, baseVersion };
+}
+
+function run(): void {
+  const http = require("node:http") as typeof Http;
+  const fs = require("node:fs") as typeof Fs;
+  // Flags are looked up by name: a snapshot-started process has no script path in argv.
+  const args = parseArgs(process.argv.slice(1));
+  const writeStdout = (line: string) => {
+    try {
+      fs.writeSync(1, line);
+    } catch {
+      // The host stopped reading; nothing useful left to do with the line.
+    }
+  };
+  const server = createRuntimeServer(
+    {
+      http,
+      AsyncLocalStorage: (require("node:async_hooks") as typeof AsyncHooks).AsyncLocalStorage,
+      createRequire: (require("node:module") as typeof Module).createRequire,
+      fs,
+      format: (require("node:util") as typeof Util).format,
+      randomUUID: (require("node:crypto") as typeof Crypto).randomUUID,
+      writeStdout,
+      now: Date.now,
+    },
+    {
+      codePath: args.code,
+      baseVersion: args.baseVersion,
+      runtimeBuild: typeof __RUNTIME_BUILD__ === "string" ? __RUNTIME_BUILD__ : "dev",
+      logBytesPerCall: 64 * 1024,
+      maxBodyBytes: 1024 * 1024,
+    },
+  );
+  const ready = () => writeStdout(`${JSON.stringify({ type: "ready", pid: process.pid })}\n`);
+  if (args.listen.kind === "unix") {
+    try {
+      fs.unlinkSync(args.listen.path);
+    } catch {
+      // No stale socket to remove.
+    }
+    server.listen(args.listen.path, ready);
+  } else {
+    server.listen(args.listen.port, args.listen.host, ready);
+  }
+}
+
+const v8 = require("node:v8") as typeof V8;
+if (v8.startupSnapshot?.isBuildingSnapshot()) {
+  v8.startupSnapshot.setDeserializeMainFunction(run);
+} else {
+  run();
+}

@@ -1,0 +1,62 @@
+/**
+ * The host <-> guest runtime contract, shared by the agent and the runtime. Everything under /_faas/ is
+ * the host's; every other path is a call to the loaded function, forwarded as the client sent it.
+ */
+
+export const CONTROL_PREFIX = "/_faas/";
+
+/** Headers the host adds to every forwarded call. */
+export const REQUEST_ID_HEADER = "x-faas-request-id";
+/** Milliseconds the call may still take (a relative budget: a restored guest's clock cannot be trusted). */
+export const TIMEOUT_HEADER = "x-faas-timeout-ms";
+/** Set by the runtime on every answer: the base version and runtime build that served it. */
+export const BASE_VERSION_HEADER = "x-faas-base-version";
+
+/** POST /_faas/init: what a fresh (restored or started) instance must learn before it serves. */
+export interface InitRequest {
+  readonly instanceId: string;
+  /** The host's wall clock; the guest's may be stale after a snapshot restore. */
+  readonly unixTimeMs: number;
+  /** 32 random bytes, base64: mixed into the runtime's own randomness after a restore. */
+  readonly entropy: string;
+}
+
+/** POST /_faas/load: import the function's code from the read-only code path. */
+export interface LoadRequest {
+  readonly functionName: string;
+  /** Entry module relative to the code path. */
+  readonly entry: string;
+}
+
+export interface LoadResponse {
+  readonly functionName: string;
+  /** "jsonrpc" for modules exporting classes, "handler" for Lambda-style `handler(event, context)`. */
+  readonly style: "jsonrpc" | "handler";
+  /** Time spent importing the module, ms. */
+  readonly initMs: number;
+  readonly classes: string[];
+}
+
+/** GET /_faas/health */
+export interface HealthResponse {
+  readonly status: "ok";
+  readonly baseVersion: string;
+  readonly runtimeBuild: string;
+  readonly instanceId: string | null;
+  readonly functionName: string | null;
+  readonly pid: number;
+}
+
+/** Error body of every /_faas/ route. */
+export interface ControlError {
+  readonly error: { readonly kind: "load" | "protocol" | "state"; readonly message: string };
+}
+
+/** One line of the runtime's stdout: the user's console output, tagged per call. */
+export interface GuestLogLine {
+  readonly type: "log" | "fatal" | "ready";
+  readonly fn: string | null;
+  readonly rid: string | null;
+  readonly level: "debug" | "info" | "warn" | "error";
+  readonly msg: string;
+}

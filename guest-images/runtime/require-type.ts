@@ -1,0 +1,1 @@
+export type CreateRequireFn = (path: string) => (id: string) => unknown;

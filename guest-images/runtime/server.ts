@@ -1,0 +1,303 @@
+/**
+ * The guest runtime's HTTP server: /_faas/ control routes for the host, and calls to the loaded function.
+ * Node built-ins arrive through `deps` because this module is evaluated while the V8 startup snapshot is
+ * built, when some of them (node:http) cannot be loaded yet.
+ */
+import type { AsyncLocalStorage } from "node:async_hooks";
+import type * as Http from "node:http";
+import { type CallContext, installConsoleCapture } from "./console-capture.ts";
+import {
+  type AnyClass,
+  dispatchRpc,
+  exportedClasses,
+  isAnswer,
+  parseRpcRequest,
+  rpcError,
+} from "./jsonrpc.ts";
+import { buildHttpEvent, resultToAnswer } from "./lambda.ts";
+import { importModule, LoadError, resolveEntry } from "./loader.ts";
+import {
+  BASE_VERSION_HEADER,
+  CONTROL_PREFIX,
+  type GuestLogLine,
+  type HealthResponse,
+  type InitRequest,
+  type LoadRequest,
+  type LoadResponse,
+  REQUEST_ID_HEADER,
+  TIMEOUT_HEADER,
+} from "./protocol.ts";
+import type { CreateRequireFn } from "./require-type.ts";
+
+export interface RuntimeDeps {
+  readonly http: typeof Http;
+  readonly AsyncLocalStorage: typeof AsyncLocalStorage;
+  readonly createRequire: CreateRequireFn;
+  readonly fs: { existsSync(p: string): boolean; readFileSync(p: string, enc: "utf8"): string };
+  readonly format: (...args: unknown[]) => string;
+  readonly randomUUID: () => string;
+  readonly writeStdout: (line: string) => void;
+  readonly now: () => number;
+}
+
+export interface RuntimeOptions {
+  readonly codePath: string;
+  readonly baseVersion: string;
+  readonly runtimeBuild: string;
+  /** Console bytes one call may write before its output is cut. */
+  readonly logBytesPerCall: number;
+  /** Largest control request body, bytes. */
+  readonly maxBodyBytes: number;
+}
+
+interface LoadedFunction {
+  readonly name: string;
+  readonly style: "jsonrpc" | "handler";
+  readonly classes: Map<string, AnyClass>;
+  readonly instances: Map<string, unknown>;
+  readonly handler?: (...args: unknown[]) => unknown;
+}
+
+export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Http.Server {
+  const storage = new deps.AsyncLocalStorage<CallContext>();
+  let instanceId: string | null = null;
+  let loaded: LoadedFunction | null = null;
+  /** The host's clock minus ours, learnt at init: a restored guest's clock may be stale. */
+  let clockSkewMs = 0;
+  const now = () => deps.now() + clockSkewMs;
+
+  installConsoleCapture(
+    console,
+    storage,
+    (args) => deps.format(...args),
+    deps.writeStdout,
+    () => loaded?.name ?? null,
+  );
+
+  const fatal = (what: string, err: unknown) => {
+    const ctx = storage.getStore();
+    const line: GuestLogLine = {
+      type: "fatal",
+      fn: loaded?.name ?? null,
+      rid: ctx?.rid ?? null,
+      level: "error",
+      msg: `${what}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+    };
+    deps.writeStdout(`${JSON.stringify(line)}\n`);
+    // The function's state can no longer be trusted: the host replaces the instance.
+    process.exit(70);
+  };
+  process.on("uncaughtException", (err) => fatal("uncaught exception", err));
+  process.on("unhandledRejection", (err) => fatal("unhandled promise rejection", err));
+
+  const server = deps.http.createServer((req, res) => {
+    res.setHeader(BASE_VERSION_HEADER, `${opts.baseVersion}; runtime=${opts.runtimeBuild}`);
+    const url = req.url ?? "/";
+    if (url.startsWith(CONTROL_PREFIX)) {
+      void handleControl(req, res, url.slice(CONTROL_PREFIX.length));
+      return;
+    }
+    void handleCall(req, res, url);
+  });
+  server.keepAliveTimeout = 60_000;
+
+  function sendJson(res: Http.ServerResponse, status: number, body: unknown): void {
+    const payload = JSON.stringify(body);
+    res.writeHead(status, {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(payload),
+    });
+    res.end(payload);
+  }
+
+  function controlError(res: Http.ServerResponse, status: number, kind: string, message: string): void {
+    sendJson(res, status, { error: { kind, message } });
+  }
+
+  function readBody(req: Http.IncomingMessage, limit: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      req.on("data", (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > limit) {
+          reject(new RangeError(`body larger than ${limit} bytes`));
+          req.destroy();
+          return;
+        }
+        chunks.push(chunk);
+      });
+      req.on("end", () => resolve(Buffer.concat(chunks)));
+      req.on("error", reject);
+    });
+  }
+
+  async function handleControl(
+    req: Http.IncomingMessage,
+    res: Http.ServerResponse,
+    route: string,
+  ): Promise<void> {
+    try {
+      if (route === "health" && req.method === "GET") {
+        const health: HealthResponse = {
+          status: "ok",
+          baseVersion: opts.baseVersion,
+          runtimeBuild: opts.runtimeBuild,
+          instanceId,
+          functionName: loaded?.name ?? null,
+          pid: process.pid,
+        };
+        sendJson(res, 200, health);
+        return;
+      }
+      if (route === "init" && req.method === "POST") {
+        const body = JSON.parse((await readBody(req, opts.maxBodyBytes)).toString("utf8")) as InitRequest;
+        if (typeof body.instanceId !== "string" || typeof body.unixTimeMs !== "number") {
+          controlError(res, 400, "protocol", "init needs instanceId (string) and unixTimeMs (number)");
+          return;
+        }
+        instanceId = body.instanceId;
+        clockSkewMs = body.unixTimeMs - deps.now();
+        res.writeHead(204).end();
+        return;
+      }
+      if (route === "load" && req.method === "POST") {
+        const body = JSON.parse((await readBody(req, opts.maxBodyBytes)).toString("utf8")) as LoadRequest;
+        if (loaded) {
+          controlError(res, 409, "state", `this instance already serves ${loaded.name}`);
+          return;
+        }
+        if (typeof body.functionName !== "string") {
+          controlError(res, 400, "protocol", "load needs functionName (string)");
+          return;
+        }
+        const started = performance.now();
+        const fsProbe = {
+          exists: deps.fs.existsSync,
+          readFile: (p: string) => deps.fs.readFileSync(p, "utf8"),
+        };
+        const entry = typeof body.entry === "string" ? body.entry : resolveEntry(opts.codePath, fsProbe);
+        const ctx: CallContext = {
+          fn: body.functionName,
+          rid: "load",
+          logBudget: opts.logBytesPerCall,
+          truncated: false,
+        };
+        const moduleExports = storage.run(ctx, () => importModule(deps.createRequire, opts.codePath, entry));
+        const handler = moduleExports.handler;
+        const classes = exportedClasses(moduleExports);
+        if (typeof handler !== "function" && classes.size === 0) {
+          throw new LoadError(`${entry} exports neither a handler(event, context) function nor a class`);
+        }
+        loaded = {
+          name: body.functionName,
+          style: typeof handler === "function" ? "handler" : "jsonrpc",
+          classes,
+          instances: new Map(),
+          handler: typeof handler === "function" ? (handler as (...a: unknown[]) => unknown) : undefined,
+        };
+        const answer: LoadResponse = {
+          functionName: loaded.name,
+          style: loaded.style,
+          initMs: performance.now() - started,
+          classes: [...new Set([...classes.values()].map((c) => c.name))],
+        };
+        sendJson(res, 200, answer);
+        return;
+      }
+      controlError(res, 404, "protocol", `no control route ${req.method} ${CONTROL_PREFIX}${route}`);
+    } catch (err) {
+      if (err instanceof LoadError) controlError(res, 422, "load", err.message);
+      else if (err instanceof SyntaxError) controlError(res, 400, "protocol", `bad JSON: ${err.message}`);
+      else controlError(res, 500, "protocol", (err as Error).message);
+    }
+  }
+
+  async function handleCall(req: Http.IncomingMessage, res: Http.ServerResponse, url: string): Promise<void> {
+    const fn = loaded;
+    if (!fn) {
+      controlError(res, 503, "state", "no function is loaded in this instance");
+      return;
+    }
+    const q = url.indexOf("?");
+    const fullPath = q === -1 ? url : url.slice(0, q);
+    const prefix = `/${fn.name}`;
+    if (fullPath !== prefix && !fullPath.startsWith(`${prefix}/`)) {
+      controlError(res, 404, "state", `this instance serves /${fn.name}, not ${fullPath}`);
+      return;
+    }
+    const rid = String(req.headers[REQUEST_ID_HEADER] ?? deps.randomUUID());
+    const timeoutMs = Number(req.headers[TIMEOUT_HEADER] ?? 30_000);
+    const ctx: CallContext = { fn: fn.name, rid, logBudget: opts.logBytesPerCall, truncated: false };
+    let body: Buffer;
+    try {
+      body = await readBody(req, Number.POSITIVE_INFINITY);
+    } catch {
+      return;
+    }
+    await storage.run(ctx, async () => {
+      if (fn.style === "jsonrpc") {
+        if (req.method !== "POST" || (fullPath !== prefix && fullPath !== `${prefix}/`)) {
+          sendJson(
+            res,
+            405,
+            rpcError(405, -32600, `this function speaks JSON-RPC 2.0: POST ${prefix}`, null).body,
+          );
+          return;
+        }
+        const call = parseRpcRequest(body.toString("utf8"));
+        const answer = isAnswer(call) ? call : await dispatchRpc(call, fn.classes, fn.instances);
+        sendJson(res, answer.status, answer.body);
+        return;
+      }
+      const started = deps.now();
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(req.headers)) {
+        if (v === undefined || k === REQUEST_ID_HEADER || k === TIMEOUT_HEADER) continue;
+        headers[k] = Array.isArray(v) ? v.join(",") : v;
+      }
+      const event = buildHttpEvent({
+        method: req.method ?? "GET",
+        path: fullPath.slice(prefix.length) || "/",
+        rawQueryString: q === -1 ? "" : url.slice(q + 1),
+        headers,
+        body,
+        requestId: rid,
+        sourceIp: String(req.headers["x-forwarded-for"] ?? "127.0.0.1")
+          .split(",")[0]!
+          .trim(),
+        functionName: fn.name,
+        nowMs: now(),
+      });
+      const context = {
+        functionName: fn.name,
+        functionVersion: "$LATEST",
+        awsRequestId: rid,
+        invokedFunctionArn: `arn:snapfaas:function:${fn.name}`,
+        memoryLimitInMB: String(process.env.FAAS_MEMORY_MIB ?? ""),
+        callbackWaitsForEmptyEventLoop: false,
+        getRemainingTimeInMillis: () => Math.max(0, timeoutMs - (deps.now() - started)),
+      };
+      try {
+        const handler = fn.handler!;
+        const result =
+          handler.length >= 3
+            ? await new Promise((resolve, reject) =>
+                handler(event, context, (err: unknown, value: unknown) =>
+                  err ? reject(err) : resolve(value),
+                ),
+              )
+            : await handler(event, context);
+        const answer = resultToAnswer(result);
+        res.writeHead(answer.status, { ...answer.headers, "content-length": answer.body.length });
+        res.end(answer.body);
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err);
+        console.error(`handler failed: ${err instanceof Error ? (err.stack ?? message) : message}`);
+        sendJson(res, 500, { message: "Internal Server Error", error: message, requestId: rid });
+      }
+    });
+  }
+
+  return server;
+}

@@ -1,0 +1,205 @@
+/**
+ * faas: start the local platform, deploy, invoke, list and remove functions.
+ *
+ *   faas start                          build the base, start the agent, deploy examples/*
+ *   faas build                          bake the process sandbox base only
+ *   faas deploy <dir> [--name <name>]   bundle a folder with esbuild and deploy it
+ *   faas invoke <name> <Class.method> [json params]
+ *   faas ls | faas rm <name>
+ */
+import { readdirSync, statSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { request } from "undici";
+import { adminRequest, CliError, type Endpoints, endpointsFromEnv } from "./admin-client.ts";
+import { PackError, packFunction } from "./pack.ts";
+
+const USAGE = `usage:
+  faas start                                   build, start the agent, deploy every folder in examples/
+  faas build                                   bake the process sandbox's base image
+  faas deploy <dir> [--name <name>]            bundle <dir> with esbuild and deploy it
+  faas invoke <name> <Class.method> [params]   call a JSON-RPC method; params is a JSON array
+  faas ls                                      list deployed functions
+  faas rm <name>                               delete a function
+environment: FAAS_URL, FAAS_ADMIN_URL, FAAS_ADMIN_TOKEN, FAAS_STATE_DIR, PORT, ADMIN_PORT`;
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+export async function deployFolder(ep: Endpoints, dir: string, name: string) {
+  const bytes = await packFunction(dir);
+  const { json } = await adminRequest(ep, "PUT", `/v1/functions/${encodeURIComponent(name)}`, {
+    bytes,
+    type: "application/gzip",
+  });
+  return json as { function: { name: string; revision: number; codeHash: string }; load: { style: string } };
+}
+
+function defaultName(dir: string): string {
+  return path
+    .basename(path.resolve(dir))
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, "-");
+}
+
+async function invoke(ep: Endpoints, args: string[]): Promise<number> {
+  const [name, method, rawParams] = args;
+  if (!name || !method) throw new CliError("usage: faas invoke <name> <Class.method> [json params]");
+  let params: unknown = [];
+  if (rawParams !== undefined) {
+    try {
+      params = JSON.parse(rawParams);
+    } catch (err) {
+      throw new CliError(`params must be a JSON array, e.g. '["Ada", 3]': ${(err as Error).message}`);
+    }
+    if (!Array.isArray(params)) params = [params];
+  }
+  let res: Awaited<ReturnType<typeof request>>;
+  try {
+    res = await request(`${ep.dataUrl}/${encodeURIComponent(name)}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", method, params, id: 1 }),
+    });
+  } catch (err) {
+    throw new CliError(
+      `cannot reach the agent at ${ep.dataUrl}: ${(err as Error).message} (is \`npm start\` running?)`,
+    );
+  }
+  const text = await res.body.text();
+  let body: { result?: unknown; error?: { message?: string; code?: unknown } | null };
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new CliError(`${res.statusCode}: ${text}`);
+  }
+  if (body.error) {
+    console.error(`error ${body.error.code ?? res.statusCode}: ${body.error.message ?? text}`);
+    return 1;
+  }
+  console.log(JSON.stringify(body.result, null, 2));
+  return 0;
+}
+
+async function start(): Promise<number> {
+  const { PreflightError, startAgent } = await import("../agent.ts");
+  const { loadAgentConfig } = await import("../config.ts");
+  const config = loadAgentConfig(process.env);
+  let agent: Awaited<ReturnType<typeof startAgent>>;
+  try {
+    agent = await startAgent(config);
+  } catch (err) {
+    if (err instanceof PreflightError) {
+      for (const p of err.problems) console.error(`faas: ${p.what}. Install it with: ${p.fix}`);
+      return 3;
+    }
+    throw err;
+  }
+  const ep: Endpoints = { dataUrl: agent.dataUrl, adminUrl: agent.adminUrl, token: agent.adminToken };
+  const examplesDir = path.join(REPO_ROOT, "examples");
+  const deployed: string[] = [];
+  for (const entry of readdirSync(examplesDir).sort()) {
+    const dir = path.join(examplesDir, entry);
+    if (!statSync(dir).isDirectory() || entry.startsWith("pulumi")) continue;
+    try {
+      await deployFolder(ep, dir, defaultName(dir));
+      deployed.push(defaultName(dir));
+    } catch (err) {
+      console.error(`faas: could not deploy examples/${entry}: ${(err as Error).message}`);
+    }
+  }
+  const lines = [
+    "",
+    `faas is running: data plane ${agent.dataUrl}, admin API ${agent.adminUrl} (base ${agent.base.version})`,
+    agent.tokenGenerated
+      ? `admin token (generated, stored in ${agent.tokenFile}; shown once): ${agent.adminToken}`
+      : `admin token: in ${agent.tokenFile} or FAAS_ADMIN_TOKEN`,
+    `deployed: ${deployed.join(", ") || "nothing"}`,
+    "try:",
+    `  curl -s -X POST ${agent.dataUrl}/hello-world -d '{"jsonrpc":"2.0","method":"HelloWorldService.helloWorld","params":[],"id":1}'`,
+    "press Ctrl-C to stop",
+    "",
+  ];
+  console.log(lines.join("\n"));
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+  await agent.stop();
+  return 0;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const ep = endpointsFromEnv(process.env);
+  try {
+    switch (command) {
+      case "start":
+        return await start();
+      case "build": {
+        const { bakeProcessBase } = await import("../../guest-images/process/bake.ts");
+        const stateDir = process.env.FAAS_STATE_DIR ?? ".faas";
+        const base = await bakeProcessBase(path.join(path.resolve(stateDir), "base"));
+        console.log(
+          `base ${base.version} (node ${base.nodeVersion}, runtime ${base.runtimeBuild}) in ${base.dir}`,
+        );
+        return 0;
+      }
+      case "deploy": {
+        const dir = rest[0];
+        if (!dir) throw new CliError("usage: faas deploy <dir> [--name <name>]");
+        const i = rest.indexOf("--name");
+        const name = i >= 0 ? rest[i + 1] : defaultName(dir);
+        if (!name) throw new CliError("--name needs a value");
+        const out = await deployFolder(ep, dir, name);
+        console.log(
+          `deployed ${out.function.name} (revision ${out.function.revision}, ${out.load.style}, code ${out.function.codeHash.slice(0, 12)})`,
+        );
+        console.log(`  ${ep.dataUrl}/${out.function.name}`);
+        return 0;
+      }
+      case "invoke":
+        return await invoke(ep, rest);
+      case "ls": {
+        const { json } = await adminRequest(ep, "GET", "/v1/functions");
+        const fns = json.functions as Array<{
+          name: string;
+          revision: number;
+          codeHash: string;
+          deployedAt: string;
+        }>;
+        if (fns.length === 0) console.log("no functions deployed");
+        for (const f of fns)
+          console.log(
+            `${f.name.padEnd(30)} rev ${String(f.revision).padEnd(4)} ${f.codeHash.slice(0, 12)}  ${f.deployedAt}`,
+          );
+        return 0;
+      }
+      case "rm": {
+        if (!rest[0]) throw new CliError("usage: faas rm <name>");
+        await adminRequest(ep, "DELETE", `/v1/functions/${encodeURIComponent(rest[0])}`);
+        console.log(`deleted ${rest[0]}`);
+        return 0;
+      }
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        console.log(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        console.error(`faas: unknown command ${command}\n${USAGE}`);
+        return 2;
+    }
+  } catch (err) {
+    if (err instanceof CliError || err instanceof PackError) {
+      console.error(`faas: ${err.message}`);
+      return 1;
+    }
+    if ((err as Error).name === "ConfigError") {
+      console.error(`faas: ${(err as Error).message}`);
+      return 2;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * The host's side of the guest runtime protocol: one keep-alive HTTP connection per instance over its
+ * endpoint (Unix socket or TCP), used for control calls and forwarded function calls alike.
+ */
+import { Client, type Dispatcher } from "undici";
+import type {
+  ControlError,
+  HealthResponse,
+  InitRequest,
+  LoadRequest,
+  LoadResponse,
+} from "../../guest-images/runtime/protocol.ts";
+import type { GuestEndpoint } from "../sandbox/driver.ts";
+
+export class GuestError extends Error {
+  override readonly name = "GuestError";
+  constructor(
+    message: string,
+    /** "load" when the user's module failed to load; "protocol" for everything else. */
+    readonly kind: "load" | "protocol" | "state",
+    readonly status?: number,
+  ) {
+    super(message);
+  }
+}
+
+export interface ForwardedCall {
+  readonly method: string;
+  readonly path: string;
+  readonly headers: Record<string, string>;
+  readonly body: Buffer | null;
+  readonly signal: AbortSignal;
+  readonly maxResponseBytes: number;
+}
+
+export interface GuestAnswer {
+  readonly status: number;
+  readonly headers: Record<string, string | string[]>;
+  readonly body: Buffer;
+}
+
+export class ResponseTooLargeError extends Error {
+  override readonly name = "ResponseTooLargeError";
+}
+
+export class GuestClient {
+  private readonly client: Client;
+
+  constructor(endpoint: GuestEndpoint) {
+    this.client =
+      endpoint.kind === "unix"
+        ? new Client("http://guest", {
+            socketPath: endpoint.socketPath,
+            pipelining: 1,
+            keepAliveTimeout: 60_000,
+          })
+        : new Client(`http://${endpoint.host}:${endpoint.port}`, { pipelining: 1, keepAliveTimeout: 60_000 });
+  }
+
+  async health(signal?: AbortSignal): Promise<HealthResponse> {
+    return (await this.control("GET", "health", undefined, signal)) as HealthResponse;
+  }
+
+  async init(body: InitRequest, signal?: AbortSignal): Promise<void> {
+    await this.control("POST", "init", body, signal);
+  }
+
+  async load(body: LoadRequest, signal?: AbortSignal): Promise<LoadResponse> {
+    return (await this.control("POST", "load", body, signal)) as LoadResponse;
+  }
+
+  private async control(
+    method: "GET" | "POST",
+    route: string,
+    body: unknown,
+    signal?: AbortSignal,
+  ): Promise<unknown> {
+    const res = await this.client.request({
+      method,
+      path: `/_faas/${route}`,
+      headers: body === undefined ? {} : { "content-type": "application/json" },
+      body: body === undefined ? null : JSON.stringify(body),
+      signal,
+    });
+    const text = await res.body.text();
+    if (res.statusCode === 204) return undefined;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new GuestError(
+        `guest answered ${route} with ${res.statusCode} and a body that is not JSON`,
+        "protocol",
+        res.statusCode,
+      );
+    }
+    if (res.statusCode >= 400) {
+      const err = (parsed as ControlError).error;
+      throw new GuestError(
+        err?.message ?? `guest answered ${route} with ${res.statusCode}`,
+        err?.kind ?? "protocol",
+        res.statusCode,
+      );
+    }
+    return parsed;
+  }
+
+  /** Forwards one call and reads the whole answer (bounded: a runaway response cannot exhaust the host). */
+  async forward(call: ForwardedCall): Promise<GuestAnswer> {
+    const res: Dispatcher.ResponseData = await this.client.request({
+      method: call.method as Dispatcher.HttpMethod,
+      path: call.path,
+      headers: call.headers,
+      body: call.body,
+      signal: call.signal,
+    });
+    const declared = Number(res.headers["content-length"] ?? 0);
+    if (declared > call.maxResponseBytes) {
+      res.body.destroy();
+      throw new ResponseTooLargeError(
+        `the response is ${declared} bytes; the limit is ${call.maxResponseBytes}`,
+      );
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of res.body) {
+      size += (chunk as Buffer).length;
+      if (size > call.maxResponseBytes) {
+        res.body.destroy();
+        throw new ResponseTooLargeError(
+          `the response is larger than the limit of ${call.maxResponseBytes} bytes`,
+        );
+      }
+      chunks.push(chunk as Buffer);
+    }
+    return {
+      status: res.statusCode,
+      headers: res.headers as Record<string, string | string[]>,
+      body: Buffer.concat(chunks),
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.client.destroy().catch(() => undefined);
+  }
+}

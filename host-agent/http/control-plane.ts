@@ -1,0 +1,215 @@
+/**
+ * The control plane: deploy, list, inspect and delete functions; pool state, health and metrics. Every
+ * route needs the admin token. A deploy is checked (archive, entry module, a real load in a fresh
+ * instance) before it replaces anything; on any failure the previous deployment stays as it was.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Clock } from "../clock.ts";
+import { ApiError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { AgentMetrics } from "../metrics.ts";
+import { FunctionLoadError, type Pool, PoolBusyError } from "../pool/pool.ts";
+import { BundleError } from "../registry/bundle.ts";
+import { checkFunctionName, type Registry, RegistryError } from "../registry/registry.ts";
+import { SandboxStartError } from "../sandbox/driver.ts";
+import { bearerToken, tokenMatches } from "./auth.ts";
+import { readBody, sendError, sendJson } from "./json.ts";
+
+export interface ControlPlaneDeps {
+  readonly registry: Registry;
+  readonly pool: Pool;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly metrics: AgentMetrics;
+  readonly adminToken: string;
+  readonly maxBundleBytes: number;
+  /** How long a deploy may take to prove its module loads. */
+  readonly deployTimeoutMs: number;
+  readonly health: () => Record<string, unknown>;
+}
+
+const BUNDLE_TYPES = new Set([
+  "application/gzip",
+  "application/x-gzip",
+  "application/x-tar",
+  "application/x-compressed-tar",
+  "application/zip",
+  "application/x-zip-compressed",
+  "application/octet-stream",
+]);
+
+export function createControlPlane(deps: ControlPlaneDeps): Server {
+  const server = createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => {
+    void route(deps, req, res).catch((err: unknown) => {
+      if (err instanceof ApiError) sendError(res, err);
+      else {
+        deps.log.error({ err }, "control plane error");
+        sendError(res, new ApiError(500, "internal", (err as Error).message));
+      }
+    });
+  });
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 300_000;
+  return server;
+}
+
+async function route(deps: ControlPlaneDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  if (!tokenMatches(bearerToken(req.headers.authorization), deps.adminToken)) {
+    req.resume();
+    throw new ApiError(
+      401,
+      "unauthorized",
+      "missing or wrong admin token: send Authorization: Bearer <token>",
+      {
+        "www-authenticate": 'Bearer realm="faas-admin"',
+      },
+    );
+  }
+  const url = new URL(req.url ?? "/", "http://admin");
+  const method = req.method ?? "GET";
+  const parts = url.pathname.split("/").filter(Boolean);
+  const allow = (methods: string[]) => {
+    if (!methods.includes(method)) {
+      req.resume();
+      throw new ApiError(405, "method_not_allowed", `${url.pathname} accepts ${methods.join(", ")}`, {
+        allow: methods.join(", "),
+      });
+    }
+  };
+  if (url.pathname === "/healthz") {
+    allow(["GET"]);
+    sendJson(res, 200, { status: "ok", ...deps.health() });
+    return;
+  }
+  if (url.pathname === "/metrics") {
+    allow(["GET"]);
+    deps.pool.snapshot();
+    deps.metrics.functions.set(deps.registry.size);
+    const text = await deps.metrics.registry.metrics();
+    res.writeHead(200, { "content-type": deps.metrics.registry.contentType });
+    res.end(text);
+    return;
+  }
+  if (url.pathname === "/v1/pool") {
+    allow(["GET"]);
+    sendJson(res, 200, deps.pool.snapshot());
+    return;
+  }
+  if (parts[0] === "v1" && parts[1] === "functions" && parts.length === 2) {
+    allow(["GET"]);
+    sendJson(res, 200, { functions: deps.registry.list() });
+    return;
+  }
+  if (parts[0] === "v1" && parts[1] === "functions" && parts.length === 3) {
+    const name = decodeURIComponent(parts[2]!);
+    allow(["GET", "PUT", "DELETE"]);
+    try {
+      checkFunctionName(name);
+    } catch (err) {
+      req.resume();
+      throw new ApiError(400, "invalid_name", (err as Error).message);
+    }
+    if (method === "GET") {
+      const record = deps.registry.get(name);
+      if (!record) throw new ApiError(404, "function_not_found", `no function named ${name}`);
+      sendJson(res, 200, {
+        function: record,
+        pool: deps.pool.snapshot().functions[name] ?? { idle: 0, busy: 0 },
+      });
+      return;
+    }
+    if (method === "DELETE") {
+      await deps.registry.withNameLock(name, async () => {
+        try {
+          const removed = await deps.registry.remove(name);
+          deps.pool.retireFunction(name);
+          deps.log.info({ fn: name }, "function deleted");
+          sendJson(res, 200, { deleted: removed.name });
+        } catch (err) {
+          if (err instanceof RegistryError) throw new ApiError(err.status, "function_not_found", err.message);
+          throw err;
+        }
+      });
+      return;
+    }
+    await deploy(deps, name, req, res);
+    return;
+  }
+  req.resume();
+  throw new ApiError(
+    404,
+    "no_route",
+    `no route ${method} ${url.pathname} (see GET /v1/functions, PUT /v1/functions/<name>)`,
+  );
+}
+
+async function deploy(
+  deps: ControlPlaneDeps,
+  name: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  const type = (req.headers["content-type"] ?? "application/octet-stream")
+    .split(";")[0]!
+    .trim()
+    .toLowerCase();
+  if (!BUNDLE_TYPES.has(type)) {
+    req.resume();
+    deps.metrics.deploys.inc({ result: "rejected" });
+    throw new ApiError(
+      415,
+      "unsupported_media_type",
+      `send the bundle as application/gzip (tar.gz) or application/zip, not ${type}`,
+    );
+  }
+  const bytes = await readBody(req, deps.maxBundleBytes).catch((err: ApiError) => {
+    deps.metrics.deploys.inc({ result: "rejected" });
+    throw new ApiError(413, "bundle_too_large", `${err.message} (bundle limit)`);
+  });
+  const started = deps.clock.now();
+  await deps.registry.withNameLock(name, async () => {
+    let prepared: Awaited<ReturnType<Registry["prepare"]>> | undefined;
+    try {
+      prepared = await deps.registry.prepare(name, bytes);
+      const previous = deps.registry.get(name);
+      const code = {
+        name,
+        codeHash: prepared.record.codeHash,
+        entry: prepared.record.entry,
+        hostPath: prepared.codePath,
+      };
+      const loaded = await deps.pool.prespecialize(code, started + deps.deployTimeoutMs);
+      const record = await deps.registry.commit(prepared);
+      deps.pool.retireFunction(name, record.codeHash);
+      deps.metrics.deploys.inc({ result: "ok" });
+      deps.log.info({ fn: name, codeHash: record.codeHash, revision: record.revision }, "function deployed");
+      sendJson(res, previous ? 200 : 201, {
+        function: record,
+        load: { style: loaded.style, classes: loaded.classes, initMs: Math.round(loaded.initMs * 100) / 100 },
+        url: `/${name}`,
+      });
+    } catch (err) {
+      deps.metrics.deploys.inc({ result: "rejected" });
+      if (prepared) await deps.registry.discard(prepared);
+      if (err instanceof BundleError) throw new ApiError(err.status, "invalid_bundle", err.message);
+      if (err instanceof RegistryError) throw new ApiError(err.status, "invalid_name", err.message);
+      if (err instanceof FunctionLoadError) {
+        throw new ApiError(422, "function_load_failed", `the function failed to load: ${err.message}`);
+      }
+      if (err instanceof PoolBusyError) {
+        throw new ApiError(503, "no_capacity", err.message, { "retry-after": String(err.retryAfterSeconds) });
+      }
+      if (err instanceof SandboxStartError) {
+        throw new ApiError(
+          503,
+          "instance_start_failed",
+          `could not start an instance to verify the deploy: ${err.message}`,
+          {
+            "retry-after": "5",
+          },
+        );
+      }
+      throw err;
+    }
+  });
+}

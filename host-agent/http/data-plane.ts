@@ -1,0 +1,177 @@
+/**
+ * The data plane: `/<function>/...` to an instance of that function, through the pool. It knows nothing
+ * of sandboxes: it asks the pool for a lease, forwards the call over the lease's guest client, and
+ * turns every way that can fail into a clear status and message.
+ */
+import { randomUUID } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { REQUEST_ID_HEADER, TIMEOUT_HEADER } from "../../guest-images/runtime/protocol.ts";
+import type { Clock } from "../clock.ts";
+import { ApiError } from "../errors.ts";
+import { ResponseTooLargeError } from "../guest/client.ts";
+import type { Logger } from "../log.ts";
+import type { AgentMetrics } from "../metrics.ts";
+import { FunctionLoadError, type Lease, type Pool, PoolBusyError } from "../pool/pool.ts";
+import type { Registry } from "../registry/registry.ts";
+import { SandboxStartError } from "../sandbox/driver.ts";
+import { HOP_BY_HOP, readBody, sendError, sendJson } from "./json.ts";
+
+export interface DataPlaneDeps {
+  readonly registry: Registry;
+  readonly pool: Pool;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly metrics: AgentMetrics;
+  readonly callTimeoutMs: number;
+  readonly maxBodyBytes: number;
+}
+
+type Outcome = "ok" | "user_error" | "timeout" | "crashed" | "rejected" | "not_found" | "bad_request";
+
+export function createDataPlane(deps: DataPlaneDeps): Server {
+  const server = createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => {
+    void handle(deps, req, res);
+  });
+  server.headersTimeout = 10_000;
+  server.requestTimeout = deps.callTimeoutMs + 30_000;
+  server.keepAliveTimeout = 5_000;
+  return server;
+}
+
+async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const received = deps.clock.now();
+  const url = req.url ?? "/";
+  const requestId = randomUUID();
+  res.setHeader(REQUEST_ID_HEADER, requestId);
+  if (url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
+    sendJson(res, 200, { status: "ok" });
+    return;
+  }
+  const name = /^\/([^/?#]+)/.exec(url)?.[1] ?? "";
+  const record = deps.registry.get(name);
+  if (!record) {
+    req.resume();
+    deps.metrics.calls.inc({ function: "(unknown)", outcome: "not_found" });
+    sendError(
+      res,
+      new ApiError(
+        404,
+        "function_not_found",
+        name ? `no function named ${name.slice(0, 80)} is deployed` : "call /<function>",
+      ),
+      requestId,
+    );
+    return;
+  }
+  const log = deps.log.child({ rid: requestId, fn: name });
+  let outcome: Outcome = "ok";
+  let lease: Lease | undefined;
+  let healthy = true;
+  try {
+    const body = await readBody(req, deps.maxBodyBytes);
+    const deadline = received + deps.callTimeoutMs;
+    lease = await deps.pool.acquire(
+      {
+        name,
+        codeHash: record.codeHash,
+        entry: record.entry,
+        hostPath: deps.registry.codePath(record.codeHash),
+      },
+      deadline,
+    );
+    const headers: Record<string, string> = {};
+    for (const [k, v] of Object.entries(req.headers)) {
+      if (v === undefined || HOP_BY_HOP.has(k) || k.startsWith("x-faas-")) continue;
+      headers[k] = Array.isArray(v) ? v.join(", ") : v;
+    }
+    const remaining = deadline - deps.clock.now();
+    headers[REQUEST_ID_HEADER] = requestId;
+    headers[TIMEOUT_HEADER] = String(Math.max(0, remaining));
+    const abort = new AbortController();
+    const timer = deps.clock.setTimeout(() => abort.abort(), Math.max(0, remaining));
+    let answer: Awaited<ReturnType<typeof lease.instance.client.forward>>;
+    try {
+      answer = await lease.instance.client.forward({
+        method: req.method ?? "GET",
+        path: url,
+        headers,
+        body: body.length > 0 || !["GET", "HEAD"].includes(req.method ?? "GET") ? body : null,
+        signal: abort.signal,
+        maxResponseBytes: deps.maxBodyBytes,
+      });
+    } catch (err) {
+      healthy = false;
+      if (abort.signal.aborted) {
+        outcome = "timeout";
+        throw new ApiError(
+          504,
+          "call_timeout",
+          `the call did not finish within its deadline of ${deps.callTimeoutMs} ms; its instance was stopped`,
+        );
+      }
+      if (err instanceof ResponseTooLargeError) {
+        outcome = "user_error";
+        throw new ApiError(502, "response_too_large", err.message);
+      }
+      outcome = "crashed";
+      const exit = await Promise.race([
+        lease.instance.sandbox.exited,
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref()),
+      ]);
+      throw new ApiError(
+        502,
+        "function_crashed",
+        `the function's instance failed during the call: ${exit?.reason ?? (err as Error).message}`,
+      );
+    } finally {
+      deps.clock.clearTimeout(timer);
+    }
+    if (answer.status >= 500) outcome = "user_error";
+    const out: Record<string, string | string[]> = {};
+    for (const [k, v] of Object.entries(answer.headers)) if (!HOP_BY_HOP.has(k)) out[k] = v;
+    out["content-length"] = String(answer.body.length);
+    out[REQUEST_ID_HEADER] = requestId;
+    res.writeHead(answer.status, out);
+    res.end(answer.body);
+  } catch (err) {
+    if (err instanceof ApiError) {
+      if (outcome === "ok") outcome = err.status === 413 ? "bad_request" : "rejected";
+      sendError(res, err, requestId);
+    } else if (err instanceof PoolBusyError) {
+      outcome = "rejected";
+      sendError(
+        res,
+        new ApiError(503, "no_capacity", err.message, { "retry-after": String(err.retryAfterSeconds) }),
+        requestId,
+      );
+    } else if (err instanceof SandboxStartError) {
+      outcome = "rejected";
+      sendError(
+        res,
+        new ApiError(503, "instance_start_failed", err.message, { "retry-after": "5" }),
+        requestId,
+      );
+    } else if (err instanceof FunctionLoadError) {
+      outcome = "user_error";
+      sendError(
+        res,
+        new ApiError(502, "function_load_failed", `the function failed to load: ${err.message}`),
+        requestId,
+      );
+    } else {
+      outcome = "crashed";
+      log.error({ err }, "call failed");
+      sendError(
+        res,
+        new ApiError(502, "instance_failed", `the call could not be served: ${(err as Error).message}`),
+        requestId,
+      );
+    }
+  } finally {
+    if (lease) deps.pool.release(lease, healthy);
+    deps.metrics.calls.inc({ function: name, outcome });
+    const seconds = (deps.clock.now() - received) / 1000;
+    deps.metrics.callDuration.observe({ acquired: lease?.acquired ?? "none" }, seconds);
+    log.debug({ outcome, status: res.statusCode, ms: seconds * 1000, acquired: lease?.acquired }, "call");
+  }
+}

@@ -1,0 +1,56 @@
+/** The registry on the local disk: one JSON record per function, bundles by content hash. */
+import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
+import path from "node:path";
+import { writeFileAtomic } from "./atomic-file.ts";
+import type { FunctionRecord, RegistryBackend } from "./backend.ts";
+
+export class LocalRegistryBackend implements RegistryBackend {
+  private readonly recordsDir: string;
+  private readonly bundlesDir: string;
+
+  constructor(stateDir: string) {
+    this.recordsDir = path.join(stateDir, "registry");
+    this.bundlesDir = path.join(stateDir, "bundles");
+  }
+
+  async loadRecords(): Promise<FunctionRecord[]> {
+    await mkdir(this.recordsDir, { recursive: true });
+    await mkdir(this.bundlesDir, { recursive: true });
+    const records: FunctionRecord[] = [];
+    for (const file of await readdir(this.recordsDir)) {
+      if (!file.endsWith(".json") || file.startsWith(".")) continue;
+      records.push(JSON.parse(await readFile(path.join(this.recordsDir, file), "utf8")) as FunctionRecord);
+    }
+    return records;
+  }
+
+  async putBundle(codeHash: string, bytes: Buffer): Promise<void> {
+    const file = path.join(this.bundlesDir, codeHash);
+    try {
+      if ((await stat(file)).size === bytes.length) return;
+    } catch {
+      // Not stored yet.
+    }
+    await writeFileAtomic(file, bytes, 0o600);
+  }
+
+  async getBundle(codeHash: string): Promise<Buffer | undefined> {
+    try {
+      return await readFile(path.join(this.bundlesDir, codeHash));
+    } catch {
+      return undefined;
+    }
+  }
+
+  async putRecord(record: FunctionRecord): Promise<void> {
+    await writeFileAtomic(
+      path.join(this.recordsDir, `${record.name}.json`),
+      `${JSON.stringify(record, null, 2)}\n`,
+      0o600,
+    );
+  }
+
+  async deleteRecord(name: string): Promise<void> {
+    await rm(path.join(this.recordsDir, `${name}.json`), { force: true });
+  }
+}

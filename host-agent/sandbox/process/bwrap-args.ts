@@ -1,0 +1,126 @@
+/**
+ * The command line that starts one process-sandbox instance. Pure, so the jail's shape is tested exactly:
+ *   sh (joins the instance's cgroups, then execs) -> prlimit (rlimits) -> setpriv (unprivileged uid/gid,
+ *   no capabilities, no_new_privs) -> bwrap (every namespace unshared, read-only root, code read-only at
+ *   /code, private size-capped /tmp) -> node from the runtime's startup snapshot.
+ */
+import type { SandboxLimits } from "../driver.ts";
+
+export const GUEST_CODE_PATH = "/code";
+export const GUEST_RUN_PATH = "/run/faas";
+export const GUEST_SOCKET_NAME = "guest.sock";
+/** The uid/gid the runtime sees inside its user namespace. */
+export const GUEST_UID = 1000;
+
+export interface JailCommandInput {
+  /** Baked read-only root: node, its libraries, the runtime bundle and snapshot, empty mount points. */
+  readonly rootDir: string;
+  /** Host folder bound read-only at /code (filled with the function's code at specialization). */
+  readonly codeDir: string;
+  /** Host folder bound read-write at /run/faas, for the guest's socket only. */
+  readonly runDir: string;
+  readonly baseVersion: string;
+  readonly limits: SandboxLimits;
+  /** Host uid/gid the jail runs as; null when the agent is not root (then user namespaces alone). */
+  readonly hostId: number | null;
+  /** cgroup.procs files to join before anything else runs. */
+  readonly cgroupProcs: string[];
+}
+
+/** Joins the cgroups with its own pid, then replaces itself: limits apply before the runtime's first instruction. */
+export const JOIN_CGROUPS_SCRIPT =
+  'IFS=:; for f in $FAAS_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; unset FAAS_CGROUP_PROCS; exec "$@"';
+
+export function jailCommand(input: JailCommandInput): {
+  file: string;
+  args: string[];
+  env: Record<string, string>;
+} {
+  const { limits } = input;
+  const MiB = 1024 * 1024;
+  const bwrap = [
+    "bwrap",
+    "--unshare-all",
+    "--unshare-user",
+    "--die-with-parent",
+    "--new-session",
+    "--uid",
+    String(GUEST_UID),
+    "--gid",
+    String(GUEST_UID),
+    "--hostname",
+    "faas",
+    "--ro-bind",
+    input.rootDir,
+    "/",
+    "--ro-bind",
+    input.codeDir,
+    GUEST_CODE_PATH,
+    "--bind",
+    input.runDir,
+    GUEST_RUN_PATH,
+    "--size",
+    String(limits.tmpMiB * MiB),
+    "--tmpfs",
+    "/tmp",
+    "--proc",
+    "/proc",
+    "--dev",
+    "/dev",
+    "--clearenv",
+    "--setenv",
+    "HOME",
+    "/tmp",
+    "--setenv",
+    "TMPDIR",
+    "/tmp",
+    "--setenv",
+    "NODE_ENV",
+    "production",
+    "--setenv",
+    "FAAS_MEMORY_MIB",
+    String(limits.memoryMiB),
+    "--cap-drop",
+    "ALL",
+    "--",
+    "/node",
+    // No V8 flags here: any flag that changes V8's configuration makes the startup snapshot unloadable.
+    "--snapshot-blob",
+    "/runtime/runtime.blob",
+    "--",
+    "--listen",
+    `unix:${GUEST_RUN_PATH}/${GUEST_SOCKET_NAME}`,
+    "--code",
+    GUEST_CODE_PATH,
+    "--base-version",
+    input.baseVersion,
+  ];
+  const setpriv =
+    input.hostId === null
+      ? []
+      : [
+          "setpriv",
+          `--reuid=${input.hostId}`,
+          `--regid=${input.hostId}`,
+          "--clear-groups",
+          "--inh-caps=-all",
+          "--bounding-set=-all",
+          "--no-new-privs",
+          "--",
+        ];
+  const prlimit = [
+    "prlimit",
+    `--nofile=${limits.openFiles}:${limits.openFiles}`,
+    `--fsize=${limits.fileSizeMiB * MiB}:${limits.fileSizeMiB * MiB}`,
+    "--core=0:0",
+    "--",
+  ];
+  return {
+    file: "/bin/sh",
+    args: ["-c", JOIN_CGROUPS_SCRIPT, "faas-jail", ...prlimit, ...setpriv, ...bwrap],
+    env: {
+      FAAS_CGROUP_PROCS: input.cgroupProcs.join(":"),
+      PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+    },
+  };
+}

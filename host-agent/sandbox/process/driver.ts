@@ -1,0 +1,325 @@
+/**
+ * The process sandbox: each instance is a bubblewrap jail around node started from the runtime's V8
+ * startup snapshot. Code is attached after start by hard-linking it into the folder the jail sees
+ * read-only at /code, the way a microVM gets its code disk after restore.
+ */
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { chmod, chown, mkdir, readdir } from "node:fs/promises";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { execa, type ResultPromise } from "execa";
+import type { GuestLogLine } from "../../../guest-images/runtime/protocol.ts";
+import { GuestClient } from "../../guest/client.ts";
+import type { Logger } from "../../log.ts";
+import { forceRemove } from "../../registry/bundle.ts";
+import {
+  type CodeArtifact,
+  type InstanceSpec,
+  type PreflightProblem,
+  type SandboxDriver,
+  type SandboxExit,
+  type SandboxInstance,
+  SandboxStartError,
+} from "../driver.ts";
+import { GUEST_SOCKET_NAME, jailCommand } from "./bwrap-args.ts";
+import {
+  type CgroupMode,
+  createInstanceCgroup,
+  detectCgroups,
+  type InstanceCgroup,
+  reclaimCgroups,
+} from "./cgroups.ts";
+import { linkCodeTree } from "./code-link.ts";
+import { findOnPath, processSandboxProblems } from "./preflight.ts";
+
+export interface ProcessDriverOptions {
+  /** Instance folders live under <stateDir>/run/instances. */
+  readonly stateDir: string;
+  /** First host uid of the range jails run as; one uid per live instance. */
+  readonly uidBase: number;
+  readonly uidCount: number;
+  readonly log: Logger;
+  /** How long a jail may take to answer before its start counts as failed. */
+  readonly startTimeoutMs?: number;
+  /** Bytes of raw (uncaptured) output one instance may write before the rest is dropped. */
+  readonly rawOutputBudget?: number;
+}
+
+const STDERR_TAIL = 2048;
+
+export class ProcessDriver implements SandboxDriver {
+  readonly kind = "process" as const;
+  private readonly instancesDir: string;
+  private readonly live = new Map<string, ProcessInstance>();
+  private readonly usedUids = new Set<number>();
+  private readonly isRoot = process.getuid?.() === 0;
+  private cgroups: CgroupMode = { version: 0, why: "not detected yet" };
+
+  constructor(private readonly opts: ProcessDriverOptions) {
+    this.instancesDir = path.join(opts.stateDir, "run", "instances");
+  }
+
+  async preflight(): Promise<PreflightProblem[]> {
+    return processSandboxProblems({
+      isRoot: this.isRoot,
+      cgroups: detectCgroups(),
+      has: (tool) => findOnPath(tool) !== undefined,
+    });
+  }
+
+  async init(): Promise<void> {
+    this.cgroups = this.isRoot ? detectCgroups() : { version: 0, why: "not root" };
+    await mkdir(this.instancesDir, { recursive: true });
+    await chmod(path.dirname(this.instancesDir), 0o711);
+    await chmod(this.instancesDir, 0o711);
+    // A crashed agent's jails died with it (--die-with-parent); their folders and cgroups did not.
+    let leftovers = 0;
+    for (const name of await readdir(this.instancesDir)) {
+      await forceRemove(path.join(this.instancesDir, name));
+      leftovers++;
+    }
+    const cgroups = this.cgroups.version === 0 ? 0 : await reclaimCgroups(this.cgroups);
+    if (leftovers + cgroups > 0) {
+      this.opts.log.warn({ instanceDirs: leftovers, cgroups }, "reclaimed what a previous agent left behind");
+    }
+    this.opts.log.info(
+      {
+        cgroups: this.cgroups.version === 0 ? `none (${this.cgroups.why})` : `v${this.cgroups.version}`,
+        root: this.isRoot,
+      },
+      "process sandbox ready",
+    );
+  }
+
+  private allocateUid(): number | null {
+    if (!this.isRoot) return null;
+    for (let i = 0; i < this.opts.uidCount; i++) {
+      const uid = this.opts.uidBase + i;
+      if (!this.usedUids.has(uid)) {
+        this.usedUids.add(uid);
+        return uid;
+      }
+    }
+    throw new Error(`all ${this.opts.uidCount} sandbox uids from ${this.opts.uidBase} are in use`);
+  }
+
+  async start(spec: InstanceSpec): Promise<SandboxInstance> {
+    const base = spec.base as InstanceSpec["base"] & { rootDir?: string };
+    const rootDir = base.rootDir ?? path.join(base.dir, "root");
+    const dir = path.join(this.instancesDir, spec.id);
+    const codeDir = path.join(dir, "code");
+    const runDir = path.join(dir, "run");
+    let uid: number | null = null;
+    let cgroup: InstanceCgroup | undefined;
+    try {
+      uid = this.allocateUid();
+      await mkdir(codeDir, { recursive: true });
+      await mkdir(runDir, { recursive: true, mode: 0o700 });
+      if (uid !== null) await chown(runDir, uid, uid);
+      cgroup = await createInstanceCgroup(this.cgroups, spec.id, spec.limits);
+    } catch (err) {
+      if (uid !== null) this.usedUids.delete(uid);
+      await cgroup?.remove().catch(() => undefined);
+      await forceRemove(dir);
+      throw new SandboxStartError(`could not prepare the jail: ${(err as Error).message}`, spec.id, {
+        cause: err,
+      });
+    }
+    const command = jailCommand({
+      rootDir,
+      codeDir,
+      runDir,
+      baseVersion: base.version,
+      limits: spec.limits,
+      hostId: uid,
+      cgroupProcs: cgroup.procsFiles,
+    });
+    const child = execa(command.file, command.args, {
+      env: command.env,
+      extendEnv: false,
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+      buffer: false,
+      reject: false,
+      cleanup: true,
+    });
+    const instance = new ProcessInstance(spec, child, dir, codeDir, cgroup, this.opts, () => {
+      this.live.delete(spec.id);
+      if (uid !== null) this.usedUids.delete(uid);
+    });
+    this.live.set(spec.id, instance);
+    try {
+      await instance.ready(this.opts.startTimeoutMs ?? 10_000);
+      await instance.client.init({
+        instanceId: spec.id,
+        unixTimeMs: Date.now(),
+        entropy: randomBytes(32).toString("base64"),
+      });
+    } catch (err) {
+      await instance.destroy("start failed");
+      const exit = await instance.exited;
+      throw new SandboxStartError(
+        `instance ${spec.id} did not start: ${(err as Error).message}${exit.cause === "exited" ? ` (${exit.reason})` : ""}`,
+        spec.id,
+        { cause: err },
+      );
+    }
+    return instance;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.live.values()].map((i) => i.destroy("agent shutting down")));
+  }
+}
+
+class ProcessInstance implements SandboxInstance {
+  readonly id: string;
+  readonly base: InstanceSpec["base"];
+  readonly endpoint;
+  readonly exited: Promise<SandboxExit>;
+  readonly client: GuestClient;
+  private readyWaiter: { resolve: () => void; reject: (e: Error) => void } | undefined;
+  private isReady = false;
+  private destroyReason: string | undefined;
+  private lastFatal: string | undefined;
+  private stderrTail = "";
+  private rawBudget: number;
+  private codeAttached = false;
+
+  constructor(
+    spec: InstanceSpec,
+    private readonly child: ResultPromise,
+    private readonly dir: string,
+    private readonly codeDir: string,
+    private readonly cgroup: InstanceCgroup,
+    private readonly opts: ProcessDriverOptions,
+    private readonly onGone: () => void,
+  ) {
+    this.id = spec.id;
+    this.base = spec.base;
+    this.endpoint = { kind: "unix" as const, socketPath: path.join(dir, "run", GUEST_SOCKET_NAME) };
+    this.client = new GuestClient(this.endpoint);
+    this.rawBudget = opts.rawOutputBudget ?? 1024 * 1024;
+    const log = opts.log.child({ instance: spec.id });
+    createInterface({ input: child.stdout! }).on("line", (line) => this.onStdout(line, log));
+    createInterface({ input: child.stderr! }).on("line", (line) => {
+      this.stderrTail = `${this.stderrTail}${line}\n`.slice(-STDERR_TAIL);
+      this.raw(log, "stderr", line);
+    });
+    this.exited = child.then(async (result) => {
+      const exit = await this.explain(result.exitCode ?? null, result.signal ?? null, spec.limits.memoryMiB);
+      this.readyWaiter?.reject(new Error(exit.reason));
+      await this.cleanup();
+      log.info({ cause: exit.cause, code: exit.code, signal: exit.signal }, `instance gone: ${exit.reason}`);
+      return exit;
+    });
+  }
+
+  private raw(log: Logger, stream: string, text: string): void {
+    if (this.rawBudget <= 0) return;
+    this.rawBudget -= text.length;
+    log.info(
+      { stream },
+      this.rawBudget > 0 ? text.trimEnd() : "raw output limit reached: further output dropped",
+    );
+  }
+
+  private onStdout(line: string, log: Logger): void {
+    let parsed: GuestLogLine | undefined;
+    if (line.startsWith("{")) {
+      try {
+        parsed = JSON.parse(line) as GuestLogLine;
+      } catch {
+        parsed = undefined;
+      }
+    }
+    if (!parsed) {
+      this.raw(log, "stdout", line);
+      return;
+    }
+    if (parsed.type === "ready") {
+      this.isReady = true;
+      this.readyWaiter?.resolve();
+      return;
+    }
+    if (parsed.type === "fatal") this.lastFatal = parsed.msg;
+    log[parsed.level === "debug" ? "debug" : parsed.level](
+      { fn: parsed.fn, rid: parsed.rid, user: true },
+      parsed.msg,
+    );
+  }
+
+  ready(timeoutMs: number): Promise<void> {
+    if (this.isReady) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ready signal within ${timeoutMs} ms`)), timeoutMs);
+      this.readyWaiter = {
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+    });
+  }
+
+  private async explain(code: number | null, signal: string | null, memoryMiB: number): Promise<SandboxExit> {
+    if (this.destroyReason !== undefined) {
+      return { cause: "destroyed", code, signal, reason: `stopped by the agent: ${this.destroyReason}` };
+    }
+    if (await this.cgroup.oomKilled()) {
+      return { cause: "exited", code, signal, reason: `killed by the memory limit (${memoryMiB} MiB)` };
+    }
+    if (this.lastFatal) {
+      return {
+        cause: "exited",
+        code,
+        signal,
+        reason: `the function crashed: ${this.lastFatal.split("\n")[0]}`,
+      };
+    }
+    if (code === 97) return { cause: "exited", code, signal, reason: "the jail could not join its cgroups" };
+    const tail = this.stderrTail.trim().split("\n").slice(-1)[0];
+    const how = signal ? `killed by ${signal}` : `exited with code ${code}`;
+    return {
+      cause: "exited",
+      code,
+      signal,
+      reason: tail ? `the instance ${how}: ${tail}` : `the instance ${how}`,
+    };
+  }
+
+  async attachCode(code: CodeArtifact): Promise<void> {
+    if (this.codeAttached) throw new Error(`instance ${this.id} already has code attached`);
+    this.codeAttached = true;
+    await linkCodeTree(code.hostPath, this.codeDir);
+  }
+
+  async destroy(reason: string): Promise<void> {
+    if (this.destroyReason === undefined && this.child.exitCode === null) {
+      this.destroyReason = reason;
+      this.child.kill("SIGKILL");
+    }
+    await this.exited;
+  }
+
+  private async cleanup(): Promise<void> {
+    await this.client.close();
+    try {
+      await this.cgroup.remove();
+    } catch (err) {
+      this.opts.log.error({ instance: this.id, err }, "could not remove the instance's cgroup");
+    }
+    if (existsSync(this.dir)) await forceRemove(this.dir);
+    this.onGone();
+  }
+
+  memoryBytes(): Promise<number> {
+    return this.cgroup.memoryBytes();
+  }
+}

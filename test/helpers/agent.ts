@@ -1,0 +1,117 @@
+/** Starts a real agent (process sandbox) on free ports with a state dir of its own, and stops it. */
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { Writable } from "node:stream";
+import { request } from "undici";
+import { bakeProcessBase, type ProcessBase } from "../../guest-images/process/bake.ts";
+import { type RunningAgent, startAgent } from "../../host-agent/agent.ts";
+import type { Clock } from "../../host-agent/clock.ts";
+import { loadAgentConfig } from "../../host-agent/config.ts";
+import { createLogger } from "../../host-agent/log.ts";
+
+/** One base for the whole test run: baking is content-addressed, so sharing it is safe. */
+const SHARED_BASE_DIR = path.join(tmpdir(), "faas-test-bases");
+let sharedBase: Promise<ProcessBase> | undefined;
+export function testBase(): Promise<ProcessBase> {
+  sharedBase ??= bakeProcessBase(SHARED_BASE_DIR);
+  return sharedBase;
+}
+
+export interface TestAgent extends RunningAgent {
+  readonly stateDir: string;
+  readonly logs: Array<Record<string, unknown>>;
+  call(
+    fn: string,
+    body: unknown,
+    init?: { method?: string; headers?: Record<string, string>; path?: string },
+  ): Promise<{
+    status: number;
+    headers: Record<string, string | string[] | undefined>;
+    text: string;
+    // biome-ignore lint/suspicious/noExplicitAny: tests read whatever shape the call answered.
+    json: () => any;
+  }>;
+  admin(
+    method: string,
+    route: string,
+    body?: Buffer,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; json: Record<string, unknown>; headers: Record<string, unknown> }>;
+  /** Stops the agent and removes its state dir (unless keepState). */
+  close(keepState?: boolean): Promise<void>;
+}
+
+export async function startTestAgent(
+  env: Record<string, string> = {},
+  opts: { stateDir?: string; clock?: Clock } = {},
+): Promise<TestAgent> {
+  const stateDir = opts.stateDir ?? (await mkdtemp(path.join(tmpdir(), "faas-agent-")));
+  const config = loadAgentConfig({
+    PORT: "0",
+    ADMIN_PORT: "0",
+    FAAS_STATE_DIR: stateDir,
+    FAAS_POOL_GENERIC: "1",
+    FAAS_LOG_LEVEL: "debug",
+    ...env,
+  });
+  const logs: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString("utf8").split("\n"))
+        if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
+      cb();
+    },
+  });
+  const agent = await startAgent(config, {
+    base: await testBase(),
+    log: createLogger("debug", sink),
+    clock: opts.clock,
+  });
+  const call: TestAgent["call"] = async (fn, body, init = {}) => {
+    const res = await request(`${agent.dataUrl}${init.path ?? `/${fn}`}`, {
+      method: (init.method ?? "POST") as "POST",
+      headers: init.headers ?? { "content-type": "application/json" },
+      body:
+        body === undefined
+          ? undefined
+          : typeof body === "string" || Buffer.isBuffer(body)
+            ? body
+            : JSON.stringify(body),
+    });
+    const text = await res.body.text();
+    return { status: res.statusCode, headers: res.headers, text, json: () => JSON.parse(text) };
+  };
+  const admin: TestAgent["admin"] = async (method, route, body, headers) => {
+    const res = await request(`${agent.adminUrl}${route}`, {
+      method: method as "GET",
+      headers: {
+        authorization: `Bearer ${agent.adminToken}`,
+        "content-type": "application/gzip",
+        ...headers,
+      },
+      body,
+    });
+    const text = await res.body.text();
+    let json: Record<string, unknown> = {};
+    try {
+      json = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      json = { text };
+    }
+    return { status: res.statusCode, json, headers: res.headers };
+  };
+  return Object.assign(Object.create(null), agent, {
+    stateDir,
+    logs,
+    call,
+    admin,
+    stop: agent.stop,
+    async close(keepState = false) {
+      await agent.stop();
+      if (!keepState) await rm(stateDir, { recursive: true, force: true });
+    },
+  }) as TestAgent;
+}
+
+export const HELLO_CALL = { jsonrpc: "2.0", method: "HelloWorldService.helloWorld", params: [], id: 1 };

@@ -1,0 +1,215 @@
+import assert from "node:assert/strict";
+import pino from "pino";
+import { createMetrics } from "../../host-agent/metrics.ts";
+import {
+  type FunctionCode,
+  FunctionLoadError,
+  Pool,
+  PoolBusyError,
+  type PoolConfig,
+} from "../../host-agent/pool/pool.ts";
+import { FakeClock } from "../helpers/fake-clock.ts";
+import { FakeDriver } from "../helpers/fake-driver.ts";
+
+const LIMITS = { memoryMiB: 128, cpuPercent: 100, pids: 32, tmpMiB: 16, openFiles: 256, fileSizeMiB: 16 };
+const BASE = { version: "base-1", driver: "process" as const, dir: "/nowhere" };
+
+function code(name: string, codeHash = `${name}-hash`): FunctionCode {
+  return { name, codeHash, entry: "index.js", hostPath: `/code/${codeHash}` };
+}
+
+/** Lets queued promise callbacks run. */
+const settle = async () => {
+  for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
+};
+
+function makePool(config: Partial<PoolConfig> = {}) {
+  const clock = new FakeClock();
+  const driver = new FakeDriver();
+  let n = 0;
+  const pool = new Pool({
+    driver,
+    base: BASE,
+    limits: LIMITS,
+    config: { genericTarget: 2, maxInstances: 4, maxStarting: 2, idleTtlMs: 60_000, ...config },
+    clock,
+    log: pino({ level: "silent" }),
+    metrics: createMetrics(),
+    newInstanceId: () => `i${n++}`,
+    clientFor: driver.clientFor,
+  });
+  return { pool, clock, driver };
+}
+
+describe("warm pool", () => {
+  it("starts the generic pool ahead of any call, up to its target", async () => {
+    const { pool, driver } = makePool({ genericTarget: 2 });
+    pool.start();
+    await settle();
+    assert.equal(driver.started.length, 2);
+    assert.deepEqual(pool.snapshot().instances.generic, 2);
+  });
+
+  it("specializes a generic instance on a function's first call, then reuses it (warm)", async () => {
+    const { pool, driver, clock } = makePool({ genericTarget: 1 });
+    pool.start();
+    await settle();
+    const first = await pool.acquire(code("a"), clock.now() + 1000);
+    assert.equal(first.acquired, "generic");
+    assert.equal(driver.started[0]!.attached?.codeHash, "a-hash");
+    pool.release(first, true);
+    const second = await pool.acquire(code("a"), clock.now() + 1000);
+    assert.equal(second.acquired, "warm");
+    assert.equal(second.instance.id, first.instance.id);
+    pool.release(second, true);
+    await settle();
+    assert.equal(pool.snapshot().instances.generic, 1, "the generic pool was refilled in the background");
+  });
+
+  it("serves one call at a time per instance: a second concurrent call gets another instance", async () => {
+    const { pool, clock } = makePool({ genericTarget: 2 });
+    pool.start();
+    await settle();
+    const a = await pool.acquire(code("a"), clock.now() + 1000);
+    const b = await pool.acquire(code("a"), clock.now() + 1000);
+    assert.notEqual(a.instance.id, b.instance.id);
+  });
+
+  it("does not hand out an instance holding other code of the same function (redeploy)", async () => {
+    const { pool, clock } = makePool({ genericTarget: 1 });
+    pool.start();
+    await settle();
+    const old = await pool.acquire(code("a", "v1"), clock.now() + 1000);
+    pool.release(old, true);
+    const fresh = await pool.acquire(code("a", "v2"), clock.now() + 1000);
+    assert.notEqual(fresh.instance.id, old.instance.id);
+    assert.equal(pool.retireFunction("a", "v2"), 1);
+    await settle();
+    assert.equal(
+      (old.instance.sandbox as unknown as { destroyedWith: string }).destroyedWith,
+      "its function was redeployed or deleted",
+    );
+  });
+
+  it("stops an idle specialized instance after its TTL, not before", async () => {
+    const { pool, clock } = makePool({ genericTarget: 0, idleTtlMs: 60_000 });
+    const lease = await pool.acquire(code("a"), clock.now() + 1000);
+    assert.equal(lease.acquired, "cold");
+    pool.release(lease, true);
+    clock.advance(59_999);
+    await settle();
+    assert.equal(pool.snapshot().instances.idle, 1);
+    clock.advance(1);
+    await settle();
+    assert.equal(pool.snapshot().instances.idle, 0);
+    assert.equal(pool.snapshot().total, 0, "scaled to zero");
+  });
+
+  it("queues a call when every instance is busy and serves it when one is released", async () => {
+    const { pool, clock } = makePool({ genericTarget: 0, maxInstances: 1 });
+    const busy = await pool.acquire(code("a"), clock.now() + 5000);
+    const waiting = pool.acquire(code("a"), clock.now() + 5000);
+    await settle();
+    assert.equal(pool.snapshot().queued, 1);
+    pool.release(busy, true);
+    const lease = await waiting;
+    assert.equal(lease.instance.id, busy.instance.id);
+    assert.equal(lease.acquired, "warm");
+  });
+
+  it("rejects a queued call with PoolBusyError once its deadline passes", async () => {
+    const { pool, clock } = makePool({ genericTarget: 0, maxInstances: 1 });
+    await pool.acquire(code("a"), clock.now() + 5000);
+    const waiting = pool.acquire(code("b"), clock.now() + 2000);
+    await settle();
+    clock.advance(2000);
+    await assert.rejects(
+      waiting,
+      (err: unknown) => err instanceof PoolBusyError && err.retryAfterSeconds >= 1,
+    );
+    assert.equal(pool.snapshot().queued, 0);
+  });
+
+  it("makes room for another function by stopping the least recently used idle instance", async () => {
+    const { pool, clock } = makePool({ genericTarget: 0, maxInstances: 2 });
+    const a = await pool.acquire(code("a"), clock.now() + 1000);
+    pool.release(a, true);
+    clock.advance(10);
+    const b = await pool.acquire(code("b"), clock.now() + 1000);
+    pool.release(b, true);
+    const c = await pool.acquire(code("c"), clock.now() + 1000);
+    await settle();
+    assert.equal(c.acquired, "cold");
+    assert.equal(
+      (a.instance.sandbox as unknown as { destroyedWith: string }).destroyedWith,
+      "room needed for another function",
+    );
+    assert.equal((b.instance.sandbox as unknown as { destroyedWith?: string }).destroyedWith, undefined);
+  });
+
+  it("stops an instance whose call failed instead of reusing it", async () => {
+    const { pool, clock } = makePool({ genericTarget: 0 });
+    const lease = await pool.acquire(code("a"), clock.now() + 1000);
+    pool.release(lease, false);
+    await settle();
+    assert.equal(
+      (lease.instance.sandbox as unknown as { destroyedWith: string }).destroyedWith,
+      "its call failed",
+    );
+    const next = await pool.acquire(code("a"), clock.now() + 1000);
+    assert.notEqual(next.instance.id, lease.instance.id);
+  });
+
+  it("turns a module that fails to load into FunctionLoadError and drops the instance", async () => {
+    const { pool, clock, driver } = makePool({ genericTarget: 1 });
+    pool.start();
+    await settle();
+    driver.brokenFunctions.add("bad");
+    await assert.rejects(pool.acquire(code("bad"), clock.now() + 1000), FunctionLoadError);
+    await settle();
+    assert.equal(driver.started[0]!.destroyedWith, "specialization failed");
+  });
+
+  it("replaces a generic instance that dies on its own", async () => {
+    const { pool, driver } = makePool({ genericTarget: 1 });
+    pool.start();
+    await settle();
+    driver.started[0]!.crash("segfault");
+    await settle();
+    assert.equal(driver.started.length, 2);
+    assert.equal(pool.snapshot().instances.generic, 1);
+  });
+
+  it("backs off refilling while starts fail, then recovers", async () => {
+    const { pool, driver, clock } = makePool({ genericTarget: 1 });
+    driver.failStarts = true;
+    pool.start();
+    await settle();
+    assert.equal(pool.snapshot().instances.generic, 0);
+    driver.failStarts = false;
+    clock.advance(199);
+    await settle();
+    assert.equal(driver.started.length, 0, "no retry before the backoff delay");
+    clock.advance(1);
+    await settle();
+    assert.equal(pool.snapshot().instances.generic, 1);
+  });
+
+  it("never starts more than maxStarting instances at once", async () => {
+    const { pool, driver, clock } = makePool({ genericTarget: 0, maxStarting: 2, maxInstances: 10 });
+    let open!: () => void;
+    driver.gate = new Promise((r) => {
+      open = r;
+    });
+    const calls = [1, 2, 3, 4].map(() => pool.acquire(code("a"), clock.now() + 10_000));
+    await settle();
+    assert.equal(pool.snapshot().instances.starting, 2);
+    driver.gate = undefined;
+    open();
+    const leases = await Promise.all(calls.slice(0, 2));
+    assert.equal(leases.length, 2);
+    for (const l of leases) pool.release(l, true);
+    const rest = await Promise.all(calls.slice(2));
+    assert.equal(rest.length, 2);
+  });
+});

@@ -1,0 +1,159 @@
+/** The bundled guest runtime as a real process (no jail): load, call, console capture, fatal errors. */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { buildRuntime } from "../../guest-images/runtime/build.ts";
+import { GuestClient, GuestError } from "../../host-agent/guest/client.ts";
+
+interface Guest {
+  proc: ChildProcess;
+  client: GuestClient;
+  lines: Array<Record<string, unknown>>;
+  exit: Promise<number | null>;
+}
+
+describe("guest runtime process", function () {
+  this.timeout(30_000);
+  let dir: string;
+  let runtime: Awaited<ReturnType<typeof buildRuntime>>;
+  const guests: Guest[] = [];
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "faas-rt-"));
+    runtime = await buildRuntime(path.join(dir, "rt"));
+  });
+
+  after(async () => {
+    for (const g of guests) {
+      g.proc.kill("SIGKILL");
+      await g.client.close();
+    }
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function startGuest(files: Record<string, string>, fromSnapshot: boolean): Promise<Guest> {
+    const code = await mkdtemp(path.join(dir, "code-"));
+    for (const [name, text] of Object.entries(files)) {
+      await mkdir(path.dirname(path.join(code, name)), { recursive: true });
+      await writeFile(path.join(code, name), text);
+    }
+    const sock = path.join(code, "guest.sock");
+    const args = fromSnapshot
+      ? [
+          "--snapshot-blob",
+          runtime.snapshotPath,
+          "--",
+          "--listen",
+          `unix:${sock}`,
+          "--code",
+          code,
+          "--base-version",
+          "b-test",
+        ]
+      : [runtime.bundlePath, "--listen", `unix:${sock}`, "--code", code, "--base-version", "b-test"];
+    const proc = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const lines: Array<Record<string, unknown>> = [];
+    const ready = new Promise<void>((resolve, reject) => {
+      createInterface({ input: proc.stdout! }).on("line", (l) => {
+        const parsed = JSON.parse(l) as Record<string, unknown>;
+        lines.push(parsed);
+        if (parsed.type === "ready") resolve();
+      });
+      proc.once("exit", () => reject(new Error("runtime exited before ready")));
+    });
+    const exit = new Promise<number | null>((r) => proc.once("exit", (c) => r(c)));
+    await ready;
+    const g = { proc, client: new GuestClient({ kind: "unix", socketPath: sock }), lines, exit };
+    guests.push(g);
+    return g;
+  }
+
+  async function call(g: Guest, fn: string, body: unknown, rid = "rid-x") {
+    return g.client.forward({
+      method: "POST",
+      path: `/${fn}`,
+      headers: { "x-faas-request-id": rid },
+      body: Buffer.from(JSON.stringify(body)),
+      signal: new AbortController().signal,
+      maxResponseBytes: 1e6,
+    });
+  }
+
+  it("starts from its startup snapshot, reports its base version, loads CommonJS and serves", async () => {
+    const g = await startGuest(
+      { "index.js": "exports.A = class A { hi(n) { console.log('called', n); return 'hi ' + n; } }" },
+      true,
+    );
+    const health = await g.client.health();
+    assert.equal(health.baseVersion, "b-test");
+    assert.equal(health.runtimeBuild, runtime.buildId);
+    assert.equal(health.functionName, null);
+    await g.client.init({ instanceId: "inst-1", unixTimeMs: Date.now(), entropy: "AAAA" });
+    const loaded = await g.client.load({ functionName: "fa", entry: "index.js" });
+    assert.deepEqual(loaded.classes, ["A"]);
+    assert.equal(loaded.style, "jsonrpc");
+    const res = await call(g, "fa", { jsonrpc: "2.0", method: "A.hi", params: ["x"], id: 1 }, "rid-42");
+    assert.equal(JSON.parse(res.body.toString()).result, "hi x");
+    assert.equal((await g.client.health()).instanceId, "inst-1");
+    const log = g.lines.find((l) => l.type === "log");
+    assert.deepEqual(log, { type: "log", fn: "fa", rid: "rid-42", level: "info", msg: "called x" });
+  });
+
+  it("loads an ES module (package.json main, type module) through require", async () => {
+    const g = await startGuest(
+      {
+        "package.json": '{"type":"module","main":"src/main.js"}',
+        "src/main.js": "export class M { async twice(x) { return x * 2; } }",
+      },
+      true,
+    );
+    await g.client.load({ functionName: "esm", entry: "src/main.js" });
+    const res = await call(g, "esm", { jsonrpc: "2.0", method: "M.twice", params: [21], id: 1 });
+    assert.equal(JSON.parse(res.body.toString()).result, 42);
+  });
+
+  it("refuses a second load and reports load errors as kind load", async () => {
+    const g = await startGuest({ "index.js": "throw new Error('nope at load')" }, false);
+    await assert.rejects(
+      g.client.load({ functionName: "f", entry: "index.js" }),
+      (e: unknown) => e instanceof GuestError && e.kind === "load" && /nope at load/.test(e.message),
+    );
+    const ok = await startGuest({ "index.js": "exports.handler = async () => ({ statusCode: 204 })" }, false);
+    await ok.client.load({ functionName: "f", entry: "index.js" });
+    await assert.rejects(ok.client.load({ functionName: "g", entry: "index.js" }), /already serves f/);
+  });
+
+  it("cuts console output past the per-call budget with one truncation line", async () => {
+    const g = await startGuest(
+      {
+        "index.js":
+          "exports.S = class S { spam() { for (let i = 0; i < 5000; i++) console.log('x'.repeat(100)); return 1; } }",
+      },
+      true,
+    );
+    await g.client.load({ functionName: "spam", entry: "index.js" });
+    await call(g, "spam", { jsonrpc: "2.0", method: "S.spam", params: [], id: 1 });
+    await new Promise((r) => setTimeout(r, 100));
+    const logs = g.lines.filter((l) => l.type === "log");
+    assert.ok(logs.length < 700, `only about 64 KiB of output kept (${logs.length} lines)`);
+    assert.match(String(logs.at(-1)?.msg), /per-call log limit reached/);
+  });
+
+  it("reports an uncaught exception as a fatal line and exits, so the host replaces it", async () => {
+    const g = await startGuest(
+      {
+        "index.js":
+          "exports.B = class B { boom() { setTimeout(() => { throw new Error('late boom'); }); return 1; } }",
+      },
+      true,
+    );
+    await g.client.load({ functionName: "b", entry: "index.js" });
+    await call(g, "b", { jsonrpc: "2.0", method: "B.boom", params: [], id: 1 });
+    assert.equal(await g.exit, 70);
+    const fatal = g.lines.find((l) => l.type === "fatal");
+    assert.match(String(fatal?.msg), /uncaught exception: Error: late boom/);
+  });
+});
