@@ -1,8 +1,10 @@
-import { stat } from "node:fs/promises";
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { canonicalJson, listFiles, sha256File, sha256Files, sha256Text } from "../hash.ts";
 import { linuxRecipe } from "../linux/recipe.ts";
 import { osvRecipe } from "../osv/recipe.ts";
+import { bundleStampedRuntime } from "../runtime/build.ts";
 import {
   DEFAULT_GUEST_NETWORK,
   firecrackerBakePlan,
@@ -20,14 +22,17 @@ export interface FirecrackerJobOptions {
   readonly workDir: string;
   /** Checkout of this repository. */
   readonly repoDir: string;
-  /** The guest runtime bundle (one CommonJS file). */
-  readonly runtimeBundle: string;
+  /**
+   * A prebuilt guest runtime bundle (one CommonJS file). When absent the job bundles
+   * guest-images/runtime itself into WORK/runtime/runtime.js (esbuild; deterministic).
+   */
+  readonly runtimeBundle?: string;
   readonly network?: GuestNetwork;
   readonly memMiB?: number;
   readonly vcpus?: number;
   readonly popfCheckSeconds?: number;
-  /** Allow a missing runtime bundle (dry run): its input hash then only names the missing path. */
-  readonly allowMissingBundle?: boolean;
+  /** Dry run: write nothing into workDir (the bundle is hashed from a temporary build). */
+  readonly dryRun?: boolean;
   readonly log?: (line: string) => void;
 }
 
@@ -50,13 +55,14 @@ export async function firecrackerBakeJob(options: FirecrackerJobOptions): Promis
   const memMiB = options.memMiB ?? 256;
   const vcpus = options.vcpus ?? 1;
   const fcBin = firecrackerBinary(options.workDir, FIRECRACKER_PIN.version, FIRECRACKER_PIN.arch);
+  const { bundlePath: runtimeBundle, bundleHash } = await runtimeBundleFor(options);
   const recipeFor = (imageDir: string): GuestRecipe =>
     options.guest === "osv"
       ? osvRecipe({
           workDir: options.workDir,
           imageDir,
           repoDir: options.repoDir,
-          runtimeBundle: options.runtimeBundle,
+          runtimeBundle,
           firecrackerBin: fcBin,
           network,
           ...(options.popfCheckSeconds !== undefined ? { popfCheckSeconds: options.popfCheckSeconds } : {}),
@@ -65,7 +71,7 @@ export async function firecrackerBakeJob(options: FirecrackerJobOptions): Promis
           workDir: options.workDir,
           imageDir,
           repoDir: options.repoDir,
-          runtimeBundle: options.runtimeBundle,
+          runtimeBundle,
           firecrackerVersion: FIRECRACKER_PIN.version,
           network,
         });
@@ -85,13 +91,6 @@ export async function firecrackerBakeJob(options: FirecrackerJobOptions): Promis
       vcpus,
     });
 
-  const bundleExists = await stat(options.runtimeBundle).then(
-    (s) => s.isFile(),
-    () => false,
-  );
-  if (!bundleExists && !options.allowMissingBundle) {
-    throw new Error(`runtime bundle ${options.runtimeBundle} not found: build the guest runtime first`);
-  }
   const kernelArgs = recipeFor("/image").kernelArgs;
   const inputs: Record<string, string> = {
     firecracker: sha256Text(canonicalJson(FIRECRACKER_PIN)),
@@ -105,9 +104,7 @@ export async function firecrackerBakeJob(options: FirecrackerJobOptions): Promis
         }),
     "kernel-args": sha256Text(kernelArgs),
     machine: sha256Text(canonicalJson({ memMiB, vcpus, network })),
-    runtime: bundleExists
-      ? await sha256File(options.runtimeBundle)
-      : sha256Text(`missing runtime bundle ${options.runtimeBundle}`),
+    runtime: bundleHash,
     recipe: await sha256Files(options.repoDir, await recipeFiles(options.repoDir, options.guest)),
   };
   const job: BakeJob = {
@@ -122,4 +119,30 @@ export async function firecrackerBakeJob(options: FirecrackerJobOptions): Promis
     },
   };
   return { job, planFor };
+}
+
+/** The runtime bundle the image will carry, and its sha256 (the "runtime" input). */
+async function runtimeBundleFor(
+  options: FirecrackerJobOptions,
+): Promise<{ bundlePath: string; bundleHash: string }> {
+  if (options.runtimeBundle !== undefined) {
+    const exists = await stat(options.runtimeBundle).then(
+      (s) => s.isFile(),
+      () => false,
+    );
+    if (!exists) throw new Error(`runtime bundle ${options.runtimeBundle} not found`);
+    return { bundlePath: options.runtimeBundle, bundleHash: await sha256File(options.runtimeBundle) };
+  }
+  const bundleDir = path.join(options.workDir, "runtime");
+  if (!options.dryRun) {
+    const built = await bundleStampedRuntime(bundleDir);
+    return { bundlePath: built.bundlePath, bundleHash: built.bundleHash };
+  }
+  const scratch = await mkdtemp(path.join(tmpdir(), "runtime-bundle-"));
+  try {
+    const built = await bundleStampedRuntime(scratch);
+    return { bundlePath: path.join(bundleDir, "runtime.js"), bundleHash: built.bundleHash };
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
 }

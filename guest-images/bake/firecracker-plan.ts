@@ -22,6 +22,17 @@ export const DEFAULT_GUEST_NETWORK: GuestNetwork = {
 /** Port the guest runtime listens on inside a VM (TCP, all interfaces). */
 export const GUEST_RUNTIME_PORT = 8123;
 
+/** The runtime's health route (guest-images/runtime/protocol.ts): the bake snapshots once it answers. */
+export const GUEST_RUNTIME_READY_PATH = "/_faas/health";
+
+/**
+ * The guest runtime's arguments in a VM (guest-images/runtime/main.ts). No --base-version: the base
+ * version is a hash over these very arguments, so the agent takes it from the manifest instead.
+ */
+export function runtimeArgs(codeDir: string): string[] {
+  return ["--listen", `tcp:0.0.0.0:${GUEST_RUNTIME_PORT}`, "--code", codeDir];
+}
+
 /** File names inside the base image directory. Firecracker runs with that directory as its cwd, so the
  * snapshot records these relative paths, and the jailer chroot offers the same names at restore. */
 export const VM_ARTIFACTS = {
@@ -95,7 +106,7 @@ export function firecrackerBakePlan(options: FirecrackerBakeOptions): Plan {
   const net = options.network ?? DEFAULT_GUEST_NETWORK;
   const socket = path.join(workDir, "firecracker.sock");
   const fcBin = firecrackerBinary(workDir, firecracker.version, firecracker.arch);
-  const readyUrl = `http://${net.guestIp}:${GUEST_RUNTIME_PORT}${options.readyPath ?? "/health"}`;
+  const readyUrl = `http://${net.guestIp}:${GUEST_RUNTIME_PORT}${options.readyPath ?? GUEST_RUNTIME_READY_PATH}`;
   const prefix = netmaskToPrefix(net.netmask);
 
   const steps: PlanStep[] = [

@@ -64,10 +64,8 @@ export async function main(argv: string[]): Promise<number> {
     guest,
     workDir: path.resolve(values.work ?? path.join(out, ".work")),
     repoDir: REPO_DIR,
-    runtimeBundle: path.resolve(
-      values["runtime-bundle"] ?? path.join(REPO_DIR, "guest-images/runtime/dist/runtime.cjs"),
-    ),
-    allowMissingBundle: values["dry-run"] === true,
+    ...(values["runtime-bundle"] ? { runtimeBundle: path.resolve(values["runtime-bundle"]) } : {}),
+    dryRun: values["dry-run"] === true,
     ...(popfSeconds !== undefined && Number.isFinite(popfSeconds) ? { popfCheckSeconds: popfSeconds } : {}),
     log,
   });

@@ -1,14 +1,18 @@
-import { chmod, copyFile, mkdir, writeFile } from "node:fs/promises";
+import { mkdtemp, rename, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { execa } from "execa";
-import { sha256File, sha256Files, sha256Text } from "../hash.ts";
+import { listFiles, sha256File, sha256Files } from "../hash.ts";
+import { bakeProcessBase as bakeProcessRoot, sharedLibraries } from "../process/bake.ts";
+import { bundleStampedRuntime } from "../runtime/build.ts";
 import type { BakeJob } from "./pipeline.ts";
 
-/**
- * What the process sandbox's own bake provides to the pipeline. guest-images/process (the lead's)
- * implements it for real; STAND_IN_PROCESS_BAKER below is used until it is wired in.
- */
+const REPO_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+/** Where the runtime bundle sits in the process base (the jail binds root/ as "/"). */
+export const PROCESS_RUNTIME_BUNDLE = "root/runtime/runtime.js";
+
+/** What the process sandbox's bake provides to the pipeline. */
 export interface ProcessBaseBaker {
   /** Input name -> sha256, known before anything is built (they decide the base version). */
   inputs(): Promise<Record<string, string>>;
@@ -16,79 +20,61 @@ export interface ProcessBaseBaker {
   bakeProcessBase(outDir: string): Promise<{ artifacts: string[] }>;
 }
 
-/** The shared objects a binary loads, from `ldd` (absolute host paths; the vDSO has none). */
-export async function sharedLibraries(binary: string): Promise<string[]> {
-  const { stdout } = await execa("ldd", [binary]);
-  const libs = new Set<string>();
-  for (const line of stdout.split("\n")) {
-    const match = /=>\s+(\/\S+)/.exec(line) ?? /^\s*(\/\S+)\s+\(/.exec(line);
-    if (match?.[1]) libs.add(match[1]);
-  }
-  return [...libs].sort();
-}
-
 /**
- * Copies node and its shared libraries into rootDir at the paths the dynamic loader expects, node
- * itself at /bin/node. Files, not symlinks, so the folder can be bound read-only as / anywhere.
+ * The real process bake (guest-images/process, guest-images/runtime) behind the pipeline: the read-only
+ * root with node, its libraries, the runtime bundle and its V8 startup snapshot, and empty mount points.
+ * The pipeline's manifest replaces that bake's own base.json, so there is one base version.
  */
-export async function populateNodeRoot(rootDir: string, nodeBinary = process.execPath): Promise<string[]> {
-  const copied: string[] = [];
-  const put = async (from: string, to: string): Promise<void> => {
-    const target = path.join(rootDir, to);
-    await mkdir(path.dirname(target), { recursive: true });
-    await copyFile(from, target);
-    copied.push(path.relative(rootDir, target));
-  };
-  await put(nodeBinary, "bin/node");
-  await chmod(path.join(rootDir, "bin/node"), 0o755);
-  for (const lib of await sharedLibraries(nodeBinary)) await put(lib, lib);
-  // Empty mount points, so the sandbox can bind /proc, /dev, /tmp and the code over a read-only root.
-  for (const dir of ["proc", "dev", "tmp", "code"]) await mkdir(path.join(rootDir, dir), { recursive: true });
-  return copied;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// TEMPORARY STAND-IN until guest-images/process (the real runtime bundle + snapshot bake) is merged.
-// It produces the same artifact layout with a placeholder runtime that only proves the V8 startup
-// snapshot loads: runtime.cjs, snapshot.blob, root/ (node + ldd libraries).
-// ---------------------------------------------------------------------------------------------------
-const STAND_IN_RUNTIME = `"use strict";
-// snapfaas STAND-IN runtime: replaced by the guest runtime bundle from guest-images/runtime.
-const v8 = require("node:v8");
-v8.startupSnapshot.setDeserializeMainFunction(() => {
-  console.log("snapfaas stand-in runtime: started from the startup snapshot");
-});
-`;
-
-export const STAND_IN_PROCESS_BAKER: ProcessBaseBaker = {
+export const PROCESS_BAKER: ProcessBaseBaker = {
   async inputs() {
-    const libs = await sharedLibraries(process.execPath);
-    return {
-      node: await sha256File(process.execPath),
-      "node-libs": await sha256Files("/", libs),
-      runtime: sha256Text(STAND_IN_RUNTIME),
-      recipe: await sha256File(fileURLToPath(import.meta.url)),
-    };
+    const scratch = await mkdtemp(path.join(tmpdir(), "process-inputs-"));
+    try {
+      // esbuild output is deterministic: this hash is the bundle the bake will build below.
+      const runtime = await bundleStampedRuntime(scratch);
+      return {
+        node: await sha256File(process.execPath),
+        "node-libs": await sha256Files("/", await sharedLibraries(process.execPath)),
+        runtime: runtime.bundleHash,
+        recipe: await sha256Files(REPO_DIR, [
+          path.join(REPO_DIR, "guest-images/process/bake.ts"),
+          path.join(REPO_DIR, "guest-images/runtime/build.ts"),
+          fileURLToPath(import.meta.url),
+        ]),
+      };
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
   },
   async bakeProcessBase(outDir) {
-    await writeFile(path.join(outDir, "runtime.cjs"), STAND_IN_RUNTIME);
-    await execa(process.execPath, ["--snapshot-blob", "snapshot.blob", "--build-snapshot", "runtime.cjs"], {
-      cwd: outDir,
-    });
-    const root = await populateNodeRoot(path.join(outDir, "root"));
-    return { artifacts: ["runtime.cjs", "snapshot.blob", ...root.map((p) => `root/${p}`)] };
+    const scratch = path.join(outDir, ".process-bake");
+    try {
+      const base = await bakeProcessRoot(scratch);
+      await rename(base.rootDir, path.join(outDir, "root"));
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+    const files = await listFiles(outDir);
+    return { artifacts: files.map((f) => path.relative(outDir, f).split(path.sep).join("/")) };
   },
 };
 
 /** The pipeline job for the process driver: no kernel, no Firecracker, guest "process". */
-export async function processBakeJob(baker: ProcessBaseBaker = STAND_IN_PROCESS_BAKER): Promise<BakeJob> {
+export async function processBakeJob(baker: ProcessBaseBaker = PROCESS_BAKER): Promise<BakeJob> {
+  const inputs = await baker.inputs();
   return {
     driver: "process",
     guest: "process",
-    inputs: await baker.inputs(),
+    inputs,
     kernelArgs: "",
     async build(dir) {
       await baker.bakeProcessBase(dir);
+      const bundle = path.join(dir, PROCESS_RUNTIME_BUNDLE);
+      const built = await sha256File(bundle).catch(() => "missing");
+      if (inputs["runtime"] !== undefined && built !== inputs["runtime"]) {
+        throw new Error(
+          `the baked runtime bundle (${built}) is not the one the base version was computed from (${inputs["runtime"]})`,
+        );
+      }
     },
   };
 }

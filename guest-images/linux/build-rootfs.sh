@@ -39,7 +39,7 @@ done
 cp "${here}/init.sh" "${root}/sbin/init"
 cp "${here}/remount-code.sh" "${root}/bin/remount-code"
 chmod 0755 "${root}/sbin/init" "${root}/bin/remount-code"
-cp "$runtime_bundle" "${root}/runtime/runtime.cjs"
+cp "$runtime_bundle" "${root}/runtime/runtime.js"
 chmod 1777 "${root}/tmp"
 
 env -u SOURCE_DATE_EPOCH mksquashfs "$root" "$out" -noappend -all-root -no-xattrs \

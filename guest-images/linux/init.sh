@@ -16,6 +16,5 @@ if [ -b /dev/vdb ]; then
   mount -t squashfs -o ro /dev/vdb /code || echo "init: no filesystem on /dev/vdb yet, /code left empty"
 fi
 
-export SNAPFAAS_LISTEN="tcp:0.0.0.0:8123"
-export SNAPFAAS_CODE_DIR=/code
-exec /node /runtime/runtime.cjs
+# The same arguments as runtimeArgs() in guest-images/bake/firecracker-plan.ts.
+exec /node /runtime/runtime.js --listen tcp:0.0.0.0:8123 --code /code

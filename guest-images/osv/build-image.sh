@@ -22,7 +22,7 @@ echo "node for the image: $(command -v node) $(node --version)"
 # Our own app module: the runtime and the stress check at fixed guest paths; node comes from node-from-host.
 module_dir="${osv_dir}/apps/snapfaas-runtime"
 mkdir -p "$module_dir"
-cp "$runtime_bundle" "${module_dir}/runtime.cjs"
+cp "$runtime_bundle" "${module_dir}/runtime.js"
 cp "$popf_check" "${module_dir}/popf-stress.js"
 cat >"${module_dir}/module.py" <<'PY'
 from osv.modules import api
@@ -30,7 +30,7 @@ from osv.modules import api
 api.require('node-from-host')
 PY
 cat >"${module_dir}/usr.manifest" <<'MANIFEST'
-/runtime/runtime.cjs: ${MODULE_DIR}/runtime.cjs
+/runtime/runtime.js: ${MODULE_DIR}/runtime.js
 /popf/stress.js: ${MODULE_DIR}/popf-stress.js
 MANIFEST
 

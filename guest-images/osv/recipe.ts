@@ -1,13 +1,13 @@
 import path from "node:path";
 import type { GuestNetwork, GuestRecipe } from "../bake/firecracker-plan.ts";
-import { DEFAULT_GUEST_NETWORK, GUEST_RUNTIME_PORT, VM_ARTIFACTS } from "../bake/firecracker-plan.ts";
+import { DEFAULT_GUEST_NETWORK, runtimeArgs, VM_ARTIFACTS } from "../bake/firecracker-plan.ts";
 import { NODE_PIN, OSV_PIN } from "../bake/pins.ts";
 import type { PlanStep } from "../bake/plan.ts";
 
 /** Where the recipe puts things inside the OSv image (see build-image.sh). */
 export const OSV_GUEST_PATHS = {
   node: "/node",
-  runtime: "/runtime/runtime.cjs",
+  runtime: "/runtime/runtime.js",
   popfCheck: "/popf/stress.cjs",
   /** The code disk (second virtio-blk device, unpartitioned ROFS) is mounted here. */
   code: "/code",
@@ -39,10 +39,9 @@ export function osvKernelArgs(network: GuestNetwork = DEFAULT_GUEST_NETWORK): st
     `--defaultgw=${network.hostIp}`,
     `--nameserver=${network.hostIp}`,
     `--mount-fs=rofs,/dev/vblk1,${OSV_GUEST_PATHS.code}`,
-    `--env=SNAPFAAS_LISTEN=tcp:0.0.0.0:${GUEST_RUNTIME_PORT}`,
-    `--env=SNAPFAAS_CODE_DIR=${OSV_GUEST_PATHS.code}`,
     OSV_GUEST_PATHS.node,
     OSV_GUEST_PATHS.runtime,
+    ...runtimeArgs(OSV_GUEST_PATHS.code),
   ].join(" ");
 }
 

@@ -148,13 +148,13 @@ describe("Linux guest root filesystem (build-rootfs.sh)", () => {
 
   it("packs node with its libraries, busybox, init and the runtime into a root-owned squashfs", async function () {
     this.timeout(120_000);
-    await writeFile(path.join(work, "runtime.cjs"), "console.log('runtime');\n");
+    await writeFile(path.join(work, "runtime.js"), "console.log('runtime');\n");
     const { stdout: busybox } = await execa("bash", ["-c", "command -v busybox"]);
     const out = path.join(work, "rootfs.img");
     await execa("bash", [
       path.join(REPO, "guest-images/linux/build-rootfs.sh"),
       process.execPath,
-      path.join(work, "runtime.cjs"),
+      path.join(work, "runtime.js"),
       busybox.trim(),
       out,
     ]);
@@ -164,7 +164,7 @@ describe("Linux guest root filesystem (build-rootfs.sh)", () => {
       /-rwxr-xr-x 0\/0 .* squashfs-root\/sbin\/init$/m,
       /-rwxr-xr-x 0\/0 .* squashfs-root\/bin\/remount-code$/m,
       /squashfs-root\/bin\/mount -> busybox$/m,
-      /squashfs-root\/runtime\/runtime\.cjs$/m,
+      /squashfs-root\/runtime\/runtime\.js$/m,
       /^d.* squashfs-root\/code$/m,
       /^d.* squashfs-root\/proc$/m,
       /squashfs-root\/lib.*\/libc\.so\.6$/m,
