@@ -14,6 +14,9 @@ export type CgroupMode =
   | { readonly version: 0; readonly why: string };
 
 const PARENT = "faas";
+
+/** A cgroup path below a hierarchy's mount point, without a trailing slash. */
+const under = (mount: string, cgroup = "/") => path.resolve(mount, `.${cgroup}`);
 const NEEDED_V2 = ["cpu", "memory", "pids"];
 
 /** The agent's own cgroup path per v1 controller ("" key for v2), from /proc/self/cgroup. */
@@ -45,7 +48,7 @@ export function detectCgroups(
     try {
       const controllers = readFileSync(path.join(dir, "cgroup.controllers"), "utf8").split(/\s+/);
       if (NEEDED_V2.every((c) => controllers.includes(c)))
-        return { version: 2, root: path.join(dir, own.get("") ?? "/") };
+        return { version: 2, root: under(dir, own.get("")) };
     } catch {
       // Not readable: keep looking.
     }
@@ -57,7 +60,7 @@ export function detectCgroups(
     for (const c of ["memory", "cpu", "pids"] as const) if (opts.includes(c) && !v1[c]) v1[c] = dir;
   }
   if (v1.memory && v1.cpu && v1.pids) {
-    const at = (c: "memory" | "cpu" | "pids") => path.join(v1[c]!, own.get(c) ?? "/");
+    const at = (c: "memory" | "cpu" | "pids") => under(v1[c]!, own.get(c));
     return { version: 1, mounts: { memory: at("memory"), cpu: at("cpu"), pids: at("pids") } };
   }
   return {

@@ -71,8 +71,10 @@ export class ProcessDriver implements SandboxDriver {
   async init(): Promise<void> {
     this.cgroups = this.isRoot ? detectCgroups() : { version: 0, why: "not root" };
     await mkdir(this.instancesDir, { recursive: true });
-    await chmod(path.dirname(this.instancesDir), 0o711);
-    await chmod(this.instancesDir, 0o711);
+    // Jailed uids must traverse these to reach their own folders; nobody but root may list them.
+    for (const dir of [this.opts.stateDir, path.dirname(this.instancesDir), this.instancesDir])
+      await chmod(dir, 0o711);
+    if (this.isRoot) await assertTraversable(path.resolve(this.opts.stateDir));
     // A crashed agent's jails died with it (--die-with-parent); their folders and cgroups did not.
     let leftovers = 0;
     for (const name of await readdir(this.instancesDir)) {
@@ -171,6 +173,20 @@ export class ProcessDriver implements SandboxDriver {
 
   async close(): Promise<void> {
     await Promise.all([...this.live.values()].map((i) => i.destroy("agent shutting down")));
+  }
+}
+
+/** Every folder above `dir` must let other uids through, or no jail can bind anything below it. */
+export async function assertTraversable(dir: string): Promise<void> {
+  const { stat } = await import("node:fs/promises");
+  for (let d = path.dirname(dir); ; d = path.dirname(d)) {
+    const st = await stat(d);
+    if ((st.mode & 0o001) === 0) {
+      throw new Error(
+        `the sandbox's uids cannot reach ${dir}: ${d} is not searchable by others (chmod o+x ${d}, or set FAAS_STATE_DIR to a folder under /var/lib)`,
+      );
+    }
+    if (d === path.dirname(d)) return;
   }
 }
 
