@@ -29,6 +29,7 @@ import {
   detectCgroups,
   type InstanceCgroup,
   reclaimCgroups,
+  cgroupScope as scopeOf,
 } from "./cgroups.ts";
 import { linkCodeTree } from "./code-link.ts";
 import { findOnPath, processSandboxProblems } from "./preflight.ts";
@@ -55,9 +56,16 @@ export class ProcessDriver implements SandboxDriver {
   private readonly usedUids = new Set<number>();
   private readonly isRoot = process.getuid?.() === 0;
   private cgroups: CgroupMode = { version: 0, why: "not detected yet" };
+  private readonly cgroupScope: string;
 
   constructor(private readonly opts: ProcessDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "run", "instances");
+    this.cgroupScope = scopeOf(opts.stateDir);
+  }
+
+  /** Where this driver's instance cgroups live, relative to each hierarchy: faas/<scope>/<instance>. */
+  get cgroupPath(): string {
+    return `faas/${this.cgroupScope}`;
   }
 
   async preflight(): Promise<PreflightProblem[]> {
@@ -81,7 +89,7 @@ export class ProcessDriver implements SandboxDriver {
       await forceRemove(path.join(this.instancesDir, name));
       leftovers++;
     }
-    const cgroups = this.cgroups.version === 0 ? 0 : await reclaimCgroups(this.cgroups);
+    const cgroups = this.cgroups.version === 0 ? 0 : await reclaimCgroups(this.cgroups, this.cgroupScope);
     if (leftovers + cgroups > 0) {
       this.opts.log.warn({ instanceDirs: leftovers, cgroups }, "reclaimed what a previous agent left behind");
     }
@@ -119,7 +127,7 @@ export class ProcessDriver implements SandboxDriver {
       await mkdir(codeDir, { recursive: true });
       await mkdir(runDir, { recursive: true, mode: 0o700 });
       if (uid !== null) await chown(runDir, uid, uid);
-      cgroup = await createInstanceCgroup(this.cgroups, spec.id, spec.limits);
+      cgroup = await createInstanceCgroup(this.cgroups, this.cgroupScope, spec.id, spec.limits);
     } catch (err) {
       if (uid !== null) this.usedUids.delete(uid);
       await cgroup?.remove().catch(() => undefined);
