@@ -2,6 +2,7 @@
  * Starts Firecracker through the jailer (production SpawnVmm). With --daemonize the jailer exits once
  * Firecracker runs, so the process is followed by the pid the jailer writes into the jail.
  */
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { execa } from "execa";
 import type { SpawnVmm, VmmExit, VmmProcess } from "./vmm-process.ts";
@@ -108,7 +109,18 @@ export function watchPid(pid: number, apiSocketPath: string, pollIntervalMs: num
   };
 }
 
-function isAlive(pid: number): boolean {
+/**
+ * A daemonized Firecracker is reparented to init; an init that does not reap (common in containers)
+ * leaves a zombie that still answers kill(pid, 0). /proc tells the two apart.
+ */
+export function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+  }
   try {
     process.kill(pid, 0);
     return true;
