@@ -326,6 +326,14 @@ describe("FirecrackerDriver against the strict fake", function () {
     assert.equal(slots.filled, 1);
   });
 
+  it("refuses a second instance with an id that is starting or live", async () => {
+    const d = makeDriver();
+    const first = d.start(spec("vm-dup"));
+    await assert.rejects(d.start(spec("vm-dup")), /already in use/);
+    await first;
+    await assert.rejects(d.start(spec("vm-dup")), /already in use/);
+  });
+
   it("close destroys every live instance and closes the slot pool", async () => {
     const d = makeDriver();
     const a = await d.start(spec("vm-l"));

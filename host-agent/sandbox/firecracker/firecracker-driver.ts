@@ -76,6 +76,8 @@ export class FirecrackerDriver implements SandboxDriver {
   readonly kind = "firecracker" as const;
   private readonly ids: IdRangeAllocator;
   private readonly live = new Map<string, FirecrackerInstance>();
+  /** Ids being started: a second start with the same id would share its jail. */
+  private readonly starting = new Set<string>();
   private readonly limiters: VmRateLimiters;
   private readonly now: () => number;
   private readonly randomBytes: (size: number) => Buffer;
@@ -121,7 +123,20 @@ export class FirecrackerDriver implements SandboxDriver {
   async startTimed(spec: InstanceSpec): Promise<{ instance: FirecrackerInstance; timings: StartTimings }> {
     if (spec.base.driver !== "firecracker")
       throw new SandboxStartError(`base ${spec.base.version} is not a firecracker base`, spec.id);
-    if (this.live.has(spec.id)) throw new SandboxStartError(`instance id already live: ${spec.id}`, spec.id);
+    if (this.live.has(spec.id) || this.starting.has(spec.id)) {
+      throw new SandboxStartError(`instance id already in use: ${spec.id}`, spec.id);
+    }
+    this.starting.add(spec.id);
+    try {
+      return await this.restore(spec);
+    } finally {
+      this.starting.delete(spec.id);
+    }
+  }
+
+  private async restore(
+    spec: InstanceSpec,
+  ): Promise<{ instance: FirecrackerInstance; timings: StartTimings }> {
     const cfg = this.config;
     const t0 = performance.now();
     const paths = jailPaths(cfg.chrootBase, cfg.firecrackerPath, spec.id);
