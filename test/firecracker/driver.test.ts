@@ -4,11 +4,13 @@ import { mkdir, readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type InstanceSpec, SandboxStartError } from "../../host-agent/sandbox/driver.ts";
 import { FirecrackerApiClient } from "../../host-agent/sandbox/firecracker/api-client.ts";
+import { bakeBaseSnapshot } from "../../host-agent/sandbox/firecracker/bake-snapshot.ts";
 import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
 import {
   FirecrackerDriver,
   type SlotProvider,
 } from "../../host-agent/sandbox/firecracker/firecracker-driver.ts";
+import { IdRangeAllocator } from "../../host-agent/sandbox/firecracker/id-range.ts";
 import { cgroupDir } from "../../host-agent/sandbox/firecracker/jailer-args.ts";
 import type { NetworkSlot, SlotOwner } from "../../host-agent/sandbox/firecracker/network-slots.ts";
 import { bootVm, createSnapshot, pauseVm } from "../../host-agent/sandbox/firecracker/vm-lifecycle.ts";
@@ -324,6 +326,52 @@ describe("FirecrackerDriver against the strict fake", function () {
     assert.equal(existsSync(join(dir, "cgroup", "snapfaas", "vm-old")), false);
     assert.equal(slots.reclaimed, 1);
     assert.equal(slots.filled, 1);
+  });
+
+  it("bakeBaseSnapshot boots in a jail and slot, waits for the guest, pauses, snapshots; clones restore from it", async () => {
+    const d = makeDriver();
+    const inputs = join(dir, "bake-inputs");
+    await writeBakeInputs(inputs);
+    const outDir = join(dir, "baked");
+    const result = await bakeBaseSnapshot(
+      {
+        id: "bake-1",
+        inputsDir: join(inputs, "base"),
+        outDir,
+        bootArgs: "--nopci /runtime.js",
+        guestReadyTimeoutMs: 2_000,
+      },
+      { config: d.config, spawnVmm: spawnFake, slots, ids: new IdRangeAllocator(900_500, 1) },
+    );
+    assert.ok(result.bootToReadyMs >= 0 && result.snapshotMs >= 0);
+    assert.deepEqual(fakes[0]!.callLine, [
+      "PUT /boot-source",
+      "PUT /machine-config",
+      "PUT /drives/root",
+      "PUT /drives/code",
+      "PUT /network-interfaces/eth0",
+      "PUT /entropy",
+      "PUT /actions",
+      "PATCH /vm",
+      "PUT /snapshot/create",
+    ]);
+    assert.deepEqual((await readdir(outDir)).sort(), [
+      "code-empty.img",
+      "kernel.elf",
+      "memory",
+      "root.img",
+      "vmstate",
+    ]);
+    assert.equal((await stat(join(outDir, "memory"))).mode & 0o777, 0o444);
+    assert.equal(existsSync(join(dir, "jails", "firecracker", "bake-1")), false, "the bake jail is removed");
+    assert.equal(slots.leased.size, 0);
+    const instance = await d.start({
+      ...spec("vm-from-bake"),
+      base: { version: "baked", driver: "firecracker", dir: outDir },
+    });
+    assert.equal(fakes[1]!.state, "Running");
+    assert.equal(inits.at(-1)?.instanceId, "vm-from-bake");
+    await instance.destroy("done");
   });
 
   it("refuses a second instance with an id that is starting or live", async () => {

@@ -2,10 +2,12 @@
  * Acceptance run for a real KVM host (not part of the test suite):
  *
  *   node --import tsx host-agent/sandbox/firecracker/acceptance.ts --base <base snapshot dir> \
+ *     [--bake-from <inputs dir> --boot-args '<kernel args>'] \
  *     [--clones 20] [--config driver-config.json] [--code hello.img --code-hash <hash>] \
  *     [--invoke-path /_faas/invoke] [--invoke-body '<json>']
  *
- * Restores N jailed clones in parallel from the base snapshot (slots built ahead of time), attaches
+ * With --bake-from it first boots the inputs (kernel.elf, root.img, code-empty.img) in a jail, waits
+ * for the guest runtime, pauses and snapshots into --base. Then it restores N jailed clones in parallel from the base snapshot (slots built ahead of time), attaches
  * the code disk when given, calls hello-world in each, and prints restore-to-first-byte p50/p99 and
  * jail setup time. On a host without a usable /dev/kvm or without Firecracker it prints one line and
  * exits 0 without measuring anything.
@@ -15,9 +17,11 @@ import { parseArgs } from "node:util";
 import { request } from "undici";
 import { doctorConfigSchema } from "../../doctor/checks.ts";
 import { hostFs } from "../../doctor/host-fs.ts";
+import { bakeBaseSnapshot } from "./bake-snapshot.ts";
 import { execaRunner } from "./command-runner.ts";
 import { type FirecrackerDriverConfig, parseFirecrackerDriverConfig } from "./config.ts";
 import { FirecrackerDriver, type FirecrackerInstance } from "./firecracker-driver.ts";
+import { IdRangeAllocator } from "./id-range.ts";
 import { jailerSpawner } from "./jailer-spawner.ts";
 import { NetworkSlotPool } from "./network-slots.ts";
 import { firecrackerPreflight } from "./preflight.ts";
@@ -70,6 +74,8 @@ export async function acceptance(argv: string[]): Promise<number> {
       "code-hash": { type: "string" },
       "invoke-path": { type: "string", default: "/_faas/invoke" },
       "invoke-body": { type: "string", default: HELLO_WORLD_CALL },
+      "bake-from": { type: "string" },
+      "boot-args": { type: "string", default: "" },
     },
   });
   const raw: unknown = values.config ? JSON.parse(await hostFs.readFile(values.config)) : {};

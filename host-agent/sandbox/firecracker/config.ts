@@ -30,6 +30,11 @@ export const networkSlotsConfigSchema = z.object({
     .string()
     .regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/)
     .default("02:fc:00:00:00:01"),
+  /** Guest NIC MAC set at bake time (restored with the snapshot). */
+  guestMac: z
+    .string()
+    .regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/)
+    .default("06:00:ac:10:00:02"),
   /** Firecracker's iface_id of the guest NIC, as baked. */
   ifaceId: z.string().min(1).default("eth0"),
   /** Slots built ahead of time. */

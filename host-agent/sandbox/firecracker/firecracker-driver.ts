@@ -4,7 +4,7 @@
  * resume -> guest healthy -> /_faas/init; attachCode() = stage code disk -> pause -> PATCH -> resume.
  */
 import { randomBytes as nodeRandomBytes } from "node:crypto";
-import { readdir, readFile, stat } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import type {
   BaseImage,
@@ -39,7 +39,7 @@ import {
   swapCodeDisk,
   type VmRateLimiters,
 } from "./vm-lifecycle.ts";
-import type { SpawnVmm, VmmProcess } from "./vmm-process.ts";
+import { type SpawnVmm, type VmmProcess, waitForApiSocket } from "./vmm-process.ts";
 
 /** What the driver needs from the network slot pool (NetworkSlotPool in production). */
 export interface SlotProvider {
@@ -174,7 +174,7 @@ export class FirecrackerDriver implements SandboxDriver {
         pidFilePath: paths.pidFile,
       });
       held.api = new FirecrackerApiClient({ socketPath: paths.apiSocket });
-      await waitForApi(held.api, held.vmm, cfg.apiSocketTimeoutMs);
+      await waitForApiSocket(held.vmm, cfg.apiSocketTimeoutMs);
       const t2 = performance.now();
       stage = "loading the base snapshot";
       await loadSnapshot(held.api, cfg.network.ifaceId, held.slot.tapName);
@@ -269,28 +269,6 @@ function restoreFiles(base: BaseImage): FileToStage[] {
   return Object.values(baseFiles)
     .filter((f) => f.neededForRestore)
     .map((f) => ({ source: join(base.dir, f.name), jailPath: f.jailPath, readOnly: true }));
-}
-
-/** Waits until the API socket answers; fails early if the VMM died first. */
-async function waitForApi(api: FirecrackerApiClient, vmm: VmmProcess, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  let died = false;
-  void vmm.exited.then(() => {
-    died = true;
-  });
-  while (performance.now() < deadline) {
-    if (died)
-      throw new Error(`firecracker exited before its API socket answered: ${(await vmm.exited).description}`);
-    if (
-      await stat(api.socketPath).then(
-        () => true,
-        () => false,
-      )
-    )
-      return;
-    await sleep(1);
-  }
-  throw new Error(`API socket ${api.socketPath} did not appear within ${timeoutMs} ms`);
 }
 
 /** A jail left by a crashed agent may still hold a running Firecracker: end it before removing the jail. */

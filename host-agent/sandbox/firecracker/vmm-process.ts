@@ -1,3 +1,5 @@
+import { stat } from "node:fs/promises";
+
 /** A running Firecracker process (jailed, or a test double), as the driver sees it. */
 export interface VmmExit {
   readonly code: number | null;
@@ -31,3 +33,26 @@ export interface VmmSpawnRequest {
 
 /** Starts a VMM for one jail; injected so tests run the strict fake instead of the jailer. */
 export type SpawnVmm = (request: VmmSpawnRequest) => Promise<VmmProcess>;
+
+/** Waits until the VMM's API socket exists (Firecracker binds it before serving); fails early if the VMM died. */
+export async function waitForApiSocket(vmm: VmmProcess, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  let died = false;
+  void vmm.exited.then(() => {
+    died = true;
+  });
+  while (performance.now() < deadline) {
+    if (died)
+      throw new Error(`firecracker exited before its API socket appeared: ${(await vmm.exited).description}`);
+    if (
+      await stat(vmm.apiSocketPath).then(
+        () => true,
+        () => false,
+      )
+    ) {
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  throw new Error(`API socket ${vmm.apiSocketPath} did not appear within ${timeoutMs} ms`);
+}
