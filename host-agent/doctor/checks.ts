@@ -202,6 +202,30 @@ async function checkKernel(deps: DoctorDeps): Promise<DoctorCheck> {
   };
 }
 
+/** Network slots create taps; the jailer also needs the host's tun device to mknod one in each jail. */
+async function checkTun(fs: DoctorFs): Promise<DoctorCheck> {
+  const name = "tun";
+  try {
+    if ((await fs.stat("/dev/net/tun")).isCharacterDevice())
+      return { name, ok: true, detail: "/dev/net/tun present", fatal: true };
+    return {
+      name,
+      ok: false,
+      detail: "/dev/net/tun is not a character device",
+      fix: "modprobe tun",
+      fatal: true,
+    };
+  } catch (err) {
+    return {
+      name,
+      ok: false,
+      detail: `/dev/net/tun missing (${errText(err)})`,
+      fix: "modprobe tun",
+      fatal: true,
+    };
+  }
+}
+
 async function checkIpForward(deps: DoctorDeps): Promise<DoctorCheck> {
   const name = "ip_forward";
   const value = (await deps.fs.readFile("/proc/sys/net/ipv4/ip_forward").catch(() => "?")).trim();
@@ -269,6 +293,7 @@ export async function runDoctor(deps: DoctorDeps): Promise<DoctorReport> {
     await checkBinary(deps, "jailer", c.jailerPath, c.jailerSha256),
     await checkCgroupV2(deps),
     await checkKernel(deps),
+    await checkTun(deps.fs),
     await checkIpForward(deps),
     await checkTool(deps, "nftables", "nft", ["--version"], "apt-get install nftables"),
     await checkTool(deps, "iproute2", "ip", ["-V"], "apt-get install iproute2"),

@@ -25,7 +25,7 @@ function healthyHost(): FakeHost {
       "/proc/sys/kernel/osrelease": "6.1.102-111.182.amzn2023.x86_64\n",
       "/proc/sys/net/ipv4/ip_forward": "1\n",
     },
-    charDevices: ["/dev/kvm"],
+    charDevices: ["/dev/kvm", "/dev/net/tun"],
     rwDenied: [],
     executables: {
       "/usr/local/bin/firecracker": { version: "Firecracker v1.16.1", sha256: FC_SHA },
@@ -89,7 +89,7 @@ describe("faas doctor", () => {
 
   it("fails without a usable /dev/kvm", async () => {
     const missing = healthyHost();
-    missing.charDevices = [];
+    missing.charDevices = ["/dev/net/tun"];
     assert.deepEqual(failed(await runDoctor(depsFor(missing))), ["kvm"]);
     const denied = healthyHost();
     denied.rwDenied = ["/dev/kvm"];
@@ -130,16 +130,17 @@ describe("faas doctor", () => {
     );
   });
 
-  it("fails an old kernel, ip_forward off, missing nft, and too little disk", async () => {
+  it("fails an old kernel, no tun device, ip_forward off, missing nft, and too little disk", async () => {
     const host = healthyHost();
+    host.charDevices = ["/dev/kvm"];
     host.files["/proc/sys/kernel/osrelease"] = "4.19.0\n";
     host.files["/proc/sys/net/ipv4/ip_forward"] = "0\n";
     host.tools = ["ip"];
     host.freeGiB = 3;
     const report = await runDoctor(depsFor(host));
-    assert.deepEqual(failed(report), ["kernel", "ip_forward", "nftables", "snapshot disk"]);
+    assert.deepEqual(failed(report), ["kernel", "tun", "ip_forward", "nftables", "snapshot disk"]);
     assert.equal(report.ok, false);
-    assert.equal(report.lines.at(-1), "doctor: 4 of 9 checks failed");
+    assert.equal(report.lines.at(-1), "doctor: 5 of 10 checks failed");
   });
 
   it("preflight turns failures into problems with a fix; ip_forward is not fatal", async () => {
@@ -153,7 +154,20 @@ describe("faas doctor", () => {
 
   it("runs on this machine and exits non-zero exactly when a check fails", async () => {
     const { report, exitCode } = await doctorMain([]);
-    assert.equal(report.checks.length, 9);
+    assert.equal(report.checks.length, 10);
     assert.equal(exitCode, report.ok ? 0 : 1);
+  });
+});
+
+describe("createFirecrackerDriver", () => {
+  it("wires the production driver; its preflight is the doctor's verdict on this host", async () => {
+    const { createFirecrackerDriver } = await import("../../host-agent/sandbox/firecracker/create-driver.ts");
+    const driver = createFirecrackerDriver({ firecrackerPath: "/nonexistent/firecracker" });
+    assert.equal(driver.kind, "firecracker");
+    const problems = await driver.preflight();
+    const firecracker = problems.find((p) => p.what.startsWith("firecracker:"));
+    assert.ok(firecracker, "a missing binary is a problem");
+    assert.match(firecracker.what, /\/nonexistent\/firecracker not found/);
+    assert.equal(firecracker.fatal, true);
   });
 });
