@@ -121,7 +121,7 @@ describe("network slots for real (root, ip, nft)", function () {
     ] as const) {
       const { stdout } = await execa("ip", ["-n", slot.netnsName, "-d", "link", "show", "tap0"]);
       assert.match(stdout, new RegExp(`user ${uid} group ${uid}`));
-      assert.match(stdout, /link\/ether 02:fc:00:00:00:01/);
+      assert.match(stdout, /link\/ether 02:fa:a5:00:00:01/);
       const { stdout: addr } = await execa("ip", ["-n", slot.netnsName, "-4", "addr", "show", "tap0"]);
       assert.match(addr, /inet 172\.16\.0\.1\/30/);
     }

@@ -29,7 +29,7 @@ export const networkSlotsConfigSchema = z.object({
   tapMac: z
     .string()
     .regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/)
-    .default("02:fc:00:00:00:01"),
+    .default("02:fa:a5:00:00:01"),
   /** Guest NIC MAC set at bake time (restored with the snapshot). */
   guestMac: z
     .string()
