@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { copyFile, mkdir, rm } from "node:fs/promises";
+import { createServer } from "node:http";
 import { join } from "node:path";
 import {
   FirecrackerApiClient,
@@ -182,6 +183,34 @@ describe("firecracker lifecycle against the strict fake", () => {
     const { fake, api } = await startFake(restoreRoot);
     await assert.rejects(loadSnapshot(api, "eth0", "tap0"), /block device code/);
     await fake.exited;
+  });
+
+  it("after a load the VM is Paused, unless resume_vm asks for Running", async () => {
+    const restoreRoot = await stageRestore(await bake(), "clone5");
+    const { fake, api } = await startFake(restoreRoot);
+    await api.loadSnapshot({ ...snapshotLoadBody("eth0", "tap0"), resume_vm: true });
+    assert.equal(fake.state, "Running");
+    await assert.rejects(api.loadSnapshot(snapshotLoadBody("eth0", "tap0")), /not allowed after configuring/);
+  });
+
+  it("surfaces a non-JSON error body as the fault message, with status, method and path", async () => {
+    const socketPath = join(dir, "plain.sock");
+    const server = createServer((_req, res) => res.writeHead(500).end("internal: vmm thread panicked"));
+    await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+    const api = new FirecrackerApiClient({ socketPath });
+    try {
+      await assert.rejects(pauseVm(api), (err: unknown) => {
+        assert.ok(err instanceof FirecrackerApiError);
+        assert.deepEqual(
+          [err.status, err.faultMessage, err.method, err.path],
+          [500, "internal: vmm thread panicked", "PATCH", "/vm"],
+        );
+        return true;
+      });
+    } finally {
+      await api.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 
   it("rejects bodies that do not match the spec (a misspelt key)", async () => {
