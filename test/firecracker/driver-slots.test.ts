@@ -119,14 +119,13 @@ describe("FirecrackerDriver with real network slots (fake VMM, stand-in guest in
             guests.push(guest);
             // Killed on purpose at the end: its rejection is expected, not an error.
             guest.catch(() => undefined);
-            guest.stdout?.on("data", (c: Buffer) =>
-              initLines.push(
-                ...c
-                  .toString()
-                  .split("\n")
-                  .filter((l) => l.includes("init")),
-              ),
-            );
+            // Whole lines only: a chunk may end mid-line.
+            let pending = "";
+            guest.stdout?.on("data", (c: Buffer) => {
+              const lines = (pending + c.toString()).split("\n");
+              pending = lines.pop() ?? "";
+              initLines.push(...lines.filter((l) => l.includes("init")));
+            });
             await new Promise<void>((resolve) => guest!.stdout?.once("data", () => resolve()));
           } else if (guest) {
             // A paused VM runs no guest code: stop the stand-in likewise.
@@ -155,6 +154,9 @@ describe("FirecrackerDriver with real network slots (fake VMM, stand-in guest in
       [a!.endpoint, b!.endpoint].map((e) => (e.kind === "tcp" ? `${e.host}:${e.port}` : "")).sort(),
       ["10.202.0.2:8123", "10.202.0.6:8123"],
     );
+    // The stand-in answers /_faas/init before its log line reaches our pipe: wait for both lines.
+    const deadline = Date.now() + 5_000;
+    while (initLines.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     const inits = initLines.map((l) => JSON.parse(l) as { init: { instanceId: string }; from: string });
     assert.deepEqual(inits.map((i) => i.init.instanceId).sort(), ["vm-n1", "vm-n2"]);
     assert.ok(
