@@ -4,7 +4,7 @@
  * their own ports, state dirs and clocks.
  */
 import { randomBytes } from "node:crypto";
-import { chmod, mkdir } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -72,9 +72,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
   const clock = overrides.clock ?? systemClock;
   const log = overrides.log ?? createLogger(config.logLevel);
   const stateDir = path.resolve(config.stateDir);
-  // 0711: jailed uids must traverse it to reach the base root and their own folders; nobody may list it.
-  await mkdir(stateDir, { recursive: true });
-  await chmod(stateDir, 0o711);
+  await mkdir(stateDir, { recursive: true, mode: 0o711 });
   const metrics = createMetrics();
   const token = await resolveAdminToken(stateDir, config.adminToken);
 

@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { createReadStream, existsSync } from "node:fs";
-import { chmod, copyFile, link, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
 import type { BaseImage } from "../../host-agent/sandbox/driver.ts";
@@ -35,6 +35,26 @@ async function sha256File(file: string): Promise<string> {
   const hash = createHash("sha256");
   for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
   return hash.digest("hex");
+}
+
+/**
+ * sha256 of a file, remembered by (path, device, inode, size, mtime) in `cacheFile`: the node binary is
+ * ~100 MB, and rereading it on every agent start would cost seconds on a cold disk.
+ */
+async function cachedSha256(file: string, cacheFile: string): Promise<string> {
+  const st = await stat(file);
+  const key = `${file}:${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+  let cache: Record<string, string> = {};
+  try {
+    cache = JSON.parse(await readFile(cacheFile, "utf8")) as Record<string, string>;
+  } catch {
+    // No cache yet.
+  }
+  const known = cache[key];
+  if (known) return known;
+  const hash = await sha256File(file);
+  await writeFile(cacheFile, JSON.stringify({ ...cache, [key]: hash }));
+  return hash;
 }
 
 /** The shared libraries (and loader) a dynamically linked binary needs, from ldd. */
@@ -89,7 +109,7 @@ export async function bakeProcessBase(
     const runtime = await bundleStampedRuntime(path.join(root, "runtime"), options.runtimeVariant);
     const libs = await sharedLibraries(nodeBinary);
     const inputs: Record<string, string> = {
-      node: await sha256File(nodeBinary),
+      node: await cachedSha256(nodeBinary, path.join(outRoot, ".file-hashes.json")),
       runtime: runtime.bundleHash,
     };
     for (const lib of libs) inputs[lib] = await sha256File(lib);
@@ -123,14 +143,5 @@ export async function bakeProcessBase(
     return (await readProcessBase(finalDir))!;
   } finally {
     await rm(staging, { recursive: true, force: true });
-  }
-}
-
-/** Hard-links when possible (same filesystem), else copies. */
-export async function linkOrCopy(src: string, dest: string): Promise<void> {
-  try {
-    await link(src, dest);
-  } catch {
-    await copyFile(src, dest);
   }
 }

@@ -8,7 +8,8 @@ import type { Clock } from "../clock.ts";
 import { ApiError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { AgentMetrics } from "../metrics.ts";
-import { FunctionLoadError, type Pool, PoolBusyError } from "../pool/pool.ts";
+import type { InstanceSource } from "../pool/instance-source.ts";
+import { FunctionLoadError, PoolBusyError } from "../pool/pool.ts";
 import { BundleError } from "../registry/bundle.ts";
 import { checkFunctionName, type Registry, RegistryError } from "../registry/registry.ts";
 import { SandboxStartError } from "../sandbox/driver.ts";
@@ -17,7 +18,7 @@ import { readBody, sendError, sendJson } from "./json.ts";
 
 export interface ControlPlaneDeps {
   readonly registry: Registry;
-  readonly pool: Pool;
+  readonly pool: InstanceSource;
   readonly clock: Clock;
   readonly log: Logger;
   readonly metrics: AgentMetrics;

@@ -11,14 +11,15 @@ import { ApiError } from "../errors.ts";
 import { ResponseTooLargeError } from "../guest/client.ts";
 import type { Logger } from "../log.ts";
 import type { AgentMetrics } from "../metrics.ts";
-import { FunctionLoadError, type Lease, type Pool, PoolBusyError } from "../pool/pool.ts";
+import type { InstanceSource } from "../pool/instance-source.ts";
+import { FunctionLoadError, type Lease, PoolBusyError } from "../pool/pool.ts";
 import type { Registry } from "../registry/registry.ts";
 import { SandboxStartError } from "../sandbox/driver.ts";
 import { HOP_BY_HOP, readBody, sendError, sendJson } from "./json.ts";
 
 export interface DataPlaneDeps {
   readonly registry: Registry;
-  readonly pool: Pool;
+  readonly pool: InstanceSource;
   readonly clock: Clock;
   readonly log: Logger;
   readonly metrics: AgentMetrics;

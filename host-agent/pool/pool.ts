@@ -16,6 +16,7 @@ import type {
   SandboxInstance,
   SandboxLimits,
 } from "../sandbox/driver.ts";
+import type { InstanceSource } from "./instance-source.ts";
 
 export interface PoolConfig {
   /** Generic instances kept started and idle. */
@@ -98,7 +99,7 @@ interface Waiter {
   served: boolean;
 }
 
-export class Pool {
+export class Pool implements InstanceSource {
   private readonly instances = new Map<string, PoolInstance>();
   private readonly waiters: Waiter[] = [];
   private starting = 0;

@@ -3,6 +3,7 @@
  * runtime starts. cgroup v2 where its controllers are enabled, v1 otherwise (these build machines have v1
  * controllers and an empty v2 hierarchy).
  */
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -13,7 +14,16 @@ export type CgroupMode =
   | { readonly version: 1; readonly mounts: { memory: string; cpu: string; pids: string } }
   | { readonly version: 0; readonly why: string };
 
-const PARENT = "faas";
+/**
+ * Instance cgroups live under faas/<scope>, the scope naming one agent (a hash of its state dir): a
+ * restarted agent reclaims exactly what its crashed predecessor left, never another agent's instances.
+ */
+export function cgroupScope(stateDir: string): string {
+  return createHash("sha256").update(path.resolve(stateDir)).digest("hex").slice(0, 12);
+}
+
+/** A cgroup path below a hierarchy's mount point, without a trailing slash. */
+const under = (mount: string, cgroup = "/") => path.resolve(mount, `.${cgroup}`);
 const NEEDED_V2 = ["cpu", "memory", "pids"];
 
 /** The agent's own cgroup path per v1 controller ("" key for v2), from /proc/self/cgroup. */
@@ -45,7 +55,7 @@ export function detectCgroups(
     try {
       const controllers = readFileSync(path.join(dir, "cgroup.controllers"), "utf8").split(/\s+/);
       if (NEEDED_V2.every((c) => controllers.includes(c)))
-        return { version: 2, root: path.join(dir, own.get("") ?? "/") };
+        return { version: 2, root: under(dir, own.get("")) };
     } catch {
       // Not readable: keep looking.
     }
@@ -57,7 +67,7 @@ export function detectCgroups(
     for (const c of ["memory", "cpu", "pids"] as const) if (opts.includes(c) && !v1[c]) v1[c] = dir;
   }
   if (v1.memory && v1.cpu && v1.pids) {
-    const at = (c: "memory" | "cpu" | "pids") => path.join(v1[c]!, own.get(c) ?? "/");
+    const at = (c: "memory" | "cpu" | "pids") => under(v1[c]!, own.get(c));
     return { version: 1, mounts: { memory: at("memory"), cpu: at("cpu"), pids: at("pids") } };
   }
   return {
@@ -132,6 +142,7 @@ async function enableControllersV2(root: string): Promise<void> {
 
 export async function createInstanceCgroup(
   mode: CgroupMode,
+  scope: string,
   id: string,
   limits: SandboxLimits,
 ): Promise<InstanceCgroup> {
@@ -139,9 +150,10 @@ export async function createInstanceCgroup(
   const periodUs = 100_000;
   const quotaUs = Math.round((limits.cpuPercent / 100) * periodUs);
   if (mode.version === 2) {
-    const parent = path.join(mode.root, PARENT);
+    const parent = path.join(mode.root, "faas", scope);
     await mkdir(parent, { recursive: true });
     await enableControllersV2(mode.root);
+    await writeFile(path.join(mode.root, "faas", "cgroup.subtree_control"), "+cpu +memory +pids");
     await writeFile(path.join(parent, "cgroup.subtree_control"), "+cpu +memory +pids");
     const dir = path.join(parent, id);
     await mkdir(dir);
@@ -167,9 +179,9 @@ export async function createInstanceCgroup(
   }
   if (mode.version === 1) {
     const dirs = {
-      memory: path.join(mode.mounts.memory, PARENT, id),
-      cpu: path.join(mode.mounts.cpu, PARENT, id),
-      pids: path.join(mode.mounts.pids, PARENT, id),
+      memory: path.join(mode.mounts.memory, "faas", scope, id),
+      cpu: path.join(mode.mounts.cpu, "faas", scope, id),
+      pids: path.join(mode.mounts.pids, "faas", scope, id),
     };
     for (const d of Object.values(dirs)) await mkdir(d, { recursive: true });
     await writeFile(path.join(dirs.memory, "memory.limit_in_bytes"), String(memoryBytes));
@@ -207,13 +219,13 @@ export async function createInstanceCgroup(
   };
 }
 
-/** Removes instance cgroups a crashed agent left behind (everything under our parent). Returns how many. */
-export async function reclaimCgroups(mode: CgroupMode): Promise<number> {
+/** Removes the instance cgroups a crashed agent with this scope left behind. Returns how many. */
+export async function reclaimCgroups(mode: CgroupMode, scope: string): Promise<number> {
   const parents =
     mode.version === 2
-      ? [path.join(mode.root, PARENT)]
+      ? [path.join(mode.root, "faas", scope)]
       : mode.version === 1
-        ? [mode.mounts.pids, mode.mounts.memory, mode.mounts.cpu].map((m) => path.join(m, PARENT))
+        ? [mode.mounts.pids, mode.mounts.memory, mode.mounts.cpu].map((m) => path.join(m, "faas", scope))
         : [];
   let removed = 0;
   for (const parent of parents) {

@@ -29,6 +29,7 @@ import {
   detectCgroups,
   type InstanceCgroup,
   reclaimCgroups,
+  cgroupScope as scopeOf,
 } from "./cgroups.ts";
 import { linkCodeTree } from "./code-link.ts";
 import { findOnPath, processSandboxProblems } from "./preflight.ts";
@@ -55,9 +56,16 @@ export class ProcessDriver implements SandboxDriver {
   private readonly usedUids = new Set<number>();
   private readonly isRoot = process.getuid?.() === 0;
   private cgroups: CgroupMode = { version: 0, why: "not detected yet" };
+  private readonly cgroupScope: string;
 
   constructor(private readonly opts: ProcessDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "run", "instances");
+    this.cgroupScope = scopeOf(opts.stateDir);
+  }
+
+  /** Where this driver's instance cgroups live, relative to each hierarchy: faas/<scope>/<instance>. */
+  get cgroupPath(): string {
+    return `faas/${this.cgroupScope}`;
   }
 
   async preflight(): Promise<PreflightProblem[]> {
@@ -71,15 +79,17 @@ export class ProcessDriver implements SandboxDriver {
   async init(): Promise<void> {
     this.cgroups = this.isRoot ? detectCgroups() : { version: 0, why: "not root" };
     await mkdir(this.instancesDir, { recursive: true });
-    await chmod(path.dirname(this.instancesDir), 0o711);
-    await chmod(this.instancesDir, 0o711);
+    // Jailed uids must traverse these to reach their own folders; nobody but root may list them.
+    for (const dir of [this.opts.stateDir, path.dirname(this.instancesDir), this.instancesDir])
+      await chmod(dir, 0o711);
+    if (this.isRoot) await assertTraversable(path.resolve(this.opts.stateDir));
     // A crashed agent's jails died with it (--die-with-parent); their folders and cgroups did not.
     let leftovers = 0;
     for (const name of await readdir(this.instancesDir)) {
       await forceRemove(path.join(this.instancesDir, name));
       leftovers++;
     }
-    const cgroups = this.cgroups.version === 0 ? 0 : await reclaimCgroups(this.cgroups);
+    const cgroups = this.cgroups.version === 0 ? 0 : await reclaimCgroups(this.cgroups, this.cgroupScope);
     if (leftovers + cgroups > 0) {
       this.opts.log.warn({ instanceDirs: leftovers, cgroups }, "reclaimed what a previous agent left behind");
     }
@@ -117,7 +127,7 @@ export class ProcessDriver implements SandboxDriver {
       await mkdir(codeDir, { recursive: true });
       await mkdir(runDir, { recursive: true, mode: 0o700 });
       if (uid !== null) await chown(runDir, uid, uid);
-      cgroup = await createInstanceCgroup(this.cgroups, spec.id, spec.limits);
+      cgroup = await createInstanceCgroup(this.cgroups, this.cgroupScope, spec.id, spec.limits);
     } catch (err) {
       if (uid !== null) this.usedUids.delete(uid);
       await cgroup?.remove().catch(() => undefined);
@@ -171,6 +181,20 @@ export class ProcessDriver implements SandboxDriver {
 
   async close(): Promise<void> {
     await Promise.all([...this.live.values()].map((i) => i.destroy("agent shutting down")));
+  }
+}
+
+/** Every folder above `dir` must let other uids through, or no jail can bind anything below it. */
+export async function assertTraversable(dir: string): Promise<void> {
+  const { stat } = await import("node:fs/promises");
+  for (let d = path.dirname(dir); ; d = path.dirname(d)) {
+    const st = await stat(d);
+    if ((st.mode & 0o001) === 0) {
+      throw new Error(
+        `the sandbox's uids cannot reach ${dir}: ${d} is not searchable by others (chmod o+x ${d}, or set FAAS_STATE_DIR to a folder under /var/lib)`,
+      );
+    }
+    if (d === path.dirname(d)) return;
   }
 }
 

@@ -1,0 +1,25 @@
+/**
+ * Entry for `faas doctor`: `node --import tsx host-agent/doctor/main.ts [config.json]`.
+ * The optional JSON file holds the doctor config (paths, pinned version and checksums, snapshot dir).
+ * Exits 1 when any check fails.
+ */
+import { readFile } from "node:fs/promises";
+import { execaRunner } from "../sandbox/firecracker/command-runner.ts";
+import { type DoctorReport, doctorConfigSchema, runDoctor } from "./checks.ts";
+import { hostFs } from "./host-fs.ts";
+
+export async function doctorMain(
+  argv: readonly string[],
+): Promise<{ report: DoctorReport; exitCode: number }> {
+  const configPath = argv[0];
+  const raw: unknown = configPath ? JSON.parse(await readFile(configPath, "utf8")) : {};
+  const config = doctorConfigSchema.parse(raw);
+  const report = await runDoctor({ fs: hostFs, exec: execaRunner, config });
+  return { report, exitCode: report.ok ? 0 : 1 };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { report, exitCode } = await doctorMain(process.argv.slice(2));
+  for (const line of report.lines) console.log(line);
+  process.exitCode = exitCode;
+}

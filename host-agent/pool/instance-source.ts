@@ -1,0 +1,26 @@
+/**
+ * What the HTTP planes need from the pool: leases for calls, verification of deploys, retirement of old
+ * code, a picture of the state. One Pool implements it; a base-image rollout holding several pools (one
+ * per base version) implements it too, and the planes never know which they talk to.
+ */
+import type { LoadResponse } from "../../guest-images/runtime/protocol.ts";
+import type { FunctionCode, Lease } from "./pool.ts";
+
+export interface PoolPicture {
+  /** Specialized instances per function. */
+  readonly functions: Record<string, { idle: number; busy: number }>;
+  readonly [key: string]: unknown;
+}
+
+export interface InstanceSource {
+  /** An instance for one call of `fn` before `deadline` (clock ms); PoolBusyError when none can be had. */
+  acquire(fn: FunctionCode, deadline: number): Promise<Lease>;
+  /** Gives the instance back after its call; an unhealthy one is stopped. */
+  release(lease: Lease, healthy: boolean): void;
+  /** Loads `fn` in a fresh instance to prove it loads (FunctionLoadError when it does not). */
+  prespecialize(fn: FunctionCode, deadline: number): Promise<LoadResponse>;
+  /** Stops instances of `name` holding code other than `keepHash` (all when undefined). */
+  retireFunction(name: string, keepHash?: string): number;
+  snapshot(): PoolPicture;
+  close(): Promise<void>;
+}

@@ -1,0 +1,82 @@
+import { isIPv4 } from "node:net";
+import { z } from "zod";
+import { firecrackerLimitsSchema } from "./limits.ts";
+
+const ipv4 = z.string().refine((s) => isIPv4(s), { message: "an IPv4 address" });
+const absolutePath = z.string().startsWith("/", { message: "an absolute path" });
+const namePrefix = z
+  .string()
+  .regex(/^[a-z][a-z0-9]{0,7}$/, "1-8 lowercase letters/digits, starting with a letter");
+
+/** Network slot layout: what is identical in every slot (tap, guest IP) and where host-side addresses come from. */
+export const networkSlotsConfigSchema = z.object({
+  /** netns names are `<prefix>-<index>`; the reclaim pass deletes every netns with this prefix. */
+  netnsPrefix: namePrefix.default("fcslot"),
+  /** Host ends of the veth pairs are `<prefix>-<index>`. */
+  vethPrefix: namePrefix.default("fcv"),
+  /** Host-side /30 subnets are carved from this /16: slot i gets base + 4i (host .1, clone address .2). */
+  hostSubnetBase: ipv4.default("10.200.0.0"),
+  /** The tap the snapshot was baked with; same name, address and MAC in every slot. */
+  tapName: z
+    .string()
+    .regex(/^[a-z][a-z0-9]{0,14}$/)
+    .default("tap0"),
+  tapAddress: ipv4.default("172.16.0.1"),
+  guestAddress: ipv4.default("172.16.0.2"),
+  /** Prefix length of the tap/guest link (a /30 holds exactly the tap and the guest). */
+  linkPrefixLength: z.int().min(24).max(30).default(30),
+  /** Fixed tap MAC: the guest's ARP cache from bake time stays valid in every slot. */
+  tapMac: z
+    .string()
+    .regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/)
+    .default("02:fa:a5:00:00:01"),
+  /** Guest NIC MAC set at bake time (restored with the snapshot). */
+  guestMac: z
+    .string()
+    .regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/)
+    .default("06:00:ac:10:00:02"),
+  /** Firecracker's iface_id of the guest NIC, as baked. */
+  ifaceId: z.string().min(1).default("eth0"),
+  /** Slots built ahead of time. */
+  poolSize: z.int().min(0).max(16_000).default(8),
+  /** Hard cap on slots (and so on concurrent VMs); at most 16384 /30s fit in the /16. */
+  maxSlots: z.int().min(1).max(16_384).default(1_024),
+});
+
+export const firecrackerDriverConfigSchema = z.object({
+  firecrackerPath: absolutePath.default("/usr/local/bin/firecracker"),
+  jailerPath: absolutePath.default("/usr/local/bin/jailer"),
+  /** Must exist; the jailer puts jails at <chrootBase>/<exec file name>/<id>/root. */
+  chrootBase: absolutePath.default("/srv/jailer"),
+  /** Each VM runs as its own uid and gid (same number) taken from [first, first + count). */
+  idRange: z
+    .object({ first: z.int().min(1_000), count: z.int().min(1).max(1_000_000) })
+    .default({ first: 900_000, count: 10_000 }),
+  cgroupRoot: absolutePath.default("/sys/fs/cgroup"),
+  /** Relative cgroup under which the jailer makes one cgroup per VM. */
+  parentCgroup: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/, "a relative cgroup path without dots")
+    .default("snapfaas"),
+  daemonize: z.boolean().default(true),
+  newPidNs: z.boolean().default(true),
+  /** Guest runtime's HTTP port inside the VM. */
+  guestPort: z.int().min(1).max(65_535).default(8123),
+  /** How long a restored guest may take to answer /_faas/health and /_faas/init. */
+  guestReadyTimeoutMs: z.int().min(10).default(5_000),
+  /** How long to wait for the API socket after the jailer started Firecracker. */
+  apiSocketTimeoutMs: z.int().min(10).default(2_000),
+  network: networkSlotsConfigSchema.default(networkSlotsConfigSchema.parse({})),
+  limits: firecrackerLimitsSchema.default(firecrackerLimitsSchema.parse({})),
+});
+
+export type NetworkSlotsConfig = z.infer<typeof networkSlotsConfigSchema>;
+export type FirecrackerDriverConfig = z.infer<typeof firecrackerDriverConfigSchema>;
+
+/** Parses the driver config; errors name the key path and what is allowed there. */
+export function parseFirecrackerDriverConfig(input: unknown): FirecrackerDriverConfig {
+  const result = firecrackerDriverConfigSchema.safeParse(input);
+  if (result.success) return result.data;
+  const lines = result.error.issues.map((issue) => `  ${issue.path.join(".") || "(root)"}: ${issue.message}`);
+  throw new Error(`invalid firecracker driver config:\n${lines.join("\n")}`);
+}

@@ -1,0 +1,105 @@
+/**
+ * Puts the files a VM needs inside its jail, and removes the jail afterwards. Firecracker can only
+ * open what is under its chroot, so every path given to the API must be staged here first.
+ */
+import { chmod, chown, copyFile, link, mkdir, rm, rmdir, stat, unlink } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import type { JailPaths } from "./jailer-args.ts";
+
+export interface FileToStage {
+  /** Host path of the source file. */
+  readonly source: string;
+  /** Absolute path inside the jail. */
+  readonly jailPath: string;
+  /** Read-only artifacts (snapshot, memory file, disks) may share one inode between jails. */
+  readonly readOnly: boolean;
+}
+
+export interface StagedFile {
+  readonly jailPath: string;
+  readonly hostPath: string;
+  readonly method: "link" | "copy";
+}
+
+export interface JailOwner {
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/**
+ * Prepares `<jailDir>/root` for a (re)used id: removes what a previous run left that would break the
+ * jailer (its pid file is opened create-new; a stale socket makes Firecracker's bind fail; the exec
+ * copy must not be a hard link), then stages every file.
+ */
+export async function prepareJail(
+  paths: JailPaths,
+  owner: JailOwner,
+  files: readonly FileToStage[],
+): Promise<StagedFile[]> {
+  await mkdir(paths.root, { recursive: true, mode: 0o755 });
+  await rm(paths.pidFile, { force: true });
+  await rm(paths.apiSocket, { force: true });
+  await rm(paths.execCopy, { force: true });
+  const staged: StagedFile[] = [];
+  for (const file of files) staged.push(await stageFile(paths, owner, file));
+  return staged;
+}
+
+/**
+ * Hard link when source and jail are on the same filesystem (no copy, and restores share the page
+ * cache of the memory file); copy otherwise. A linked inode is shared with other jails, so it is made
+ * world-readable and read-only instead of being chowned to this VM (a chown would re-own it for every
+ * jail). Copies belong to the VM's uid/gid: 0400 when read-only, 0600 when writable.
+ */
+export async function stageFile(paths: JailPaths, owner: JailOwner, file: FileToStage): Promise<StagedFile> {
+  if (!file.jailPath.startsWith("/") || file.jailPath.split("/").includes("..")) {
+    throw new Error(`jail path must be absolute and stay inside the jail: ${file.jailPath}`);
+  }
+  const hostPath = join(paths.root, file.jailPath);
+  await makeJailDirs(paths.root, dirname(file.jailPath), owner);
+  await unlink(hostPath).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== "ENOENT") throw err;
+  });
+  const [sourceStat, rootStat] = await Promise.all([stat(file.source), stat(paths.root)]);
+  if (!sourceStat.isFile()) throw new Error(`not a regular file: ${file.source}`);
+  if (file.readOnly && sourceStat.dev === rootStat.dev) {
+    try {
+      await link(file.source, hostPath);
+      await chmod(hostPath, 0o444);
+      return { jailPath: file.jailPath, hostPath, method: "link" };
+    } catch (err) {
+      // EXDEV on bind mounts of the same device, EPERM with protected_hardlinks: fall back to a copy.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== "EXDEV" && code !== "EPERM" && code !== "EMLINK") throw err;
+    }
+  }
+  await copyFile(file.source, hostPath);
+  await chown(hostPath, owner.uid, owner.gid);
+  await chmod(hostPath, file.readOnly ? 0o400 : 0o600);
+  return { jailPath: file.jailPath, hostPath, method: "copy" };
+}
+
+/** Creates the folders of a jail path, owned by the VM and private to it. */
+async function makeJailDirs(root: string, jailDir: string, owner: JailOwner): Promise<void> {
+  let current = root;
+  for (const part of jailDir.split("/").filter((p) => p.length > 0)) {
+    current = join(current, part);
+    await mkdir(current, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== "EEXIST") throw err;
+    });
+    await chown(current, owner.uid, owner.gid);
+  }
+}
+
+/**
+ * Removes everything a VM left on the host filesystem: its whole jail folder and its cgroup (a cgroup
+ * folder is removed with rmdir once its processes are gone; its control files are not real files).
+ */
+export async function removeJail(paths: JailPaths, cgroupPath: string | undefined): Promise<void> {
+  await rm(paths.jailDir, { recursive: true, force: true });
+  if (cgroupPath) {
+    await rmdir(cgroupPath).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== "ENOENT") throw err;
+    });
+  }
+}

@@ -1,0 +1,102 @@
+import assert from "node:assert/strict";
+import { chmod, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { execa } from "execa";
+import { buildJailerArgs, jailPaths } from "../../host-agent/sandbox/firecracker/jailer-args.ts";
+import { isAlive, jailerSpawner, watchPid } from "../../host-agent/sandbox/firecracker/jailer-spawner.ts";
+import type { VmmProcess } from "../../host-agent/sandbox/firecracker/vmm-process.ts";
+import { makeTempDir, removeDir } from "./helpers.ts";
+
+/**
+ * TEST DOUBLE for the jailer: finds the jail from its own arguments, starts a long `sleep` standing in
+ * for Firecracker, writes its pid where the jailer writes Firecracker's, and returns (as --daemonize does).
+ */
+const FAKE_JAILER = `#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --id) id=$2; shift;;
+    --chroot-base-dir) base=$2; shift;;
+    --exec-file) exe=$(basename "$2"); shift;;
+    --) break;;
+  esac
+  shift
+done
+root="$base/$exe/$id/root"
+mkdir -p "$root"
+sleep 60 </dev/null >/dev/null 2>&1 &
+echo $! > "$root/$exe.pid"
+`;
+
+const FAILING_JAILER = `#!/bin/sh
+echo "Failed to create cgroup: no such controller: io" >&2
+exit 1
+`;
+
+describe("jailer spawner (with a stand-in jailer script)", () => {
+  let dir: string;
+  const started: VmmProcess[] = [];
+
+  beforeEach(async () => {
+    dir = await makeTempDir("spawner");
+    await writeFile(join(dir, "jailer"), FAKE_JAILER);
+    await writeFile(join(dir, "failing-jailer"), FAILING_JAILER);
+    await chmod(join(dir, "jailer"), 0o755);
+    await chmod(join(dir, "failing-jailer"), 0o755);
+  });
+  afterEach(async () => {
+    for (const vmm of started.splice(0)) await vmm.kill();
+    await removeDir(dir);
+  });
+
+  function request(id: string) {
+    const paths = jailPaths(join(dir, "jails"), "/usr/local/bin/firecracker", id);
+    const jailerArgv = buildJailerArgs({
+      id,
+      execFile: "/usr/local/bin/firecracker",
+      uid: 900_200,
+      gid: 900_200,
+      chrootBase: join(dir, "jails"),
+      newPidNs: true,
+      daemonize: true,
+      parentCgroup: "snapfaas",
+      cgroups: [],
+      resourceLimits: [],
+      apiSocket: "/run/firecracker.socket",
+    });
+    return {
+      id,
+      jailerArgv,
+      jailRoot: paths.root,
+      apiSocketPath: paths.apiSocket,
+      pidFilePath: paths.pidFile,
+    };
+  }
+
+  it("follows the daemonized process by the pid the jailer wrote, and kills it", async () => {
+    const vmm = await jailerSpawner({ jailerPath: join(dir, "jailer"), pollIntervalMs: 10 })(request("vm-1"));
+    started.push(vmm);
+    assert.ok(vmm.pid && vmm.pid > 1);
+    assert.equal(isAlive(vmm.pid), true);
+    await vmm.kill();
+    const exit = await vmm.exited;
+    assert.equal(exit.signal, "SIGKILL");
+    assert.equal(isAlive(vmm.pid), false, "gone (or a zombie awaiting a reaping init)");
+  });
+
+  it("reports a failing jailer with its stderr", async () => {
+    await assert.rejects(
+      jailerSpawner({ jailerPath: join(dir, "failing-jailer") })(request("vm-2")),
+      /jailer exited with 1: Failed to create cgroup: no such controller: io/,
+    );
+  });
+
+  it("notices a process that ends on its own", async () => {
+    const child = execa("sleep", ["0.2"]);
+    const vmm = watchPid(child.pid!, "/nonexistent.sock", 10);
+    started.push(vmm);
+    await child;
+    const exit = await vmm.exited;
+    assert.equal(exit.signal, null);
+    assert.match(exit.description, /is gone/);
+  });
+});

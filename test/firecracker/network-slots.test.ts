@@ -1,0 +1,171 @@
+import assert from "node:assert/strict";
+import { execa, type ResultPromise } from "execa";
+import { execaRunner } from "../../host-agent/sandbox/firecracker/command-runner.ts";
+import { networkSlotsConfigSchema } from "../../host-agent/sandbox/firecracker/config.ts";
+import {
+  describeSlot,
+  NetworkSlotPool,
+  slotRuleset,
+} from "../../host-agent/sandbox/firecracker/network-slots.ts";
+import { isRoot } from "./helpers.ts";
+
+// Test-only prefixes and subnet, so a run never touches slots of a real agent on the same machine.
+const config = networkSlotsConfigSchema.parse({
+  netnsPrefix: "fctest",
+  vethPrefix: "fctv",
+  hostSubnetBase: "10.201.0.0",
+  poolSize: 2,
+  maxSlots: 8,
+});
+
+async function hasTool(name: string): Promise<boolean> {
+  return (await execa(name, [name === "ip" ? "-V" : "--version"], { reject: false })).exitCode === 0;
+}
+
+async function netnsNames(): Promise<string[]> {
+  const { stdout } = await execa("ip", ["netns", "list"]);
+  return stdout
+    .split("\n")
+    .map((l) => l.trim().split(/\s+/)[0] ?? "")
+    .filter((n) => n.length > 0);
+}
+
+async function hostLinks(): Promise<string[]> {
+  const { stdout } = await execa("ip", ["-o", "link", "show"]);
+  return stdout.split("\n").map((l) => l.split(":")[1]?.trim().split("@")[0] ?? "");
+}
+
+describe("network slot layout (pure)", () => {
+  it("gives each slot its own /30 on the host side and the same tap and guest IP", () => {
+    const a = describeSlot(config, 0);
+    const b = describeSlot({ ...config, maxSlots: 100 }, 65);
+    assert.deepEqual(
+      [a.hostAddress, a.cloneAddress, a.netnsName, a.hostVeth],
+      ["10.201.0.1", "10.201.0.2", "fctest-0", "fctv-0"],
+    );
+    assert.deepEqual([b.hostAddress, b.cloneAddress], ["10.201.1.5", "10.201.1.6"]);
+    assert.equal(a.tapName, b.tapName);
+    assert.equal(a.guestAddress, b.guestAddress);
+    assert.equal(a.netnsPath, "/var/run/netns/fctest-0");
+    assert.throws(() => describeSlot(config, 8), /out of range/);
+  });
+
+  it("NATs the clone address to the guest and masquerades the guest's egress", () => {
+    const rules = slotRuleset(describeSlot(config, 1));
+    assert.match(rules, /iifname "veth0" ip daddr 10\.201\.0\.6 dnat to 172\.16\.0\.2/);
+    assert.match(rules, /oifname "veth0" ip saddr 172\.16\.0\.2 masquerade/);
+  });
+});
+
+describe("network slots for real (root, ip, nft)", function () {
+  this.timeout(60_000);
+  let pool: NetworkSlotPool | undefined;
+  const guests: ResultPromise[] = [];
+
+  before(async function () {
+    if (!isRoot()) {
+      console.log("    skipped: network slots need root");
+      this.skip();
+    }
+    if (!(await hasTool("ip")) || !(await hasTool("nft"))) {
+      console.log("    skipped: network slots need iproute2 (ip) and nftables (nft)");
+      this.skip();
+    }
+    // Leftovers of an earlier interrupted run of this test.
+    await new NetworkSlotPool(config, execaRunner).reclaim();
+  });
+
+  afterEach(async () => {
+    for (const guest of guests.splice(0)) {
+      guest.kill("SIGKILL");
+      await guest.catch(() => undefined);
+    }
+    await pool?.close();
+    pool = undefined;
+  });
+
+  after(async () => {
+    if (isRoot()) await new NetworkSlotPool(config, execaRunner).reclaim().catch(() => undefined);
+  });
+
+  /**
+   * Without a VM the tap has no carrier, so nothing behind it can answer. The stand-in guest instead
+   * holds the guest IP on the slot namespace's loopback (this kernel has no dummy interfaces) and
+   * listens there: the host's request still goes host veth -> clone address -> DNAT -> guest IP, which
+   * is the path under test; only the last hop (tap -> VM) is not exercised.
+   */
+  async function startStandInGuest(netns: string, guestAddress: string, label: string): Promise<void> {
+    await execa("ip", ["-n", netns, "addr", "add", `${guestAddress}/32`, "dev", "lo"]);
+    const code = `require("node:http").createServer((q, s) => s.end(JSON.stringify({ slot: ${JSON.stringify(label)}, from: q.socket.remoteAddress }))).listen(8123, ${JSON.stringify(guestAddress)}, () => console.log("listening"));`;
+    const guest = execa("ip", ["netns", "exec", netns, process.execPath, "-e", code]);
+    guests.push(guest);
+    await new Promise<void>((resolve, reject) => {
+      guest.stdout?.on("data", (chunk: Buffer) => {
+        if (chunk.toString().includes("listening")) resolve();
+      });
+      guest.catch(reject);
+    });
+  }
+
+  it("builds 2 slots ahead of time, hands them out with a tap owned by the VM user, reaches each guest through its NAT", async () => {
+    pool = new NetworkSlotPool(config, execaRunner);
+    await pool.fill();
+    assert.equal(pool.freeCount, 2);
+    const a = await pool.acquire({ uid: 900_001, gid: 900_001 });
+    const b = await pool.acquire({ uid: 900_002, gid: 900_002 });
+    assert.notEqual(a.cloneAddress, b.cloneAddress);
+    assert.ok((await netnsNames()).includes(a.netnsName));
+    for (const [slot, uid] of [
+      [a, 900_001],
+      [b, 900_002],
+    ] as const) {
+      const { stdout } = await execa("ip", ["-n", slot.netnsName, "-d", "link", "show", "tap0"]);
+      assert.match(stdout, new RegExp(`user ${uid} group ${uid}`));
+      assert.match(stdout, /link\/ether 02:fa:a5:00:00:01/);
+      const { stdout: addr } = await execa("ip", ["-n", slot.netnsName, "-4", "addr", "show", "tap0"]);
+      assert.match(addr, /inet 172\.16\.0\.1\/30/);
+    }
+    await startStandInGuest(a.netnsName, a.guestAddress, "a");
+    await startStandInGuest(b.netnsName, b.guestAddress, "b");
+    for (const [slot, label] of [
+      [a, "a"],
+      [b, "b"],
+    ] as const) {
+      const res = await fetch(`http://${slot.cloneAddress}:8123/`, { signal: AbortSignal.timeout(5_000) });
+      const body = (await res.json()) as { slot: string; from: string };
+      assert.equal(body.slot, label, "each clone address leads to its own slot's guest");
+      assert.equal(body.from, slot.hostAddress, "ingress is DNAT only: the guest sees the host's address");
+    }
+  });
+
+  it("recycles a released slot (tap removed) and tears everything down on close", async () => {
+    pool = new NetworkSlotPool(config, execaRunner);
+    const a = await pool.acquire({ uid: 900_003, gid: 900_003 });
+    await pool.release(a);
+    assert.equal(pool.freeCount, 1);
+    const tap = await execa("ip", ["-n", a.netnsName, "link", "show", "tap0"], { reject: false });
+    assert.notEqual(tap.exitCode, 0, "the released slot has no tap left");
+    const again = await pool.acquire({ uid: 900_004, gid: 900_004 });
+    assert.equal(again.index, a.index, "the same slot is reused");
+    await pool.close();
+    pool = undefined;
+    assert.equal((await netnsNames()).filter((n) => n.startsWith("fctest-")).length, 0);
+    assert.equal((await hostLinks()).filter((n) => n.startsWith("fctv-")).length, 0);
+  });
+
+  it("the reclaim pass removes slots leaked by a crash and nothing else", async () => {
+    await execa("ip", ["netns", "add", "fctest-5"]);
+    // A host veth end whose peer never reached a namespace (a crash mid-build).
+    await execa("ip", ["link", "add", "fctv-6", "type", "veth", "peer", "name", "fctvpeer6"]);
+    await execa("ip", ["netns", "add", "fctestkeep"]);
+    try {
+      const removed = await new NetworkSlotPool(config, execaRunner).reclaim();
+      assert.deepEqual(removed.sort(), ["fctest-5", "fctv-6"]);
+      assert.ok((await netnsNames()).includes("fctestkeep"));
+      assert.equal((await netnsNames()).includes("fctest-5"), false);
+      assert.equal((await hostLinks()).includes("fctv-6"), false);
+    } finally {
+      await execa("ip", ["netns", "delete", "fctestkeep"], { reject: false });
+    }
+  });
+});

@@ -1,0 +1,149 @@
+import assert from "node:assert/strict";
+import { jailCommand } from "../../host-agent/sandbox/process/bwrap-args.ts";
+import { detectCgroups, ownCgroupPaths } from "../../host-agent/sandbox/process/cgroups.ts";
+import { processSandboxProblems } from "../../host-agent/sandbox/process/preflight.ts";
+
+const LIMITS = { memoryMiB: 256, cpuPercent: 50, pids: 64, tmpMiB: 32, openFiles: 512, fileSizeMiB: 8 };
+const input = {
+  rootDir: "/s/base/v1/root",
+  codeDir: "/s/run/instances/i1/code",
+  runDir: "/s/run/instances/i1/run",
+  baseVersion: "v1",
+  limits: LIMITS,
+  hostId: 200_001,
+  cgroupProcs: ["/sys/fs/cgroup/memory/faas/i1/cgroup.procs", "/sys/fs/cgroup/pids/faas/i1/cgroup.procs"],
+};
+
+/** The argv after `name` up to the next `--`. */
+function segment(args: string[], name: string): string[] {
+  const i = args.indexOf(name);
+  assert.ok(i >= 0, `${name} is in the command`);
+  return args.slice(i + 1, args.indexOf("--", i));
+}
+
+describe("process sandbox jail command", () => {
+  const cmd = jailCommand(input);
+
+  it("joins the cgroups before anything else runs (sh writes its pid, then execs)", () => {
+    assert.equal(cmd.file, "/bin/sh");
+    assert.match(cmd.args[1]!, /echo \$\$ > "\$f" \|\| exit 97.*exec "\$@"/);
+    assert.equal(cmd.env.FAAS_CGROUP_PROCS, input.cgroupProcs.join(":"));
+    assert.equal(cmd.args[3], "prlimit");
+  });
+
+  it("sets rlimits for open files and file size, and no core dumps", () => {
+    assert.deepEqual(segment(cmd.args, "prlimit"), [
+      "--nofile=512:512",
+      `--fsize=${8 * 1024 * 1024}:${8 * 1024 * 1024}`,
+      "--core=0:0",
+    ]);
+  });
+
+  it("drops to the instance's unprivileged uid/gid with no capabilities and no_new_privs", () => {
+    assert.deepEqual(segment(cmd.args, "setpriv"), [
+      "--reuid=200001",
+      "--regid=200001",
+      "--clear-groups",
+      "--inh-caps=-all",
+      "--bounding-set=-all",
+      "--no-new-privs",
+    ]);
+  });
+
+  it("unshares every namespace, binds only the root, the code (read-only) and the socket folder", () => {
+    const bwrap = segment(cmd.args, "bwrap");
+    for (const flag of [
+      "--unshare-all",
+      "--unshare-user",
+      "--die-with-parent",
+      "--new-session",
+      "--clearenv",
+    ]) {
+      assert.ok(bwrap.includes(flag), flag);
+    }
+    assert.ok(!bwrap.includes("--share-net"), "no network");
+    const binds: string[][] = [];
+    for (let i = 0; i < bwrap.length; i++) {
+      if (["--ro-bind", "--bind", "--dev-bind"].includes(bwrap[i]!)) binds.push(bwrap.slice(i, i + 3));
+    }
+    assert.deepEqual(binds, [
+      ["--ro-bind", input.rootDir, "/"],
+      ["--ro-bind", input.codeDir, "/code"],
+      ["--bind", input.runDir, "/run/faas"],
+    ]);
+    const size = bwrap.indexOf("--size");
+    assert.deepEqual(bwrap.slice(size, size + 4), ["--size", String(32 * 1024 * 1024), "--tmpfs", "/tmp"]);
+    assert.deepEqual(bwrap.slice(bwrap.indexOf("--cap-drop"), bwrap.indexOf("--cap-drop") + 2), [
+      "--cap-drop",
+      "ALL",
+    ]);
+  });
+
+  it("runs node from the runtime's startup snapshot with no V8 flags that would invalidate it", () => {
+    const tail = cmd.args.slice(cmd.args.lastIndexOf("/node"));
+    assert.deepEqual(tail.slice(0, 4), ["/node", "--snapshot-blob", "/runtime/runtime.blob", "--"]);
+    assert.ok(tail.includes("unix:/run/faas/guest.sock"));
+    assert.equal(tail.filter((a) => a.startsWith("--max")).length, 0);
+  });
+
+  it("without root: no setpriv (user namespaces only)", () => {
+    assert.ok(!jailCommand({ ...input, hostId: null }).args.includes("setpriv"));
+  });
+});
+
+describe("cgroup detection", () => {
+  const SELF = "8:pids:/\n4:memory:/svc/agent\n1:cpu,cpuacct:/\n0::/system.slice/faas.service\n";
+
+  it("reads the agent's own cgroup per controller", () => {
+    const own = ownCgroupPaths(SELF);
+    assert.equal(own.get("memory"), "/svc/agent");
+    assert.equal(own.get("cpuacct"), "/");
+    assert.equal(own.get(""), "/system.slice/faas.service");
+  });
+
+  it("uses v1 controllers, nested under the agent's own cgroups, when v2 has none", () => {
+    const mounts = [
+      "cgroup2 /sys/fs/cgroup/unified-does-not-exist cgroup2 rw 0 0",
+      "cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0",
+      "cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0",
+      "cgroup /sys/fs/cgroup/pids cgroup rw,pids 0 0",
+    ].join("\n");
+    assert.deepEqual(detectCgroups(mounts, SELF), {
+      version: 1,
+      mounts: {
+        memory: "/sys/fs/cgroup/memory/svc/agent",
+        cpu: "/sys/fs/cgroup/cpu",
+        pids: "/sys/fs/cgroup/pids",
+      },
+    });
+  });
+
+  it("reports why there are none", () => {
+    const mode = detectCgroups("proc /proc proc rw 0 0", SELF);
+    assert.equal(mode.version, 0);
+  });
+});
+
+describe("process sandbox preflight", () => {
+  it("names the exact install command for each missing tool", () => {
+    const problems = processSandboxProblems({
+      isRoot: true,
+      cgroups: { version: 1, mounts: { memory: "m", cpu: "c", pids: "p" } },
+      has: (t) => t !== "bwrap",
+    });
+    assert.deepEqual(problems, [
+      { what: "bubblewrap (bwrap) is not installed", fix: "sudo apt-get install -y bubblewrap", fatal: true },
+    ]);
+  });
+
+  it("warns, without failing, when not root", () => {
+    const problems = processSandboxProblems({
+      isRoot: false,
+      cgroups: { version: 0, why: "x" },
+      has: () => true,
+    });
+    assert.equal(problems.length, 1);
+    assert.equal(problems[0]!.fatal, false);
+    assert.match(problems[0]!.what, /not running as root/);
+  });
+});
