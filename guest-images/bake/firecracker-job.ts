@@ -1,16 +1,21 @@
 import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import {
+  type FirecrackerDriverConfig,
+  parseFirecrackerDriverConfig,
+} from "../../host-agent/sandbox/firecracker/config.ts";
 import { canonicalJson, listFiles, sha256File, sha256Files, sha256Text } from "../hash.ts";
 import { linuxRecipe } from "../linux/recipe.ts";
 import { osvRecipe } from "../osv/recipe.ts";
 import { bundleStampedRuntime } from "../runtime/build.ts";
 import {
-  DEFAULT_GUEST_NETWORK,
   firecrackerBakePlan,
   firecrackerBinary,
-  type GuestNetwork,
   type GuestRecipe,
+  guestNetworkOf,
+  jailerBinary,
+  VM_ARTIFACTS,
 } from "./firecracker-plan.ts";
 import { FIRECRACKER_PIN, LINUX_KERNEL_PIN, NODE_PIN, OSV_PIN } from "./pins.ts";
 import type { BakeJob } from "./pipeline.ts";
@@ -27,9 +32,11 @@ export interface FirecrackerJobOptions {
    * guest-images/runtime itself into WORK/runtime/runtime.js (esbuild; deterministic).
    */
   readonly runtimeBundle?: string;
-  readonly network?: GuestNetwork;
-  readonly memMiB?: number;
-  readonly vcpus?: number;
+  /**
+   * Driver config fields for the bake boot (network, limits, chroot...), as in the agent's config.
+   * The binaries are always the pinned release fetched by the plan.
+   */
+  readonly driverConfig?: Record<string, unknown>;
   readonly popfCheckSeconds?: number;
   /** Dry run: write nothing into workDir (the bundle is hashed from a temporary build). */
   readonly dryRun?: boolean;
@@ -38,6 +45,7 @@ export interface FirecrackerJobOptions {
 
 export interface FirecrackerJob {
   readonly job: BakeJob;
+  readonly driverConfig: FirecrackerDriverConfig;
   /** The builder-host plan that fills imageDir. */
   planFor(imageDir: string): Plan;
 }
@@ -51,10 +59,14 @@ async function recipeFiles(repoDir: string, guest: "osv" | "linux"): Promise<str
 }
 
 export async function firecrackerBakeJob(options: FirecrackerJobOptions): Promise<FirecrackerJob> {
-  const network = options.network ?? DEFAULT_GUEST_NETWORK;
-  const memMiB = options.memMiB ?? 256;
-  const vcpus = options.vcpus ?? 1;
-  const fcBin = firecrackerBinary(options.workDir, FIRECRACKER_PIN.version, FIRECRACKER_PIN.arch);
+  const { version, arch } = FIRECRACKER_PIN;
+  const fcBin = firecrackerBinary(options.workDir, version, arch);
+  const driverConfig = parseFirecrackerDriverConfig({
+    ...options.driverConfig,
+    firecrackerPath: fcBin,
+    jailerPath: jailerBinary(options.workDir, version, arch),
+  });
+  const network = guestNetworkOf(driverConfig);
   const { bundlePath: runtimeBundle, bundleHash } = await runtimeBundleFor(options);
   const recipeFor = (imageDir: string): GuestRecipe =>
     options.guest === "osv"
@@ -65,6 +77,7 @@ export async function firecrackerBakeJob(options: FirecrackerJobOptions): Promis
           runtimeBundle,
           firecrackerBin: fcBin,
           network,
+          guestPort: driverConfig.guestPort,
           ...(options.popfCheckSeconds !== undefined ? { popfCheckSeconds: options.popfCheckSeconds } : {}),
         })
       : linuxRecipe({
@@ -72,8 +85,9 @@ export async function firecrackerBakeJob(options: FirecrackerJobOptions): Promis
           imageDir,
           repoDir: options.repoDir,
           runtimeBundle,
-          firecrackerVersion: FIRECRACKER_PIN.version,
+          firecrackerVersion: version,
           network,
+          guestPort: driverConfig.guestPort,
         });
   const planFor = (imageDir: string): Plan =>
     firecrackerBakePlan({
@@ -82,13 +96,11 @@ export async function firecrackerBakeJob(options: FirecrackerJobOptions): Promis
       imageDir,
       repoDir: options.repoDir,
       firecracker: {
-        version: FIRECRACKER_PIN.version,
-        arch: FIRECRACKER_PIN.arch,
+        version,
+        arch,
         ...(FIRECRACKER_PIN.tgzSha256 ? { tgzSha256: FIRECRACKER_PIN.tgzSha256 } : {}),
       },
-      network,
-      memMiB,
-      vcpus,
+      driverConfig,
     });
 
   const kernelArgs = recipeFor("/image").kernelArgs;
@@ -103,7 +115,14 @@ export async function firecrackerBakeJob(options: FirecrackerJobOptions): Promis
           ),
         }),
     "kernel-args": sha256Text(kernelArgs),
-    machine: sha256Text(canonicalJson({ memMiB, vcpus, network })),
+    // What the snapshot fixes: vCPUs, memory, NIC and addresses, the runtime's port.
+    machine: sha256Text(
+      canonicalJson({
+        limits: driverConfig.limits,
+        network: driverConfig.network,
+        guestPort: driverConfig.guestPort,
+      }),
+    ),
     runtime: bundleHash,
     recipe: await sha256Files(options.repoDir, await recipeFiles(options.repoDir, options.guest)),
   };
@@ -112,13 +131,21 @@ export async function firecrackerBakeJob(options: FirecrackerJobOptions): Promis
     guest: options.guest,
     inputs,
     kernelArgs,
-    firecrackerVersion: FIRECRACKER_PIN.version,
+    firecrackerVersion: version,
     network,
     async build(dir) {
       await runPlan(planFor(dir), options.log);
+      // The driver's bake prints one line and exits 0 where it cannot run: never publish a base without a snapshot.
+      for (const name of Object.values(VM_ARTIFACTS)) {
+        const ok = await stat(path.join(dir, name)).then(
+          (s) => s.isFile(),
+          () => false,
+        );
+        if (!ok) throw new Error(`the bake left no ${name} in ${dir}: see the bake-snapshot step's output`);
+      }
     },
   };
-  return { job, planFor };
+  return { job, driverConfig, planFor };
 }
 
 /** The runtime bundle the image will carry, and its sha256 (the "runtime" input). */

@@ -1,26 +1,29 @@
 import path from "node:path";
-import type { ApiCall, Plan, PlanStep } from "./plan.ts";
+import { baseFiles } from "../../host-agent/sandbox/firecracker/base-layout.ts";
+import type { FirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
+import type { Plan, PlanStep } from "./plan.ts";
 
-/** The guest network a base snapshot is taken with; every restore must offer the same tap name and IPs. */
+/** The guest network a base snapshot is taken with; every restore slot offers the same tap name and IPs. */
 export interface GuestNetwork {
   readonly tapName: string;
   readonly hostIp: string;
   readonly guestIp: string;
   readonly guestMac: string;
-  /** The /30 the tap and the guest share. */
+  /** The link the tap and the guest share (a /30 by default). */
   readonly netmask: string;
 }
 
-export const DEFAULT_GUEST_NETWORK: GuestNetwork = {
-  tapName: "fctap0",
-  hostIp: "172.16.0.1",
-  guestIp: "172.16.0.2",
-  guestMac: "06:00:ac:10:00:02",
-  netmask: "255.255.255.252",
-};
-
-/** Port the guest runtime listens on inside a VM (TCP, all interfaces). */
-export const GUEST_RUNTIME_PORT = 8123;
+/** The network the firecracker driver's slots give every VM (host-agent/sandbox/firecracker/config.ts). */
+export function guestNetworkOf(config: FirecrackerDriverConfig): GuestNetwork {
+  const n = config.network;
+  return {
+    tapName: n.tapName,
+    hostIp: n.tapAddress,
+    guestIp: n.guestAddress,
+    guestMac: n.guestMac,
+    netmask: prefixToNetmask(n.linkPrefixLength),
+  };
+}
 
 /** The runtime's health route (guest-images/runtime/protocol.ts): the bake snapshots once it answers. */
 export const GUEST_RUNTIME_READY_PATH = "/_faas/health";
@@ -29,18 +32,20 @@ export const GUEST_RUNTIME_READY_PATH = "/_faas/health";
  * The guest runtime's arguments in a VM (guest-images/runtime/main.ts). No --base-version: the base
  * version is a hash over these very arguments, so the agent takes it from the manifest instead.
  */
-export function runtimeArgs(codeDir: string): string[] {
-  return ["--listen", `tcp:0.0.0.0:${GUEST_RUNTIME_PORT}`, "--code", codeDir];
+export function runtimeArgs(port: number, codeDir: string): string[] {
+  return ["--listen", `tcp:0.0.0.0:${port}`, "--code", codeDir];
 }
 
-/** File names inside the base image directory. Firecracker runs with that directory as its cwd, so the
- * snapshot records these relative paths, and the jailer chroot offers the same names at restore. */
+/**
+ * File names in the base image directory: the firecracker driver's base layout, so the driver
+ * restores from what the bake leaves without renaming anything.
+ */
 export const VM_ARTIFACTS = {
-  kernel: "kernel.elf",
-  rootfs: "rootfs.img",
-  codePlaceholder: "code-placeholder.img",
-  vmstate: "vmstate.snap",
-  memory: "memory.snap",
+  kernel: baseFiles.kernel.name,
+  rootfs: baseFiles.rootDisk.name,
+  codePlaceholder: baseFiles.codePlaceholder.name,
+  vmstate: baseFiles.vmstate.name,
+  memory: baseFiles.memory.name,
 } as const;
 
 /** What a guest recipe (OSv or Linux) contributes to the bake. */
@@ -52,62 +57,48 @@ export interface GuestRecipe {
   readonly buildSteps: readonly PlanStep[];
   /** Code disk format the guest mounts at /code. */
   readonly codeDiskFormat: "rofs" | "squashfs";
-  /** The root filesystem is the boot device (Linux) or found by the kernel itself (OSv). */
-  readonly rootIsBootDevice: boolean;
-  /** Add a virtio-rng device (guest has a driver for it). */
-  readonly entropyDevice: boolean;
 }
 
 export interface FirecrackerBakeOptions {
   readonly recipe: GuestRecipe;
-  /** Scratch directory of the bake: downloads, checkouts, the API socket. */
+  /** Scratch directory of the bake: downloads, checkouts, the driver config, the hello-world disk. */
   readonly workDir: string;
   /** Where the artifacts land (the partial base image directory). */
   readonly imageDir: string;
-  /** Checkout of this repository (for the scripts and the code disk builder). */
+  /** Checkout of this repository (scripts, code disk builder, the firecracker driver's bake). */
   readonly repoDir: string;
   readonly firecracker: { readonly version: string; readonly arch: string; readonly tgzSha256?: string };
-  readonly network?: GuestNetwork;
-  readonly memMiB?: number;
-  readonly vcpus?: number;
-  /** HTTP path the runtime answers once it can take `load` calls. */
-  readonly readyPath?: string;
+  /** Driver config for the jailed bake boot (binaries from the fetched release; network and limits). */
+  readonly driverConfig: FirecrackerDriverConfig;
 }
 
+export function firecrackerReleaseDir(workDir: string, version: string, arch: string): string {
+  return path.join(workDir, "firecracker", `release-v${version}-${arch}`);
+}
 export function firecrackerBinary(workDir: string, version: string, arch: string): string {
-  return path.join(workDir, "firecracker", `release-v${version}-${arch}`, `firecracker-v${version}-${arch}`);
+  return path.join(firecrackerReleaseDir(workDir, version, arch), `firecracker-v${version}-${arch}`);
+}
+export function jailerBinary(workDir: string, version: string, arch: string): string {
+  return path.join(firecrackerReleaseDir(workDir, version, arch), `jailer-v${version}-${arch}`);
 }
 
-/** One Firecracker API call as a curl command line over the API socket. */
-export function apiStep(step: string, socket: string, call: ApiCall, why?: string): PlanStep {
-  const argv = [
-    "curl",
-    "--silent",
-    "--show-error",
-    "--fail-with-body",
-    "--unix-socket",
-    socket,
-    "-X",
-    call.method,
-    `http://localhost${call.path}`,
-  ];
-  if (call.body !== undefined)
-    argv.push("-H", "Content-Type: application/json", "-d", JSON.stringify(call.body));
-  return { step, argv, needs: ["kvm"], api: call, ...(why ? { why } : {}) };
+/** Where the plan writes the driver config the bake boot reads. */
+export function driverConfigPath(workDir: string): string {
+  return path.join(workDir, "driver-config.json");
 }
 
 /**
- * The builder-host plan for a Firecracker base image: fetch the pinned Firecracker, build the guest,
- * boot it with a placeholder code disk, wait until the runtime answers, pause, take a full snapshot.
- * The manifest is written by the pipeline afterwards, from the files the plan left in imageDir.
+ * The builder-host plan for a Firecracker base image: fetch the pinned Firecracker and jailer, build
+ * the guest, make the empty placeholder code disk, then let the firecracker driver's own bake boot it
+ * in a jail and a network slot (the layout every restore uses), wait for the runtime, pause and take
+ * a Full snapshot into the image directory, and restore one clone that must answer hello-world
+ * from a real code disk. The manifest is written by the pipeline afterwards.
  */
 export function firecrackerBakePlan(options: FirecrackerBakeOptions): Plan {
   const { recipe, workDir, imageDir, repoDir, firecracker } = options;
-  const net = options.network ?? DEFAULT_GUEST_NETWORK;
-  const socket = path.join(workDir, "firecracker.sock");
-  const fcBin = firecrackerBinary(workDir, firecracker.version, firecracker.arch);
-  const readyUrl = `http://${net.guestIp}:${GUEST_RUNTIME_PORT}${options.readyPath ?? GUEST_RUNTIME_READY_PATH}`;
-  const prefix = netmaskToPrefix(net.netmask);
+  const configFile = driverConfigPath(workDir);
+  const helloDisk = path.join(workDir, "hello-world.img");
+  const codeDiskCli = path.join(repoDir, "guest-images/code-disk/cli.ts");
 
   const steps: PlanStep[] = [
     { step: "make-dirs", argv: ["mkdir", "-p", workDir, imageDir], needs: [] },
@@ -122,7 +113,7 @@ export function firecrackerBakePlan(options: FirecrackerBakeOptions): Plan {
         firecracker.tgzSha256 ?? "",
       ],
       needs: ["internet"],
-      why: "release tgz checked against its published .sha256.txt (and the pinned hash when set)",
+      why: "release tgz (firecracker + jailer) checked against its published .sha256.txt and SHA256SUMS",
     },
     ...recipe.buildSteps,
     {
@@ -131,7 +122,7 @@ export function firecrackerBakePlan(options: FirecrackerBakeOptions): Plan {
         "node",
         "--import",
         "tsx",
-        path.join(repoDir, "guest-images/code-disk/cli.ts"),
+        codeDiskCli,
         "--format",
         recipe.codeDiskFormat,
         "--empty",
@@ -139,124 +130,63 @@ export function firecrackerBakePlan(options: FirecrackerBakeOptions): Plan {
         path.join(imageDir, VM_ARTIFACTS.codePlaceholder),
       ],
       needs: [],
-      why: "an empty code disk, so the snapshot has the code drive that PATCH /drives/code swaps after restore",
-    },
-    { step: "tap-add", argv: ["ip", "tuntap", "add", "dev", net.tapName, "mode", "tap"], needs: ["root"] },
-    {
-      step: "tap-address",
-      argv: ["ip", "addr", "add", `${net.hostIp}/${prefix}`, "dev", net.tapName],
-      needs: ["root"],
-    },
-    { step: "tap-up", argv: ["ip", "link", "set", net.tapName, "up"], needs: ["root"] },
-    {
-      step: "firecracker-start",
-      argv: [fcBin, "--api-sock", socket],
-      cwd: imageDir,
-      background: true,
-      needs: ["kvm"],
-      why: "cwd is the image directory so drive and snapshot paths are recorded relative to it",
+      why: "the snapshot's code drive, swapped for the function's disk after every restore",
     },
     {
-      step: "wait-api-socket",
+      step: "hello-world-code-disk",
       argv: [
-        "curl",
-        "--silent",
-        "--show-error",
-        "--fail",
-        "--retry",
-        "50",
-        "--retry-all-errors",
-        "--retry-delay",
-        "0",
-        "--unix-socket",
-        socket,
-        "http://localhost/version",
+        "node",
+        "--import",
+        "tsx",
+        codeDiskCli,
+        "--format",
+        recipe.codeDiskFormat,
+        "--src",
+        path.join(repoDir, "examples/hello-world"),
+        "--out",
+        helloDisk,
       ],
-      needs: ["kvm"],
+      needs: [],
+      why: "the fresh base must serve the seed's hello-world before it is published",
     },
-    apiStep("machine-config", socket, {
-      method: "PUT",
-      path: "/machine-config",
-      body: { vcpu_count: options.vcpus ?? 1, mem_size_mib: options.memMiB ?? 256, smt: false },
-    }),
-    apiStep("boot-source", socket, {
-      method: "PUT",
-      path: "/boot-source",
-      body: { kernel_image_path: VM_ARTIFACTS.kernel, boot_args: recipe.kernelArgs },
-    }),
-    apiStep("drive-rootfs", socket, {
-      method: "PUT",
-      path: "/drives/rootfs",
-      body: {
-        drive_id: "rootfs",
-        path_on_host: VM_ARTIFACTS.rootfs,
-        is_root_device: recipe.rootIsBootDevice,
-        is_read_only: true,
-      },
-    }),
-    apiStep(
-      "drive-code",
-      socket,
-      {
-        method: "PUT",
-        path: "/drives/code",
-        body: {
-          drive_id: "code",
-          path_on_host: VM_ARTIFACTS.codePlaceholder,
-          is_root_device: false,
-          is_read_only: true,
-        },
-      },
-      "second virtio-blk device: vblk1 on OSv, /dev/vdb on Linux",
-    ),
-    apiStep("network-eth0", socket, {
-      method: "PUT",
-      path: "/network-interfaces/eth0",
-      body: { iface_id: "eth0", host_dev_name: net.tapName, guest_mac: net.guestMac },
-    }),
-    ...(recipe.entropyDevice
-      ? [apiStep("entropy", socket, { method: "PUT", path: "/entropy", body: {} })]
-      : []),
-    apiStep("instance-start", socket, {
-      method: "PUT",
-      path: "/actions",
-      body: { action_type: "InstanceStart" },
-    }),
     {
-      step: "wait-runtime-ready",
+      step: "driver-config",
+      // printf through bash so the JSON is one argument of the printed plan, not a file it assumes.
       argv: [
-        "curl",
-        "--silent",
-        "--show-error",
-        "--fail",
-        "--retry",
-        "120",
-        "--retry-all-errors",
-        "--retry-delay",
+        "bash",
+        "-c",
+        'printf "%s\\n" "$1" >"$2"',
+        "write-config",
+        JSON.stringify(options.driverConfig),
+        configFile,
+      ],
+      needs: [],
+    },
+    {
+      step: "bake-snapshot",
+      argv: [
+        "node",
+        "--import",
+        "tsx",
+        path.join(repoDir, "host-agent/sandbox/firecracker/acceptance.ts"),
+        "--config",
+        configFile,
+        "--bake-from",
+        imageDir,
+        "--base",
+        imageDir,
+        "--boot-args",
+        recipe.kernelArgs,
+        "--clones",
         "1",
-        "--max-time",
-        "2",
-        readyUrl,
+        "--code",
+        helloDisk,
+        "--code-hash",
+        "hello-world",
       ],
-      needs: ["kvm"],
-      why: "the snapshot is only worth taking once the runtime answers",
+      needs: ["kvm", "root"],
+      why: `jailed boot, wait for ${GUEST_RUNTIME_READY_PATH}, pause, Full snapshot (${VM_ARTIFACTS.vmstate}, ${VM_ARTIFACTS.memory}), then one restored clone must answer hello-world`,
     },
-    apiStep("pause", socket, { method: "PATCH", path: "/vm", body: { state: "Paused" } }),
-    apiStep(
-      "snapshot-create",
-      socket,
-      {
-        method: "PUT",
-        path: "/snapshot/create",
-        body: {
-          snapshot_type: "Full",
-          snapshot_path: VM_ARTIFACTS.vmstate,
-          mem_file_path: VM_ARTIFACTS.memory,
-        },
-      },
-      "paths are relative to Firecracker's cwd, the image directory",
-    ),
-    { step: "tap-delete", argv: ["ip", "link", "delete", net.tapName], needs: ["root"] },
   ];
   return { title: `bake firecracker/${recipe.guest} base image`, workDir, steps };
 }
@@ -268,4 +198,11 @@ export function netmaskToPrefix(netmask: string): number {
     .join("");
   if (!/^1*0*$/.test(bits) || bits.length !== 32) throw new Error(`not a contiguous netmask: ${netmask}`);
   return bits.indexOf("0") === -1 ? 32 : bits.indexOf("0");
+}
+
+export function prefixToNetmask(prefix: number): string {
+  if (!Number.isInteger(prefix) || prefix < 0 || prefix > 32)
+    throw new Error(`not a prefix length: ${prefix}`);
+  const bits = "1".repeat(prefix).padEnd(32, "0");
+  return [0, 8, 16, 24].map((i) => Number.parseInt(bits.slice(i, i + 8), 2)).join(".");
 }

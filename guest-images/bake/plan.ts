@@ -4,13 +4,6 @@ import { execa, type ResultPromise } from "execa";
 /** What a step needs from the machine it runs on; such steps only run on a builder host. */
 export type Need = "internet" | "kvm" | "root";
 
-/** A Firecracker API call a step makes, kept next to its argv so tests can check the body against the spec. */
-export interface ApiCall {
-  readonly method: "PUT" | "PATCH" | "GET";
-  readonly path: string;
-  readonly body?: unknown;
-}
-
 export interface PlanStep {
   /** Short kebab-case name, unique within a plan. */
   readonly step: string;
@@ -20,7 +13,6 @@ export interface PlanStep {
   readonly cwd?: string;
   /** Started and left running (Firecracker itself); stopped when the plan ends, whatever happens. */
   readonly background?: boolean;
-  readonly api?: ApiCall;
   /** One line on why the step exists, printed in the dry run. */
   readonly why?: string;
 }

@@ -1,6 +1,6 @@
 import path from "node:path";
 import type { GuestNetwork, GuestRecipe } from "../bake/firecracker-plan.ts";
-import { DEFAULT_GUEST_NETWORK, VM_ARTIFACTS } from "../bake/firecracker-plan.ts";
+import { VM_ARTIFACTS } from "../bake/firecracker-plan.ts";
 import { LINUX_KERNEL_PIN, NODE_PIN } from "../bake/pins.ts";
 import type { PlanStep } from "../bake/plan.ts";
 
@@ -25,7 +25,10 @@ export interface LinuxRecipeOptions {
   readonly runtimeBundle: string;
   /** The kernel config base is Firecracker's own guest config at this release tag. */
   readonly firecrackerVersion: string;
-  readonly network?: GuestNetwork;
+  /** The network every restore slot gives the VM (the firecracker driver's config). */
+  readonly network: GuestNetwork;
+  /** TCP port the runtime listens on; init.sh starts the runtime on 8123, so only that is accepted. */
+  readonly guestPort: number;
 }
 
 /**
@@ -33,7 +36,7 @@ export interface LinuxRecipeOptions {
  * 8250.nr_uarts=0, so the bake can read the console; root is the read-only squashfs on the first
  * drive; ip= configures eth0 in the kernel, so the runtime is reachable without a DHCP client.
  */
-export function linuxKernelArgs(network: GuestNetwork = DEFAULT_GUEST_NETWORK): string {
+export function linuxKernelArgs(network: GuestNetwork): string {
   return [
     "console=ttyS0",
     "quiet",
@@ -53,8 +56,16 @@ export function linuxKernelArgs(network: GuestNetwork = DEFAULT_GUEST_NETWORK): 
   ].join(" ");
 }
 
+/** The port init.sh starts the runtime on. */
+export const LINUX_INIT_RUNTIME_PORT = 8123;
+
 export function linuxRecipe(options: LinuxRecipeOptions): GuestRecipe {
   const { workDir, imageDir, repoDir } = options;
+  if (options.guestPort !== LINUX_INIT_RUNTIME_PORT) {
+    throw new Error(
+      `the Linux guest's init starts the runtime on ${LINUX_INIT_RUNTIME_PORT}, not ${options.guestPort}`,
+    );
+  }
   const here = path.join(repoDir, "guest-images/linux");
   const nodeDir = path.join(workDir, "node");
   const nodeBin = path.join(nodeDir, `node-v${NODE_PIN.version}-${NODE_PIN.arch}`, "bin", "node");
@@ -110,7 +121,5 @@ export function linuxRecipe(options: LinuxRecipeOptions): GuestRecipe {
     kernelArgs: linuxKernelArgs(options.network),
     buildSteps,
     codeDiskFormat: "squashfs",
-    rootIsBootDevice: true,
-    entropyDevice: true,
   };
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the OSv base image on a builder host: OSv kernel + ROFS root holding node (node-from-host),
-# the guest runtime bundle and the popf stress check. Leaves kernel.elf and rootfs.img (raw disk:
+# the guest runtime bundle and the popf stress check. Leaves kernel.elf and root.img (raw disk:
 # loader, MBR, ROFS partition; Firecracker cannot read qcow2) plus osv-commit.txt in OUT_DIR.
 # Usage: build-image.sh OSV_DIR NODE_BIN_DIR RUNTIME_BUNDLE POPF_CHECK_JS OUT_DIR
 set -euo pipefail
@@ -39,6 +39,6 @@ cd "$osv_dir"
 
 mkdir -p "$out_dir"
 cp build/last/loader-stripped.elf "${out_dir}/kernel.elf"
-qemu-img convert -O raw build/last/usr.img "${out_dir}/rootfs.img"
+qemu-img convert -O raw build/last/usr.img "${out_dir}/root.img"
 git rev-parse HEAD >"${out_dir}/osv-commit.txt"
 echo "OSv $(cat "${out_dir}/osv-commit.txt") image in ${out_dir}"

@@ -24,7 +24,7 @@ cat >"${work}/config.json" <<JSON
     "boot_args": "--nopci --rootfs=rofs /node /popf/stress.cjs --seconds ${seconds}"
   },
   "drives": [
-    { "drive_id": "rootfs", "path_on_host": "${image_dir}/rootfs.img", "is_root_device": false, "is_read_only": true }
+    { "drive_id": "root", "path_on_host": "${image_dir}/root.img", "is_root_device": false, "is_read_only": true }
   ],
   "machine-config": { "vcpu_count": ${vcpus}, "mem_size_mib": 256, "smt": false }
 }

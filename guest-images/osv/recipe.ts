@@ -1,6 +1,6 @@
 import path from "node:path";
 import type { GuestNetwork, GuestRecipe } from "../bake/firecracker-plan.ts";
-import { DEFAULT_GUEST_NETWORK, runtimeArgs, VM_ARTIFACTS } from "../bake/firecracker-plan.ts";
+import { runtimeArgs, VM_ARTIFACTS } from "../bake/firecracker-plan.ts";
 import { NODE_PIN, OSV_PIN } from "../bake/pins.ts";
 import type { PlanStep } from "../bake/plan.ts";
 
@@ -23,7 +23,10 @@ export interface OsvRecipeOptions {
   readonly firecrackerBin: string;
   /** Seconds the popf stress check runs before the bake goes on (0 skips it). */
   readonly popfCheckSeconds?: number;
-  readonly network?: GuestNetwork;
+  /** The network every restore slot gives the VM (the firecracker driver's config). */
+  readonly network: GuestNetwork;
+  /** TCP port the runtime listens on (the driver's guestPort). */
+  readonly guestPort: number;
 }
 
 /**
@@ -31,7 +34,7 @@ export interface OsvRecipeOptions {
  * Firecracker devices are virtio-mmio; a static IP because without --ip OSv waits for DHCP; the code
  * disk is the second drive, found by OSv as vblk1, ROFS without a partition table.
  */
-export function osvKernelArgs(network: GuestNetwork = DEFAULT_GUEST_NETWORK): string {
+export function osvKernelArgs(network: GuestNetwork, guestPort: number): string {
   return [
     "--nopci",
     "--rootfs=rofs",
@@ -41,7 +44,7 @@ export function osvKernelArgs(network: GuestNetwork = DEFAULT_GUEST_NETWORK): st
     `--mount-fs=rofs,/dev/vblk1,${OSV_GUEST_PATHS.code}`,
     OSV_GUEST_PATHS.node,
     OSV_GUEST_PATHS.runtime,
-    ...runtimeArgs(OSV_GUEST_PATHS.code),
+    ...runtimeArgs(guestPort, OSV_GUEST_PATHS.code),
   ].join(" ");
 }
 
@@ -124,10 +127,8 @@ export function osvRecipe(options: OsvRecipeOptions): GuestRecipe {
   }
   return {
     guest: "osv",
-    kernelArgs: osvKernelArgs(options.network),
+    kernelArgs: osvKernelArgs(options.network, options.guestPort),
     buildSteps,
     codeDiskFormat: "rofs",
-    rootIsBootDevice: false,
-    entropyDevice: false,
   };
 }

@@ -4,11 +4,9 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { Ajv } from "ajv";
 import { execa } from "execa";
-import { parse as parseYaml } from "yaml";
 import { firecrackerBakeJob } from "../../guest-images/bake/firecracker-job.ts";
-import { netmaskToPrefix, VM_ARTIFACTS } from "../../guest-images/bake/firecracker-plan.ts";
+import { netmaskToPrefix, prefixToNetmask, VM_ARTIFACTS } from "../../guest-images/bake/firecracker-plan.ts";
 import { computeBaseVersion } from "../../guest-images/bake/manifest.ts";
 import { OSV_PIN } from "../../guest-images/bake/pins.ts";
 import {
@@ -22,7 +20,6 @@ import {
 import { uploadPlan } from "../../guest-images/bake/upload.ts";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const SPEC = path.resolve(REPO, "../shared/specs/firecracker-api.yaml");
 
 type Planned = { plan: Plan; version: string; kernelArgs: string; inputs: Record<string, string> };
 const planned = new Map<string, Promise<Planned>>();
@@ -58,95 +55,85 @@ const assertBefore = (plan: Plan, a: string, b: string) =>
 describe("bake plans (dry run)", () => {
   for (const guest of ["osv", "linux"] as const) {
     describe(`firecracker/${guest}`, () => {
-      it("boots, waits for the runtime, pauses and snapshots, in that order", async () => {
+      it("builds the guest, then hands boot, snapshot and a hello-world restore to the driver's jailed bake", async () => {
         const { plan } = await planFor(guest);
         for (const [a, b] of [
-          ["fetch-firecracker", "firecracker-start"],
-          ["code-placeholder", "drive-code"],
-          ["tap-up", "network-eth0"],
-          ["firecracker-start", "wait-api-socket"],
-          ["wait-api-socket", "machine-config"],
-          ["drive-rootfs", "instance-start"],
-          ["instance-start", "wait-runtime-ready"],
-          ["wait-runtime-ready", "pause"],
-          ["pause", "snapshot-create"],
-          ["snapshot-create", "tap-delete"],
+          ["make-dirs", "fetch-firecracker"],
+          ["fetch-firecracker", "fetch-node"],
+          ["code-placeholder", "bake-snapshot"],
+          ["hello-world-code-disk", "bake-snapshot"],
+          ["driver-config", "bake-snapshot"],
         ] as const) {
           assertBefore(plan, a, b);
         }
+        assert.equal(plan.steps.at(-1)?.step, "bake-snapshot");
         assert.equal(new Set(names(plan)).size, plan.steps.length, "step names are unique");
-        assert.equal(stepNamed(plan, "firecracker-start").background, true);
+        const bake = stepNamed(plan, "bake-snapshot").argv;
+        const imageDir = plan.steps[0]?.argv.at(-1);
+        const arg = (flag: string) => bake[bake.indexOf(flag) + 1];
+        assert.ok(bake.some((a) => a.endsWith("host-agent/sandbox/firecracker/acceptance.ts")));
+        assert.equal(arg("--bake-from"), imageDir);
+        assert.equal(arg("--base"), imageDir);
+        assert.equal(arg("--boot-args"), (await planFor(guest)).kernelArgs);
+        assert.equal(arg("--clones"), "1");
+        assert.equal(arg("--code"), stepNamed(plan, "hello-world-code-disk").argv.at(-1));
+        assert.equal(arg("--config"), stepNamed(plan, "driver-config").argv.at(-1));
       });
 
       it("marks what needs the internet, KVM or root", async () => {
         const { plan } = await planFor(guest);
         assert.deepEqual(stepNamed(plan, "fetch-firecracker").needs, ["internet"]);
         assert.deepEqual(stepNamed(plan, "fetch-node").needs, ["internet"]);
-        for (const s of plan.steps.filter((x) => x.api)) assert.deepEqual(s.needs, ["kvm"], s.step);
-        assert.ok(stepNamed(plan, "firecracker-start").needs.includes("kvm"));
-        assert.ok(stepNamed(plan, "tap-add").needs.includes("root"));
-        // Steps that download something all say so.
+        assert.deepEqual(stepNamed(plan, "bake-snapshot").needs, ["kvm", "root"]);
+        assert.deepEqual(stepNamed(plan, "code-placeholder").needs, []);
+        // Every step that downloads something says so.
         for (const s of plan.steps) {
-          if (s.argv.some((a) => /fetch-|clone|submodule/.test(a)))
-            assert.ok(s.needs.includes("internet"), s.step);
-        }
-      });
-
-      it("records drive and snapshot paths relative to the image directory", async () => {
-        const { plan } = await planFor(guest);
-        const body = (name: string) => stepNamed(plan, name).api?.body as Record<string, unknown>;
-        assert.equal(body("boot-source")["kernel_image_path"], VM_ARTIFACTS.kernel);
-        assert.equal(body("drive-rootfs")["path_on_host"], VM_ARTIFACTS.rootfs);
-        assert.equal(body("drive-code")["path_on_host"], VM_ARTIFACTS.codePlaceholder);
-        assert.equal(body("drive-code")["is_read_only"], true);
-        assert.deepEqual(body("snapshot-create"), {
-          snapshot_type: "Full",
-          snapshot_path: VM_ARTIFACTS.vmstate,
-          mem_file_path: VM_ARTIFACTS.memory,
-        });
-        assert.deepEqual(body("pause"), { state: "Paused" });
-        assert.equal(stepNamed(plan, "firecracker-start").cwd, plan.steps[0]?.argv.at(-1), "cwd = image dir");
-      });
-
-      it("sends Firecracker API bodies that the official API spec accepts", async function () {
-        if (!existsSync(SPEC)) {
-          console.log(`    skip: ${SPEC} not found`);
-          this.skip();
-        }
-        const spec = parseYaml(await readFile(SPEC, "utf8")) as {
-          definitions: Record<string, { properties?: Record<string, unknown> }>;
-          paths: Record<
-            string,
-            Record<string, { parameters?: { in: string; schema?: { $ref?: string } }[] }>
-          >;
-        };
-        const ajv = new Ajv({ strict: false, allErrors: true });
-        // Swagger 2.0 integer formats; the integer type itself is still checked.
-        ajv.addFormat("int64", true).addFormat("int32", true);
-        ajv.addSchema({ definitions: spec.definitions }, "spec");
-        const { plan } = await planFor(guest);
-        const calls = plan.steps.filter((s) => s.api?.body !== undefined);
-        assert.ok(calls.length >= 8, "the plan makes its API calls");
-        for (const s of calls) {
-          const call = s.api!;
-          const template = Object.keys(spec.paths).find((p) =>
-            new RegExp(`^${p.replace(/\{[^}]+\}/g, "[^/]+")}$`).test(call.path),
+          const downloads = s.argv.some((a) =>
+            /\/fetch-[a-z]+\.sh$|^clone$|^submodule$|build-kernel\.sh$/.test(a),
           );
-          assert.ok(template, `${call.path} is an API path`);
-          const operation = spec.paths[template]?.[call.method.toLowerCase()];
-          assert.ok(operation, `${call.method} ${template} exists`);
-          const ref = operation.parameters?.find((p) => p.in === "body")?.schema?.$ref;
-          assert.ok(ref, `${call.method} ${template} takes a body`);
-          const definition = ref.replace("#/definitions/", "");
-          const validate = ajv.getSchema(`spec#/definitions/${definition}`);
-          assert.ok(validate);
-          assert.ok(validate(call.body), `${s.step}: ${ajv.errorsText(validate.errors)}`);
-          // The spec allows unknown keys; a typo would pass silently, so check every key is declared.
-          const declared = Object.keys(spec.definitions[definition]?.properties ?? {});
-          for (const key of Object.keys(call.body as object))
-            assert.ok(declared.includes(key), `${s.step}: ${key}`);
-          // The curl command line carries exactly this body.
-          assert.equal(s.argv[s.argv.indexOf("-d") + 1], JSON.stringify(call.body));
+          if (downloads) assert.ok(s.needs.includes("internet"), s.step);
+        }
+      });
+
+      it("leaves the files under the names the firecracker driver restores from", async () => {
+        const { baseFiles } = await import("../../host-agent/sandbox/firecracker/base-layout.ts");
+        assert.deepEqual(VM_ARTIFACTS, {
+          kernel: baseFiles.kernel.name,
+          rootfs: baseFiles.rootDisk.name,
+          codePlaceholder: baseFiles.codePlaceholder.name,
+          vmstate: baseFiles.vmstate.name,
+          memory: baseFiles.memory.name,
+        });
+        const { plan } = await planFor(guest);
+        assert.equal(path.basename(stepNamed(plan, "code-placeholder").argv.at(-1) ?? ""), "code-empty.img");
+        if (guest === "linux") {
+          const imageDir = plan.steps[0]?.argv.at(-1) ?? "";
+          assert.equal(stepNamed(plan, "linux-build-kernel").argv.at(-1), path.join(imageDir, "kernel.elf"));
+          assert.equal(stepNamed(plan, "linux-build-rootfs").argv.at(-1), path.join(imageDir, "root.img"));
+        } else {
+          const script = await readFile(path.join(REPO, "guest-images/osv/build-image.sh"), "utf8");
+          assert.ok(["kernel.elf", "root.img"].every((f) => script.includes(`"$` + `{out_dir}/${f}"`)));
+        }
+      });
+
+      it("writes a driver config the firecracker driver accepts, pointing at the fetched binaries", async () => {
+        const { plan } = await planFor(guest);
+        const step = stepNamed(plan, "driver-config");
+        const work = await mkdtemp(path.join(tmpdir(), "driver-config-"));
+        try {
+          const target = path.join(work, "driver-config.json");
+          await execa(step.argv[0] ?? "bash", [...step.argv.slice(1, -1), target]);
+          const { parseFirecrackerDriverConfig } = await import(
+            "../../host-agent/sandbox/firecracker/config.ts"
+          );
+          const config = parseFirecrackerDriverConfig(JSON.parse(await readFile(target, "utf8")));
+          assert.match(
+            config.firecrackerPath,
+            /\/srv\/bake\/work\/firecracker\/release-v1\.16\.1-x86_64\/firecracker-v1\.16\.1-x86_64$/,
+          );
+          assert.match(config.jailerPath, /\/release-v1\.16\.1-x86_64\/jailer-v1\.16\.1-x86_64$/);
+        } finally {
+          await rm(work, { recursive: true, force: true });
         }
       });
 
@@ -154,7 +141,7 @@ describe("bake plans (dry run)", () => {
         const { plan } = await planFor(guest);
         const text = formatPlan(plan);
         assert.match(text, /# bake firecracker\//);
-        const step = stepNamed(plan, "boot-source");
+        const step = stepNamed(plan, "bake-snapshot");
         const line = step.argv.map(shellQuote).join(" ");
         assert.ok(text.includes(line));
         const { stdout } = await execa("bash", ["-c", `printf '%s\\n' ${line}`]);
@@ -194,10 +181,8 @@ describe("bake plans (dry run)", () => {
     assertBefore(plan, "osv-checkout", "osv-rofs-writer-check");
     assert.ok(stepNamed(plan, "osv-rofs-writer-check").argv.some((a) => a.endsWith("check-rofs-writer.sh")));
     assertBefore(plan, "osv-build-image", "osv-popf-check");
-    assertBefore(plan, "osv-popf-check", "firecracker-start");
+    assertBefore(plan, "osv-popf-check", "bake-snapshot");
     assert.deepEqual(stepNamed(plan, "osv-popf-check").needs, ["kvm"]);
-    const drive = stepNamed(plan, "drive-rootfs").api?.body as { is_root_device: boolean };
-    assert.equal(drive.is_root_device, false, "OSv finds its ROFS root itself (vblk0.1)");
   });
 
   it("Linux: vmlinux from Firecracker's config plus our fragment, squashfs root on /dev/vda", async () => {
@@ -221,7 +206,6 @@ describe("bake plans (dry run)", () => {
       assert.ok(kernelArgs.split(" ").includes(arg), arg);
     }
     assert.match(kernelArgs, /ip=172\.16\.0\.2::172\.16\.0\.1:255\.255\.255\.252::eth0:off/);
-    assert.ok(names(plan).includes("entropy"));
     const fragment = await readFile(path.join(REPO, "guest-images/linux/kernel.config"), "utf8");
     for (const option of [
       "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y",
@@ -279,7 +263,6 @@ describe("bake plans (dry run)", () => {
     } finally {
       await rm(work, { recursive: true, force: true });
     }
-    assert.equal(stepNamed(plan, "wait-runtime-ready").argv.at(-1), "http://172.16.0.2:8123/_faas/health");
     assert.ok(stepNamed(plan, "osv-build-image").argv.includes("/srv/bake/work/runtime/runtime.js"));
   });
 
@@ -295,6 +278,30 @@ describe("bake plans (dry run)", () => {
     assert.equal(netmaskToPrefix("255.255.255.252"), 30);
     assert.equal(netmaskToPrefix("255.255.0.0"), 16);
     assert.throws(() => netmaskToPrefix("255.0.255.0"), /not a contiguous netmask/);
+    assert.equal(prefixToNetmask(30), "255.255.255.252");
+    assert.equal(prefixToNetmask(24), "255.255.255.0");
+    assert.throws(() => prefixToNetmask(33), /not a prefix length/);
+  });
+
+  it("takes the guest network from the driver's slot config, and a different network is a new base", async () => {
+    const { kernelArgs, version } = await planFor("osv");
+    assert.ok(kernelArgs.includes("--ip=eth0,172.16.0.2,255.255.255.252 --defaultgw=172.16.0.1"));
+    const other = await firecrackerBakeJob({
+      guest: "osv",
+      workDir: "/srv/bake/work",
+      repoDir: REPO,
+      dryRun: true,
+      driverConfig: { network: { guestAddress: "10.9.0.2", tapAddress: "10.9.0.1", linkPrefixLength: 24 } },
+    });
+    assert.ok(other.job.kernelArgs.includes("--ip=eth0,10.9.0.2,255.255.255.0 --defaultgw=10.9.0.1"));
+    assert.notEqual(computeBaseVersion(other.job.inputs), version);
+    assert.deepEqual(other.job.network, {
+      tapName: "tap0",
+      hostIp: "10.9.0.1",
+      guestIp: "10.9.0.2",
+      guestMac: "06:00:ac:10:00:02",
+      netmask: "255.255.255.0",
+    });
   });
 });
 
@@ -393,8 +400,8 @@ describe("bake CLI", () => {
         { cwd: REPO },
       );
       assert.match(stdout, /^# base version [0-9a-f]{64}$/m);
-      assert.match(stdout, /# instance-start \[needs: kvm\]/);
-      assert.match(stdout, /PUT http:\/\/localhost\/snapshot\/create/);
+      assert.match(stdout, /# bake-snapshot \[needs: kvm, root\]/);
+      assert.match(stdout, /host-agent\/sandbox\/firecracker\/acceptance\.ts --config /);
       assert.match(stdout, /aws s3 cp --only-show-errors .*manifest\.json/);
     }
     assert.deepEqual(await readdir(out), []);

@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
-import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { Ajv } from "ajv";
 import { execa } from "execa";
+import { parse as parseYaml } from "yaml";
 import { hasCommand } from "./helpers.ts";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -113,6 +116,36 @@ describe("popf stress check", () => {
       const result = await check(await fakeFirecracker('echo "page fault in kernel"; exit 3'));
       assert.equal(result.exitCode, 2);
       assert.match(result.stderr, /no verdict: the guest hung or crashed/);
+    });
+
+    it("boots Firecracker with a config the official API spec accepts, the stress check as the app", async function () {
+      const spec = path.resolve(REPO, "../shared/specs/firecracker-api.yaml");
+      if (!existsSync(spec)) {
+        console.log(`      skip: ${spec} not found`);
+        this.skip();
+      }
+      const copy = path.join(work, "config-seen.json");
+      const result = await check(await fakeFirecracker(`cp "$3" ${copy}; echo "POPF-CHECK PASS"`));
+      assert.equal(result.exitCode, 0, result.stderr);
+      const config = JSON.parse(await readFile(copy, "utf8"));
+      const { definitions } = parseYaml(await readFile(spec, "utf8")) as {
+        definitions: Record<string, unknown>;
+      };
+      const ajv = new Ajv({ strict: false, allErrors: true });
+      // Swagger 2.0 integer formats; the integer type itself is still checked.
+      ajv.addFormat("int64", true).addFormat("int32", true);
+      ajv.addSchema({ definitions }, "spec");
+      const valid = (definition: string, body: unknown) => {
+        const validate = ajv.getSchema(`spec#/definitions/${definition}`);
+        assert.ok(validate, definition);
+        assert.ok(validate(body), `${definition}: ${ajv.errorsText(validate.errors)}`);
+      };
+      valid("BootSource", config["boot-source"]);
+      valid("MachineConfiguration", config["machine-config"]);
+      for (const drive of config.drives) valid("Drive", drive);
+      assert.equal(config["boot-source"].kernel_image_path, path.join(work, "image", "kernel.elf"));
+      assert.equal(config.drives[0].path_on_host, path.join(work, "image", "root.img"));
+      assert.match(config["boot-source"].boot_args, /\/node \/popf\/stress\.cjs --seconds 1$/);
     });
 
     it("passes the stress check as the guest app in the boot arguments", async () => {
