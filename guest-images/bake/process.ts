@@ -5,7 +5,8 @@ import { fileURLToPath } from "node:url";
 import { listFiles, sha256File, sha256Files } from "../hash.ts";
 import { bakeProcessBase as bakeProcessRoot, sharedLibraries } from "../process/bake.ts";
 import { bundleStampedRuntime } from "../runtime/build.ts";
-import type { BakeJob } from "./pipeline.ts";
+import { type BakeJob, bakeBaseImage } from "./pipeline.ts";
+import { type VerifiedBaseImage, verifyBaseImage } from "./verify.ts";
 
 const REPO_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -77,4 +78,16 @@ export async function processBakeJob(baker: ProcessBaseBaker = PROCESS_BAKER): P
       }
     },
   };
+}
+
+/**
+ * What the host agent can call at start instead of guest-images/process directly: bake (or reuse) the
+ * process base under outRoot through the pipeline and return it verified, with the manifest's version.
+ */
+export async function processBaseForAgent(
+  outRoot: string,
+  log?: (line: string) => void,
+): Promise<VerifiedBaseImage> {
+  const baked = await bakeBaseImage(outRoot, await processBakeJob(), log ? { log } : {});
+  return verifyBaseImage(baked.dir, { expectedVersion: baked.manifest.version });
 }

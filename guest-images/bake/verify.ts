@@ -1,6 +1,7 @@
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import type { BaseImage } from "../../host-agent/sandbox/driver.ts";
+import { baseFiles } from "../../host-agent/sandbox/firecracker/base-layout.ts";
 import { sha256File } from "../hash.ts";
 import {
   computeBaseVersion,
@@ -24,6 +25,14 @@ export interface VerifyOptions {
 export interface VerifiedBaseImage extends BaseImage {
   readonly manifest: Manifest;
 }
+
+/** Artifacts a base cannot start without, per driver: a manifest that lacks one is refused. */
+export const REQUIRED_ARTIFACTS: Readonly<Record<BaseImage["driver"], readonly string[]>> = {
+  firecracker: Object.values(baseFiles)
+    .filter((f) => f.neededForRestore)
+    .map((f) => f.name),
+  process: ["root/node", "root/runtime/runtime.js", "root/runtime/runtime.blob"],
+};
 
 export class BaseImageError extends Error {
   override readonly name = "BaseImageError";
@@ -75,6 +84,15 @@ export async function verifyBaseImage(dir: string, options: VerifyOptions = {}):
     if (host !== baked) {
       throw new BaseImageError(
         `base image ${manifest.version} was baked with Firecracker ${baked} but this host runs Firecracker ${host}: a snapshot only restores on the version that wrote it; install Firecracker ${baked} or bake the base again with ${host}`,
+      );
+    }
+  }
+
+  const listed = new Set(manifest.artifacts.map((a) => a.name));
+  for (const name of REQUIRED_ARTIFACTS[manifest.driver]) {
+    if (!listed.has(name)) {
+      throw new BaseImageError(
+        `base image ${manifest.version}: the manifest lists no ${name}, which a ${manifest.driver} base needs`,
       );
     }
   }

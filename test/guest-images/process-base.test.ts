@@ -9,8 +9,7 @@ import path from "node:path";
 import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { request } from "undici";
-import { bakeBaseImage } from "../../guest-images/bake/pipeline.ts";
-import { processBakeJob } from "../../guest-images/bake/process.ts";
+import { processBaseForAgent } from "../../guest-images/bake/process.ts";
 import { verifyBaseImage } from "../../guest-images/bake/verify.ts";
 import { type RunningAgent, startAgent } from "../../host-agent/agent.ts";
 import { packFunction } from "../../host-agent/cli/pack.ts";
@@ -37,10 +36,10 @@ describe("process base from the bake pipeline", function () {
   });
 
   it("is verified and started by the agent, which serves hello-world under that base version", async () => {
-    const baked = await bakeBaseImage(path.join(work, "bases"), await processBakeJob());
-    const base = await verifyBaseImage(baked.dir);
+    const base = await processBaseForAgent(path.join(work, "bases"));
     assert.equal(base.driver, "process");
-    assert.equal(base.version, path.basename(baked.dir));
+    assert.equal(base.version, path.basename(base.dir));
+    await verifyBaseImage(base.dir);
 
     const config = loadAgentConfig({
       PORT: "0",

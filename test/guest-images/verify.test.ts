@@ -20,8 +20,10 @@ function fakeFirecrackerJob(
     firecrackerVersion: "1.16.1",
     async build(dir) {
       calls.count += 1;
-      await writeFile(path.join(dir, "vmstate.snap"), "vmstate bytes");
-      await writeFile(path.join(dir, "memory.snap"), "memory bytes");
+      await writeFile(path.join(dir, "vmstate"), "vmstate bytes");
+      await writeFile(path.join(dir, "memory"), "memory bytes");
+      await writeFile(path.join(dir, "root.img"), "root");
+      await writeFile(path.join(dir, "code-empty.img"), "");
       await mkdir(path.join(dir, "nested"));
       await writeFile(path.join(dir, "nested", "kernel.elf"), "kernel");
     },
@@ -49,9 +51,11 @@ describe("bake pipeline and base image verifier", () => {
     assert.deepEqual(
       manifest.artifacts.map((a: { name: string; bytes: number }) => [a.name, a.bytes]),
       [
-        ["memory.snap", 12],
+        ["code-empty.img", 0],
+        ["memory", 12],
         ["nested/kernel.elf", 6],
-        ["vmstate.snap", 13],
+        ["root.img", 4],
+        ["vmstate", 13],
       ],
     );
     assert.equal(manifest.firecrackerVersion, "1.16.1");
@@ -81,7 +85,7 @@ describe("bake pipeline and base image verifier", () => {
   it("bakes again when the earlier image no longer verifies", async () => {
     const calls = { count: 0 };
     const first = await bakeBaseImage(out, fakeFirecrackerJob(calls));
-    await writeFile(path.join(first.dir, "memory.snap"), "MEMORY BYTES");
+    await writeFile(path.join(first.dir, "memory"), "MEMORY BYTES");
     const again = await bakeBaseImage(out, fakeFirecrackerJob(calls));
     assert.equal(calls.count, 2);
     assert.equal(again.reused, false);
@@ -120,8 +124,8 @@ describe("bake pipeline and base image verifier", () => {
       );
 
     it("an artifact whose bytes changed, naming the artifact and both hashes", async () => {
-      await writeFile(path.join(dir, "vmstate.snap"), "vmstate BYTES");
-      await refuses(/artifact vmstate\.snap has sha256 [0-9a-f]{64}, manifest says [0-9a-f]{64}/);
+      await writeFile(path.join(dir, "vmstate"), "vmstate BYTES");
+      await refuses(/artifact vmstate has sha256 [0-9a-f]{64}, manifest says [0-9a-f]{64}/);
     });
 
     it("an artifact whose size changed", async () => {
@@ -130,8 +134,16 @@ describe("bake pipeline and base image verifier", () => {
     });
 
     it("a missing artifact", async () => {
-      await rm(path.join(dir, "memory.snap"));
-      await refuses(/artifact memory\.snap is missing/);
+      await rm(path.join(dir, "memory"));
+      await refuses(/artifact memory is missing/);
+    });
+
+    it("a manifest that does not list an artifact the driver needs", async () => {
+      const file = path.join(dir, "manifest.json");
+      const manifest = JSON.parse(await readFile(file, "utf8"));
+      manifest.artifacts = manifest.artifacts.filter((a: { name: string }) => a.name !== "vmstate");
+      await writeFile(file, JSON.stringify(manifest));
+      await refuses(/the manifest lists no vmstate, which a firecracker base needs/);
     });
 
     it("a Firecracker version other than the host's, naming both", async () => {
