@@ -1,4 +1,15 @@
-import { lstat, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { sha256File } from "../hash.ts";
@@ -68,9 +79,10 @@ export async function bakeBaseImage(
     }
   }
 
-  const partial = path.join(outRoot, `.${version}.partial-${process.pid}`);
-  await rm(partial, { recursive: true, force: true });
-  await mkdir(partial);
+  // Unique per bake, even for two bakes in one process.
+  const partial = await mkdtemp(path.join(outRoot, `.${version}.partial-`));
+  // mkdtemp makes 0700; jailed uids must traverse the base directory to reach its root.
+  await chmod(partial, 0o755);
   try {
     log(`base ${version}: building ${job.driver}/${job.guest}`);
     await job.build(partial);
@@ -97,6 +109,16 @@ export async function bakeBaseImage(
       createdAt: (options.now?.() ?? new Date()).toISOString(),
     } satisfies Manifest);
     await writeFile(path.join(partial, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
+    // A concurrent bake of the same inputs may have finished first: keep its image (readers may use it).
+    const theirs = await verifyBaseImage(finalDir, {
+      expectedVersion: version,
+      ...(job.firecrackerVersion ? { hostFirecrackerVersion: job.firecrackerVersion } : {}),
+    }).catch(() => undefined);
+    if (theirs) {
+      await rm(partial, { recursive: true, force: true });
+      log(`base ${version}: a concurrent bake finished first, keeping its image`);
+      return { dir: finalDir, manifest: theirs.manifest, reused: true };
+    }
     await rm(finalDir, { recursive: true, force: true });
     await rename(partial, finalDir);
     log(`base ${version}: ${artifacts.length} artifacts and ${MANIFEST_FILE} in ${finalDir}`);

@@ -92,6 +92,27 @@ describe("bake pipeline and base image verifier", () => {
     await verifyBaseImage(again.dir, { hostFirecrackerVersion: "1.16.1" });
   });
 
+  it("keeps the image of a concurrent bake of the same inputs that finished first", async () => {
+    const calls = { count: 0 };
+    const job = fakeFirecrackerJob(calls);
+    let other: Promise<unknown> | undefined;
+    const racing: BakeJob = {
+      ...job,
+      async build(dir) {
+        // While this bake builds, another one of the same inputs completes.
+        other = bakeBaseImage(out, fakeFirecrackerJob(calls));
+        await other;
+        await job.build(dir);
+      },
+    };
+    const result = await bakeBaseImage(out, racing);
+    assert.equal(result.reused, true);
+    assert.equal(calls.count, 2);
+    const { readdir } = await import("node:fs/promises");
+    assert.deepEqual(await readdir(out), [path.basename(result.dir)], "no partial directory left");
+    await verifyBaseImage(result.dir, { hostFirecrackerVersion: "1.16.1" });
+  });
+
   it("leaves nothing behind when the build fails", async () => {
     const job = fakeFirecrackerJob({ count: 0 });
     const failing: BakeJob = {
