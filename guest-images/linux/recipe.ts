@@ -70,6 +70,7 @@ export function linuxRecipe(options: LinuxRecipeOptions): GuestRecipe {
   const nodeDir = path.join(workDir, "node");
   const nodeBin = path.join(nodeDir, `node-v${NODE_PIN.version}-${NODE_PIN.arch}`, "bin", "node");
   const buildSteps: PlanStep[] = [
+    { step: "apt-update", argv: ["apt-get", "update"], needs: ["root", "internet"] },
     {
       step: "linux-builder-packages",
       argv: ["apt-get", "install", "-y", "--no-install-recommends", ...LINUX_BUILDER_PACKAGES],
