@@ -26,8 +26,9 @@ head -c 1500 /dev/zero | tr '\0' 'x' >"${src}/lib/deep/big.txt"
 printf 'module.exports = 2;\n' >"${src}/node_modules/pkg/index.js"
 ln -s lib/util.js "${src}/util.js"
 
-node --import tsx "${repo_dir}/guest-images/code-disk/cli.ts" --format rofs --src "$src" \
-  --out "${work}/ours.img" --gen-rofs-manifest "${work}/sample.manifest"
+# From the repository: `node --import tsx` resolves tsx from the working directory.
+(cd "$repo_dir" && node --import tsx guest-images/code-disk/cli.ts --format rofs --src "$src" \
+  --out "${work}/ours.img" --gen-rofs-manifest "${work}/sample.manifest")
 (cd "${osv_dir}/scripts" && python3 ./gen-rofs-img.py -o "${work}/reference.img" -m "${work}/sample.manifest" >/dev/null)
 
 size="$(stat -c %s "${work}/ours.img")"

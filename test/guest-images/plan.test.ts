@@ -116,6 +116,38 @@ describe("bake plans (dry run)", () => {
         }
       });
 
+      it("runs its code disk steps for real from any working directory", async () => {
+        const { plan } = await planFor(guest);
+        const work = await mkdtemp(path.join(tmpdir(), "plan-steps-"));
+        try {
+          const retarget = (name: string, file: string): PlanStep => {
+            const step = stepNamed(plan, name);
+            return { ...step, argv: [...step.argv.slice(0, -1), path.join(work, file)] };
+          };
+          await runPlan(
+            {
+              title: "code disk steps",
+              workDir: work,
+              steps: [
+                retarget("code-placeholder", "code-empty.img"),
+                retarget("hello-world-code-disk", "hello.img"),
+              ],
+            },
+            () => {},
+          );
+          const files = (await readdir(work)).sort();
+          assert.deepEqual(files, ["code-empty.img", "hello.img"]);
+          if (guest === "osv") {
+            const { readRofsImage } = await import("../../guest-images/code-disk/rofs.ts");
+            const hello = readRofsImage(await readFile(path.join(work, "hello.img")));
+            assert.ok(hello.has("package.json"));
+            assert.equal(readRofsImage(await readFile(path.join(work, "code-empty.img"))).size, 0);
+          }
+        } finally {
+          await rm(work, { recursive: true, force: true });
+        }
+      });
+
       it("writes a driver config the firecracker driver accepts, pointing at the fetched binaries", async () => {
         const { plan } = await planFor(guest);
         const step = stepNamed(plan, "driver-config");
