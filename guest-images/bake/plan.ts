@@ -1,4 +1,5 @@
 import { access, constants } from "node:fs/promises";
+import path from "node:path";
 import { execa, type ResultPromise } from "execa";
 
 /** What a step needs from the machine it runs on; such steps only run on a builder host. */
@@ -79,7 +80,7 @@ export async function runPlan(plan: Plan, log: (line: string) => void = console.
       log(`bake: ${s.step}`);
       const [file, ...args] = s.argv;
       if (!file) throw new PlanError(`step ${s.step} has an empty command`);
-      const cwd = s.cwd ? new URL(s.cwd, `file://${plan.workDir}/`).pathname : plan.workDir;
+      const cwd = path.resolve(plan.workDir, s.cwd ?? ".");
       if (s.background) {
         const child = execa(file, args, {
           cwd,

@@ -91,7 +91,8 @@ export function osvRecipe(options: OsvRecipeOptions): GuestRecipe {
     },
     {
       step: "osv-setup",
-      argv: ["python3", path.join(osvDir, "scripts/setup.py")],
+      argv: ["python3", "./scripts/setup.py"],
+      cwd: osvDir,
       needs: ["root", "internet"],
       why: "installs OSv's build toolchain (Ubuntu or Fedora builder) plus qemu-img and pax-utils (lddtree)",
     },

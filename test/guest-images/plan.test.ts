@@ -359,12 +359,19 @@ describe("plan runner", () => {
           background: true,
         },
         { step: "one", argv: ["bash", "-c", "echo one >> log"], needs: [] },
+        { step: "in-subdir", argv: ["bash", "-c", "mkdir -p 'a b' && echo sub > 'a b/file'"], needs: [] },
+        { step: "relative-cwd", argv: ["cp", "file", "../copied"], cwd: "a b", needs: [] },
         { step: "wait-pid", argv: ["bash", "-c", `until [ -s ${pidFile} ]; do sleep 0.05; done`], needs: [] },
         { step: "two", argv: ["bash", "-c", "echo two >> log"], needs: [] },
       ],
     };
     await runPlan(plan, () => {});
     assert.equal(await readFile(path.join(work, "log"), "utf8"), "one\ntwo\n");
+    assert.equal(
+      await readFile(path.join(work, "copied"), "utf8"),
+      "sub\n",
+      "cwd is relative to the work dir",
+    );
     const pid = Number(await readFile(pidFile, "utf8"));
     assert.throws(() => process.kill(pid, 0), { code: "ESRCH" }, "background step was stopped");
   });
