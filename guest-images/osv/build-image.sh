@@ -15,6 +15,14 @@ runtime_bundle="$(realpath "$3")"
 popf_check="$(realpath "$4")"
 out_dir="$(realpath "$5")"
 
+# Tools the build needs beyond OSv's setup.py: lddtree for manifest_from_host.sh, qemu-img for the raw disk.
+for tool in lddtree qemu-img python3; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "$tool not found: apt-get install -y pax-utils qemu-utils python3" >&2
+    exit 1
+  fi
+done
+
 # node-from-host copies whatever `which node` finds: make that the pinned release.
 export PATH="${node_bin_dir}:${PATH}"
 echo "node for the image: $(command -v node) $(node --version)"
