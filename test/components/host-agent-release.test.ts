@@ -4,8 +4,8 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type * as pulumi from "@pulumi/pulumi";
-import type { PoolSettings } from "../../components/config.ts";
 import { HostAgentRelease } from "../../components/host-agent-release.ts";
+import { poolSettings } from "../support/fixtures.ts";
 import {
   findRegistered,
   promiseOf,
@@ -14,27 +14,6 @@ import {
   unwrapSecret,
   usePulumiMocks,
 } from "../support/pulumi-mocks.ts";
-
-export const poolSettings: PoolSettings = {
-  pool: {
-    minIdle: 2,
-    maxInstances: 32,
-    idleTtlSeconds: 120,
-    maxConcurrentRestores: 4,
-    memoryBudgetMiB: 8192,
-  },
-  vm: {
-    vcpus: 1,
-    memoryMiB: 256,
-    cpuMaxPercent: 100,
-    ioReadBytesPerSecond: 1000,
-    ioWriteBytesPerSecond: 1000,
-    diskBandwidthBytesPerSecond: 1000,
-    diskOpsPerSecond: 100,
-    netBandwidthBytesPerSecond: 1000,
-  },
-  limits: { callTimeoutMs: 5000, payloadLimitBytes: 65536 },
-};
 
 async function assetText(source: unknown): Promise<string> {
   return (await (source as pulumi.asset.StringAsset).text) as string;
