@@ -9,8 +9,9 @@ export interface BakeScriptInput {
   readonly region: string;
   /** Where the sources were copied on the builder. */
   readonly sourceDir: string;
-  readonly nodeVersion: string;
-  readonly osvCommit: string;
+  /** Overrides of the recipe's pins; absent means the recipe decides. */
+  readonly nodeVersion?: string;
+  readonly osvRef?: string;
 }
 
 const SAFE = /^[A-Za-z0-9._:/@+=,-]+$/;
@@ -44,13 +45,15 @@ export function renderBakeScript(input: BakeScriptInput): string {
     "fi",
     "",
     "sudo dnf install -y -q git make gcc-c++ python3 nodejs20 nodejs20-npm",
-    `export SNAPFAAS_OSV_COMMIT=${safe("osvCommit", input.osvCommit)}`,
-    `export SNAPFAAS_NODE_VERSION=${safe("nodeVersion", input.nodeVersion)}`,
+    ...(input.osvRef === undefined ? [] : [`export SNAPFAAS_OSV_REF=${safe("osvRef", input.osvRef)}`]),
+    ...(input.nodeVersion === undefined
+      ? []
+      : [`export SNAPFAAS_NODE_VERSION=${safe("nodeVersion", input.nodeVersion)}`]),
     'rm -rf "$OUT"',
     'mkdir -p "$OUT"',
     'cd "$SRC"',
     "npm-20 ci --no-audit --no-fund",
-    'sudo --preserve-env=SNAPFAAS_OSV_COMMIT,SNAPFAAS_NODE_VERSION npm-20 run bake -- --driver firecracker --guest osv --out "$OUT"',
+    'sudo --preserve-env=SNAPFAAS_OSV_REF,SNAPFAAS_NODE_VERSION npm-20 run bake -- --driver firecracker --guest osv --out "$OUT"',
     '[ -f "$OUT/manifest.json" ] || { echo "bake: no manifest.json in $OUT" >&2; exit 1; }',
     "",
     "# Artifacts first, manifest last: a reader that sees the manifest sees a complete set.",

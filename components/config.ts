@@ -153,8 +153,15 @@ const bakeSchema = z.strictObject({
   builderInstanceType: z.string().default("c5.metal"),
   /** Folder (relative to the repo) whose files are the recipe; their content hash is the base version. */
   recipeDir: z.string().min(1).default("guest-images"),
-  osvCommit: z.string().regex(/^[0-9a-f]{40}$/, "must be a full 40-hex git commit"),
-  nodeVersion: z.string().regex(/^\d+\.\d+\.\d+$/, "must be a Node.js version like 20.19.5"),
+  /** Overrides of the recipe's own pins, handed to the bake; absent means the recipe decides. */
+  osvRef: z
+    .string()
+    .regex(/^[A-Za-z0-9._/-]{1,100}$/, "must be a git tag, branch or commit of OSv")
+    .optional(),
+  nodeVersion: z
+    .string()
+    .regex(/^\d+\.\d+\.\d+$/, "must be a Node.js version like 20.19.5")
+    .optional(),
   /** EC2 key pair the builder is launched with; its private key is the secret snapfaas:bakeSshPrivateKey. */
   sshKeyName: z.string().min(1),
   /** Where `pulumi up` runs from: the only source allowed to reach the builder's SSH port. */

@@ -51,7 +51,7 @@ export interface FaasPlatformArgs {
   bakeEnabled?: boolean;
   bakeRecipeHash?: pulumi.Input<string>;
   bakeSources?: pulumi.Input<pulumi.asset.Archive>;
-  bakeOsvCommit?: pulumi.Input<string>;
+  bakeOsvRef?: pulumi.Input<string>;
   bakeNodeVersion?: pulumi.Input<string>;
   bakeBuilderInstanceType?: string;
   bakeSshKeyName?: pulumi.Input<string>;
@@ -66,8 +66,6 @@ export interface FaasPlatformArgs {
 const BAKE_KEYS = [
   "bakeRecipeHash",
   "bakeSources",
-  "bakeOsvCommit",
-  "bakeNodeVersion",
   "bakeSshKeyName",
   "bakeSshPrivateKey",
   "bakeSshIngressCidr",
@@ -127,8 +125,8 @@ export class FaasPlatform extends pulumi.ComponentResource {
           region: args.region,
           recipeHash: args.bakeRecipeHash!,
           sources: args.bakeSources!,
-          osvCommit: args.bakeOsvCommit!,
-          nodeVersion: args.bakeNodeVersion!,
+          ...(args.bakeOsvRef === undefined ? {} : { osvRef: args.bakeOsvRef }),
+          ...(args.bakeNodeVersion === undefined ? {} : { nodeVersion: args.bakeNodeVersion }),
           builderInstanceType: args.bakeBuilderInstanceType ?? "c5.metal",
           amiId,
           vpcId: network.vpcId,

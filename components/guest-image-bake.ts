@@ -14,8 +14,9 @@ export interface GuestImageBakeArgs {
   recipeHash: pulumi.Input<string>;
   /** Repository files the bake needs (package.json, lockfile, guest-images/...), copied to the builder. */
   sources: pulumi.Input<pulumi.asset.Archive>;
-  osvCommit: pulumi.Input<string>;
-  nodeVersion: pulumi.Input<string>;
+  /** Overrides of the recipe's OSv and Node pins; absent means the recipe decides. */
+  osvRef?: pulumi.Input<string>;
+  nodeVersion?: pulumi.Input<string>;
   /** Known at construction: the builder boots Firecracker, so it needs KVM too. */
   builderInstanceType: string;
   nestedVirtualization?: boolean;
@@ -143,15 +144,15 @@ export class GuestImageBake extends pulumi.ComponentResource {
       { parent: this },
     );
     const script = pulumi
-      .all([args.bucketName, args.recipeHash, args.region, args.nodeVersion, args.osvCommit])
-      .apply(([bucketName, recipeHash, region, nodeVersion, osvCommit]) =>
+      .all([args.bucketName, args.recipeHash, args.region, args.nodeVersion, args.osvRef])
+      .apply(([bucketName, recipeHash, region, nodeVersion, osvRef]) =>
         renderBakeScript({
           bucketName,
           recipeHash,
           region,
           sourceDir: BAKE_SOURCE_DIR,
-          nodeVersion,
-          osvCommit,
+          ...(nodeVersion === undefined ? {} : { nodeVersion }),
+          ...(osvRef === undefined ? {} : { osvRef }),
         }),
       );
     const bake = new command.remote.Command(

@@ -97,8 +97,6 @@ describe("parseStackConfig", () => {
 
   it("requires the builder SSH key secret when the bake is enabled", () => {
     const bake = JSON.stringify({
-      osvCommit: "0".repeat(40),
-      nodeVersion: "20.19.5",
       sshKeyName: "builder",
       sshIngressCidr: "203.0.113.7/32",
     });

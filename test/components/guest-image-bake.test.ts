@@ -22,7 +22,7 @@ const scriptInput = {
   region: "us-east-1",
   sourceDir: "/home/ec2-user/snapfaas-src",
   nodeVersion: "20.19.5",
-  osvCommit: "b".repeat(40),
+  osvRef: "v0.57.0",
 };
 
 describe("renderBakeScript", () => {
@@ -36,6 +36,17 @@ describe("renderBakeScript", () => {
     const manifest = script.indexOf('"$OUT/manifest.json" "s3://$BUCKET/$PREFIX/manifest.json"');
     assert.ok(artifacts > 0 && manifest > artifacts, "the manifest is uploaded after the artifacts");
     assert.equal(bakedManifestKey(recipeHash), `images/${recipeHash}/manifest.json`);
+  });
+
+  it("hands OSv and Node overrides to the bake only when set", () => {
+    const withOverrides = renderBakeScript(scriptInput);
+    assert.ok(
+      withOverrides.includes("export SNAPFAAS_OSV_REF=v0.57.0\nexport SNAPFAAS_NODE_VERSION=20.19.5\n"),
+    );
+    const { osvRef: _osv, nodeVersion: _node, ...plain } = scriptInput;
+    const recipeOnly = renderBakeScript(plain);
+    assert.ok(!recipeOnly.includes("export SNAPFAAS_OSV_REF"));
+    assert.ok(!recipeOnly.includes("export SNAPFAAS_NODE_VERSION"));
   });
 
   it("refuses unsafe values", () => {
@@ -70,7 +81,7 @@ describe("GuestImageBake", () => {
     region: "us-east-1",
     recipeHash,
     sources: new pulumi.asset.AssetArchive({ "package.json": new pulumi.asset.StringAsset("{}") }),
-    osvCommit: "b".repeat(40),
+    osvRef: "v0.57.0",
     nodeVersion: "20.19.5",
     builderInstanceType: "c5.metal",
     amiId: "ami-0123456789abcdef0",
