@@ -269,6 +269,9 @@ function describeIssue(issue: z.core.$ZodIssue): string {
       })
       .join("\n  - ");
   }
+  if (issue.code === "invalid_type" && issue.message.endsWith("received undefined")) {
+    return `${keyPath(issue.path)}: is required (a ${issue.expected})`;
+  }
   if (issue.code === "invalid_value") {
     const allowed = issue.values.map((v) => JSON.stringify(v)).join(", ");
     return `${keyPath(issue.path)}: must be one of ${allowed}`;
