@@ -11,6 +11,12 @@ export const MOCK_ACCOUNT = "123456789012";
 export const MOCK_AMI = "ami-0123456789abcdef0";
 export const EXISTING_VPC_CIDR = "172.31.0.0/16";
 
+/** What a platform stack referenced by another program exports, in tests. */
+export const PLATFORM_STACK_OUTPUTS = {
+  bucketName: "platform-artifacts",
+  endpointUrl: "https://faas.example.com",
+};
+
 export const registered: pulumi.runtime.MockResourceArgs[] = [];
 let installed: Promise<void> | undefined;
 
@@ -38,6 +44,8 @@ function computedState(args: pulumi.runtime.MockResourceArgs): Record<string, un
       return { functionUrl: `https://${name}.lambda-url.us-east-1.on.aws/` };
     case "aws:iam/role:Role":
       return { arn: `arn:aws:iam::${MOCK_ACCOUNT}:role/${name}`, name: inputs.name ?? name };
+    case "pulumi:pulumi:StackReference":
+      return { outputs: PLATFORM_STACK_OUTPUTS };
     default:
       return { arn };
   }
