@@ -61,8 +61,10 @@ describe("stack files through index.ts (mocks)", () => {
     await repo.remove();
   });
 
-  it("ships exactly the dev, local and prod stacks", () => {
-    assert.deepEqual(stackFiles, ["Pulumi.dev.yaml", "Pulumi.local.yaml", "Pulumi.prod.yaml"]);
+  it("ships the dev, local and prod stacks (each stack file below goes through the program)", () => {
+    for (const required of ["Pulumi.dev.yaml", "Pulumi.local.yaml", "Pulumi.prod.yaml"]) {
+      assert.ok(stackFiles.includes(required), `${required} is missing from stacks/`);
+    }
   });
 
   for (const file of stackFiles) {
