@@ -6,7 +6,7 @@ export interface LocalAgentArgs {
   repoDir: pulumi.Input<string>;
   /** Data port the agent listens on, on 127.0.0.1. */
   port: pulumi.Input<number>;
-  /** Settings handed to the agent as JSON in SNAPFAAS_CONFIG (pool, vm, limits). */
+  /** Settings handed to the agent as JSON in FAAS_CONFIG (pool, vm, limits). */
   settings: pulumi.Input<Record<string, unknown>>;
 }
 
@@ -15,7 +15,7 @@ export function localStartScript(port: number): string {
   return [
     "set -eu",
     "mkdir -p .faas",
-    `SNAPFAAS_DRIVER=process SNAPFAAS_PORT=${port} setsid nohup npm start > .faas/agent.log 2>&1 < /dev/null &`,
+    `FAAS_DRIVER=process PORT=${port} setsid nohup npm start > .faas/agent.log 2>&1 < /dev/null &`,
     "echo $! > .faas/agent.pid",
     "i=0",
     `until curl -fsS "http://127.0.0.1:${port}/healthz" > /dev/null 2>&1; do`,
@@ -55,7 +55,7 @@ export class LocalAgent extends pulumi.ComponentResource {
         dir: args.repoDir,
         create: pulumi.output(args.port).apply(localStartScript),
         delete: LOCAL_STOP_SCRIPT,
-        environment: { SNAPFAAS_CONFIG: settingsJson },
+        environment: { FAAS_CONFIG: settingsJson },
         interpreter: ["/bin/sh", "-c"],
         triggers: [args.port, settingsJson],
       },

@@ -81,10 +81,8 @@ describe("LocalAgent", () => {
     assert.equal(run.dir, "/repo");
     assert.equal(run.create, localStartScript(8090));
     assert.equal(run.delete, LOCAL_STOP_SCRIPT);
-    assert.deepEqual(run.environment, { SNAPFAAS_CONFIG: '{"pool":{"minIdle":1}}' });
-    assert.ok(
-      (run.create as string).includes("SNAPFAAS_DRIVER=process SNAPFAAS_PORT=8090 setsid nohup npm start"),
-    );
+    assert.deepEqual(run.environment, { FAAS_CONFIG: '{"pool":{"minIdle":1}}' });
+    assert.ok((run.create as string).includes("FAAS_DRIVER=process PORT=8090 setsid nohup npm start"));
     assert.ok((run.delete as string).includes('kill -TERM -- "-$(cat .faas/agent.pid)"'));
   });
 

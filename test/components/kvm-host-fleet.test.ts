@@ -90,9 +90,9 @@ describe("KvmHostFleet", () => {
       script.includes("RELEASE_PARAMETER=/snapfaas/test/release\nRELEASE_VERSION=0123456789abcdef\n"),
     );
     assert.ok(script.includes("ARTIFACT_BUCKET=art-bucket\n"));
-    assert.ok(script.includes("SNAPFAAS_LIFECYCLE_HOOK=fleet-drain\n"));
-    assert.ok(script.includes("SNAPFAAS_REGISTRY_PREFIX=functions/\n"));
-    assert.ok(script.includes("SNAPFAAS_JAILER_UID_COUNT=256\n"));
+    assert.ok(script.includes("FAAS_LIFECYCLE_HOOK=fleet-drain\n"));
+    assert.ok(script.includes("FAAS_REGISTRY_PREFIX=functions/\n"));
+    assert.ok(script.includes("FAAS_JAILER_UID_COUNT=256\n"));
   });
 
   it("enables nested virtualization on c8i when configured", async () => {

@@ -54,7 +54,7 @@ describe("renderHostUserData", () => {
     assert.ok(script.includes('[ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]'));
     assert.ok(script.includes("net.ipv4.ip_forward = 1"));
     assert.ok(script.includes("JAILER_UID_START=200000\nJAILER_UID_END=200999\n"));
-    assert.ok(script.includes("SNAPFAAS_NETWORK_SLOTS=64\nSNAPFAAS_SLOT_CIDR=10.200.0.0/16\n"));
+    assert.ok(script.includes("FAAS_NETWORK_SLOTS=64\nFAAS_SLOT_CIDR=10.200.0.0/16\n"));
   });
 
   it("fetches the release from SSM and S3, checks the agent hash and runs it under systemd", () => {
@@ -64,7 +64,7 @@ describe("renderHostUserData", () => {
     assert.ok(script.includes('echo "$agent_sha256  /opt/snapfaas/host-agent.mjs" | sha256sum -c -'));
     assert.ok(script.includes("ExecStart=/usr/bin/node-20 /opt/snapfaas/host-agent.mjs"));
     assert.ok(script.includes("systemctl enable --now snapfaas-agent.service"));
-    assert.ok(script.includes("SNAPFAAS_DATA_PORT=8080\nSNAPFAAS_ADMIN_PORT=8081\n"));
+    assert.ok(script.includes("PORT=8080\nADMIN_PORT=8081\n"));
   });
 
   it("changes when the release changes, so the launch template rolls the fleet", () => {
