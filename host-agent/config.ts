@@ -15,6 +15,7 @@ export const agentEnvSchema = z.object({
   ADMIN_PORT: port(8081),
   ADMIN_HOST: z.string().min(1).default("127.0.0.1"),
   FAAS_STATE_DIR: z.string().min(1).default(".faas"),
+  FAAS_BASE_DIR: z.string().min(1).optional(),
   FAAS_ADMIN_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
   FAAS_DRIVER: z.enum(["process"]).default("process"),
   FAAS_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
@@ -49,6 +50,8 @@ export interface AgentConfig {
   readonly adminPort: number;
   readonly adminHost: string;
   readonly stateDir: string;
+  /** Where baked bases are kept (default <stateDir>/base); several agents may share one. */
+  readonly baseDir: string | undefined;
   readonly adminToken: string | undefined;
   readonly driver: "process";
   readonly logLevel: AgentEnv["FAAS_LOG_LEVEL"];
@@ -100,6 +103,7 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
     adminPort: e.ADMIN_PORT,
     adminHost: e.ADMIN_HOST,
     stateDir: e.FAAS_STATE_DIR,
+    baseDir: e.FAAS_BASE_DIR,
     adminToken: e.FAAS_ADMIN_TOKEN,
     driver: e.FAAS_DRIVER,
     logLevel: e.FAAS_LOG_LEVEL,
