@@ -85,7 +85,8 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
   for (const p of problems) log.warn({ fix: p.fix }, p.what);
   await driver.init();
 
-  const base = overrides.base ?? (await bakeProcessBase(path.join(stateDir, "base")));
+  const base =
+    overrides.base ?? (await bakeProcessBase(path.resolve(config.baseDir ?? path.join(stateDir, "base"))));
   const registry = new Registry(
     new LocalRegistryBackend(stateDir),
     path.join(stateDir, "code"),

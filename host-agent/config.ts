@@ -1,5 +1,6 @@
 /** The agent's configuration: environment variables, validated once at start with errors that name the variable. */
 import { z } from "zod";
+import type { PoolConfig } from "./pool/pool.ts";
 
 const MiB = 1024 * 1024;
 
@@ -14,12 +15,18 @@ export const agentEnvSchema = z.object({
   ADMIN_PORT: port(8081),
   ADMIN_HOST: z.string().min(1).default("127.0.0.1"),
   FAAS_STATE_DIR: z.string().min(1).default(".faas"),
+  FAAS_BASE_DIR: z.string().min(1).optional(),
   FAAS_ADMIN_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
   FAAS_DRIVER: z.enum(["process"]).default("process"),
   FAAS_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   FAAS_POOL_GENERIC: int(0, 1000, 2),
+  FAAS_POOL_GENERIC_MAX: int(0, 1000, 8),
   FAAS_POOL_MAX_INSTANCES: int(1, 10000, 16),
   FAAS_POOL_MAX_STARTING: int(1, 256, 4),
+  FAAS_MEMORY_BUDGET_MIB: int(64, 16_777_216, 8192),
+  FAAS_POOL_FUNCTION_SHARE: z.coerce.number().gt(0).max(1).default(0.5),
+  FAAS_POOL_HEADROOM: z.coerce.number().min(0).max(10).default(0.5),
+  FAAS_POOL_QUEUE_TARGET_MS: int(1, 60_000, 250),
   FAAS_IDLE_TTL_MS: int(1000, 86_400_000, 300_000),
   FAAS_CALL_TIMEOUT_MS: int(100, 900_000, 30_000),
   FAAS_INSTANCE_MEMORY_MIB: int(32, 65536, 256),
@@ -43,16 +50,12 @@ export interface AgentConfig {
   readonly adminPort: number;
   readonly adminHost: string;
   readonly stateDir: string;
+  /** Where baked bases are kept (default <stateDir>/base); several agents may share one. */
+  readonly baseDir: string | undefined;
   readonly adminToken: string | undefined;
   readonly driver: "process";
   readonly logLevel: AgentEnv["FAAS_LOG_LEVEL"];
-  readonly pool: {
-    readonly genericTarget: number;
-    readonly maxInstances: number;
-    readonly maxStarting: number;
-    readonly idleTtlMs: number;
-    readonly callTimeoutMs: number;
-  };
+  readonly pool: PoolConfig & { readonly callTimeoutMs: number };
   readonly limits: {
     readonly memoryMiB: number;
     readonly cpuPercent: number;
@@ -100,13 +103,22 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
     adminPort: e.ADMIN_PORT,
     adminHost: e.ADMIN_HOST,
     stateDir: e.FAAS_STATE_DIR,
+    baseDir: e.FAAS_BASE_DIR,
     adminToken: e.FAAS_ADMIN_TOKEN,
     driver: e.FAAS_DRIVER,
     logLevel: e.FAAS_LOG_LEVEL,
     pool: {
-      genericTarget: e.FAAS_POOL_GENERIC,
+      genericMin: e.FAAS_POOL_GENERIC,
+      genericMax: Math.max(e.FAAS_POOL_GENERIC, e.FAAS_POOL_GENERIC_MAX),
       maxInstances: e.FAAS_POOL_MAX_INSTANCES,
       maxStarting: e.FAAS_POOL_MAX_STARTING,
+      memoryBudgetMiB: e.FAAS_MEMORY_BUDGET_MIB,
+      instanceMemoryMiB: e.FAAS_INSTANCE_MEMORY_MIB,
+      functionShare: e.FAAS_POOL_FUNCTION_SHARE,
+      headroom: e.FAAS_POOL_HEADROOM,
+      queueTargetMs: e.FAAS_POOL_QUEUE_TARGET_MS,
+      defaultServiceMs: 25,
+      defaultStartMs: 250,
       idleTtlMs: e.FAAS_IDLE_TTL_MS,
       callTimeoutMs: e.FAAS_CALL_TIMEOUT_MS,
     },

@@ -67,6 +67,21 @@ export function createMetrics() {
     buckets: LATENCY_BUCKETS,
     registers: [registry],
   });
+  const genericTarget = new Gauge({
+    name: "faas_pool_generic_target",
+    help: "Generic instances the pool aims to keep ready, from measured misses and start time.",
+    registers: [registry],
+  });
+  const memoryReserved = new Gauge({
+    name: "faas_pool_memory_reserved_bytes",
+    help: "Memory reserved by live instances (instances x per-instance limit), within the budget.",
+    registers: [registry],
+  });
+  const memoryUsed = new Gauge({
+    name: "faas_pool_memory_used_bytes",
+    help: "Memory the instances use now, from the sandbox's own accounting (cgroups).",
+    registers: [registry],
+  });
   const deploys = new Counter({
     name: "faas_deploys_total",
     help: "Deploys through the control plane, by result.",
@@ -90,6 +105,9 @@ export function createMetrics() {
     instances,
     queueDepth,
     queueWait,
+    genericTarget,
+    memoryReserved,
+    memoryUsed,
     deploys,
     functions,
   };

@@ -10,6 +10,7 @@ describe("agent configuration", () => {
     assert.equal(c.adminHost, "127.0.0.1", "the admin API stays on loopback unless configured");
     assert.equal(c.stateDir, ".faas");
     assert.equal(c.pool.callTimeoutMs, 30_000);
+    assert.equal(c.pool.genericMin, 2);
     assert.equal(c.bundle.maxBundleBytes, 50 * 1024 * 1024);
     assert.equal(c.bundle.maxUnpackedBytes, 250 * 1024 * 1024);
   });
@@ -17,7 +18,7 @@ describe("agent configuration", () => {
   it("reads numbers from the environment", () => {
     const c = loadAgentConfig({ PORT: "9000", FAAS_POOL_GENERIC: "5", FAAS_INSTANCE_MEMORY_MIB: "512" });
     assert.equal(c.port, 9000);
-    assert.equal(c.pool.genericTarget, 5);
+    assert.equal(c.pool.genericMin, 5);
     assert.equal(c.limits.memoryMiB, 512);
   });
 

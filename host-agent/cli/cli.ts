@@ -6,6 +6,7 @@
  *   faas deploy <dir> [--name <name>]   bundle a folder with esbuild and deploy it
  *   faas invoke <name> <Class.method> [json params]
  *   faas ls | faas rm <name>
+ *   faas doctor [config.json]
  */
 import { readdirSync, statSync } from "node:fs";
 import path from "node:path";
@@ -21,6 +22,7 @@ const USAGE = `usage:
   faas invoke <name> <Class.method> [params]   call a JSON-RPC method; params is a JSON array
   faas ls                                      list deployed functions
   faas rm <name>                               delete a function
+  faas doctor [config.json]                    check this host for the firecracker driver (KVM, binaries, cgroups)
 environment: FAAS_URL, FAAS_ADMIN_URL, FAAS_ADMIN_TOKEN, FAAS_STATE_DIR, PORT, ADMIN_PORT`;
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -160,6 +162,12 @@ export async function main(argv: string[]): Promise<number> {
       }
       case "invoke":
         return await invoke(ep, rest);
+      case "doctor": {
+        const { doctorMain } = await import("../doctor/main.ts");
+        const { report, exitCode } = await doctorMain(rest);
+        for (const line of report.lines) console.log(line);
+        return exitCode;
+      }
       case "ls": {
         const { json } = await adminRequest(ep, "GET", "/v1/functions");
         const fns = json.functions as Array<{

@@ -85,6 +85,7 @@ async function route(deps: ControlPlaneDeps, req: IncomingMessage, res: ServerRe
   if (url.pathname === "/metrics") {
     allow(["GET"]);
     deps.pool.snapshot();
+    if (deps.pool.memoryInUse) deps.metrics.memoryUsed.set(await deps.pool.memoryInUse());
     deps.metrics.functions.set(deps.registry.size);
     const text = await deps.metrics.registry.metrics();
     res.writeHead(200, { "content-type": deps.metrics.registry.contentType });
@@ -93,7 +94,12 @@ async function route(deps: ControlPlaneDeps, req: IncomingMessage, res: ServerRe
   }
   if (url.pathname === "/v1/pool") {
     allow(["GET"]);
-    sendJson(res, 200, deps.pool.snapshot());
+    const picture = deps.pool.snapshot();
+    sendJson(
+      res,
+      200,
+      deps.pool.memoryInUse ? { ...picture, memoryUsedBytes: await deps.pool.memoryInUse() } : picture,
+    );
     return;
   }
   if (parts[0] === "v1" && parts[1] === "functions" && parts.length === 2) {

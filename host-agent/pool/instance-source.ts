@@ -22,5 +22,7 @@ export interface InstanceSource {
   /** Stops instances of `name` holding code other than `keepHash` (all when undefined). */
   retireFunction(name: string, keepHash?: string): number;
   snapshot(): PoolPicture;
+  /** Memory the instances use now, bytes, where the sandbox can measure it. */
+  memoryInUse?(): Promise<number>;
   close(): Promise<void>;
 }

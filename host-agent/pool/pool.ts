@@ -1,8 +1,12 @@
 /**
- * The warm pool. Generic instances (started from the base, no code yet) wait ready; the first call to a
- * function specializes one (attach code, load); later calls reuse idle specialized instances; one call at
- * a time per instance. Starts are bounded; a call that finds no instance waits in a queue until its
- * deadline. Idle specialized instances stop after a TTL; generics are refilled in the background.
+ * The warm pool of one base version. Generic instances (started from the base, no code yet) wait ready;
+ * a function's first call specializes one (attach code, load); later calls reuse idle specialized
+ * instances; one call at a time per instance. How many of each it keeps comes from what it measures
+ * (policy.ts): misses and start times size the generic pool, each function's arrival rate and service
+ * time its specialized instances, within the host's memory budget and each function's share. Starts are
+ * bounded; calls that find nothing wait in a queue until their deadline; a burst of first calls to one
+ * function waits for the instances already being prepared instead of each starting its own. Idle
+ * specialized instances stop after a TTL (scale to zero); generics refill in the background.
  */
 import type { LoadResponse } from "../../guest-images/runtime/protocol.ts";
 import type { Clock, TimerHandle } from "../clock.ts";
@@ -17,13 +21,18 @@ import type {
   SandboxLimits,
 } from "../sandbox/driver.ts";
 import type { InstanceSource } from "./instance-source.ts";
+import {
+  callsPerInstanceInQueue,
+  capacity,
+  functionMax,
+  functionTarget,
+  genericTarget,
+  type PolicyConfig,
+} from "./policy.ts";
+import { TrafficStats } from "./traffic.ts";
 
-export interface PoolConfig {
-  /** Generic instances kept started and idle. */
-  readonly genericTarget: number;
-  /** Instances of every kind on this host, at most. */
-  readonly maxInstances: number;
-  /** Instance starts in flight, at most. */
+export interface PoolConfig extends PolicyConfig {
+  /** Instance starts in flight, at most (admission). */
   readonly maxStarting: number;
   /** A specialized instance idle this long is stopped. */
   readonly idleTtlMs: number;
@@ -59,6 +68,8 @@ export interface Lease {
   readonly instance: PoolInstance;
   readonly acquired: Acquired;
   readonly waitedMs: number;
+  /** Clock ms when the call got the instance (service time is measured from here). */
+  readonly at: number;
 }
 
 /** No instance could be had before the call's deadline. */
@@ -102,7 +113,11 @@ interface Waiter {
 export class Pool implements InstanceSource {
   private readonly instances = new Map<string, PoolInstance>();
   private readonly waiters: Waiter[] = [];
+  readonly traffic = new TrafficStats();
   private starting = 0;
+  private startingGeneric = 0;
+  /** Cold starts in flight, by the function they are for (they have no instance entry yet). */
+  private readonly startingFor = new Map<string, number>();
   private startFailures = 0;
   private refillTimer: TimerHandle | undefined;
   private closed = false;
@@ -114,16 +129,45 @@ export class Pool implements InstanceSource {
     this.refill();
   }
 
+  get base(): BaseImage {
+    return this.deps.base;
+  }
+
   private count(state: InstanceState): number {
     let n = 0;
     for (const i of this.instances.values()) if (i.state === state) n++;
     return n;
   }
 
+  /** Instances alive or starting (those being stopped no longer count). */
   private get live(): number {
     let n = 0;
     for (const i of this.instances.values()) if (i.state !== "stopping") n++;
     return n + this.starting;
+  }
+
+  private get capacity(): number {
+    return capacity(this.deps.config);
+  }
+
+  /** Instances holding (or being given) `name`'s code, by state. */
+  private functionCounts(name: string): { idle: number; busy: number; specializing: number; total: number } {
+    const starting = this.startingFor.get(name) ?? 0;
+    const c = { idle: 0, busy: 0, specializing: starting, total: starting };
+    for (const i of this.instances.values()) {
+      if (i.fn?.name !== name) continue;
+      if (i.state === "idle") c.idle++;
+      else if (i.state === "busy") c.busy++;
+      else if (i.state === "specializing") c.specializing++;
+      else continue;
+      c.total++;
+    }
+    return c;
+  }
+
+  private currentGenericTarget(): number {
+    const now = this.deps.clock.now();
+    return genericTarget(this.deps.config, this.traffic.misses.rate(now), this.traffic.startMs.get());
   }
 
   /** Starts one instance; it joins the pool as generic. */
@@ -143,9 +187,10 @@ export class Pool implements InstanceSource {
     }
     this.starting--;
     this.startFailures = 0;
-    this.deps.metrics.instanceStarts.inc({ result: "ok" });
-    this.deps.metrics.instanceStart.observe((this.deps.clock.now() - t0) / 1000);
     const now = this.deps.clock.now();
+    this.deps.metrics.instanceStarts.inc({ result: "ok" });
+    this.deps.metrics.instanceStart.observe((now - t0) / 1000);
+    this.traffic.startMs.add(now - t0);
     const instance: PoolInstance = {
       id,
       sandbox,
@@ -184,8 +229,7 @@ export class Pool implements InstanceSource {
   /** Keeps the generic pool at its target, in the background, with backoff while starts fail. */
   private refill(): void {
     if (this.closed || this.refillTimer) return;
-    const wanted = this.deps.config.genericTarget - this.count("generic") - this.startingGeneric;
-    if (wanted <= 0) return;
+    if (this.currentGenericTarget() - this.count("generic") - this.startingGeneric <= 0) return;
     if (this.startFailures > 0) {
       const delay = Math.min(30_000, 100 * 2 ** Math.min(this.startFailures, 9));
       this.refillTimer = this.deps.clock.setTimeout(() => {
@@ -197,13 +241,12 @@ export class Pool implements InstanceSource {
     this.fillGenerics();
   }
 
-  private startingGeneric = 0;
-
   private fillGenerics(): void {
+    const target = this.currentGenericTarget();
     while (
       !this.closed &&
-      this.count("generic") + this.startingGeneric < this.deps.config.genericTarget &&
-      this.live < this.deps.config.maxInstances &&
+      this.count("generic") + this.startingGeneric < target &&
+      this.live < this.capacity &&
       this.starting < this.deps.config.maxStarting &&
       // Calls waiting come first: they get capacity through pump().
       this.waiters.length === 0
@@ -233,19 +276,42 @@ export class Pool implements InstanceSource {
    */
   async acquire(fn: FunctionCode, deadline: number): Promise<Lease> {
     if (this.closed) throw new PoolBusyError("the agent is shutting down", 5);
-    const enqueuedAt = this.deps.clock.now();
-    const immediate = this.takeWarm(fn);
-    if (immediate) return this.lease(immediate, "warm", enqueuedAt);
-    if (this.waiters.length === 0) {
-      const lease = await this.tryFresh(fn, enqueuedAt);
+    const now = this.deps.clock.now();
+    this.traffic.arrivals.record(now);
+    this.traffic.fn(fn.name).arrivals.record(now);
+    const warm = this.takeWarm(fn);
+    if (warm) return this.lease(warm, "warm", now);
+    this.traffic.misses.record(now);
+    if (!this.waiters.some((w) => !w.served) && !this.shouldWait(fn, this.queuedFor(fn.name))) {
+      const lease = await this.tryFresh(fn, now);
       if (lease) return lease;
     }
-    return this.enqueue(fn, deadline, enqueuedAt);
+    return this.enqueue(fn, deadline, now);
+  }
+
+  private queuedFor(name: string): number {
+    let n = 0;
+    for (const w of this.waiters) if (!w.served && w.fn.name === name) n++;
+    return n;
+  }
+
+  /**
+   * True when a call, with `ahead` calls of its function already queued, is better served by waiting
+   * for that function's busy or preparing instances than by preparing another one.
+   */
+  private shouldWait(fn: FunctionCode, ahead: number): boolean {
+    const c = this.functionCounts(fn.name);
+    if (c.total >= functionMax(this.deps.config)) return true;
+    const inFlight = c.busy + c.specializing;
+    if (inFlight === 0) return false;
+    const perInstance = callsPerInstanceInQueue(this.deps.config, this.traffic.fn(fn.name).serviceMs.get());
+    return ahead < inFlight * perInstance;
   }
 
   private lease(instance: PoolInstance, acquired: Acquired, since: number): Lease {
     this.deps.metrics.poolAcquire.inc({ result: acquired });
-    return { instance, acquired, waitedMs: this.deps.clock.now() - since };
+    const at = this.deps.clock.now();
+    return { instance, acquired, waitedMs: at - since, at };
   }
 
   private takeWarm(fn: FunctionCode): PoolInstance | undefined {
@@ -268,24 +334,46 @@ export class Pool implements InstanceSource {
 
   /** A generic instance specialized for `fn`, or a new one; undefined when capacity is exhausted now. */
   private async tryFresh(fn: FunctionCode, since: number): Promise<Lease | undefined> {
-    const generic = this.takeGeneric();
+    if (this.functionCounts(fn.name).total >= functionMax(this.deps.config)) return undefined;
+    const generic = this.takeGeneric(fn);
     if (generic) {
       this.refill();
       await this.specialize(generic, fn);
+      this.claimSpecialized(generic);
       return this.lease(generic, "generic", since);
     }
     if (this.starting >= this.deps.config.maxStarting) return undefined;
-    if (this.live >= this.deps.config.maxInstances && !this.evictIdleForRoom()) return undefined;
-    const fresh = await this.startInstance();
-    fresh.state = "specializing";
+    if (this.live >= this.capacity && !this.evictIdleForRoom()) return undefined;
+    this.startingFor.set(fn.name, (this.startingFor.get(fn.name) ?? 0) + 1);
+    let fresh: PoolInstance;
+    try {
+      fresh = await this.startInstance();
+      fresh.state = "specializing";
+      fresh.fn = fn;
+    } finally {
+      const left = (this.startingFor.get(fn.name) ?? 1) - 1;
+      if (left > 0) this.startingFor.set(fn.name, left);
+      else this.startingFor.delete(fn.name);
+    }
     await this.specialize(fresh, fn);
+    this.claimSpecialized(fresh);
     return this.lease(fresh, "cold", since);
   }
 
-  private takeGeneric(): PoolInstance | undefined {
+  /** Hands a just-specialized instance to its call, unless it was stopped meanwhile (agent closing). */
+  private claimSpecialized(instance: PoolInstance): void {
+    if (instance.state !== "specializing") {
+      throw new PoolBusyError(`instance ${instance.id} was stopped while it was being prepared`, 1);
+    }
+    this.markBusy(instance);
+  }
+
+  /** Claims an idle generic instance, for `fn` when given (so it counts as being prepared for it). */
+  private takeGeneric(fn?: FunctionCode): PoolInstance | undefined {
     for (const i of this.instances.values()) {
       if (i.state === "generic") {
         i.state = "specializing";
+        i.fn = fn;
         return i;
       }
     }
@@ -303,6 +391,7 @@ export class Pool implements InstanceSource {
     return true;
   }
 
+  /** Gives `instance` the function's code. On success it is left "specializing" for the caller to place. */
   private async specialize(instance: PoolInstance, fn: FunctionCode): Promise<LoadResponse> {
     instance.state = "specializing";
     instance.fn = fn;
@@ -314,8 +403,9 @@ export class Pool implements InstanceSource {
         hostPath: fn.hostPath,
       });
       const loaded = await instance.client.load({ functionName: fn.name, entry: fn.entry });
-      this.deps.metrics.specialize.observe((this.deps.clock.now() - t0) / 1000);
-      this.markBusy(instance);
+      const ms = this.deps.clock.now() - t0;
+      this.deps.metrics.specialize.observe(ms / 1000);
+      this.traffic.specializeMs.add(ms);
       return loaded;
     } catch (err) {
       void this.stop(instance, "specialization failed");
@@ -327,27 +417,34 @@ export class Pool implements InstanceSource {
   private enqueue(fn: FunctionCode, deadline: number, enqueuedAt: number): Promise<Lease> {
     return new Promise((resolve, reject) => {
       const waiter: Waiter = { fn, deadline, enqueuedAt, resolve, reject, timer: undefined, served: false };
-      const remaining = deadline - this.deps.clock.now();
-      const fail = () => {
-        if (waiter.served) return;
-        waiter.served = true;
-        this.removeWaiter(waiter);
-        reject(
-          new PoolBusyError(
-            `no instance became free within the call's deadline (${this.live} instances busy or starting, limit ${this.deps.config.maxInstances})`,
-            1,
-          ),
-        );
-      };
-      if (remaining <= 0) {
-        fail();
+      if (deadline <= this.deps.clock.now()) {
+        reject(this.busyError());
         return;
       }
-      waiter.timer = this.deps.clock.setTimeout(fail, remaining);
+      this.armDeadline(waiter);
       this.waiters.push(waiter);
       this.deps.metrics.queueDepth.set(this.waiters.length);
       this.pump();
     });
+  }
+
+  private busyError(): PoolBusyError {
+    return new PoolBusyError(
+      `no instance became free within the call's deadline (${this.live} instances busy or starting, capacity ${this.capacity}, ${this.waiters.length} calls queued)`,
+      1,
+    );
+  }
+
+  private armDeadline(waiter: Waiter): void {
+    waiter.timer = this.deps.clock.setTimeout(
+      () => {
+        if (waiter.served) return;
+        waiter.served = true;
+        this.removeWaiter(waiter);
+        waiter.reject(this.busyError());
+      },
+      Math.max(0, waiter.deadline - this.deps.clock.now()),
+    );
   }
 
   private removeWaiter(waiter: Waiter): void {
@@ -359,16 +456,20 @@ export class Pool implements InstanceSource {
 
   /** Serves queued calls, in order, with whatever became available. */
   private pump(): void {
+    const aheadOf = new Map<string, number>();
     for (const waiter of [...this.waiters]) {
       if (waiter.served) continue;
+      const name = waiter.fn.name;
+      const ahead = aheadOf.get(name) ?? 0;
+      aheadOf.set(name, ahead + 1);
       const warm = this.takeWarm(waiter.fn);
       if (warm) {
         this.serve(waiter, warm, "warm");
         continue;
       }
+      if (this.shouldWait(waiter.fn, ahead)) continue;
       const canStart =
-        this.starting < this.deps.config.maxStarting &&
-        (this.live < this.deps.config.maxInstances || this.count("idle") > 0);
+        this.starting < this.deps.config.maxStarting && (this.live < this.capacity || this.count("idle") > 0);
       if (this.count("generic") === 0 && !canStart) continue;
       waiter.served = true;
       this.removeWaiter(waiter);
@@ -377,20 +478,12 @@ export class Pool implements InstanceSource {
           if (lease) {
             this.deps.metrics.queueWait.observe(lease.waitedMs / 1000);
             waiter.resolve(lease);
-          } else {
-            // Lost the race for capacity: back in line, keeping its place and deadline.
-            waiter.served = false;
-            this.waiters.unshift(waiter);
-            waiter.timer = this.deps.clock.setTimeout(
-              () => {
-                if (waiter.served) return;
-                waiter.served = true;
-                this.removeWaiter(waiter);
-                waiter.reject(new PoolBusyError("no instance became free within the call's deadline", 1));
-              },
-              Math.max(0, waiter.deadline - this.deps.clock.now()),
-            );
+            return;
           }
+          // Lost the race for capacity: back in line, keeping its place and deadline.
+          waiter.served = false;
+          this.waiters.unshift(waiter);
+          this.armDeadline(waiter);
         },
         (err: Error) => waiter.reject(err),
       );
@@ -409,12 +502,14 @@ export class Pool implements InstanceSource {
   release(lease: Lease, healthy: boolean): void {
     const instance = lease.instance;
     if (instance.state !== "busy") return;
+    const now = this.deps.clock.now();
+    if (instance.fn && healthy) this.traffic.fn(instance.fn.name).serviceMs.add(now - lease.at);
     if (!healthy || instance.retireOnRelease || this.closed) {
       void this.stop(instance, healthy ? "its function was redeployed or deleted" : "its call failed");
       return;
     }
     instance.state = "idle";
-    instance.lastUsedAt = this.deps.clock.now();
+    instance.lastUsedAt = now;
     const waiter = this.waiters.find(
       (w) => !w.served && w.fn.name === instance.fn?.name && w.fn.codeHash === instance.fn.codeHash,
     );
@@ -423,11 +518,44 @@ export class Pool implements InstanceSource {
       this.serve(waiter, instance, "warm");
       return;
     }
+    this.armIdleTimer(instance);
+    this.prewarm(instance.fn!);
+    this.pump();
+  }
+
+  private armIdleTimer(instance: PoolInstance): void {
     instance.idleTimer = this.deps.clock.setTimeout(() => {
       instance.idleTimer = undefined;
       if (instance.state === "idle") void this.stop(instance, "idle past its TTL");
     }, this.deps.config.idleTtlMs);
-    this.pump();
+  }
+
+  /**
+   * Specializes a spare generic instance for `fn` in the background when its measured load needs more
+   * instances than it has, so a ramp finds warm instances instead of queueing.
+   */
+  private prewarm(fn: FunctionCode): void {
+    const t = this.traffic.fn(fn.name);
+    const target = functionTarget(
+      this.deps.config,
+      t.arrivals.rate(this.deps.clock.now()),
+      t.serviceMs.get(),
+    );
+    if (this.functionCounts(fn.name).total >= target) return;
+    const generic = this.takeGeneric(fn);
+    if (!generic) return;
+    this.refill();
+    this.specialize(generic, fn).then(
+      () => {
+        if (generic.state !== "specializing") return;
+        generic.state = "idle";
+        generic.lastUsedAt = this.deps.clock.now();
+        this.deps.metrics.poolAcquire.inc({ result: "prewarmed" });
+        this.armIdleTimer(generic);
+        this.pump();
+      },
+      () => undefined,
+    );
   }
 
   private clearIdleTimer(instance: PoolInstance): void {
@@ -450,11 +578,10 @@ export class Pool implements InstanceSource {
    * behind. Throws FunctionLoadError when the module fails to load.
    */
   async prespecialize(fn: FunctionCode, deadline: number): Promise<LoadResponse> {
-    const since = this.deps.clock.now();
-    let instance = this.takeGeneric();
+    let instance = this.takeGeneric(fn);
     if (instance) this.refill();
     else {
-      if (this.live >= this.deps.config.maxInstances && !this.evictIdleForRoom()) {
+      if (this.live >= this.capacity && !this.evictIdleForRoom()) {
         throw new PoolBusyError("every instance is busy: the deploy could not be verified", 1);
       }
       instance = await this.startInstance();
@@ -465,7 +592,12 @@ export class Pool implements InstanceSource {
     }
     const loaded = await this.specialize(instance, fn);
     this.deps.metrics.poolAcquire.inc({ result: "prespecialized" });
-    this.release({ instance, acquired: "generic", waitedMs: this.deps.clock.now() - since }, true);
+    if (instance.state === "specializing") {
+      instance.state = "idle";
+      instance.lastUsedAt = this.deps.clock.now();
+      this.armIdleTimer(instance);
+      this.pump();
+    }
     return loaded;
   }
 
@@ -473,7 +605,7 @@ export class Pool implements InstanceSource {
   retireFunction(name: string, keepHash?: string): number {
     let n = 0;
     for (const i of this.instances.values()) {
-      if (i.fn?.name !== name || i.fn.codeHash === keepHash) continue;
+      if (i.fn?.name !== name || i.fn.codeHash === keepHash || i.state === "stopping") continue;
       n++;
       if (i.state === "idle") void this.stop(i, "its function was redeployed or deleted");
       else i.retireOnRelease = true;
@@ -481,8 +613,17 @@ export class Pool implements InstanceSource {
     return n;
   }
 
-  /** What the pool holds now, for GET /v1/pool and the gauges. */
+  /** Memory the pool's instances use now, where the driver measures it. */
+  async memoryInUse(): Promise<number> {
+    let sum = 0;
+    for (const i of this.instances.values()) sum += (await i.sandbox.memoryBytes?.().catch(() => 0)) ?? 0;
+    return sum;
+  }
+
+  /** What the pool holds, measures and aims for now, for GET /v1/pool and the gauges. */
   snapshot() {
+    const now = this.deps.clock.now();
+    this.traffic.prune(now);
     const byState: Record<InstanceState, number> = {
       starting: this.starting,
       generic: 0,
@@ -491,24 +632,52 @@ export class Pool implements InstanceSource {
       busy: 0,
       stopping: 0,
     };
-    const byFunction: Record<string, { idle: number; busy: number }> = {};
+    const functions: Record<string, { idle: number; busy: number; specializing: number }> = {};
     for (const i of this.instances.values()) {
       byState[i.state]++;
-      if (i.fn && (i.state === "idle" || i.state === "busy")) {
-        const f = byFunction[i.fn.name] ?? { idle: 0, busy: 0 };
+      if (i.fn && (i.state === "idle" || i.state === "busy" || i.state === "specializing")) {
+        const f = functions[i.fn.name] ?? { idle: 0, busy: 0, specializing: 0 };
         f[i.state]++;
-        byFunction[i.fn.name] = f;
+        functions[i.fn.name] = f;
       }
     }
+    const traffic: Record<string, { callsPerSecond: number; serviceMs: number | null; target: number }> = {};
+    for (const [name, t] of this.traffic.functions()) {
+      const rate = t.arrivals.rate(now);
+      traffic[name] = {
+        callsPerSecond: rate,
+        serviceMs: t.serviceMs.get() ?? null,
+        target: functionTarget(this.deps.config, rate, t.serviceMs.get()),
+      };
+    }
     for (const [state, n] of Object.entries(byState)) this.deps.metrics.instances.set({ state }, n);
+    const genericGoal = this.currentGenericTarget();
+    this.deps.metrics.genericTarget.set(genericGoal);
+    this.deps.metrics.memoryReserved.set(this.live * this.deps.config.instanceMemoryMiB * 1024 * 1024);
     return {
       baseVersion: this.deps.base.version,
       driver: this.deps.driver.kind,
-      config: this.deps.config,
       instances: byState,
       total: this.live,
       queued: this.waiters.length,
-      functions: byFunction,
+      functions,
+      targets: {
+        generic: genericGoal,
+        capacity: this.capacity,
+        functionMax: functionMax(this.deps.config),
+      },
+      measured: {
+        callsPerSecond: this.traffic.arrivals.rate(now),
+        missesPerSecond: this.traffic.misses.rate(now),
+        startMs: this.traffic.startMs.get() ?? null,
+        specializeMs: this.traffic.specializeMs.get() ?? null,
+        functions: traffic,
+      },
+      memory: {
+        budgetMiB: this.deps.config.memoryBudgetMiB,
+        reservedMiB: this.live * this.deps.config.instanceMemoryMiB,
+      },
+      config: this.deps.config,
     };
   }
 

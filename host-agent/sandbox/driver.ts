@@ -69,6 +69,8 @@ export interface SandboxInstance {
   attachCode(code: CodeArtifact): Promise<void>;
   /** End the instance and free every host resource it held. Idempotent. */
   destroy(reason: string): Promise<void>;
+  /** Memory the instance uses now, bytes, where the driver can measure it (cgroup accounting). */
+  memoryBytes?(): Promise<number>;
 }
 
 /** A host prerequisite that is missing, with the exact command that fixes it. */

@@ -31,7 +31,21 @@ function makePool(config: Partial<PoolConfig> = {}) {
     driver,
     base: BASE,
     limits: LIMITS,
-    config: { genericTarget: 2, maxInstances: 4, maxStarting: 2, idleTtlMs: 60_000, ...config },
+    config: {
+      genericMin: 2,
+      genericMax: 2,
+      maxInstances: 4,
+      maxStarting: 2,
+      idleTtlMs: 60_000,
+      memoryBudgetMiB: 1 << 20,
+      instanceMemoryMiB: 128,
+      functionShare: 1,
+      headroom: 0.5,
+      queueTargetMs: 250,
+      defaultServiceMs: 25,
+      defaultStartMs: 250,
+      ...config,
+    },
     clock,
     log: pino({ level: "silent" }),
     metrics: createMetrics(),
@@ -43,7 +57,7 @@ function makePool(config: Partial<PoolConfig> = {}) {
 
 describe("warm pool", () => {
   it("starts the generic pool ahead of any call, up to its target", async () => {
-    const { pool, driver } = makePool({ genericTarget: 2 });
+    const { pool, driver } = makePool({ genericMin: 2, genericMax: 2 });
     pool.start();
     await settle();
     assert.equal(driver.started.length, 2);
@@ -51,7 +65,7 @@ describe("warm pool", () => {
   });
 
   it("specializes a generic instance on a function's first call, then reuses it (warm)", async () => {
-    const { pool, driver, clock } = makePool({ genericTarget: 1 });
+    const { pool, driver, clock } = makePool({ genericMin: 1, genericMax: 1 });
     pool.start();
     await settle();
     const first = await pool.acquire(code("a"), clock.now() + 1000);
@@ -67,7 +81,8 @@ describe("warm pool", () => {
   });
 
   it("serves one call at a time per instance: a second concurrent call gets another instance", async () => {
-    const { pool, clock } = makePool({ genericTarget: 2 });
+    // Calls that take longer than the queue target never wait for a busy instance.
+    const { pool, clock } = makePool({ genericMin: 2, genericMax: 2, defaultServiceMs: 1000 });
     pool.start();
     await settle();
     const a = await pool.acquire(code("a"), clock.now() + 1000);
@@ -76,7 +91,7 @@ describe("warm pool", () => {
   });
 
   it("does not hand out an instance holding other code of the same function (redeploy)", async () => {
-    const { pool, clock } = makePool({ genericTarget: 1 });
+    const { pool, clock } = makePool({ genericMin: 1, genericMax: 1 });
     pool.start();
     await settle();
     const old = await pool.acquire(code("a", "v1"), clock.now() + 1000);
@@ -92,7 +107,7 @@ describe("warm pool", () => {
   });
 
   it("stops an idle specialized instance after its TTL, not before", async () => {
-    const { pool, clock } = makePool({ genericTarget: 0, idleTtlMs: 60_000 });
+    const { pool, clock } = makePool({ genericMin: 0, genericMax: 0, idleTtlMs: 60_000 });
     const lease = await pool.acquire(code("a"), clock.now() + 1000);
     assert.equal(lease.acquired, "cold");
     pool.release(lease, true);
@@ -106,7 +121,7 @@ describe("warm pool", () => {
   });
 
   it("queues a call when every instance is busy and serves it when one is released", async () => {
-    const { pool, clock } = makePool({ genericTarget: 0, maxInstances: 1 });
+    const { pool, clock } = makePool({ genericMin: 0, genericMax: 0, maxInstances: 1 });
     const busy = await pool.acquire(code("a"), clock.now() + 5000);
     const waiting = pool.acquire(code("a"), clock.now() + 5000);
     await settle();
@@ -118,7 +133,7 @@ describe("warm pool", () => {
   });
 
   it("rejects a queued call with PoolBusyError once its deadline passes", async () => {
-    const { pool, clock } = makePool({ genericTarget: 0, maxInstances: 1 });
+    const { pool, clock } = makePool({ genericMin: 0, genericMax: 0, maxInstances: 1 });
     await pool.acquire(code("a"), clock.now() + 5000);
     const waiting = pool.acquire(code("b"), clock.now() + 2000);
     await settle();
@@ -131,7 +146,7 @@ describe("warm pool", () => {
   });
 
   it("makes room for another function by stopping the least recently used idle instance", async () => {
-    const { pool, clock } = makePool({ genericTarget: 0, maxInstances: 2 });
+    const { pool, clock } = makePool({ genericMin: 0, genericMax: 0, maxInstances: 2 });
     const a = await pool.acquire(code("a"), clock.now() + 1000);
     pool.release(a, true);
     clock.advance(10);
@@ -148,7 +163,7 @@ describe("warm pool", () => {
   });
 
   it("stops an instance whose call failed instead of reusing it", async () => {
-    const { pool, clock } = makePool({ genericTarget: 0 });
+    const { pool, clock } = makePool({ genericMin: 0, genericMax: 0 });
     const lease = await pool.acquire(code("a"), clock.now() + 1000);
     pool.release(lease, false);
     await settle();
@@ -161,7 +176,7 @@ describe("warm pool", () => {
   });
 
   it("turns a module that fails to load into FunctionLoadError and drops the instance", async () => {
-    const { pool, clock, driver } = makePool({ genericTarget: 1 });
+    const { pool, clock, driver } = makePool({ genericMin: 1, genericMax: 1 });
     pool.start();
     await settle();
     driver.brokenFunctions.add("bad");
@@ -171,7 +186,7 @@ describe("warm pool", () => {
   });
 
   it("replaces a generic instance that dies on its own", async () => {
-    const { pool, driver } = makePool({ genericTarget: 1 });
+    const { pool, driver } = makePool({ genericMin: 1, genericMax: 1 });
     pool.start();
     await settle();
     driver.started[0]!.crash("segfault");
@@ -181,7 +196,7 @@ describe("warm pool", () => {
   });
 
   it("backs off refilling while starts fail, then recovers", async () => {
-    const { pool, driver, clock } = makePool({ genericTarget: 1 });
+    const { pool, driver, clock } = makePool({ genericMin: 1, genericMax: 1 });
     driver.failStarts = true;
     pool.start();
     await settle();
@@ -196,12 +211,17 @@ describe("warm pool", () => {
   });
 
   it("never starts more than maxStarting instances at once", async () => {
-    const { pool, driver, clock } = makePool({ genericTarget: 0, maxStarting: 2, maxInstances: 10 });
+    const { pool, driver, clock } = makePool({
+      genericMin: 0,
+      genericMax: 0,
+      maxStarting: 2,
+      maxInstances: 10,
+    });
     let open!: () => void;
     driver.gate = new Promise((r) => {
       open = r;
     });
-    const calls = [1, 2, 3, 4].map(() => pool.acquire(code("a"), clock.now() + 10_000));
+    const calls = ["a", "b", "c", "d"].map((name) => pool.acquire(code(name), clock.now() + 10_000));
     await settle();
     assert.equal(pool.snapshot().instances.starting, 2);
     driver.gate = undefined;
@@ -211,5 +231,143 @@ describe("warm pool", () => {
     for (const l of leases) pool.release(l, true);
     const rest = await Promise.all(calls.slice(2));
     assert.equal(rest.length, 2);
+  });
+});
+
+describe("warm pool policy", () => {
+  it("a burst of first calls to one new function shares the instances being prepared instead of starting one each", async () => {
+    const { pool, clock, driver } = makePool({
+      genericMin: 0,
+      genericMax: 0,
+      maxInstances: 20,
+      maxStarting: 20,
+    });
+    const calls = Array.from({ length: 10 }, () => pool.acquire(code("burst"), clock.now() + 30_000));
+    await settle();
+    assert.equal(driver.started.length, 1, "one instance is prepared for ten calls of a fast function");
+    const served: string[] = [];
+    for (const call of calls) {
+      const lease = await call;
+      served.push(lease.instance.id);
+      clock.advance(5);
+      pool.release(lease, true);
+    }
+    assert.equal(new Set(served).size, 1);
+  });
+
+  it("starts more instances for a burst once the function is measured slow", async () => {
+    const { pool, clock, driver } = makePool({
+      genericMin: 0,
+      genericMax: 0,
+      maxInstances: 20,
+      maxStarting: 20,
+      queueTargetMs: 250,
+    });
+    // Teach the pool that calls of "slow" take 100 ms: then at most 2 calls may queue behind one instance.
+    const first = await pool.acquire(code("slow"), clock.now() + 30_000);
+    clock.advance(100);
+    pool.release(first, true);
+    const busy = await pool.acquire(code("slow"), clock.now() + 30_000);
+    assert.equal(busy.instance.id, first.instance.id);
+    const calls = Array.from({ length: 6 }, () => pool.acquire(code("slow"), clock.now() + 30_000));
+    await settle();
+    assert.equal(driver.started.length, 3, "6 queued calls at 2 per instance: 2 more instances, not 6");
+    pool.release(busy, true);
+    for (const c of calls) pool.release(await c, true);
+  });
+
+  it("keeps one hot function to its share of the host", async () => {
+    const { pool, clock, driver } = makePool({
+      genericMin: 0,
+      genericMax: 0,
+      maxInstances: 4,
+      maxStarting: 4,
+      functionShare: 0.5,
+      defaultServiceMs: 1000,
+    });
+    const hot = [
+      await pool.acquire(code("hot"), clock.now() + 1000),
+      await pool.acquire(code("hot"), clock.now() + 1000),
+    ];
+    const third = pool.acquire(code("hot"), clock.now() + 1000);
+    await settle();
+    assert.equal(driver.started.length, 2, "the hot function holds at most half of 4 instances");
+    const other = await pool.acquire(code("other"), clock.now() + 1000);
+    assert.equal(other.acquired, "cold", "another function still gets an instance");
+    pool.release(hot[0]!, true);
+    assert.equal(
+      (await third).instance.id,
+      hot[0]!.instance.id,
+      "the hot function's extra call waited for its own",
+    );
+  });
+
+  it("derives the host's capacity from the memory budget", async () => {
+    const { pool, clock } = makePool({
+      genericMin: 0,
+      genericMax: 0,
+      maxInstances: 10,
+      memoryBudgetMiB: 256,
+      instanceMemoryMiB: 128,
+      defaultServiceMs: 1000,
+    });
+    await pool.acquire(code("a"), clock.now() + 1000);
+    await pool.acquire(code("b"), clock.now() + 1000);
+    const third = pool.acquire(code("c"), clock.now() + 500);
+    await settle();
+    clock.advance(500);
+    await assert.rejects(third, PoolBusyError);
+    assert.deepEqual(pool.snapshot().targets, { generic: 0, capacity: 2, functionMax: 2 });
+  });
+
+  it("grows the generic pool with the measured miss rate and start time, within its bounds", async () => {
+    const { pool, clock, driver } = makePool({
+      genericMin: 1,
+      genericMax: 6,
+      maxInstances: 20,
+      maxStarting: 20,
+      headroom: 0,
+    });
+    pool.start();
+    await settle();
+    assert.equal(pool.snapshot().targets.generic, 1);
+    // 40 first calls to distinct functions within one second, starts measured at 0 ms by the fake clock:
+    // teach a start time by delaying the fake starts with the clock.
+    for (let i = 0; i < 40; i++) {
+      const lease = await pool.acquire(code(`f${i}`), clock.now() + 1000);
+      pool.release(lease, true);
+    }
+    for (let i = 0; i < 20; i++) pool.traffic.startMs.add(1000);
+    const target = pool.snapshot().targets.generic;
+    // 40 misses over a 10 s window = 4/s; start time averaged towards 1 s: target grows above the minimum.
+    assert.ok(target > 1 && target <= 6, `generic target ${target}`);
+    assert.ok(driver.started.length > 1);
+  });
+
+  it("prewarms another specialized instance when a function's load needs it", async () => {
+    const { pool, clock, driver } = makePool({
+      genericMin: 1,
+      genericMax: 3,
+      maxInstances: 10,
+      maxStarting: 10,
+      headroom: 1,
+    });
+    pool.start();
+    await settle();
+    // One call teaches a 100 ms service time; then 20 arrivals a second need 2 instances (4 with headroom 1).
+    const first = await pool.acquire(code("busy"), clock.now() + 1000);
+    clock.advance(100);
+    pool.release(first, true);
+    pool.traffic.fn("busy").arrivals.record(clock.now(), 200);
+    for (let i = 0; i < 3; i++) {
+      const lease = await pool.acquire(code("busy"), clock.now() + 1000);
+      pool.release(lease, true);
+      await settle();
+    }
+    const fns = pool.snapshot().functions as Record<string, { idle: number }>;
+    assert.ok(
+      (fns.busy?.idle ?? 0) >= 2,
+      `prewarmed instances: ${JSON.stringify(fns.busy)} of ${driver.started.length} started`,
+    );
   });
 });

@@ -54,6 +54,8 @@ export class ProcessDriver implements SandboxDriver {
   private readonly instancesDir: string;
   private readonly live = new Map<string, ProcessInstance>();
   private readonly usedUids = new Set<number>();
+  /** Base roots already checked to be reachable by the jails' uids. */
+  private readonly checkedRoots = new Set<string>();
   private readonly isRoot = process.getuid?.() === 0;
   private cgroups: CgroupMode = { version: 0, why: "not detected yet" };
   private readonly cgroupScope: string;
@@ -117,6 +119,14 @@ export class ProcessDriver implements SandboxDriver {
   async start(spec: InstanceSpec): Promise<SandboxInstance> {
     const base = spec.base as InstanceSpec["base"] & { rootDir?: string };
     const rootDir = base.rootDir ?? path.join(base.dir, "root");
+    if (this.isRoot && !this.checkedRoots.has(rootDir)) {
+      try {
+        await assertTraversable(path.join(rootDir, "node"));
+      } catch (err) {
+        throw new SandboxStartError((err as Error).message, spec.id);
+      }
+      this.checkedRoots.add(rootDir);
+    }
     const dir = path.join(this.instancesDir, spec.id);
     const codeDir = path.join(dir, "code");
     const runDir = path.join(dir, "run");

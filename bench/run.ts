@@ -1,0 +1,372 @@
+/**
+ * The benchmark suite (`npm run bench`): every figure is measured in this one run on this machine, and
+ * the agent's figures are given against a baseline from the same run. Prints a table and writes JSON to
+ * bench/results/. Needs root and bubblewrap (the process sandbox jails); says so and exits otherwise.
+ *
+ *   npm run bench [-- --seconds 5 --quick]
+ */
+import { spawn } from "node:child_process";
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { cpus, tmpdir, totalmem } from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { parseArgs } from "node:util";
+import { buildRuntime } from "../guest-images/runtime/build.ts";
+import { packFunction } from "../host-agent/cli/pack.ts";
+import { systemClock } from "../host-agent/clock.ts";
+import { GuestClient } from "../host-agent/guest/client.ts";
+import { unpackBundle } from "../host-agent/registry/bundle.ts";
+import { LocalRegistryBackend } from "../host-agent/registry/local-backend.ts";
+import { Registry } from "../host-agent/registry/registry.ts";
+import { findOnPath } from "../host-agent/sandbox/process/preflight.ts";
+import { type LoadResult, runLoad, timeFirstByte } from "./lib/load.ts";
+import {
+  type AgentProcess,
+  metric,
+  REPO_ROOT,
+  startAgent,
+  startBaseline,
+  stopChild,
+} from "./lib/processes.ts";
+import { HELLO_WORLD_CALL, percentile } from "./rtt-stats.ts";
+
+const { values: args } = parseArgs({
+  options: { seconds: { type: "string", default: "5" }, quick: { type: "boolean", default: false } },
+});
+const SECONDS = Number(args.seconds);
+const QUICK = args.quick === true;
+
+interface Summary {
+  readonly n: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+}
+const summary = (samples: number[]): Summary => ({
+  n: samples.length,
+  p50Ms: percentile(samples, 50),
+  p99Ms: percentile(samples, 99),
+});
+const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const LIMITS = { maxBundleBytes: 50 << 20, maxUnpackedBytes: 250 << 20, maxFiles: 10_000 };
+const POOL_ENV = { FAAS_POOL_MAX_INSTANCES: "48", FAAS_INSTANCE_MEMORY_MIB: "128", FAAS_IDLE_TTL_MS: "1000" };
+
+function log(line: string): void {
+  process.stderr.write(`bench: ${line}\n`);
+}
+
+/** A bare `node` start of the guest runtime: spawn -> ready -> load hello-world -> first answer. */
+async function bareStart(
+  runtimeJs: string,
+  blob: string | undefined,
+  codeDir: string,
+  work: string,
+  i: number,
+): Promise<number> {
+  const sock = path.join(work, `bare-${i}.sock`);
+  const t0 = performance.now();
+  const argv = blob
+    ? ["--snapshot-blob", blob, "--", "--listen", `unix:${sock}`, "--code", codeDir]
+    : [runtimeJs, "--listen", `unix:${sock}`, "--code", codeDir];
+  const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "ignore"] });
+  await new Promise<void>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on("line", (l) => {
+      if (l.includes('"ready"')) resolve();
+    });
+    child.once("exit", () => reject(new Error("runtime exited")));
+  });
+  const client = new GuestClient({ kind: "unix", socketPath: sock });
+  await client.load({ functionName: "hello-world", entry: "index.js" });
+  const res = await client.forward({
+    method: "POST",
+    path: "/hello-world",
+    headers: {},
+    body: Buffer.from(HELLO_WORLD_CALL),
+    signal: AbortSignal.timeout(10_000),
+    maxResponseBytes: 1 << 20,
+  });
+  const ms = performance.now() - t0;
+  if (res.status !== 200) throw new Error(`bare runtime answered ${res.status}`);
+  await client.close();
+  child.kill("SIGKILL");
+  return ms;
+}
+
+async function deploy(agent: AgentProcess, name: string, bundle: Buffer): Promise<void> {
+  const res = await agent.adminCall("PUT", `/v1/functions/${name}`, bundle);
+  if (res.status >= 300) throw new Error(`deploy ${name}: ${res.status} ${res.text}`);
+}
+
+async function poolState(agent: AgentProcess): Promise<{ instances: Record<string, number> }> {
+  return JSON.parse((await agent.adminCall("GET", "/v1/pool")).text) as { instances: Record<string, number> };
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await check()) return true;
+    await sleep(20);
+  }
+  return false;
+}
+
+/** Waits until every specialized instance stopped (idle TTL): the functions are "never called" again. */
+async function waitScaledToZero(agent: AgentProcess): Promise<void> {
+  await waitFor(async () => {
+    const s = await poolState(agent);
+    return (s.instances.idle ?? 0) + (s.instances.busy ?? 0) + (s.instances.specializing ?? 0) === 0;
+  }, 15_000);
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0 || !findOnPath("bwrap")) {
+    console.log("bench: needs root and bubblewrap (the process sandbox's jails); nothing measured");
+    return;
+  }
+  const work = await mkdtemp(path.join(tmpdir(), "faas-bench-"));
+  // The jails' uids must traverse it to reach the shared base.
+  await chmod(work, 0o711);
+  const baseDir = path.join(work, "bases");
+  const results: Record<string, unknown> = {
+    machine: {
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model,
+      memoryGiB: round(totalmem() / 2 ** 30, 1),
+      node: process.version,
+    },
+    date: new Date().toISOString(),
+    seconds: SECONDS,
+  };
+  const hello = await packFunction(path.join(REPO_ROOT, "examples", "hello-world"));
+  try {
+    // 1. Bare starts of the guest runtime, the yardstick for cold starts.
+    log("bare node starts of the guest runtime");
+    const runtime = await buildRuntime(path.join(work, "runtime"));
+    const helloDir = path.join(work, "hello-code");
+    await unpackBundle(hello, helloDir, LIMITS);
+    const runs = QUICK ? 5 : 20;
+    const bare: number[] = [];
+    const fromSnapshot: number[] = [];
+    for (let i = 0; i < runs; i++)
+      bare.push(await bareStart(runtime.bundlePath, undefined, helloDir, work, i));
+    for (let i = 0; i < runs; i++)
+      fromSnapshot.push(await bareStart(runtime.bundlePath, runtime.snapshotPath, helloDir, work, 100 + i));
+    results.bareNodeStart = summary(bare);
+    results.bareSnapshotStart = summary(fromSnapshot);
+
+    // 2. Baseline server: warm calls in-process.
+    log("baseline server");
+    const baseline = await startBaseline();
+    await runLoad(baseline.origin, "/hello-world", HELLO_WORLD_CALL, 4, 1);
+    const base1 = await runLoad(baseline.origin, "/hello-world", HELLO_WORLD_CALL, 1, SECONDS);
+    const base16 = await runLoad(baseline.origin, "/hello-world", HELLO_WORLD_CALL, 16, SECONDS);
+    await stopChild(baseline.child);
+
+    // 3. Warm calls through the agent.
+    log("warm calls through the agent");
+    const agentA = await startAgent({ FAAS_BASE_DIR: baseDir });
+    await deploy(agentA, "hello-world", hello);
+    await runLoad(agentA.origin, "/hello-world", HELLO_WORLD_CALL, 16, 1);
+    const warm1 = await runLoad(agentA.origin, "/hello-world", HELLO_WORLD_CALL, 1, SECONDS);
+    const warm16 = await runLoad(agentA.origin, "/hello-world", HELLO_WORLD_CALL, 16, SECONDS);
+    await stopChild(agentA.child);
+    const warmRow = (b: LoadResult, a: LoadResult) => ({
+      baselineRps: round(b.rps, 0),
+      agentRps: round(a.rps, 0),
+      throughputRatio: round(a.rps / b.rps),
+      baselineP50Ms: round(b.p50Ms, 3),
+      agentP50Ms: round(a.p50Ms, 3),
+      addedP50Ms: round(a.p50Ms - b.p50Ms, 3),
+      baselineP99Ms: round(b.p99Ms, 3),
+      agentP99Ms: round(a.p99Ms, 3),
+      addedP99Ms: round(a.p99Ms - b.p99Ms, 3),
+      errors: a.errors,
+    });
+    results.warm = { c1: warmRow(base1, warm1), c16: warmRow(base16, warm16) };
+
+    // 4. First call of never-called functions while the generic pool is warm.
+    log("first calls with a warm generic pool");
+    const fnCount = QUICK ? 10 : 50;
+    const agentB = await startAgent({
+      ...POOL_ENV,
+      FAAS_BASE_DIR: baseDir,
+      FAAS_POOL_GENERIC: "4",
+      FAAS_POOL_GENERIC_MAX: "8",
+    });
+    for (let i = 0; i < fnCount; i++) await deploy(agentB, `fn-${i}`, hello);
+    await waitScaledToZero(agentB);
+    const warmGeneric: number[] = [];
+    let misses = 0;
+    for (let i = 0; i < fnCount; i++) {
+      await waitFor(async () => ((await poolState(agentB)).instances.generic ?? 0) >= 2, 5_000);
+      const { ms, status } = await timeFirstByte(agentB.origin, `/fn-${i}`, HELLO_WORLD_CALL);
+      if (status !== 200) misses++;
+      warmGeneric.push(ms);
+    }
+    results.firstCallWarmPool = { ...summary(warmGeneric), errors: misses, functions: fnCount };
+    await stopChild(agentB.child);
+
+    // 5. First call with an empty pool (every call starts an instance).
+    log("first calls with an empty pool");
+    const coldCount = QUICK ? 5 : 20;
+    const agentC = await startAgent({
+      ...POOL_ENV,
+      FAAS_BASE_DIR: baseDir,
+      FAAS_POOL_GENERIC: "0",
+      FAAS_POOL_GENERIC_MAX: "0",
+    });
+    for (let i = 0; i < coldCount; i++) await deploy(agentC, `cold-${i}`, hello);
+    await waitScaledToZero(agentC);
+    const cold: number[] = [];
+    let coldErrors = 0;
+    for (let i = 0; i < coldCount; i++) {
+      const { ms, status } = await timeFirstByte(agentC.origin, `/cold-${i}`, HELLO_WORLD_CALL);
+      if (status !== 200) coldErrors++;
+      cold.push(ms);
+    }
+    const coldSummary = summary(cold);
+    results.firstCallEmptyPool = {
+      ...coldSummary,
+      errors: coldErrors,
+      ratioToBareNodeStart: round(coldSummary.p50Ms / percentile(bare, 50)),
+    };
+    await stopChild(agentC.child);
+
+    // 6. Burst: 200 simultaneous first calls over 20 new functions.
+    log("burst");
+    const burstFns = 20;
+    const perFn = QUICK ? 5 : 10;
+    const agentD = await startAgent({
+      ...POOL_ENV,
+      FAAS_BASE_DIR: baseDir,
+      FAAS_POOL_GENERIC: "2",
+      FAAS_POOL_MAX_STARTING: "8",
+    });
+    for (let i = 0; i < burstFns; i++) await deploy(agentD, `burst-${i}`, hello);
+    await waitScaledToZero(agentD);
+    const startsBefore = await metric(agentD, "faas_instance_starts_total", 'result="ok"');
+    const calls: Array<Promise<{ ms: number; status: number }>> = [];
+    for (let k = 0; k < perFn; k++) {
+      for (let i = 0; i < burstFns; i++)
+        calls.push(timeFirstByte(agentD.origin, `/burst-${i}`, HELLO_WORLD_CALL));
+    }
+    const burst = await Promise.all(calls.map((c) => c.catch(() => ({ ms: Number.NaN, status: 0 }))));
+    const startsAfter = await metric(agentD, "faas_instance_starts_total", 'result="ok"');
+    const specialized = await metric(agentD, "faas_pool_acquire_total", 'result="generic"');
+    const coldStarted = await metric(agentD, "faas_pool_acquire_total", 'result="cold"');
+    results.burst = {
+      calls: burst.length,
+      functions: burstFns,
+      errors: burst.filter((b) => b.status !== 200).length,
+      ...summary(burst.filter((b) => b.status === 200).map((b) => b.ms)),
+      instancesStarted: startsAfter - startsBefore,
+      instancesSpecializedForCalls: specialized + coldStarted,
+      concurrencyNeeded: burstFns,
+    };
+    await stopChild(agentD.child);
+
+    // 7. Warm-call overhead with 10,000 registered functions against 1.
+    log("10,000 registered functions");
+    const manyState = await mkdtemp(path.join(tmpdir(), "faas-bench-many-"));
+    const registry = new Registry(
+      new LocalRegistryBackend(manyState),
+      path.join(manyState, "code"),
+      LIMITS,
+      systemClock,
+    );
+    await registry.init();
+    const prepared = await registry.prepare("hello-world", hello);
+    await registry.commit(prepared);
+    const backend = new LocalRegistryBackend(manyState);
+    const total = QUICK ? 1000 : 10_000;
+    for (let i = 1; i < total; i++) {
+      await backend.putRecord({ ...prepared.record, name: `f-${String(i).padStart(5, "0")}` });
+    }
+    const agentE = await startAgent({ FAAS_BASE_DIR: baseDir }, manyState);
+    await runLoad(agentE.origin, "/hello-world", HELLO_WORLD_CALL, 16, 1);
+    const many1 = await runLoad(agentE.origin, "/hello-world", HELLO_WORLD_CALL, 1, SECONDS);
+    await stopChild(agentE.child);
+    await rm(manyState, { recursive: true, force: true });
+    const overhead1 = warm1.p50Ms - base1.p50Ms;
+    const overheadMany = many1.p50Ms - base1.p50Ms;
+    results.scale = {
+      functions: total,
+      oneFunctionP50Ms: round(warm1.p50Ms, 3),
+      manyFunctionsP50Ms: round(many1.p50Ms, 3),
+      overheadOneMs: round(overhead1, 3),
+      overheadManyMs: round(overheadMany, 3),
+      overheadRatio: round(overheadMany / overhead1),
+      manyFunctionsRps: round(many1.rps, 0),
+    };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+
+  const outDir = path.join(REPO_ROOT, "bench", "results");
+  await mkdir(outDir, { recursive: true });
+  const file = path.join(outDir, `${(results.date as string).replace(/[:.]/g, "-")}.json`);
+  await writeFile(file, `${JSON.stringify(results, null, 2)}\n`);
+  printTable(results);
+  console.log(`\nresults: ${path.relative(process.cwd(), file)}`);
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: the results object is plain JSON built above.
+function printTable(r: Record<string, any>): void {
+  const rows: Array<[string, string, string]> = [
+    [
+      "bare node start of the runtime (spawn..first answer)",
+      `p50 ${r.bareNodeStart.p50Ms.toFixed(1)} ms`,
+      `p99 ${r.bareNodeStart.p99Ms.toFixed(1)} ms`,
+    ],
+    [
+      "same, from the V8 startup snapshot",
+      `p50 ${r.bareSnapshotStart.p50Ms.toFixed(1)} ms`,
+      `p99 ${r.bareSnapshotStart.p99Ms.toFixed(1)} ms`,
+    ],
+    [
+      "warm c=1: agent / baseline throughput",
+      `${r.warm.c1.throughputRatio} x (${r.warm.c1.agentRps} / ${r.warm.c1.baselineRps} rps)`,
+      `added p50 ${r.warm.c1.addedP50Ms} ms, p99 ${r.warm.c1.addedP99Ms} ms`,
+    ],
+    [
+      "warm c=16: agent / baseline throughput",
+      `${r.warm.c16.throughputRatio} x (${r.warm.c16.agentRps} / ${r.warm.c16.baselineRps} rps)`,
+      `added p50 ${r.warm.c16.addedP50Ms} ms, p99 ${r.warm.c16.addedP99Ms} ms`,
+    ],
+    [
+      `first call, warm generic pool (${r.firstCallWarmPool.functions} fns)`,
+      `p50 ${r.firstCallWarmPool.p50Ms.toFixed(2)} ms`,
+      `p99 ${r.firstCallWarmPool.p99Ms.toFixed(2)} ms, errors ${r.firstCallWarmPool.errors}`,
+    ],
+    [
+      "first call, empty pool",
+      `p50 ${r.firstCallEmptyPool.p50Ms.toFixed(1)} ms`,
+      `p99 ${r.firstCallEmptyPool.p99Ms.toFixed(1)} ms, ${r.firstCallEmptyPool.ratioToBareNodeStart} x bare node start`,
+    ],
+    [
+      `burst: ${r.burst.calls} calls over ${r.burst.functions} new fns`,
+      `errors ${r.burst.errors}, p50 ${r.burst.p50Ms.toFixed(1)} ms, p99 ${r.burst.p99Ms.toFixed(1)} ms`,
+      `instances started ${r.burst.instancesStarted}, specialized ${r.burst.instancesSpecializedForCalls} (needed ${r.burst.concurrencyNeeded})`,
+    ],
+    [
+      `scale: ${r.scale.functions} functions vs 1`,
+      `overhead p50 ${r.scale.overheadManyMs} ms vs ${r.scale.overheadOneMs} ms`,
+      `ratio ${r.scale.overheadRatio}`,
+    ],
+  ];
+  const w0 = Math.max(...rows.map((x) => x[0].length));
+  const w1 = Math.max(...rows.map((x) => x[1].length));
+  console.log(
+    `\nmachine: ${r.machine.cpus} x ${r.machine.cpuModel}, ${r.machine.memoryGiB} GiB, node ${r.machine.node}`,
+  );
+  for (const [a, b, c] of rows) console.log(`${a.padEnd(w0)}  ${b.padEnd(w1)}  ${c}`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(`bench: failed: ${(err as Error).stack ?? err}`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,65 @@
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+
+/** The seed's hello-world, as a Lambda handler behind a function URL, for round-trip comparisons. */
+export const HELLO_WORLD_HANDLER = `export const handler = async () => ({
+  statusCode: 200,
+  headers: { "content-type": "application/json" },
+  body: JSON.stringify({ jsonrpc: "2.0", result: "Hello world!", error: null, id: 1 }),
+});
+`;
+
+export interface BenchmarkLambdaArgs {
+  /** Memory of the Lambda, MiB; match the platform's per-VM memory for a fair comparison. Default 256. */
+  memoryMiB?: pulumi.Input<number>;
+}
+
+/** An AWS Lambda hello-world with a public function URL, deployed beside the platform for `bench:rtt`. */
+export class BenchmarkLambda extends pulumi.ComponentResource {
+  public readonly functionUrl: pulumi.Output<string>;
+  public readonly functionName: pulumi.Output<string>;
+
+  constructor(name: string, args: BenchmarkLambdaArgs = {}, opts?: pulumi.ComponentResourceOptions) {
+    super("snapfaas:index:BenchmarkLambda", name, {}, opts);
+    const role = new aws.iam.Role(
+      `${name}-role`,
+      {
+        assumeRolePolicy: JSON.stringify({
+          Version: "2012-10-17",
+          Statement: [
+            { Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole" },
+          ],
+        }),
+      },
+      { parent: this },
+    );
+    const logs = new aws.iam.RolePolicyAttachment(
+      `${name}-logs`,
+      { role: role.name, policyArn: "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole" },
+      { parent: this },
+    );
+    const fn = new aws.lambda.Function(
+      `${name}-function`,
+      {
+        role: role.arn,
+        runtime: "nodejs20.x",
+        handler: "index.handler",
+        architectures: ["x86_64"],
+        memorySize: args.memoryMiB ?? 256,
+        timeout: 10,
+        code: new pulumi.asset.AssetArchive({
+          "index.mjs": new pulumi.asset.StringAsset(HELLO_WORLD_HANDLER),
+        }),
+      },
+      { parent: this, dependsOn: [logs] },
+    );
+    const url = new aws.lambda.FunctionUrl(
+      `${name}-url`,
+      { functionName: fn.name, authorizationType: "NONE" },
+      { parent: this },
+    );
+    this.functionUrl = url.functionUrl;
+    this.functionName = fn.name;
+    this.registerOutputs({ functionUrl: this.functionUrl, functionName: this.functionName });
+  }
+}

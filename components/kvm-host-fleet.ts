@@ -1,0 +1,306 @@
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import { checkKvmInstanceType } from "./instance-types.ts";
+import { ADMIN_PORT, DATA_PORT } from "./network.ts";
+import { renderHostUserData } from "./user-data.ts";
+
+export const METRIC_NAMESPACE = "SnapFaaS";
+export const POOL_UTILIZATION_METRIC = "PoolUtilization";
+/** Jailed VMs run as uids from here on, far above login and system accounts. */
+export const JAILER_UID_START = 200000;
+
+export interface KvmHostFleetArgs {
+  /** Known at construction, because it decides whether the fleet can run Firecracker at all. */
+  instanceType: string;
+  /** c8i/m8i/r8i only: expose KVM through nested virtualization. Default false. */
+  nestedVirtualization?: boolean;
+  /** Amazon Linux 2023 x86_64 AMI. */
+  amiId: pulumi.Input<string>;
+  region: pulumi.Input<string>;
+  /** Private subnets in two or more zones. */
+  subnetIds: pulumi.Input<pulumi.Input<string>[]>;
+  securityGroupIds: pulumi.Input<pulumi.Input<string>[]>;
+  targetGroupArns: pulumi.Input<pulumi.Input<string>[]>;
+  bucketName: pulumi.Input<string>;
+  bucketArn: pulumi.Input<string>;
+  /** Key prefix of the function registry (records and bundles) in the bucket. Default "functions/". */
+  registryPrefix?: string;
+  releaseParameterName: pulumi.Input<string>;
+  releaseParameterArn: pulumi.Input<string>;
+  releaseVersion: pulumi.Input<string>;
+  firecrackerVersion: pulumi.Input<string>;
+  firecrackerTarballSha256?: pulumi.Input<string>;
+  minHosts: pulumi.Input<number>;
+  maxHosts: pulumi.Input<number>;
+  desiredHosts: pulumi.Input<number>;
+  rootVolumeGiB?: pulumi.Input<number>;
+  /** PoolUtilization (percent of pool slots busy) the group steers towards. Default 70. */
+  targetPoolUtilizationPercent?: pulumi.Input<number>;
+  /** Seconds a host scheduled for scale-in may drain. Default 300. */
+  drainTimeoutSeconds?: pulumi.Input<number>;
+  /** VMs one host may run at once; sizes the jailer uid range and network slots. Default 256. */
+  maxVmsPerHost?: pulumi.Input<number>;
+}
+
+/**
+ * The hosts: a launch template (KVM-capable type, IMDSv2 only, encrypted disk, least-privilege profile,
+ * boot script that installs pinned Firecracker and starts the agent) and an Auto Scaling group that tracks
+ * the agents' PoolUtilization metric, rolls hosts on every template change and lets a host drain on scale-in.
+ */
+export class KvmHostFleet extends pulumi.ComponentResource {
+  public readonly groupName: pulumi.Output<string>;
+  public readonly groupArn: pulumi.Output<string>;
+  public readonly launchTemplateId: pulumi.Output<string>;
+  public readonly roleName: pulumi.Output<string>;
+  public readonly drainHookName: string;
+
+  constructor(name: string, args: KvmHostFleetArgs, opts?: pulumi.ComponentResourceOptions) {
+    validateFleetArgs(args);
+    super("snapfaas:index:KvmHostFleet", name, {}, opts);
+    const registryPrefix = args.registryPrefix ?? "functions/";
+    this.drainHookName = `${name}-drain`;
+
+    const role = new aws.iam.Role(
+      `${name}-role`,
+      {
+        description: "snapfaas host agent",
+        assumeRolePolicy: JSON.stringify({
+          Version: "2012-10-17",
+          Statement: [
+            { Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" },
+          ],
+        }),
+      },
+      { parent: this },
+    );
+    new aws.iam.RolePolicy(
+      `${name}-policy`,
+      {
+        role: role.name,
+        policy: hostPolicyDocument(args.bucketArn, args.releaseParameterArn, registryPrefix),
+      },
+      { parent: this },
+    );
+    const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name }, { parent: this });
+
+    const maxVms = pulumi.output(args.maxVmsPerHost ?? 256);
+    const userData = pulumi
+      .all([
+        args.region,
+        args.firecrackerVersion,
+        args.firecrackerTarballSha256,
+        args.releaseParameterName,
+        args.releaseVersion,
+        args.bucketName,
+        maxVms,
+      ])
+      .apply(([region, firecrackerVersion, sha256, parameterName, releaseVersion, bucketName, vms]) =>
+        Buffer.from(
+          renderHostUserData({
+            region,
+            firecrackerVersion,
+            ...(sha256 === undefined ? {} : { firecrackerTarballSha256: sha256 }),
+            releaseParameterName: parameterName,
+            releaseVersion,
+            bucketName,
+            registryPrefix,
+            dataPort: DATA_PORT,
+            adminPort: ADMIN_PORT,
+            jailerUidStart: JAILER_UID_START,
+            jailerUidCount: vms,
+            networkSlots: vms,
+            slotCidr: "10.200.0.0/16",
+            lifecycleHookName: this.drainHookName,
+            metricNamespace: METRIC_NAMESPACE,
+          }),
+        ).toString("base64"),
+      );
+
+    const launchTemplate = new aws.ec2.LaunchTemplate(
+      `${name}-launch-template`,
+      {
+        description: "snapfaas KVM host",
+        imageId: args.amiId,
+        instanceType: args.instanceType,
+        ...(args.nestedVirtualization ? { cpuOptions: { nestedVirtualization: "enabled" } } : {}),
+        iamInstanceProfile: { arn: profile.arn },
+        vpcSecurityGroupIds: args.securityGroupIds,
+        userData,
+        updateDefaultVersion: true,
+        metadataOptions: {
+          httpEndpoint: "enabled",
+          // IMDSv2 only, and one hop: a guest behind the host's NAT cannot reach the host's credentials.
+          httpTokens: "required",
+          httpPutResponseHopLimit: 1,
+          // The agent reads its group name from the instance tags to complete the drain hook.
+          instanceMetadataTags: "enabled",
+        },
+        blockDeviceMappings: [
+          {
+            deviceName: "/dev/xvda",
+            ebs: {
+              volumeSize: args.rootVolumeGiB ?? 100,
+              volumeType: "gp3",
+              encrypted: "true",
+              deleteOnTermination: "true",
+            },
+          },
+        ],
+        tagSpecifications: [
+          { resourceType: "instance", tags: { Name: `${name}-host`, "snapfaas:role": "kvm-host" } },
+          { resourceType: "volume", tags: { Name: `${name}-host`, "snapfaas:role": "kvm-host" } },
+        ],
+      },
+      { parent: this },
+    );
+
+    const group = new aws.autoscaling.Group(
+      `${name}-group`,
+      {
+        minSize: args.minHosts,
+        maxSize: args.maxHosts,
+        desiredCapacity: args.desiredHosts,
+        vpcZoneIdentifiers: args.subnetIds,
+        targetGroupArns: args.targetGroupArns,
+        // A host failing the load balancer's /healthz check is replaced, not just taken out of rotation.
+        healthCheckType: "ELB",
+        // Metal hosts take minutes to boot and install; do not judge them before that.
+        healthCheckGracePeriod: 900,
+        launchTemplate: { id: launchTemplate.id, version: launchTemplate.latestVersion.apply(String) },
+        instanceRefresh: {
+          strategy: "Rolling",
+          preferences: { minHealthyPercentage: 50, instanceWarmup: "600" },
+        },
+        tags: [{ key: "Name", value: `${name}-host`, propagateAtLaunch: true }],
+      },
+      // Scaling owns the desired count once the group exists.
+      { parent: this, ignoreChanges: ["desiredCapacity"] },
+    );
+
+    new aws.autoscaling.LifecycleHook(
+      `${name}-drain-hook`,
+      {
+        name: this.drainHookName,
+        autoscalingGroupName: group.name,
+        lifecycleTransition: "autoscaling:EC2_INSTANCE_TERMINATING",
+        heartbeatTimeout: args.drainTimeoutSeconds ?? 300,
+        // When the agent never answers, the host goes anyway: a stuck drain must not block scale-in.
+        defaultResult: "CONTINUE",
+      },
+      { parent: this },
+    );
+    new aws.iam.RolePolicy(
+      `${name}-drain-policy`,
+      {
+        role: role.name,
+        policy: group.arn.apply((groupArn) =>
+          JSON.stringify({
+            Version: "2012-10-17",
+            Statement: [
+              {
+                Sid: "CompleteOwnDrain",
+                Effect: "Allow",
+                Action: ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
+                Resource: groupArn,
+              },
+            ],
+          }),
+        ),
+      },
+      { parent: this },
+    );
+    new aws.autoscaling.Policy(
+      `${name}-pool-tracking`,
+      {
+        autoscalingGroupName: group.name,
+        policyType: "TargetTrackingScaling",
+        estimatedInstanceWarmup: 600,
+        targetTrackingConfiguration: {
+          targetValue: args.targetPoolUtilizationPercent ?? 70,
+          customizedMetricSpecification: {
+            namespace: METRIC_NAMESPACE,
+            metricName: POOL_UTILIZATION_METRIC,
+            statistic: "Average",
+            unit: "Percent",
+            metricDimensions: [{ name: "AutoScalingGroupName", value: group.name }],
+          },
+        },
+      },
+      { parent: this },
+    );
+
+    this.groupName = group.name;
+    this.groupArn = group.arn;
+    this.launchTemplateId = launchTemplate.id;
+    this.roleName = role.name;
+    this.registerOutputs({
+      groupName: this.groupName,
+      groupArn: this.groupArn,
+      launchTemplateId: this.launchTemplateId,
+      roleName: this.roleName,
+    });
+  }
+}
+
+/** What the agent may do: read its release and artifacts, list the registry, publish pool metrics. */
+export function hostPolicyDocument(
+  bucketArn: pulumi.Input<string>,
+  releaseParameterArn: pulumi.Input<string>,
+  registryPrefix: string,
+): pulumi.Output<string> {
+  return pulumi.all([bucketArn, releaseParameterArn]).apply(([bucket, parameter]) =>
+    JSON.stringify({
+      Version: "2012-10-17",
+      Statement: [
+        {
+          Sid: "ReadReleasesImagesAndFunctions",
+          Effect: "Allow",
+          Action: "s3:GetObject",
+          Resource: [`${bucket}/releases/*`, `${bucket}/images/*`, `${bucket}/${registryPrefix}*`],
+        },
+        {
+          Sid: "ListRegistry",
+          Effect: "Allow",
+          Action: "s3:ListBucket",
+          Resource: bucket,
+          Condition: { StringLike: { "s3:prefix": [`${registryPrefix}registry/*`] } },
+        },
+        { Sid: "ReadReleaseManifest", Effect: "Allow", Action: "ssm:GetParameter", Resource: parameter },
+        {
+          Sid: "PublishPoolMetrics",
+          Effect: "Allow",
+          Action: "cloudwatch:PutMetricData",
+          // PutMetricData has no resource ARNs; the namespace condition is what limits it.
+          Resource: "*",
+          Condition: { StringEquals: { "cloudwatch:namespace": METRIC_NAMESPACE } },
+        },
+      ],
+    }),
+  );
+}
+
+function validateFleetArgs(args: KvmHostFleetArgs): void {
+  const errors: pulumi.InputPropertyErrorDetails[] = [];
+  const check = checkKvmInstanceType(args.instanceType, args.nestedVirtualization ?? false);
+  if (!check.ok) errors.push({ propertyPath: "instanceType", reason: check.reason });
+  const { minHosts, maxHosts, desiredHosts } = args;
+  if (typeof minHosts === "number" && typeof maxHosts === "number" && minHosts > maxHosts) {
+    errors.push({ propertyPath: "minHosts", reason: `must be <= maxHosts (${maxHosts})` });
+  }
+  if (
+    typeof desiredHosts === "number" &&
+    typeof minHosts === "number" &&
+    typeof maxHosts === "number" &&
+    (desiredHosts < minHosts || desiredHosts > maxHosts)
+  ) {
+    errors.push({ propertyPath: "desiredHosts", reason: `must be between minHosts and maxHosts` });
+  }
+  if (args.registryPrefix !== undefined && !/^([a-z0-9-]+\/)*$/.test(args.registryPrefix)) {
+    errors.push({
+      propertyPath: "registryPrefix",
+      reason: 'must be empty or end in "/" (e.g. "functions/")',
+    });
+  }
+  if (errors.length > 0)
+    throw new pulumi.InputPropertiesError({ message: "Invalid arguments for KvmHostFleet", errors });
+}

@@ -1,0 +1,105 @@
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type * as pulumi from "@pulumi/pulumi";
+import { BenchmarkLambda, HELLO_WORLD_HANDLER } from "../../components/benchmark-lambda.ts";
+import { LOCAL_STOP_SCRIPT, LocalAgent, localStartScript } from "../../components/local-agent.ts";
+import {
+  findRegistered,
+  promiseOf,
+  registeredTypesAndNames,
+  settled,
+  usePulumiMocks,
+} from "../support/pulumi-mocks.ts";
+
+describe("BenchmarkLambda", () => {
+  usePulumiMocks();
+
+  it("deploys the hello-world handler behind a public function URL", async () => {
+    const lambda = new BenchmarkLambda("bench", { memoryMiB: 512 });
+    assert.equal(await promiseOf(lambda.functionUrl), "https://bench-url.lambda-url.us-east-1.on.aws/");
+    await settled(lambda);
+    assert.deepEqual(registeredTypesAndNames(), [
+      "aws:iam/role:Role bench-role",
+      "aws:iam/rolePolicyAttachment:RolePolicyAttachment bench-logs",
+      "aws:lambda/function:Function bench-function",
+      "aws:lambda/functionUrl:FunctionUrl bench-url",
+      "snapfaas:index:BenchmarkLambda bench",
+    ]);
+    const fn = findRegistered("aws:lambda/function:Function", "bench-function").inputs;
+    assert.deepEqual([fn.runtime, fn.handler, fn.memorySize], ["nodejs20.x", "index.handler", 512]);
+    const code = fn.code as pulumi.asset.AssetArchive;
+    const assets = (await code.assets) as Record<string, pulumi.asset.StringAsset>;
+    assert.equal(await assets["index.mjs"]?.text, HELLO_WORLD_HANDLER);
+    assert.equal(
+      findRegistered("aws:lambda/functionUrl:FunctionUrl", "bench-url").inputs.authorizationType,
+      "NONE",
+    );
+  });
+
+  it("answers like the seed's HelloWorldService", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "snapfaas-lambda-"));
+    try {
+      const file = join(dir, "index.mjs");
+      writeFileSync(file, HELLO_WORLD_HANDLER);
+      const module = (await import(file)) as { handler: () => Promise<{ statusCode: number; body: string }> };
+      const response = await module.handler();
+      assert.equal(response.statusCode, 200);
+      assert.deepEqual(JSON.parse(response.body), {
+        jsonrpc: "2.0",
+        result: "Hello world!",
+        error: null,
+        id: 1,
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("LocalAgent", () => {
+  usePulumiMocks();
+
+  it("installs, then runs the agent with the process sandbox and stops it on delete", async () => {
+    const agent = new LocalAgent("local", {
+      repoDir: "/repo",
+      port: 8090,
+      settings: { pool: { minIdle: 1 } },
+    });
+    assert.equal(await promiseOf(agent.endpointUrl), "http://127.0.0.1:8090");
+    await settled(agent);
+    assert.deepEqual(registeredTypesAndNames(), [
+      "command:local:Command local-install",
+      "command:local:Command local-run",
+      "snapfaas:index:LocalAgent local",
+    ]);
+    const install = findRegistered("command:local:Command", "local-install").inputs;
+    assert.deepEqual([install.dir, install.create], ["/repo", "npm ci --no-audit --no-fund"]);
+    const run = findRegistered("command:local:Command", "local-run").inputs;
+    assert.equal(run.dir, "/repo");
+    assert.equal(run.create, localStartScript(8090));
+    assert.equal(run.delete, LOCAL_STOP_SCRIPT);
+    assert.deepEqual(run.environment, { FAAS_CONFIG: '{"pool":{"minIdle":1}}' });
+    assert.ok((run.create as string).includes("FAAS_DRIVER=process PORT=8090 setsid nohup npm start"));
+    assert.ok((run.delete as string).includes('kill -TERM -- "-$(cat .faas/agent.pid)"'));
+  });
+
+  it("start and stop scripts are shellcheck-clean as sh", function () {
+    if (spawnSync("shellcheck", ["--version"]).status !== 0) {
+      console.log("    (skipped: shellcheck is not installed)");
+      this.skip();
+    }
+    const dir = mkdtempSync(join(tmpdir(), "snapfaas-local-"));
+    try {
+      const start = join(dir, "start.sh");
+      const stop = join(dir, "stop.sh");
+      writeFileSync(start, `#!/bin/sh\n${localStartScript(8080)}\n`);
+      writeFileSync(stop, `#!/bin/sh\n${LOCAL_STOP_SCRIPT}\n`);
+      execFileSync("shellcheck", ["-s", "sh", start, stop], { stdio: "pipe" });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

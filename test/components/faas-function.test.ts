@@ -1,0 +1,87 @@
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as pulumi from "@pulumi/pulumi";
+import yazl from "yazl";
+import { FaasFunction } from "../../components/faas-function.ts";
+import { parseRecord } from "../../host-agent/registry/s3-backend.ts";
+import {
+  findRegistered,
+  promiseOf,
+  registeredTypesAndNames,
+  settled,
+  usePulumiMocks,
+} from "../support/pulumi-mocks.ts";
+
+describe("FaasFunction", () => {
+  usePulumiMocks();
+  let dir: string;
+  let archive: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "snapfaas-fn-"));
+    archive = join(dir, "hello.zip");
+    const zip = new yazl.ZipFile();
+    zip.addBuffer(Buffer.from('{"name":"hello","main":"app.js"}'), "package.json");
+    zip.addBuffer(Buffer.from("export class HelloWorldService {}\n"), "app.js");
+    zip.end();
+    const chunks: Buffer[] = [];
+    for await (const chunk of zip.outputStream) chunks.push(chunk as Buffer);
+    await writeFile(archive, Buffer.concat(chunks));
+  });
+
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("uploads the archive by content hash and writes the record the S3 registry backend reads", async () => {
+    const fn = new FaasFunction("hello", {
+      bucketName: "art-bucket",
+      functionName: "hello",
+      archivePath: archive,
+      revision: 3,
+    });
+    const codeHash = createHash("sha256")
+      .update(await readFile(archive))
+      .digest("hex");
+    assert.equal(await promiseOf(fn.codeHash), codeHash);
+    assert.equal(await promiseOf(fn.recordKey), "functions/registry/hello.json");
+    assert.equal(await promiseOf(fn.bundleKey), `functions/bundles/${codeHash}`);
+    await settled(fn);
+    assert.deepEqual(registeredTypesAndNames(), [
+      "aws:s3/bucketObjectv2:BucketObjectv2 hello-bundle",
+      "aws:s3/bucketObjectv2:BucketObjectv2 hello-record",
+      "snapfaas:index:FaasFunction hello",
+    ]);
+    const bundle = findRegistered("aws:s3/bucketObjectv2:BucketObjectv2", "hello-bundle").inputs;
+    assert.equal(bundle.bucket, "art-bucket");
+    assert.equal(await (bundle.source as pulumi.asset.FileAsset).path, archive);
+
+    const recordInputs = findRegistered("aws:s3/bucketObjectv2:BucketObjectv2", "hello-record").inputs;
+    assert.equal(recordInputs.contentType, "application/json");
+    const record = parseRecord(Buffer.from(recordInputs.content as string), "functions/registry/hello.json");
+    assert.deepEqual(record, {
+      name: "hello",
+      codeHash,
+      format: "zip",
+      bundleBytes: (await stat(archive)).size,
+      unpackedBytes: 32 + 34,
+      fileCount: 2,
+      entry: "app.js",
+      deployedAt: (await stat(archive)).mtime.toISOString(),
+      revision: 3,
+    });
+  });
+
+  it("names functionName when it is not a valid function name", () => {
+    assert.throws(
+      () => new FaasFunction("bad", { bucketName: "b", functionName: "Hello_World", archivePath: archive }),
+      (error: unknown) =>
+        error instanceof pulumi.InputPropertiesError &&
+        error.errors.length === 1 &&
+        error.errors[0]?.propertyPath === "functionName",
+    );
+  });
+});

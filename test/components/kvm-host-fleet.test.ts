@@ -1,0 +1,218 @@
+import assert from "node:assert/strict";
+import * as pulumi from "@pulumi/pulumi";
+import { KvmHostFleet, type KvmHostFleetArgs } from "../../components/kvm-host-fleet.ts";
+import {
+  findRegistered,
+  promiseOf,
+  registeredTypesAndNames,
+  settled,
+  usePulumiMocks,
+} from "../support/pulumi-mocks.ts";
+
+const args: KvmHostFleetArgs = {
+  instanceType: "c5.metal",
+  amiId: "ami-0123456789abcdef0",
+  region: "us-east-1",
+  subnetIds: ["subnet-a", "subnet-b"],
+  securityGroupIds: ["sg-host"],
+  targetGroupArns: ["arn:tg"],
+  bucketName: "art-bucket",
+  bucketArn: "arn:aws:s3:::art-bucket",
+  releaseParameterName: "/snapfaas/test/release",
+  releaseParameterArn: "arn:aws:ssm:us-east-1:123456789012:parameter/snapfaas/test/release",
+  releaseVersion: "0123456789abcdef",
+  firecrackerVersion: "1.16.1",
+  firecrackerTarballSha256: "e".repeat(64),
+  minHosts: 2,
+  maxHosts: 4,
+  desiredHosts: 2,
+  targetPoolUtilizationPercent: 65,
+  drainTimeoutSeconds: 240,
+};
+
+async function build(overrides: Partial<KvmHostFleetArgs> = {}): Promise<KvmHostFleet> {
+  const fleet = new KvmHostFleet("fleet", { ...args, ...overrides });
+  await promiseOf(fleet.groupName);
+  await settled(fleet);
+  return fleet;
+}
+
+describe("KvmHostFleet", () => {
+  usePulumiMocks();
+
+  it("creates exactly the role, policies, profile, launch template, group, drain hook and tracking policy", async () => {
+    const fleet = await build();
+    assert.equal(await promiseOf(fleet.groupName), "fleet-group-mock");
+    assert.deepEqual(registeredTypesAndNames(), [
+      "aws:autoscaling/group:Group fleet-group",
+      "aws:autoscaling/lifecycleHook:LifecycleHook fleet-drain-hook",
+      "aws:autoscaling/policy:Policy fleet-pool-tracking",
+      "aws:ec2/launchTemplate:LaunchTemplate fleet-launch-template",
+      "aws:iam/instanceProfile:InstanceProfile fleet-profile",
+      "aws:iam/role:Role fleet-role",
+      "aws:iam/rolePolicy:RolePolicy fleet-drain-policy",
+      "aws:iam/rolePolicy:RolePolicy fleet-policy",
+      "snapfaas:index:KvmHostFleet fleet",
+    ]);
+  });
+
+  it("requires IMDSv2 with one hop, encrypts the root volume and uses the configured type", async () => {
+    await build();
+    const template = findRegistered("aws:ec2/launchTemplate:LaunchTemplate", "fleet-launch-template").inputs;
+    assert.equal(template.instanceType, "c5.metal");
+    assert.equal(template.imageId, "ami-0123456789abcdef0");
+    assert.deepEqual(template.metadataOptions, {
+      httpEndpoint: "enabled",
+      httpTokens: "required",
+      httpPutResponseHopLimit: 1,
+      instanceMetadataTags: "enabled",
+    });
+    assert.deepEqual(template.blockDeviceMappings, [
+      {
+        deviceName: "/dev/xvda",
+        ebs: { volumeSize: 100, volumeType: "gp3", encrypted: "true", deleteOnTermination: "true" },
+      },
+    ]);
+    assert.equal(template.cpuOptions, undefined);
+    assert.deepEqual(template.vpcSecurityGroupIds, ["sg-host"]);
+    assert.deepEqual(template.iamInstanceProfile, {
+      arn: "arn:aws:mock:us-east-1:123456789012:aws:iam/instanceProfile:InstanceProfile/fleet-profile",
+    });
+  });
+
+  it("puts the pinned Firecracker version and checksum, the release and the drain hook into the user data", async () => {
+    await build();
+    const template = findRegistered("aws:ec2/launchTemplate:LaunchTemplate", "fleet-launch-template").inputs;
+    const script = Buffer.from(template.userData as string, "base64").toString("utf8");
+    assert.ok(script.includes("FIRECRACKER_VERSION=1.16.1\n"));
+    assert.ok(script.includes(`expected_sha256=${"e".repeat(64)}\n`));
+    assert.ok(
+      script.includes("RELEASE_PARAMETER=/snapfaas/test/release\nRELEASE_VERSION=0123456789abcdef\n"),
+    );
+    assert.ok(script.includes("ARTIFACT_BUCKET=art-bucket\n"));
+    assert.ok(script.includes("FAAS_LIFECYCLE_HOOK=fleet-drain\n"));
+    assert.ok(script.includes("FAAS_REGISTRY_PREFIX=functions/\n"));
+    assert.ok(script.includes("FAAS_JAILER_UID_COUNT=256\n"));
+  });
+
+  it("enables nested virtualization on c8i when configured", async () => {
+    await build({ instanceType: "c8i.4xlarge", nestedVirtualization: true });
+    const template = findRegistered("aws:ec2/launchTemplate:LaunchTemplate", "fleet-launch-template").inputs;
+    assert.deepEqual(template.cpuOptions, { nestedVirtualization: "enabled" });
+  });
+
+  it("grants only the agent's needs: read its objects and release, list the registry, publish its metric", async () => {
+    await build();
+    const policy = JSON.parse(
+      findRegistered("aws:iam/rolePolicy:RolePolicy", "fleet-policy").inputs.policy as string,
+    );
+    assert.deepEqual(policy.Statement, [
+      {
+        Sid: "ReadReleasesImagesAndFunctions",
+        Effect: "Allow",
+        Action: "s3:GetObject",
+        Resource: [
+          "arn:aws:s3:::art-bucket/releases/*",
+          "arn:aws:s3:::art-bucket/images/*",
+          "arn:aws:s3:::art-bucket/functions/*",
+        ],
+      },
+      {
+        Sid: "ListRegistry",
+        Effect: "Allow",
+        Action: "s3:ListBucket",
+        Resource: "arn:aws:s3:::art-bucket",
+        Condition: { StringLike: { "s3:prefix": ["functions/registry/*"] } },
+      },
+      {
+        Sid: "ReadReleaseManifest",
+        Effect: "Allow",
+        Action: "ssm:GetParameter",
+        Resource: "arn:aws:ssm:us-east-1:123456789012:parameter/snapfaas/test/release",
+      },
+      {
+        Sid: "PublishPoolMetrics",
+        Effect: "Allow",
+        Action: "cloudwatch:PutMetricData",
+        Resource: "*",
+        Condition: { StringEquals: { "cloudwatch:namespace": "SnapFaaS" } },
+      },
+    ]);
+    const drain = JSON.parse(
+      findRegistered("aws:iam/rolePolicy:RolePolicy", "fleet-drain-policy").inputs.policy as string,
+    );
+    assert.deepEqual(drain.Statement, [
+      {
+        Sid: "CompleteOwnDrain",
+        Effect: "Allow",
+        Action: ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
+        Resource: "arn:aws:mock:us-east-1:123456789012:aws:autoscaling/group:Group/fleet-group",
+      },
+    ]);
+    const trust = JSON.parse(
+      findRegistered("aws:iam/role:Role", "fleet-role").inputs.assumeRolePolicy as string,
+    );
+    assert.deepEqual(trust.Statement[0].Principal, { Service: "ec2.amazonaws.com" });
+  });
+
+  it("sizes the group from args, replaces unhealthy hosts, refreshes on template change and tracks PoolUtilization", async () => {
+    await build();
+    const group = findRegistered("aws:autoscaling/group:Group", "fleet-group").inputs;
+    assert.deepEqual([group.minSize, group.maxSize, group.desiredCapacity], [2, 4, 2]);
+    assert.deepEqual(group.vpcZoneIdentifiers, ["subnet-a", "subnet-b"]);
+    assert.deepEqual(group.targetGroupArns, ["arn:tg"]);
+    assert.equal(group.healthCheckType, "ELB");
+    assert.deepEqual(group.launchTemplate, { id: "fleet-launch-template-id", version: "1" });
+    assert.equal(group.instanceRefresh.strategy, "Rolling");
+
+    const hook = findRegistered("aws:autoscaling/lifecycleHook:LifecycleHook", "fleet-drain-hook").inputs;
+    assert.deepEqual(
+      [
+        hook.name,
+        hook.lifecycleTransition,
+        hook.heartbeatTimeout,
+        hook.defaultResult,
+        hook.autoscalingGroupName,
+      ],
+      ["fleet-drain", "autoscaling:EC2_INSTANCE_TERMINATING", 240, "CONTINUE", "fleet-group-mock"],
+    );
+    const scaling = findRegistered("aws:autoscaling/policy:Policy", "fleet-pool-tracking").inputs;
+    assert.equal(scaling.policyType, "TargetTrackingScaling");
+    assert.deepEqual(scaling.targetTrackingConfiguration, {
+      targetValue: 65,
+      customizedMetricSpecification: {
+        namespace: "SnapFaaS",
+        metricName: "PoolUtilization",
+        statistic: "Average",
+        unit: "Percent",
+        metricDimensions: [{ name: "AutoScalingGroupName", value: "fleet-group-mock" }],
+      },
+    });
+  });
+
+  it("refuses a type without KVM and inconsistent host counts, naming each property", () => {
+    assert.throws(
+      () =>
+        new KvmHostFleet("bad", {
+          ...args,
+          instanceType: "m5.large",
+          minHosts: 5,
+          maxHosts: 4,
+          desiredHosts: 9,
+        }),
+      (error: unknown) => {
+        assert.ok(error instanceof pulumi.InputPropertiesError);
+        assert.deepEqual(
+          error.errors.map((e) => e.propertyPath),
+          ["instanceType", "minHosts", "desiredHosts"],
+        );
+        assert.match(error.errors[0]?.reason ?? "", /m5\.large has no KVM/);
+        return true;
+      },
+    );
+    assert.throws(
+      () => new KvmHostFleet("bad", { ...args, instanceType: "c8i.large" }),
+      /nested virtualization|Invalid arguments/,
+    );
+  });
+});

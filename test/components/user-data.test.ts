@@ -1,0 +1,110 @@
+import assert from "node:assert/strict";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type HostUserDataInput, renderHostUserData } from "../../components/user-data.ts";
+
+const input: HostUserDataInput = {
+  region: "us-east-1",
+  firecrackerVersion: "1.16.1",
+  releaseParameterName: "/snapfaas/dev/release",
+  releaseVersion: "0123456789abcdef",
+  bucketName: "snapfaas-dev-artifacts",
+  registryPrefix: "functions/",
+  dataPort: 8080,
+  adminPort: 8081,
+  jailerUidStart: 200000,
+  jailerUidCount: 1000,
+  networkSlots: 64,
+  slotCidr: "10.200.0.0/16",
+  lifecycleHookName: "dev-fleet-drain",
+  metricNamespace: "SnapFaaS",
+};
+
+const pinned = "d".repeat(64);
+
+describe("renderHostUserData", () => {
+  it("downloads the pinned Firecracker release and verifies the pinned tarball hash", () => {
+    const script = renderHostUserData({ ...input, firecrackerTarballSha256: pinned });
+    assert.ok(script.startsWith("#!/bin/bash\n"));
+    assert.ok(
+      script.includes(
+        "https://github.com/firecracker-microvm/firecracker/releases/download/v1.16.1/firecracker-v1.16.1-x86_64.tgz",
+      ),
+    );
+    assert.ok(script.includes(`expected_sha256=${pinned}\n`));
+    assert.ok(script.includes('echo "$expected_sha256  $work/fc.tgz" | sha256sum -c -'));
+    assert.ok(!script.includes(".sha256.txt"), "a pinned hash must not be replaced by the published one");
+    assert.ok(
+      script.includes('(cd "$work/release-v1.16.1-x86_64" && sha256sum -c --ignore-missing SHA256SUMS)'),
+    );
+    assert.ok(script.includes("/usr/local/bin/jailer"));
+  });
+
+  it("falls back to the release's published checksum file when no hash is pinned", () => {
+    const script = renderHostUserData(input);
+    assert.ok(script.includes("firecracker-v1.16.1-x86_64.tgz.sha256.txt"));
+    assert.ok(script.includes("sha256sum -c -"));
+  });
+
+  it("prepares KVM, cgroup v2, ip forwarding, the jailer uid range and network slots", () => {
+    const script = renderHostUserData(input);
+    assert.ok(script.includes("[ -c /dev/kvm ] || fail"));
+    assert.ok(script.includes('[ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]'));
+    assert.ok(script.includes("net.ipv4.ip_forward = 1"));
+    assert.ok(script.includes("JAILER_UID_START=200000\nJAILER_UID_END=200999\n"));
+    assert.ok(script.includes("FAAS_NETWORK_SLOTS=64\nFAAS_SLOT_CIDR=10.200.0.0/16\n"));
+  });
+
+  it("fetches the release from SSM and S3, checks the agent hash and runs it under systemd", () => {
+    const script = renderHostUserData(input);
+    assert.ok(script.includes("RELEASE_PARAMETER=/snapfaas/dev/release\n"));
+    assert.ok(script.includes('aws ssm get-parameter --name "$RELEASE_PARAMETER"'));
+    assert.ok(script.includes('echo "$agent_sha256  /opt/snapfaas/host-agent.mjs" | sha256sum -c -'));
+    assert.ok(script.includes("ExecStart=/usr/bin/node-20 /opt/snapfaas/host-agent.mjs"));
+    assert.ok(script.includes("systemctl enable --now snapfaas-agent.service"));
+    assert.ok(script.includes("PORT=8080\nADMIN_PORT=8081\n"));
+  });
+
+  it("changes when the release changes, so the launch template rolls the fleet", () => {
+    assert.notEqual(
+      renderHostUserData(input),
+      renderHostUserData({ ...input, releaseVersion: "fedcba9876543210" }),
+    );
+    assert.equal(renderHostUserData(input), renderHostUserData({ ...input }));
+  });
+
+  it("refuses values that could break out of the shell assignments", () => {
+    assert.throws(
+      () => renderHostUserData({ ...input, bucketName: "b; rm -rf /" }),
+      /bucketName has characters/,
+    );
+    assert.throws(
+      () => renderHostUserData({ ...input, firecrackerTarballSha256: "XYZ" }),
+      /firecrackerTarballSha256 must be 64 lowercase hex/,
+    );
+  });
+
+  it("is shellcheck-clean in both checksum modes", function () {
+    if (spawnSync("shellcheck", ["--version"]).status !== 0) {
+      console.log("    (skipped: shellcheck is not installed)");
+      this.skip();
+    }
+    const dir = mkdtempSync(join(tmpdir(), "snapfaas-userdata-"));
+    try {
+      const files = [
+        renderHostUserData(input),
+        renderHostUserData({ ...input, firecrackerTarballSha256: pinned }),
+      ].map((text, i) => {
+        const file = join(dir, `user-data-${i}.sh`);
+        writeFileSync(file, text);
+        return file;
+      });
+      // execFileSync throws, failing the test, on any finding.
+      execFileSync("shellcheck", ["-s", "bash", ...files], { stdio: "pipe" });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,124 @@
+/**
+ * Pulumi unit-test mocks, shared by the component and stack suites. setMocks is process-global, so it is
+ * registered once (the first `usePulumiMocks()` before-hook) and only suites that call usePulumiMocks
+ * install it: other suites in the same mocha run never see Pulumi.
+ */
+import * as pulumi from "@pulumi/pulumi";
+
+export const MOCK_PROJECT = "snapfaas";
+export const MOCK_STACK = "test";
+export const MOCK_ACCOUNT = "123456789012";
+export const MOCK_AMI = "ami-0123456789abcdef0";
+export const EXISTING_VPC_CIDR = "172.31.0.0/16";
+
+/** What a platform stack referenced by another program exports, in tests. */
+export const PLATFORM_STACK_OUTPUTS = {
+  bucketName: "platform-artifacts",
+  endpointUrl: "https://faas.example.com",
+};
+
+export const registered: pulumi.runtime.MockResourceArgs[] = [];
+let installed: Promise<void> | undefined;
+
+function computedState(args: pulumi.runtime.MockResourceArgs): Record<string, unknown> {
+  const { type, name, inputs } = args;
+  const arn = `arn:aws:mock:us-east-1:${MOCK_ACCOUNT}:${type}/${name}`;
+  switch (type) {
+    case "aws:s3/bucket:Bucket": {
+      const bucket = inputs.bucket ?? `${name}-mock`;
+      return { bucket, arn: `arn:aws:s3:::${bucket}`, id: bucket };
+    }
+    case "aws:ssm/parameter:Parameter":
+      return { arn: `arn:aws:ssm:us-east-1:${MOCK_ACCOUNT}:parameter${inputs.name}` };
+    case "aws:autoscaling/group:Group":
+      return { name: inputs.name ?? `${name}-mock`, arn };
+    case "aws:lb/loadBalancer:LoadBalancer":
+      return { arn, arnSuffix: `app/${name}/0`, dnsName: `${name}.elb.mock.amazonaws.com` };
+    case "aws:lb/targetGroup:TargetGroup":
+      return { arn, arnSuffix: `targetgroup/${name}/0` };
+    case "aws:ec2/launchTemplate:LaunchTemplate":
+      return { arn, latestVersion: 1 };
+    case "aws:ec2/instance:Instance":
+      return { arn, publicIp: "203.0.113.10", privateIp: "10.40.0.10" };
+    case "aws:lambda/functionUrl:FunctionUrl":
+      return { functionUrl: `https://${name}.lambda-url.us-east-1.on.aws/` };
+    case "aws:iam/role:Role":
+      return { arn: `arn:aws:iam::${MOCK_ACCOUNT}:role/${name}`, name: inputs.name ?? name };
+    case "pulumi:pulumi:StackReference":
+      return { outputs: PLATFORM_STACK_OUTPUTS };
+    default:
+      return { arn };
+  }
+}
+
+/** Installs the mocks before the calling suite and clears the record before each test. */
+export function usePulumiMocks(): void {
+  before(async () => {
+    installed ??= pulumi.runtime.setMocks(
+      {
+        newResource(args) {
+          registered.push(args);
+          const state = { ...args.inputs, ...computedState(args) };
+          return { id: args.custom ? `${args.name}-id` : undefined, state };
+        },
+        call(args) {
+          if (args.token === "aws:ssm/getParameter:getParameter") {
+            return { name: args.inputs.name, value: MOCK_AMI, type: "String" };
+          }
+          if (args.token === "aws:ec2/getVpc:getVpc") {
+            return { id: args.inputs.id, cidrBlock: EXISTING_VPC_CIDR };
+          }
+          throw new Error(`unmocked invoke ${args.token}`);
+        },
+      },
+      MOCK_PROJECT,
+      MOCK_STACK,
+      false,
+    );
+    await installed;
+  });
+  beforeEach(async () => {
+    // Registrations a previous test left in flight must not land in this test's record.
+    await waitForRegistrations();
+    registered.length = 0;
+  });
+}
+
+/** Output.promise() is internal; this resolves once the value is known. */
+export function promiseOf<T>(output: pulumi.Output<T>): Promise<T> {
+  return new Promise((resolve) => output.apply(resolve));
+}
+
+/** "type name" lines of everything registered so far, sorted, for exact child-list assertions. */
+export function registeredTypesAndNames(): string[] {
+  return registered.map((r) => `${r.type} ${r.name}`).sort();
+}
+
+export function findRegistered(type: string, name: string): pulumi.runtime.MockResourceArgs {
+  const found = registered.find((r) => r.type === type && r.name === name);
+  if (!found)
+    throw new Error(`no ${type} named ${name} was registered; got:\n${registeredTypesAndNames().join("\n")}`);
+  return found;
+}
+
+/** Secret inputs arrive wrapped by the mock monitor; this returns the plain value. */
+export function unwrapSecret(value: unknown): unknown {
+  if (typeof value === "object" && value !== null && "4dabf18193072939515e22adb298388d" in value) {
+    return (value as unknown as { value: unknown }).value;
+  }
+  return value;
+}
+
+/**
+ * Waits until every outstanding registration reached the mocks. waitForRPCs is exported by the SDK's
+ * runtime at run time but left out of its typings; it is what the SDK itself awaits before exiting.
+ */
+export async function settled(...resources: pulumi.Resource[]): Promise<void> {
+  await Promise.all(resources.map((r) => promiseOf(r.urn)));
+  await waitForRegistrations();
+}
+
+function waitForRegistrations(): Promise<void> {
+  const runtime = pulumi.runtime as unknown as { waitForRPCs(): Promise<void> };
+  return runtime.waitForRPCs();
+}
