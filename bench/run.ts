@@ -11,6 +11,7 @@ import { cpus, tmpdir, totalmem } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
+import { timeCodeDiskBuild, timeFolderCopy } from "../guest-images/code-disk/bench.ts";
 import { buildRuntime } from "../guest-images/runtime/build.ts";
 import { packFunction } from "../host-agent/cli/pack.ts";
 import { systemClock } from "../host-agent/clock.ts";
@@ -154,6 +155,21 @@ async function main(): Promise<void> {
       fromSnapshot.push(await bareStart(runtime.bundlePath, runtime.snapshotPath, helloDir, work, 100 + i));
     results.bareNodeStart = summary(bare);
     results.bareSnapshotStart = summary(fromSnapshot);
+
+    // 1b. Code disk builds of the same function (what a microVM deploy adds), against a plain copy.
+    log("code disk builds");
+    const copy = await timeFolderCopy(helloDir, runs);
+    const rofs = await timeCodeDiskBuild("rofs", runs, helloDir);
+    const squashfs = findOnPath("mksquashfs")
+      ? await timeCodeDiskBuild("squashfs", runs, helloDir)
+      : undefined;
+    results.codeDiskBuild = {
+      folderCopy: copy,
+      rofs: { ...rofs, ratioToCopy: round(rofs.p50Ms / copy.p50Ms) },
+      squashfs: squashfs
+        ? { ...squashfs, ratioToCopy: round(squashfs.p50Ms / copy.p50Ms) }
+        : "mksquashfs missing",
+    };
 
     // 2. Baseline server: warm calls in-process.
     log("baseline server");
@@ -323,6 +339,11 @@ function printTable(r: Record<string, any>): void {
       "same, from the V8 startup snapshot",
       `p50 ${r.bareSnapshotStart.p50Ms.toFixed(1)} ms`,
       `p99 ${r.bareSnapshotStart.p99Ms.toFixed(1)} ms`,
+    ],
+    [
+      "code disk build, hello-world (rofs / squashfs)",
+      `p50 ${r.codeDiskBuild.rofs.p50Ms.toFixed(1)} ms / ${typeof r.codeDiskBuild.squashfs === "string" ? r.codeDiskBuild.squashfs : `${r.codeDiskBuild.squashfs.p50Ms.toFixed(1)} ms`}`,
+      `${r.codeDiskBuild.rofs.ratioToCopy} x a plain copy (p50 ${r.codeDiskBuild.folderCopy.p50Ms.toFixed(2)} ms)`,
     ],
     [
       "warm c=1: agent / baseline throughput",

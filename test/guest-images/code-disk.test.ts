@@ -3,7 +3,7 @@ import { chmod, mkdir, mkdtemp, readFile, rm, symlink, utimes, writeFile } from 
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
-import { timeCodeDiskBuild } from "../../guest-images/code-disk/bench.ts";
+import { timeCodeDiskBuild, timeFolderCopy } from "../../guest-images/code-disk/bench.ts";
 import { buildCodeDisk, type CodeDiskFormat } from "../../guest-images/code-disk/build.ts";
 import { genRofsManifest, readRofsImage } from "../../guest-images/code-disk/rofs.ts";
 import { CodeDiskError, DEFAULT_CODE_DISK_LIMITS, readCodeTree } from "../../guest-images/code-disk/tree.ts";
@@ -221,5 +221,15 @@ describe("code disk helpers", () => {
     assert.ok(timing.p50Ms > 0 && timing.p99Ms >= timing.p50Ms);
     assert.equal(timing.imageBytes % 512, 0);
     assert.ok(timing.imageBytes >= 512 * 3, "superblock, data and structure blocks");
+  });
+
+  it("times builds of a given folder, and a plain copy of it as the baseline", async () => {
+    const src = path.join(work, "src");
+    await writeFunction(src);
+    const timing = await timeCodeDiskBuild("rofs", 2, src);
+    const direct = await buildCodeDisk(src, path.join(work, "direct.img"), { format: "rofs" });
+    assert.equal(timing.imageBytes, direct.bytes, "the given folder was built");
+    const copy = await timeFolderCopy(src, 2);
+    assert.ok(copy.p50Ms > 0 && copy.p99Ms >= copy.p50Ms);
   });
 });
