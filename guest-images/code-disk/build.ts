@@ -3,12 +3,15 @@ import path from "node:path";
 import { sha256File } from "../hash.ts";
 import { writeRofsImage } from "./rofs.ts";
 import { writeSquashfsImage } from "./squashfs.ts";
-import { type CodeDiskLimits, DEFAULT_CODE_DISK_LIMITS, readCodeTree } from "./tree.ts";
+import { CodeDiskError, type CodeDiskLimits, DEFAULT_CODE_DISK_LIMITS, readCodeTree } from "./tree.ts";
 
 /** "rofs" for OSv guests (its native read-only filesystem), "squashfs" for Linux guests. */
 export type CodeDiskFormat = "rofs" | "squashfs";
 
-export function codeDiskFormatForGuest(guest: "osv" | "linux"): CodeDiskFormat {
+/** The code disk format a base image's guest mounts (a manifest's `guest`); the process sandbox has none. */
+export function codeDiskFormatForGuest(guest: "osv" | "linux" | "process"): CodeDiskFormat {
+  if (guest === "process")
+    throw new CodeDiskError("the process sandbox binds a code folder, not a code disk");
   return guest === "osv" ? "rofs" : "squashfs";
 }
 

@@ -4,7 +4,11 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
 import { timeCodeDiskBuild, timeFolderCopy } from "../../guest-images/code-disk/bench.ts";
-import { buildCodeDisk, type CodeDiskFormat } from "../../guest-images/code-disk/build.ts";
+import {
+  buildCodeDisk,
+  type CodeDiskFormat,
+  codeDiskFormatForGuest,
+} from "../../guest-images/code-disk/build.ts";
 import { genRofsManifest, readRofsImage } from "../../guest-images/code-disk/rofs.ts";
 import { CodeDiskError, DEFAULT_CODE_DISK_LIMITS, readCodeTree } from "../../guest-images/code-disk/tree.ts";
 import { hasCommand } from "./helpers.ts";
@@ -192,6 +196,12 @@ describe("code disk helpers", () => {
   });
   afterEach(async () => {
     await rm(work, { recursive: true, force: true });
+  });
+
+  it("picks ROFS for OSv and squashfs for Linux guests", () => {
+    assert.equal(codeDiskFormatForGuest("osv"), "rofs");
+    assert.equal(codeDiskFormatForGuest("linux"), "squashfs");
+    assert.throws(() => codeDiskFormatForGuest("process"), /binds a code folder, not a code disk/);
   });
 
   it("lists a tree as a gen-rofs-img.py manifest in the writer's order", async () => {
