@@ -9,6 +9,7 @@ import path from "node:path";
 import type { ProcessBase } from "../../guest-images/process/bake.ts";
 import { GuestClient } from "../guest/client.ts";
 import type { BaseImage, SandboxDriver, SandboxInstance, SandboxLimits } from "../sandbox/driver.ts";
+import { assertTraversable } from "../sandbox/process/driver.ts";
 import { type Release, ReleaseError } from "./release.ts";
 
 /** Turns a release into the base image it names, or throws ReleaseError naming the field at fault. */
@@ -64,6 +65,12 @@ export const checkProcessBase: BaseChecker = async (release) => {
   await access(path.join(rootDir, "node"), constants.X_OK).catch(() => {
     throw new ReleaseError("baseDir", `${path.join(rootDir, "node")} is not executable`);
   });
+  // As root every instance runs as its own uid, which must be able to reach the root it binds.
+  if (process.getuid?.() === 0) {
+    await assertTraversable(path.join(rootDir, "node")).catch((err: Error) => {
+      throw new ReleaseError("baseDir", err.message);
+    });
+  }
   const base: ProcessBase = {
     version: info.version,
     driver: "process",

@@ -62,10 +62,21 @@ export class ReleaseError extends Error {
 export function parseRelease(input: unknown, relativeTo?: string): Release {
   const parsed = releaseSchema.safeParse(input);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const field = issue.path.length > 0 ? issue.path.join(".") : "(release)";
-    const more = parsed.error.issues.length > 1 ? ` (and ${parsed.error.issues.length - 1} more)` : "";
-    throw new ReleaseError(field, `${issue.message}${more}`);
+    const issues = parsed.error.issues;
+    const fieldOf = (i: (typeof issues)[number]) =>
+      i.code === "unrecognized_keys"
+        ? [...i.path, i.keys[0]].join(".")
+        : i.path.length > 0
+          ? i.path.join(".")
+          : "(release)";
+    const first = issues[0]!;
+    const more = issues.length > 1 ? ` (also wrong: ${issues.slice(1).map(fieldOf).join(", ")})` : "";
+    let message = first.message;
+    if (first.code === "unrecognized_keys") message = "is not a release field";
+    else if (first.code === "invalid_type" && / received undefined$/.test(first.message)) {
+      message = `is required (a ${first.expected})`;
+    }
+    throw new ReleaseError(fieldOf(first), `${message}${more}`);
   }
   const release = parsed.data;
   if (relativeTo && !path.isAbsolute(release.baseDir)) {
