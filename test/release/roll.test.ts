@@ -8,10 +8,10 @@ import { chmod, cp, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { bakeProcessBase, type ProcessBase } from "../../guest-images/process/bake.ts";
+import type { ProcessBase } from "../../guest-images/process/bake.ts";
 import { packFunction } from "../../host-agent/cli/pack.ts";
 import type { RolloutStatus } from "../../host-agent/release/rollout.ts";
-import { HELLO_CALL, startTestAgent, type TestAgent } from "../helpers/agent.ts";
+import { HELLO_CALL, startTestAgent, type TestAgent, testBaseVariant } from "../helpers/agent.ts";
 import { requireJailHost } from "../helpers/host.ts";
 import { tarGz } from "../helpers/tar-builder.ts";
 
@@ -104,7 +104,7 @@ describe("rolling the base image of a live agent (process sandbox)", function ()
     // The jails' uids must be able to reach the bases below it.
     await chmod(work, 0o755);
     // A changed runtime build is a new base version; user code stays where it is.
-    v2 = await bakeProcessBase(path.join(work, "bases"), { runtimeVariant: "v2" });
+    v2 = await testBaseVariant("v2");
     agent = await startTestAgent({ FAAS_POOL_GENERIC: "2", FAAS_CALL_TIMEOUT_MS: "10000" });
     v1 = agent.base as ProcessBase;
     assert.notEqual(v1.version, v2.version);
