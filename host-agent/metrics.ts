@@ -78,6 +78,12 @@ export function createMetrics() {
     help: "Functions in the registry.",
     registers: [registry],
   });
+  const baseRolls = new Counter({
+    name: "faas_base_rolls_total",
+    help: "Base image rolls that ended, by kind (release, rollback) and outcome (completed, rolled-back).",
+    labelNames: ["kind", "outcome"] as const,
+    registers: [registry],
+  });
   return {
     registry,
     calls,
@@ -92,5 +98,6 @@ export function createMetrics() {
     queueWait,
     deploys,
     functions,
+    baseRolls,
   };
 }

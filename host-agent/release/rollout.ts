@@ -356,6 +356,7 @@ export class Rollout implements InstanceSource {
     if (roll.warmupTimer) this.deps.clock.clearTimeout(roll.warmupTimer);
     this.state = outcome;
     this.reason = reason;
+    this.deps.metrics.baseRolls.inc({ kind: roll.kind, outcome });
     this.lastRoll = {
       kind: roll.kind,
       from: from.baseVersion,

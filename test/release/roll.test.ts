@@ -181,6 +181,13 @@ describe("rolling the base image of a live agent (process sandbox)", function ()
     );
     const health = await agent.admin("GET", "/healthz");
     assert.equal(health.json.baseVersion, v1.version);
+    const { request } = await import("undici");
+    const metrics = await request(`${agent.adminUrl}/metrics`, {
+      headers: { authorization: `Bearer ${agent.adminToken}` },
+    });
+    const text = await metrics.body.text();
+    assert.match(text, /faas_base_rolls_total\{kind="release",outcome="completed"\} 1/);
+    assert.match(text, /faas_base_rolls_total\{kind="rollback",outcome="rolled-back"\} 1/);
   });
 
   it("rolls back by itself from a base that does not start, while calls keep succeeding", async () => {
