@@ -7,6 +7,7 @@ import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { ProcessBase } from "../../guest-images/process/bake.ts";
+import { main } from "../../host-agent/cli/cli.ts";
 import type { RolloutStatus } from "../../host-agent/release/rollout.ts";
 import { startTestAgent, type TestAgent, testBase, testBaseVariant } from "../helpers/agent.ts";
 import { requireJailHost } from "../helpers/host.ts";
@@ -86,5 +87,39 @@ describe("agent release file and release records (process sandbox)", function ()
     assert.equal((back.json as unknown as RolloutStatus).current.baseVersion, v1.version);
     const third = await agent.call("hello", HELLO);
     assert.match(String(third.headers["x-faas-base-version"]), new RegExp(`^${v1.version};`));
+  });
+
+  it("faas release and faas rollback drive the same roll from the command line", async () => {
+    assert.ok(agent, "the agent of the previous test");
+    const saved = { ...process.env };
+    const printed: string[] = [];
+    const log = console.log;
+    Object.assign(process.env, {
+      FAAS_ADMIN_URL: agent.adminUrl,
+      FAAS_URL: agent.dataUrl,
+      FAAS_ADMIN_TOKEN: agent.adminToken,
+    });
+    console.log = (...args: unknown[]) => {
+      printed.push(args.join(" "));
+    };
+    try {
+      assert.equal(await main(["release", v3.dir, "--canary", "100"]), 0);
+      assert.match(
+        printed.join("\n"),
+        new RegExp(`state: completed\ncurrent: base ${v3.version} \\(runtime .*-v3\\)`),
+      );
+      printed.length = 0;
+      assert.equal(await main(["release"]), 0);
+      assert.match(printed.join("\n"), new RegExp(`previous: base ${v1.version}`));
+      printed.length = 0;
+      assert.equal(await main(["rollback"]), 0);
+      assert.match(printed.join("\n"), new RegExp(`state: rolled-back\ncurrent: base ${v1.version}`));
+    } finally {
+      console.log = log;
+      for (const k of ["FAAS_ADMIN_URL", "FAAS_URL", "FAAS_ADMIN_TOKEN"]) {
+        if (saved[k] === undefined) delete process.env[k];
+        else process.env[k] = saved[k];
+      }
+    }
   });
 });
