@@ -133,12 +133,14 @@ describe("rolling the base image of a live agent (process sandbox)", function ()
 
     // Forward as a canary: half the calls on the new base until it has served 40 without failing.
     const callsBefore = load.calls;
+    const t0 = Date.now();
     const forward = await post("/v1/release?wait=1", {
       baseVersion: v2.version,
       baseDir: v2.dir,
       rollout: { canaryPercent: 50, minCalls: 40 },
     });
     const callsDuringForward = load.calls - callsBefore;
+    const forwardMs = Date.now() - t0;
     assert.equal(forward.status, 200, JSON.stringify(forward.json));
     const rolled = forward.json as unknown as RolloutStatus;
     assert.equal(rolled.state, "completed", JSON.stringify(rolled));
@@ -149,8 +151,10 @@ describe("rolling the base image of a live agent (process sandbox)", function ()
 
     // Back, all at once (the previous release's own policy).
     const callsBeforeBack = load.calls;
+    const t1 = Date.now();
     const back = await post("/v1/release/rollback?wait=1", {});
     const callsDuringBack = load.calls - callsBeforeBack;
+    const backMs = Date.now() - t1;
     assert.equal(back.status, 200, JSON.stringify(back.json));
     const backStatus = back.json as unknown as RolloutStatus;
     assert.equal(backStatus.state, "rolled-back");
@@ -162,7 +166,7 @@ describe("rolling the base image of a live agent (process sandbox)", function ()
     await load.stop();
 
     console.log(
-      `      roll: ${callsDuringForward} calls during the roll to ${v2.version} (canary 50%), ${callsDuringBack} during the roll back, ${load.calls} in all, ${load.failures.length} failed; served by base: ${JSON.stringify(Object.fromEntries(load.bases))}`,
+      `      roll: ${callsDuringForward} calls during the roll to ${v2.version} (canary 50%, ${forwardMs} ms), ${callsDuringBack} during the roll back (${backMs} ms), ${load.calls} in all, ${load.failures.length} failed; served by base: ${JSON.stringify(Object.fromEntries(load.bases))}`,
     );
     assert.deepEqual(load.failures, [], "no call failed");
     assert.ok((load.bases.get(v2.version) ?? 0) > 40, "the new base served calls under load");
@@ -218,6 +222,64 @@ describe("rolling the base image of a live agent (process sandbox)", function ()
       agent.logs.some((l) => l.msg === "base roll rolled back" && String(l.reason).includes("start check")),
       "the reason is logged",
     );
+    await answersFrom(agent, v1);
+  });
+
+  it("rolls back by itself when the canary's error rate passes the threshold, while calls keep succeeding", async () => {
+    // A base that starts and answers its health check but breaks this module's load (it sees a file in
+    // the base's root): every canary call fails to specialize, is served by the current base instead,
+    // and counts against the canary.
+    const fragile = `const fs = require("fs");
+if (fs.existsSync("/load-fails-on-this-base")) throw new Error("this base breaks my module");
+class Fragile { ping() { return "pong"; } }
+module.exports = { Fragile };
+`;
+    const put = await agent.admin(
+      "PUT",
+      "/v1/functions/fragile",
+      tarGz([{ name: "index.js", data: fragile }]),
+    );
+    assert.equal(put.status, 201, JSON.stringify(put.json));
+    const breaking = path.join(work, "breaking");
+    await cp(v2.dir, breaking, { recursive: true });
+    await writeFile(path.join(breaking, "root", "load-fails-on-this-base"), "");
+
+    const load = startLoad(agent, 2);
+    let fragileCalls = 0;
+    const fragileFailures: string[] = [];
+    let running = true;
+    const fragileLoop = async () => {
+      while (running) {
+        const res = await agent.call("fragile", {
+          jsonrpc: "2.0",
+          method: "Fragile.ping",
+          params: [],
+          id: 1,
+        });
+        fragileCalls++;
+        if (res.status !== 200) fragileFailures.push(`${res.status} ${res.text.slice(0, 200)}`);
+      }
+    };
+    const fragileLoops = [fragileLoop(), fragileLoop()];
+    await new Promise((r) => setTimeout(r, 300));
+    const res = await post("/v1/release?wait=1", {
+      baseVersion: v2.version,
+      baseDir: breaking,
+      // About a quarter of the canary's calls fail: judged long before 200 calls.
+      rollout: { canaryPercent: 50, minCalls: 200, errorRateThreshold: 0.02 },
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    running = false;
+    await Promise.all(fragileLoops);
+    await load.stop();
+    assert.equal(res.status, 200, JSON.stringify(res.json));
+    const status = res.json as unknown as RolloutStatus;
+    assert.equal(status.state, "rolled-back", JSON.stringify(status));
+    assert.match(status.reason ?? "", /calls on base .* failed \(error rate .* > threshold 0\.02\)/);
+    assert.equal(status.current.baseVersion, v1.version);
+    assert.deepEqual(fragileFailures, [], "the current base served every call the canary could not");
+    assert.deepEqual(load.failures, []);
+    assert.ok(fragileCalls > 0 && load.calls > 0);
     await answersFrom(agent, v1);
   });
 
