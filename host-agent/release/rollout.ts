@@ -226,8 +226,8 @@ export class Rollout implements InstanceSource {
   }
 
   /**
-   * During a roll: abandon it (the old pool never stopped serving). After a roll: roll to the previous
-   * release again, through the same checks.
+   * During a roll: abandon it (the old pool never stopped serving). After a completed roll (or a
+   * completed rollback): roll to the previous release again, through the same checks.
    */
   async rollback(reason = "manual rollback"): Promise<RolloutStatus> {
     const roll = this.roll;
@@ -236,6 +236,13 @@ export class Rollout implements InstanceSource {
       return this.status();
     }
     if (roll) throw new RolloutConflictError("a release is being checked; try again in a moment");
+    // After a roll that was abandoned the current base never changed: rolling "back" would go one
+    // release further back than the operator has seen, so it must be asked for by name.
+    if (this.lastRoll?.kind === "release" && this.lastRoll.outcome === "rolled-back") {
+      throw new RolloutConflictError(
+        `the roll to base ${this.lastRoll.to} was already rolled back (${this.lastRoll.reason}); base ${this.current.release.baseVersion} serves${this.previous ? `. To go to base ${this.previous.baseVersion}, release it` : ""}`,
+      );
+    }
     if (!this.previous) {
       throw new RolloutConflictError(
         `nothing to roll back to: base ${this.current.release.baseVersion} is the only release this agent has run`,

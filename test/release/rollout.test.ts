@@ -249,6 +249,11 @@ describe("base rollout (fake driver)", () => {
     assert.equal(status.state, "rolled-back");
     assert.equal(status.reason, "manual rollback");
     assert.equal(status.current.baseVersion, "v1");
+    await assert.rejects(
+      rollout.rollback(),
+      /the roll to base v2 was already rolled back \(manual rollback\); base v1 serves/,
+      "nothing is rolled back twice",
+    );
 
     await rollout.begin(release("v2"));
     status = await rollout.settled();
@@ -259,6 +264,14 @@ describe("base rollout (fake driver)", () => {
     assert.equal(status.current.baseVersion, "v1");
     assert.equal(status.previous?.baseVersion, "v2", "the release left is kept, to roll forward again");
     assert.equal(status.lastRoll?.kind, "rollback");
+    await rollout.rollback();
+    assert.equal(
+      (await rollout.settled()).current.baseVersion,
+      "v2",
+      "rolling back a rollback rolls forward",
+    );
+    await rollout.rollback();
+    assert.equal((await rollout.settled()).current.baseVersion, "v1");
     const lease = await rollout.acquire(code("a"), clock.now() + 1000);
     assert.equal(baseOf(lease), "v1");
     rollout.release(lease, true);
