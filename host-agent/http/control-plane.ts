@@ -34,6 +34,9 @@ export interface ControlPlaneDeps {
   readonly rollout?: Rollout;
 }
 
+/** How long `?wait=1` waits for a roll to settle before answering 202 with where it stands. */
+const RELEASE_WAIT_MS = 240_000;
+
 const BUNDLE_TYPES = new Set([
   "application/gzip",
   "application/x-gzip",
@@ -169,8 +172,19 @@ async function releaseRoute(
 ): Promise<void> {
   const wait = ["1", "true"].includes(url.searchParams.get("wait") ?? "");
   const answer = async () => {
-    if (wait) sendJson(res, 200, await rollout.settled());
-    else sendJson(res, 202, rollout.status());
+    if (!wait) {
+      sendJson(res, 202, rollout.status());
+      return;
+    }
+    // A canary under little traffic can take long to judge: answer before the request times out.
+    let timer: ReturnType<Clock["setTimeout"]> | undefined;
+    const gaveUp = new Promise<"waiting">((resolve) => {
+      timer = deps.clock.setTimeout(() => resolve("waiting"), RELEASE_WAIT_MS);
+    });
+    const settled = await Promise.race([rollout.settled(), gaveUp]);
+    if (timer) deps.clock.clearTimeout(timer);
+    if (settled === "waiting") sendJson(res, 202, rollout.status());
+    else sendJson(res, 200, settled);
   };
   if (rest.length === 0) {
     allow(["GET", "POST"]);
