@@ -1,7 +1,7 @@
 /**
- * Wires one host agent together: state dir, admin token, sandbox driver, base image, registry, pool,
- * and the two HTTP planes. Everything it depends on can be passed in, so tests run real agents with
- * their own ports, state dirs and clocks.
+ * Wires one host agent together: state dir, admin token, sandbox driver, base image, registry, the
+ * rollout (one pool per base version; one pool outside a roll), and the two HTTP planes. Everything it
+ * depends on can be passed in, so tests run real agents with their own ports, state dirs and clocks.
  */
 import { randomBytes } from "node:crypto";
 import { mkdir } from "node:fs/promises";
@@ -89,7 +89,8 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     overrides.driver ??
     new ProcessDriver({
       stateDir,
-      uidBase: config.uidBase, // A roll runs two pools side by side, plus one probe instance.
+      uidBase: config.uidBase,
+      // A roll runs two pools side by side, plus one probe instance.
       uidCount: config.pool.maxInstances * 3 + 1,
       log,
     });
@@ -124,7 +125,9 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
   let seq = 0;
   const prefix = randomBytes(3).toString("hex");
   const newInstanceId = () => `i${prefix}-${(seq++).toString(36)}`;
-  const pool = new Rollout(
+  // Records are written one after the other, so the last roll's is the one left on disk.
+  let recording = Promise.resolve();
+  const rollout = new Rollout(
     {
       driver,
       limits: config.limits,
@@ -139,9 +142,9 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
       warmupTimeoutMs: config.release.warmupTimeoutMs,
       drainTimeoutMs: config.pool.callTimeoutMs + 10_000,
       onReleaseChange: (current, previous) => {
-        writeReleaseRecords(stateDir, previous ? { current, previous } : { current }).catch((err: Error) =>
-          log.error({ err: err.message }, "could not record the release"),
-        );
+        recording = recording
+          .then(() => writeReleaseRecords(stateDir, previous ? { current, previous } : { current }))
+          .catch((err: Error) => log.error({ err: err.message }, "could not record the release"));
       },
     },
     {
@@ -152,11 +155,11 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
         : {}),
     },
   );
-  pool.start();
+  rollout.start();
 
   const data = createDataPlane({
     registry,
-    pool,
+    pool: rollout,
     clock,
     log,
     metrics,
@@ -165,15 +168,19 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
   });
   const admin = createControlPlane({
     registry,
-    pool,
+    pool: rollout,
     clock,
     log,
     metrics,
     adminToken: token.token,
     maxBundleBytes: config.bundle.maxBundleBytes,
     deployTimeoutMs: Math.max(config.pool.callTimeoutMs, 30_000),
-    rollout: pool,
-    health: () => ({ baseVersion: pool.currentBase.version, driver: driver.kind, functions: registry.size }),
+    rollout,
+    health: () => ({
+      baseVersion: rollout.currentBase.version,
+      driver: driver.kind,
+      functions: registry.size,
+    }),
   });
   let dataPort: number;
   let adminPort: number;
@@ -181,7 +188,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     dataPort = await listen(data, config.port, config.host);
     adminPort = await listen(admin, config.adminPort, config.adminHost);
   } catch (err) {
-    await pool.close();
+    await rollout.close();
     await driver.close();
     await close(data);
     throw err;
@@ -190,7 +197,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
   const poller = releaseFile
     ? new ReleasePoller({
         fetch: fileReleaseFetch(releaseFile),
-        apply: (release) => pool.begin(release),
+        apply: (release) => rollout.begin(release),
         clock,
         log,
         intervalMs: config.release.pollMs,
@@ -216,13 +223,14 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     tokenFile: token.file,
     base,
     registry,
-    pool,
-    rollout: pool,
+    pool: rollout,
+    rollout,
     warnings: problems,
     async stop() {
       await poller?.stop();
       await Promise.all([close(data), close(admin)]);
-      await pool.close();
+      await rollout.close();
+      await recording;
       await driver.close();
       log.info("agent stopped");
     },
