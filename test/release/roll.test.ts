@@ -134,11 +134,25 @@ describe("rolling the base image of a live agent (process sandbox)", function ()
     // Forward as a canary: half the calls on the new base until it has served 40 without failing.
     const callsBefore = load.calls;
     const t0 = Date.now();
-    const forward = await post("/v1/release?wait=1", {
+    const forwarding = post("/v1/release?wait=1", {
       baseVersion: v2.version,
       baseDir: v2.dir,
       rollout: { canaryPercent: 50, minCalls: 40 },
     });
+    // While it rolls: where it stands, and no second roll.
+    let during = (await agent.admin("GET", "/v1/release")).json as unknown as RolloutStatus;
+    while (!during.phase) {
+      await new Promise((r) => setTimeout(r, 10));
+      during = (await agent.admin("GET", "/v1/release")).json as unknown as RolloutStatus;
+    }
+    assert.equal(during.candidate?.baseVersion, v2.version);
+    const second = await post("/v1/release", { baseVersion: v1.version, baseDir: v1.dir });
+    assert.equal(second.status, 409);
+    assert.match(
+      (second.json.error as { message: string }).message,
+      new RegExp(`a roll to base ${v2.version} is in progress`),
+    );
+    const forward = await forwarding;
     const callsDuringForward = load.calls - callsBefore;
     const forwardMs = Date.now() - t0;
     assert.equal(forward.status, 200, JSON.stringify(forward.json));
