@@ -60,8 +60,9 @@ describe("agent release file and release records (process sandbox)", function ()
     );
     const rolled = await until("the roll to the file's release", async () => {
       const s = (await agent!.admin("GET", "/v1/release")).json as unknown as RolloutStatus;
-      return s.state === "completed" ? s : undefined;
+      return s.lastRoll?.to === v3.version ? s : undefined;
     });
+    assert.equal(rolled.state, "completed", JSON.stringify(rolled));
     assert.equal(rolled.current.baseVersion, v3.version);
     assert.equal(rolled.current.baseDir, v3.dir);
     const res = await agent.call("hello", HELLO);
