@@ -128,4 +128,21 @@ export async function startTestAgent(
   }) as TestAgent;
 }
 
+/**
+ * Waits until no instance of any pool is starting. Stopping an agent while an instance start completes
+ * can leave that jail's inner bwrap behind (the process driver kills only the top process), so tests
+ * that start instances in the background (rolls, refills) stop their agent once starts are done.
+ */
+export async function untilNoStarts(agent: TestAgent, timeoutMs = 15_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    const res = await agent.admin("GET", "/v1/pool");
+    const pools = (res.json.pools as Array<{ instances: { starting: number } }> | undefined) ?? [
+      res.json as { instances: { starting: number } },
+    ];
+    if (pools.every((p) => p.instances.starting === 0)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 export const HELLO_CALL = { jsonrpc: "2.0", method: "HelloWorldService.helloWorld", params: [], id: 1 };

@@ -9,7 +9,13 @@ import path from "node:path";
 import type { ProcessBase } from "../../guest-images/process/bake.ts";
 import { main } from "../../host-agent/cli/cli.ts";
 import type { RolloutStatus } from "../../host-agent/release/rollout.ts";
-import { startTestAgent, type TestAgent, testBase, testBaseVariant } from "../helpers/agent.ts";
+import {
+  startTestAgent,
+  type TestAgent,
+  testBase,
+  testBaseVariant,
+  untilNoStarts,
+} from "../helpers/agent.ts";
 import { requireJailHost } from "../helpers/host.ts";
 import { helloBundle } from "../helpers/tar-builder.ts";
 
@@ -41,6 +47,7 @@ describe("agent release file and release records (process sandbox)", function ()
   });
 
   after(async () => {
+    if (agent) await untilNoStarts(agent).catch(() => undefined);
     await agent?.close();
     if (work) await rm(work, { recursive: true, force: true });
   });
@@ -69,6 +76,7 @@ describe("agent release file and release records (process sandbox)", function ()
     assert.equal(res.status, 200);
     assert.match(String(res.headers["x-faas-base-version"]), new RegExp(`^${v3.version}; runtime=.*-v3$`));
 
+    await untilNoStarts(agent);
     await agent.close(true);
     agent = undefined;
     // No base given: the agent reads its release records.

@@ -11,7 +11,13 @@ import { fileURLToPath } from "node:url";
 import type { ProcessBase } from "../../guest-images/process/bake.ts";
 import { packFunction } from "../../host-agent/cli/pack.ts";
 import type { RolloutStatus } from "../../host-agent/release/rollout.ts";
-import { HELLO_CALL, startTestAgent, type TestAgent, testBaseVariant } from "../helpers/agent.ts";
+import {
+  HELLO_CALL,
+  startTestAgent,
+  type TestAgent,
+  testBaseVariant,
+  untilNoStarts,
+} from "../helpers/agent.ts";
 import { requireJailHost } from "../helpers/host.ts";
 import { tarGz } from "../helpers/tar-builder.ts";
 
@@ -121,6 +127,7 @@ describe("rolling the base image of a live agent (process sandbox)", function ()
   });
 
   after(async () => {
+    if (agent) await untilNoStarts(agent).catch(() => undefined);
     await agent?.close();
     if (work) await rm(work, { recursive: true, force: true });
   });
