@@ -40,6 +40,9 @@ export const agentEnvSchema = z.object({
   FAAS_MAX_FILES: int(1, 1_000_000, 10_000),
   FAAS_MAX_BODY_BYTES: int(1024, 1024 * MiB, 6 * MiB),
   FAAS_UID_BASE: int(1000, 4_000_000_000, 200_000),
+  FAAS_RELEASE_FILE: z.string().min(1).optional(),
+  FAAS_RELEASE_POLL_MS: int(100, 3_600_000, 5000),
+  FAAS_ROLL_WARMUP_TIMEOUT_MS: int(1000, 3_600_000, 60_000),
 });
 
 export type AgentEnv = z.infer<typeof agentEnvSchema>;
@@ -71,6 +74,13 @@ export interface AgentConfig {
   };
   readonly maxBodyBytes: number;
   readonly uidBase: number;
+  readonly release: {
+    /** A release file the agent follows (polled), if any. */
+    readonly file: string | undefined;
+    readonly pollMs: number;
+    /** How long a new base's pool may take to start its generic instances. */
+    readonly warmupTimeoutMs: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -137,5 +147,10 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
     },
     maxBodyBytes: e.FAAS_MAX_BODY_BYTES,
     uidBase: e.FAAS_UID_BASE,
+    release: {
+      file: e.FAAS_RELEASE_FILE,
+      pollMs: e.FAAS_RELEASE_POLL_MS,
+      warmupTimeoutMs: e.FAAS_ROLL_WARMUP_TIMEOUT_MS,
+    },
   };
 }

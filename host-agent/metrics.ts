@@ -93,6 +93,12 @@ export function createMetrics() {
     help: "Functions in the registry.",
     registers: [registry],
   });
+  const baseRolls = new Counter({
+    name: "faas_base_rolls_total",
+    help: "Base image rolls that ended, by kind (release, rollback) and outcome (completed, rolled-back).",
+    labelNames: ["kind", "outcome"] as const,
+    registers: [registry],
+  });
   return {
     registry,
     calls,
@@ -110,5 +116,6 @@ export function createMetrics() {
     memoryUsed,
     deploys,
     functions,
+    baseRolls,
   };
 }

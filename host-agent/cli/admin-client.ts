@@ -32,7 +32,7 @@ export function endpointsFromEnv(env: NodeJS.ProcessEnv): Endpoints {
 
 export async function adminRequest(
   ep: Endpoints,
-  method: "GET" | "PUT" | "DELETE",
+  method: "GET" | "PUT" | "POST" | "DELETE",
   route: string,
   body?: { bytes: Buffer; type: string },
 ): Promise<{ status: number; json: Record<string, unknown> }> {

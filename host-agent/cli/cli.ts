@@ -7,6 +7,8 @@
  *   faas invoke <name> <Class.method> [json params]
  *   faas ls | faas rm <name>
  *   faas doctor [config.json]
+ *   faas release [<base-dir-or-release.json>] [--canary <percent>] [--no-wait]
+ *   faas rollback [--no-wait]
  */
 import { readdirSync, statSync } from "node:fs";
 import path from "node:path";
@@ -14,15 +16,20 @@ import { fileURLToPath } from "node:url";
 import { request } from "undici";
 import { adminRequest, CliError, type Endpoints, endpointsFromEnv } from "./admin-client.ts";
 import { PackError, packFunction } from "./pack.ts";
+import { releaseCommand, rollbackCommand } from "./release.ts";
 
 const USAGE = `usage:
   faas start                                   build, start the agent, deploy every folder in examples/
-  faas build                                   bake the process sandbox's base image
+  faas build [--out <dir>]                     bake the process sandbox's base image
+        [--runtime-variant <name>]             (a variant stamps another runtime build: a new base version)
   faas deploy <dir> [--name <name>]            bundle <dir> with esbuild and deploy it
   faas invoke <name> <Class.method> [params]   call a JSON-RPC method; params is a JSON array
   faas ls                                      list deployed functions
   faas rm <name>                               delete a function
   faas doctor [config.json]                    check this host for the firecracker driver (KVM, binaries, cgroups)
+  faas release [<dir>|<release.json>]          roll the agent to a baked base folder or a release file
+        [--canary <percent>] [--no-wait]       (no argument: show where the roll stands)
+  faas rollback [--no-wait]                    abandon the roll in flight, or roll back to the previous base
 environment: FAAS_URL, FAAS_ADMIN_URL, FAAS_ADMIN_TOKEN, FAAS_STATE_DIR, PORT, ADMIN_PORT`;
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -141,7 +148,11 @@ export async function main(argv: string[]): Promise<number> {
       case "build": {
         const { bakeProcessBase } = await import("../../guest-images/process/bake.ts");
         const stateDir = process.env.FAAS_STATE_DIR ?? ".faas";
-        const base = await bakeProcessBase(path.join(path.resolve(stateDir), "base"));
+        // --out and --runtime-variant bake another base version, e.g. to try `faas release` locally.
+        const flag = (f: string) => (rest.includes(f) ? rest[rest.indexOf(f) + 1] : undefined);
+        const out = flag("--out") ?? path.join(path.resolve(stateDir), "base");
+        const variant = flag("--runtime-variant");
+        const base = await bakeProcessBase(path.resolve(out), variant ? { runtimeVariant: variant } : {});
         console.log(
           `base ${base.version} (node ${base.nodeVersion}, runtime ${base.runtimeBuild}) in ${base.dir}`,
         );
@@ -189,6 +200,10 @@ export async function main(argv: string[]): Promise<number> {
         console.log(`deleted ${rest[0]}`);
         return 0;
       }
+      case "release":
+        return await releaseCommand(ep, rest);
+      case "rollback":
+        return await rollbackCommand(ep, rest);
       case undefined:
       case "help":
       case "--help":

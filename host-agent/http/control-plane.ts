@@ -4,6 +4,7 @@
  * instance) before it replaces anything; on any failure the previous deployment stays as it was.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import path from "node:path";
 import type { Clock } from "../clock.ts";
 import { ApiError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -12,6 +13,8 @@ import type { InstanceSource } from "../pool/instance-source.ts";
 import { FunctionLoadError, PoolBusyError } from "../pool/pool.ts";
 import { BundleError } from "../registry/bundle.ts";
 import { checkFunctionName, type Registry, RegistryError } from "../registry/registry.ts";
+import { parseRelease, ReleaseError } from "../release/release.ts";
+import { type Rollout, RolloutConflictError } from "../release/rollout.ts";
 import { SandboxStartError } from "../sandbox/driver.ts";
 import { bearerToken, tokenMatches } from "./auth.ts";
 import { readBody, sendError, sendJson } from "./json.ts";
@@ -27,7 +30,12 @@ export interface ControlPlaneDeps {
   /** How long a deploy may take to prove its module loads. */
   readonly deployTimeoutMs: number;
   readonly health: () => Record<string, unknown>;
+  /** The base-image roll; without it the release routes answer 404. */
+  readonly rollout?: Rollout;
 }
+
+/** How long `?wait=1` waits for a roll to settle before answering 202 with where it stands. */
+const RELEASE_WAIT_MS = 240_000;
 
 const BUNDLE_TYPES = new Set([
   "application/gzip",
@@ -102,6 +110,10 @@ async function route(deps: ControlPlaneDeps, req: IncomingMessage, res: ServerRe
     );
     return;
   }
+  if (deps.rollout && parts[0] === "v1" && parts[1] === "release") {
+    await releaseRoute(deps, deps.rollout, parts.slice(2), url, req, res, allow);
+    return;
+  }
   if (parts[0] === "v1" && parts[1] === "functions" && parts.length === 2) {
     allow(["GET"]);
     sendJson(res, 200, { functions: deps.registry.list() });
@@ -148,6 +160,89 @@ async function route(deps: ControlPlaneDeps, req: IncomingMessage, res: ServerRe
     "no_route",
     `no route ${method} ${url.pathname} (see GET /v1/functions, PUT /v1/functions/<name>)`,
   );
+}
+
+/**
+ * GET /v1/release: where the roll stands. POST /v1/release: roll to the release in the body (checked
+ * before anything is used; 400 naming the field). POST /v1/release/rollback: abandon the roll in flight,
+ * or roll back to the previous release. `?wait=1` answers when the roll has settled, else 202 at once.
+ */
+async function releaseRoute(
+  deps: ControlPlaneDeps,
+  rollout: Rollout,
+  rest: string[],
+  url: URL,
+  req: IncomingMessage,
+  res: ServerResponse,
+  allow: (methods: string[]) => void,
+): Promise<void> {
+  const wait = ["1", "true"].includes(url.searchParams.get("wait") ?? "");
+  const answer = async () => {
+    if (!wait) {
+      sendJson(res, 202, rollout.status());
+      return;
+    }
+    // A canary under little traffic can take long to judge: answer before the request times out.
+    let timer: ReturnType<Clock["setTimeout"]> | undefined;
+    const gaveUp = new Promise<"waiting">((resolve) => {
+      timer = deps.clock.setTimeout(() => resolve("waiting"), RELEASE_WAIT_MS);
+    });
+    const settled = await Promise.race([rollout.settled(), gaveUp]);
+    if (timer) deps.clock.clearTimeout(timer);
+    if (settled === "waiting") sendJson(res, 202, rollout.status());
+    else sendJson(res, 200, settled);
+  };
+  if (rest.length === 0) {
+    allow(["GET", "POST"]);
+    if (req.method === "GET") {
+      sendJson(res, 200, rollout.status());
+      return;
+    }
+    const body = await readBody(req, 64 * 1024);
+    let input: unknown;
+    try {
+      input = JSON.parse(body.toString("utf8"));
+    } catch (err) {
+      throw new ApiError(400, "invalid_release", `the body is not JSON: ${(err as Error).message}`);
+    }
+    try {
+      const release = parseRelease(input);
+      if (!path.isAbsolute(release.baseDir)) {
+        throw new ReleaseError("baseDir", "must be an absolute path on the agent's host");
+      }
+      await rollout.begin(release);
+    } catch (err) {
+      if (err instanceof ReleaseError) {
+        deps.log.warn({ field: err.field, err: err.message }, "release rejected");
+        throw new ApiError(400, "invalid_release", err.message);
+      }
+      if (err instanceof RolloutConflictError) throw new ApiError(409, "roll_in_progress", err.message);
+      throw err;
+    }
+    await answer();
+    return;
+  }
+  if (rest.length === 1 && rest[0] === "rollback") {
+    allow(["POST"]);
+    req.resume();
+    try {
+      await rollout.rollback();
+    } catch (err) {
+      if (err instanceof RolloutConflictError) throw new ApiError(409, "cannot_roll_back", err.message);
+      if (err instanceof ReleaseError) {
+        throw new ApiError(
+          400,
+          "invalid_release",
+          `the previous release is no longer usable: ${err.message}`,
+        );
+      }
+      throw err;
+    }
+    await answer();
+    return;
+  }
+  req.resume();
+  throw new ApiError(404, "no_route", `no route ${req.method} ${url.pathname} (see GET /v1/release)`);
 }
 
 async function deploy(

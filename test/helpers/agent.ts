@@ -9,6 +9,7 @@ import { type RunningAgent, startAgent } from "../../host-agent/agent.ts";
 import type { Clock } from "../../host-agent/clock.ts";
 import { loadAgentConfig } from "../../host-agent/config.ts";
 import { createLogger } from "../../host-agent/log.ts";
+import type { BaseImage } from "../../host-agent/sandbox/driver.ts";
 
 /** One base for the whole test run: baking is content-addressed, so sharing it is safe. */
 const SHARED_BASE_DIR = path.join(tmpdir(), "faas-test-bases");
@@ -16,6 +17,17 @@ let sharedBase: Promise<ProcessBase> | undefined;
 export function testBase(): Promise<ProcessBase> {
   sharedBase ??= bakeProcessBase(SHARED_BASE_DIR);
   return sharedBase;
+}
+
+const variants = new Map<string, Promise<ProcessBase>>();
+/** Another base version (a runtime build stamped with `variant`), shared like testBase(). */
+export function testBaseVariant(variant: string): Promise<ProcessBase> {
+  let base = variants.get(variant);
+  if (!base) {
+    base = bakeProcessBase(SHARED_BASE_DIR, { runtimeVariant: variant });
+    variants.set(variant, base);
+  }
+  return base;
 }
 
 export interface TestAgent extends RunningAgent {
@@ -44,7 +56,8 @@ export interface TestAgent extends RunningAgent {
 
 export async function startTestAgent(
   env: Record<string, string> = {},
-  opts: { stateDir?: string; clock?: Clock } = {},
+  /** base: the shared test base unless given; null lets the agent choose (its release records, else a bake). */
+  opts: { stateDir?: string; clock?: Clock; base?: BaseImage | null } = {},
 ): Promise<TestAgent> {
   const stateDir = opts.stateDir ?? (await mkdtemp(path.join(tmpdir(), "faas-agent-")));
   const config = loadAgentConfig({
@@ -63,8 +76,9 @@ export async function startTestAgent(
       cb();
     },
   });
+  const base = opts.base === null ? undefined : (opts.base ?? (await testBase()));
   const agent = await startAgent(config, {
-    base: await testBase(),
+    ...(base ? { base } : {}),
     log: createLogger("debug", sink),
     clock: opts.clock,
   });
@@ -112,6 +126,23 @@ export async function startTestAgent(
       if (!keepState) await rm(stateDir, { recursive: true, force: true });
     },
   }) as TestAgent;
+}
+
+/**
+ * Waits until no instance of any pool is starting. Stopping an agent while an instance start completes
+ * can leave that jail's inner bwrap behind (the process driver kills only the top process), so tests
+ * that start instances in the background (rolls, refills) stop their agent once starts are done.
+ */
+export async function untilNoStarts(agent: TestAgent, timeoutMs = 15_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    const res = await agent.admin("GET", "/v1/pool");
+    const pools = (res.json.pools as Array<{ instances: { starting: number } }> | undefined) ?? [
+      res.json as { instances: { starting: number } },
+    ];
+    if (pools.every((p) => p.instances.starting === 0)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 export const HELLO_CALL = { jsonrpc: "2.0", method: "HelloWorldService.helloWorld", params: [], id: 1 };

@@ -53,6 +53,8 @@ export class FakeDriver implements SandboxDriver {
   /** Starts wait on this gate when set, so tests can hold them "in flight". */
   gate: Promise<void> | undefined;
   failStarts = false;
+  /** Base versions whose starts fail (a broken base next to a good one). */
+  readonly failingBases = new Set<string>();
   /** Function names whose load fails. */
   readonly brokenFunctions = new Set<string>();
 
@@ -65,6 +67,7 @@ export class FakeDriver implements SandboxDriver {
   async start(spec: InstanceSpec): Promise<SandboxInstance> {
     if (this.gate) await this.gate;
     if (this.failStarts) throw new Error("fake start failure");
+    if (this.failingBases.has(spec.base.version)) throw new Error(`base ${spec.base.version} does not start`);
     const i = new FakeInstance(spec.id, spec.base);
     this.started.push(i);
     return i;
@@ -86,6 +89,16 @@ export class FakeDriver implements SandboxDriver {
       async load(body: { functionName: string }): Promise<LoadResponse> {
         if (driver.brokenFunctions.has(body.functionName)) throw new GuestError("boom at load", "load", 422);
         return { functionName: body.functionName, style: "jsonrpc", initMs: 1, classes: ["X"] };
+      },
+      async health() {
+        return {
+          status: "ok",
+          baseVersion: sandbox.base.version,
+          runtimeBuild: "fake",
+          instanceId: sandbox.id,
+          functionName: null,
+          pid: 1,
+        };
       },
       async close() {},
       sandboxId: sandbox.id,
