@@ -4,10 +4,12 @@
  * depends on can be passed in, so tests run real agents with their own ports, state dirs and clocks.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
+import { execa } from "execa";
+import { verifyBaseImage } from "../guest-images/bake/verify.ts";
 import { bakeProcessBase } from "../guest-images/process/bake.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { AgentConfig } from "./config.ts";
@@ -19,13 +21,24 @@ import { createMetrics } from "./metrics.ts";
 import type { InstanceSource } from "./pool/instance-source.ts";
 import { LocalRegistryBackend } from "./registry/local-backend.ts";
 import { Registry } from "./registry/registry.ts";
+import { S3RegistryBackend } from "./registry/s3-backend.ts";
 import { checkProcessBase, driverProbe } from "./release/base-check.ts";
 import { fileReleaseFetch, ReleasePoller, releaseFileFolder } from "./release/poller.ts";
 import { parseRelease, type Release } from "./release/release.ts";
 import { Rollout, RolloutConflictError } from "./release/rollout.ts";
 import { readReleaseRecords, writeReleaseRecords } from "./release/store.ts";
 import type { BaseImage, PreflightProblem, SandboxDriver } from "./sandbox/driver.ts";
+import { createFirecrackerDriver } from "./sandbox/firecracker/create-driver.ts";
 import { ProcessDriver } from "./sandbox/process/driver.ts";
+
+/** `firecracker --version` of the binary the driver config names, for the base's version check. */
+async function firecrackerVersion(configFile: string | undefined): Promise<string> {
+  const raw = configFile
+    ? (JSON.parse(await readFile(configFile, "utf8")) as { firecrackerPath?: string })
+    : {};
+  const { stdout } = await execa(raw.firecrackerPath ?? "/usr/local/bin/firecracker", ["--version"]);
+  return stdout.split("\n")[0] ?? "";
+}
 
 export class PreflightError extends Error {
   override readonly name = "PreflightError";
@@ -87,22 +100,34 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
 
   const driver =
     overrides.driver ??
-    new ProcessDriver({
-      stateDir,
-      uidBase: config.uidBase,
-      // A roll runs two pools side by side, plus one probe instance.
-      uidCount: config.pool.maxInstances * 3 + 1,
-      log,
-    });
+    (config.driver === "firecracker"
+      ? createFirecrackerDriver(
+          config.firecrackerConfig ? JSON.parse(await readFile(config.firecrackerConfig, "utf8")) : {},
+        )
+      : new ProcessDriver({
+          stateDir,
+          uidBase: config.uidBase,
+          // A roll runs two pools side by side, plus one probe instance.
+          uidCount: config.pool.maxInstances * 3 + 1,
+          log,
+        }));
   const problems = await driver.preflight();
   const fatal = problems.filter((p) => p.fatal);
   if (fatal.length > 0) throw new PreflightError(fatal);
   for (const p of problems) log.warn({ fix: p.fix }, p.what);
   await driver.init();
 
+  // A microVM base is only ever taken from a baked, verified folder (its snapshot is tied to this
+  // host's Firecracker version); rolls between microVM bases are not wired yet.
+  const vmBase =
+    config.driver === "firecracker" && !overrides.base
+      ? await verifyBaseImage(path.resolve(config.baseDir!), {
+          hostFirecrackerVersion: await firecrackerVersion(config.firecrackerConfig),
+        })
+      : undefined;
   // A restarted agent comes back on the release it had rolled to, when that base is still usable.
-  const records = overrides.base ? undefined : await readReleaseRecords(stateDir);
-  let base = overrides.base;
+  const records = overrides.base || vmBase ? undefined : await readReleaseRecords(stateDir);
+  let base = overrides.base ?? vmBase;
   if (!base && records) {
     base = await checkProcessBase(records.current).catch((err: Error) => {
       log.warn({ err: err.message }, "the recorded release's base is not usable: baking the default base");
@@ -115,7 +140,9 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
       ? records.current
       : parseRelease({ baseVersion: base.version, baseDir: base.dir });
   const registry = new Registry(
-    new LocalRegistryBackend(stateDir),
+    config.registry.kind === "s3"
+      ? new S3RegistryBackend({ bucket: config.registry.bucket, prefix: config.registry.prefix })
+      : new LocalRegistryBackend(stateDir),
     path.join(stateDir, "code"),
     config.bundle,
     clock,

@@ -17,7 +17,11 @@ export const agentEnvSchema = z.object({
   FAAS_STATE_DIR: z.string().min(1).default(".faas"),
   FAAS_BASE_DIR: z.string().min(1).optional(),
   FAAS_ADMIN_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
-  FAAS_DRIVER: z.enum(["process"]).default("process"),
+  FAAS_DRIVER: z.enum(["process", "firecracker"]).default("process"),
+  FAAS_FIRECRACKER_CONFIG: z.string().min(1).optional(),
+  FAAS_REGISTRY: z.enum(["local", "s3"]).default("local"),
+  FAAS_REGISTRY_BUCKET: z.string().min(3).optional(),
+  FAAS_REGISTRY_PREFIX: z.string().default(""),
   FAAS_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   FAAS_POOL_GENERIC: int(0, 1000, 2),
   FAAS_POOL_GENERIC_MAX: int(0, 1000, 8),
@@ -56,7 +60,13 @@ export interface AgentConfig {
   /** Where baked bases are kept (default <stateDir>/base); several agents may share one. */
   readonly baseDir: string | undefined;
   readonly adminToken: string | undefined;
-  readonly driver: "process";
+  readonly driver: "process" | "firecracker";
+  /** JSON file with the firecracker driver's config (paths, jailer, network, limits). */
+  readonly firecrackerConfig: string | undefined;
+  /** Where deployed functions live: the state dir, or an S3 bucket every host of a fleet reads. */
+  readonly registry:
+    | { readonly kind: "local" }
+    | { readonly kind: "s3"; readonly bucket: string; readonly prefix: string };
   readonly logLevel: AgentEnv["FAAS_LOG_LEVEL"];
   readonly pool: PoolConfig & { readonly callTimeoutMs: number };
   readonly limits: {
@@ -102,6 +112,16 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
     throw new ConfigError(`invalid agent configuration:\n  ${lines.join("\n  ")}`);
   }
   const e = parsed.data;
+  if (e.FAAS_DRIVER === "firecracker" && !e.FAAS_BASE_DIR) {
+    throw new ConfigError(
+      "invalid agent configuration:\n  FAAS_BASE_DIR is required with FAAS_DRIVER=firecracker: the folder of a baked base (manifest.json)",
+    );
+  }
+  if (e.FAAS_REGISTRY === "s3" && !e.FAAS_REGISTRY_BUCKET) {
+    throw new ConfigError(
+      "invalid agent configuration:\n  FAAS_REGISTRY_BUCKET is required with FAAS_REGISTRY=s3",
+    );
+  }
   if (e.PORT !== 0 && e.PORT === e.ADMIN_PORT && e.HOST === e.ADMIN_HOST) {
     throw new ConfigError(
       `invalid agent configuration:\n  PORT and ADMIN_PORT are both ${e.PORT}: they must differ`,
@@ -116,6 +136,11 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
     baseDir: e.FAAS_BASE_DIR,
     adminToken: e.FAAS_ADMIN_TOKEN,
     driver: e.FAAS_DRIVER,
+    firecrackerConfig: e.FAAS_FIRECRACKER_CONFIG,
+    registry:
+      e.FAAS_REGISTRY === "s3"
+        ? { kind: "s3", bucket: e.FAAS_REGISTRY_BUCKET!, prefix: e.FAAS_REGISTRY_PREFIX }
+        : { kind: "local" },
     logLevel: e.FAAS_LOG_LEVEL,
     pool: {
       genericMin: e.FAAS_POOL_GENERIC,

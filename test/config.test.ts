@@ -39,3 +39,50 @@ describe("agent configuration", () => {
     assert.throws(() => loadAgentConfig({ PORT: "9000", ADMIN_PORT: "9000" }), /must differ/);
   });
 });
+
+describe("agent configuration for production", () => {
+  it("needs a baked base folder for the firecracker driver and a bucket for the S3 registry", () => {
+    assert.throws(
+      () => loadAgentConfig({ FAAS_DRIVER: "firecracker" }),
+      /FAAS_BASE_DIR is required with FAAS_DRIVER=firecracker/,
+    );
+    assert.throws(() => loadAgentConfig({ FAAS_REGISTRY: "s3" }), /FAAS_REGISTRY_BUCKET is required/);
+    const c = loadAgentConfig({
+      FAAS_DRIVER: "firecracker",
+      FAAS_BASE_DIR: "/var/lib/faas/base",
+      FAAS_REGISTRY: "s3",
+      FAAS_REGISTRY_BUCKET: "artifacts",
+      FAAS_REGISTRY_PREFIX: "functions/",
+    });
+    assert.equal(c.driver, "firecracker");
+    assert.deepEqual(c.registry, { kind: "s3", bucket: "artifacts", prefix: "functions/" });
+    assert.throws(() => loadAgentConfig({ FAAS_DRIVER: "docker" }), /FAAS_DRIVER="docker"/);
+  });
+
+  it("refuses to start the firecracker driver on a host that cannot run it, saying what is missing", async () => {
+    const { mkdtemp, rm } = await import("node:fs/promises");
+    const { tmpdir } = await import("node:os");
+    const path = await import("node:path");
+    const { startAgent, PreflightError } = await import("../host-agent/agent.ts");
+    const { BaseImageError } = await import("../guest-images/bake/verify.ts");
+    const pino = (await import("pino")).default;
+    const state = await mkdtemp(path.join(tmpdir(), "faas-fc-agent-"));
+    try {
+      const config = loadAgentConfig({
+        FAAS_DRIVER: "firecracker",
+        FAAS_BASE_DIR: path.join(state, "no-base"),
+        FAAS_STATE_DIR: state,
+        PORT: "0",
+        ADMIN_PORT: "0",
+      });
+      await assert.rejects(startAgent(config, { log: pino({ level: "silent" }) }), (err: unknown) => {
+        // Here: no KVM and no firecracker binary. On a ready KVM host: no base in the folder.
+        if (err instanceof PreflightError)
+          return err.problems.some((p) => /kvm|firecracker|jailer/i.test(p.what));
+        return err instanceof BaseImageError || /no-base/.test(String(err));
+      });
+    } finally {
+      await rm(state, { recursive: true, force: true });
+    }
+  });
+});
