@@ -11,6 +11,7 @@ import path from "node:path";
 import { bakeProcessBase } from "../guest-images/process/bake.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { AgentConfig } from "./config.ts";
+import { GuestClient } from "./guest/client.ts";
 import { resolveAdminToken } from "./http/auth.ts";
 import { createControlPlane } from "./http/control-plane.ts";
 import { createDataPlane } from "./http/data-plane.ts";
@@ -105,6 +106,9 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     log,
     metrics,
     newInstanceId: () => `i${prefix}-${(seq++).toString(36)}`,
+    // A module's load is bounded by the call deadline, and a load that kills its instance says why.
+    clientFor: (sandbox) =>
+      new GuestClient(sandbox.endpoint, { loadTimeoutMs: config.pool.callTimeoutMs, exited: sandbox.exited }),
   });
   pool.start();
 

@@ -7,7 +7,6 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, chown, mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import { execa, type ResultPromise } from "execa";
 import type { GuestLogLine } from "../../../guest-images/runtime/protocol.ts";
 import { GuestClient } from "../../guest/client.ts";
@@ -22,6 +21,7 @@ import {
   type SandboxInstance,
   SandboxStartError,
 } from "../driver.ts";
+import { onBoundedLines } from "./bounded-lines.ts";
 import { GUEST_SOCKET_NAME, jailCommand } from "./bwrap-args.ts";
 import {
   type CgroupMode,
@@ -48,6 +48,9 @@ export interface ProcessDriverOptions {
 }
 
 const STDERR_TAIL = 2048;
+/** Longest guest output line kept: a call's console budget (64 KiB) even when JSON escaping inflates it. */
+const MAX_LINE_BYTES = 512 * 1024;
+const GUEST_LOG_LEVELS = new Set(["debug", "info", "warn", "error"]);
 
 export class ProcessDriver implements SandboxDriver {
   readonly kind = "process" as const;
@@ -227,8 +230,11 @@ class ProcessInstance implements SandboxInstance {
     this.client = new GuestClient(this.endpoint);
     this.rawBudget = opts.rawOutputBudget ?? 1024 * 1024;
     const log = opts.log.child({ instance: spec.id });
-    createInterface({ input: child.stdout! }).on("line", (line) => this.onStdout(line, log));
-    createInterface({ input: child.stderr! }).on("line", (line) => {
+    onBoundedLines(child.stdout!, MAX_LINE_BYTES, (line, truncated) => {
+      if (truncated) this.raw(log, "stdout", line);
+      else this.onStdout(line, log);
+    });
+    onBoundedLines(child.stderr!, MAX_LINE_BYTES, (line) => {
       this.stderrTail = `${this.stderrTail}${line}\n`.slice(-STDERR_TAIL);
       this.raw(log, "stderr", line);
     });
@@ -268,11 +274,14 @@ class ProcessInstance implements SandboxInstance {
       this.readyWaiter?.resolve();
       return;
     }
+    // The guest writes these lines, so they are untrusted: one not in the protocol's shape is raw output.
+    if (typeof parsed.msg !== "string") {
+      this.raw(log, "stdout", line);
+      return;
+    }
     if (parsed.type === "fatal") this.lastFatal = parsed.msg;
-    log[parsed.level === "debug" ? "debug" : parsed.level](
-      { fn: parsed.fn, rid: parsed.rid, user: true },
-      parsed.msg,
-    );
+    const level = GUEST_LOG_LEVELS.has(parsed.level) ? parsed.level : "info";
+    log[level]({ fn: parsed.fn, rid: parsed.rid, user: true }, parsed.msg);
   }
 
   ready(timeoutMs: number): Promise<void> {
