@@ -120,6 +120,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     metrics,
     callTimeoutMs: config.pool.callTimeoutMs,
     maxBodyBytes: config.maxBodyBytes,
+    timeouts: { headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs },
   });
   const admin = createControlPlane({
     registry,
@@ -131,6 +132,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     maxBundleBytes: config.bundle.maxBundleBytes,
     deployTimeoutMs: Math.max(config.pool.callTimeoutMs, 30_000),
     health: () => ({ baseVersion: base.version, driver: driver.kind, functions: registry.size }),
+    timeouts: { headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.adminRequestTimeoutMs },
   });
   let dataPort: number;
   let adminPort: number;

@@ -14,7 +14,15 @@ import { BundleError } from "../registry/bundle.ts";
 import { checkFunctionName, type Registry, RegistryError } from "../registry/registry.ts";
 import { SandboxStartError } from "../sandbox/driver.ts";
 import { bearerToken, tokenMatches } from "./auth.ts";
-import { readBody, sendError, sendJson } from "./json.ts";
+import {
+  applyRequestTimeouts,
+  checkingInterval,
+  MAX_HEADER_BYTES,
+  type RequestTimeouts,
+  readBody,
+  sendError,
+  sendJson,
+} from "./json.ts";
 
 export interface ControlPlaneDeps {
   readonly registry: Registry;
@@ -27,6 +35,7 @@ export interface ControlPlaneDeps {
   /** How long a deploy may take to prove its module loads. */
   readonly deployTimeoutMs: number;
   readonly health: () => Record<string, unknown>;
+  readonly timeouts: RequestTimeouts;
 }
 
 const BUNDLE_TYPES = new Set([
@@ -40,17 +49,19 @@ const BUNDLE_TYPES = new Set([
 ]);
 
 export function createControlPlane(deps: ControlPlaneDeps): Server {
-  const server = createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => {
-    void route(deps, req, res).catch((err: unknown) => {
-      if (err instanceof ApiError) sendError(res, err);
-      else {
-        deps.log.error({ err }, "control plane error");
-        sendError(res, new ApiError(500, "internal", (err as Error).message));
-      }
-    });
-  });
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 300_000;
+  const server = createServer(
+    { maxHeaderSize: MAX_HEADER_BYTES, connectionsCheckingInterval: checkingInterval(deps.timeouts) },
+    (req, res) => {
+      void route(deps, req, res).catch((err: unknown) => {
+        if (err instanceof ApiError) sendError(res, err);
+        else {
+          deps.log.error({ err }, "control plane error");
+          sendError(res, new ApiError(500, "internal", (err as Error).message));
+        }
+      });
+    },
+  );
+  applyRequestTimeouts(server, deps.timeouts);
   return server;
 }
 
@@ -102,7 +113,14 @@ async function route(deps: ControlPlaneDeps, req: IncomingMessage, res: ServerRe
     return;
   }
   if (parts[0] === "v1" && parts[1] === "functions" && parts.length === 3) {
-    const name = decodeURIComponent(parts[2]!);
+    let name: string;
+    try {
+      name = decodeURIComponent(parts[2]!);
+    } catch {
+      // Percent-escapes that are not UTF-8 (%ff): a bad name, not a server error.
+      req.resume();
+      throw new ApiError(400, "invalid_name", `the function name in ${url.pathname} is not valid UTF-8`);
+    }
     allow(["GET", "PUT", "DELETE"]);
     try {
       checkFunctionName(name);
@@ -200,6 +218,13 @@ async function deploy(
       if (err instanceof PoolBusyError) {
         throw new ApiError(503, "no_capacity", err.message, { "retry-after": String(err.retryAfterSeconds) });
       }
+      if (isOutOfSpace(err)) {
+        throw new ApiError(
+          507,
+          "insufficient_storage",
+          "the agent's state dir is full: the deploy was not stored (earlier deployments are unchanged)",
+        );
+      }
       if (err instanceof SandboxStartError) {
         throw new ApiError(
           503,
@@ -213,4 +238,12 @@ async function deploy(
       throw err;
     }
   });
+}
+
+/** The disk (or quota) of the state dir ran out, directly or as the cause of an instance start failure. */
+function isOutOfSpace(err: unknown): boolean {
+  for (let e = err as { code?: string; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+    if (e.code === "ENOSPC" || e.code === "EDQUOT") return true;
+  }
+  return false;
 }

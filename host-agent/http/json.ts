@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { ApiError } from "../errors.ts";
 
 export function sendJson(
@@ -81,3 +81,26 @@ export const HOP_BY_HOP = new Set([
   "expect",
   "content-length",
 ]);
+
+/** Largest request header block either plane accepts (Node answers 431 past it). */
+export const MAX_HEADER_BYTES = 16 * 1024;
+
+export interface RequestTimeouts {
+  /** The whole header block must arrive within this. */
+  readonly headersTimeoutMs: number;
+  /** The whole request, body included, must arrive within this. */
+  readonly requestTimeoutMs: number;
+}
+
+/**
+ * Drops clients that send their headers or body too slowly (408, then the connection is closed). Node
+ * checks these only every connectionsCheckingInterval, so that is set from the timeouts too.
+ */
+export function applyRequestTimeouts(server: Server, t: RequestTimeouts): void {
+  server.headersTimeout = t.headersTimeoutMs;
+  server.requestTimeout = Math.max(t.requestTimeoutMs, t.headersTimeoutMs);
+}
+
+export function checkingInterval(t: RequestTimeouts): number {
+  return Math.max(50, Math.min(1000, Math.floor(t.headersTimeoutMs / 4)));
+}
