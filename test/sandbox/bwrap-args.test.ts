@@ -55,6 +55,7 @@ describe("process sandbox jail command", () => {
     for (const flag of [
       "--unshare-all",
       "--unshare-user",
+      "--disable-userns",
       "--die-with-parent",
       "--new-session",
       "--clearenv",

@@ -42,6 +42,9 @@ export function jailCommand(input: JailCommandInput): {
     "bwrap",
     "--unshare-all",
     "--unshare-user",
+    // No nested user namespaces: a native addon in a bundle could otherwise unshare one and get
+    // capabilities over it, the kernel surface that most container escapes start from (bwrap >= 0.8).
+    "--disable-userns",
     "--die-with-parent",
     "--new-session",
     "--uid",
