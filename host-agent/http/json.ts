@@ -22,11 +22,14 @@ export function sendError(res: ServerResponse, err: ApiError, requestId?: string
     res.destroy();
     return;
   }
+  // A request refused before its body was read (401, 404, 413...): close the connection after the
+  // answer, so the client cannot keep streaming into the agent until the request timeout.
+  const unread = res.req !== undefined && !res.req.complete;
   sendJson(
     res,
     err.status,
     { error: { code: err.code, message: err.message, ...(requestId ? { requestId } : {}) } },
-    err.headers,
+    unread ? { ...err.headers, connection: "close" } : err.headers,
   );
 }
 
