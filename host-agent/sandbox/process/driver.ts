@@ -338,6 +338,14 @@ class ProcessInstance implements SandboxInstance {
       this.destroyReason = reason;
       this.child.kill("SIGKILL");
     }
+    // Killing bwrap is not enough: a jail killed while bwrap is still setting it up can miss
+    // --die-with-parent and live on, holding the output pipes (so `exited` would never resolve). Every
+    // process of the jail is in its cgroup: kill them all there, until the instance is gone.
+    const gone = this.exited.then(() => true);
+    for (let attempt = 0; attempt < 200; attempt++) {
+      await this.cgroup.kill().catch(() => undefined);
+      if (await Promise.race([gone, new Promise<false>((r) => setTimeout(() => r(false), 50))])) return;
+    }
     await this.exited;
   }
 
