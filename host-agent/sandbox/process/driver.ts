@@ -32,7 +32,7 @@ import {
   cgroupScope as scopeOf,
 } from "./cgroups.ts";
 import { linkCodeTree } from "./code-link.ts";
-import { findOnPath, processSandboxProblems } from "./preflight.ts";
+import { bwrapDisablesUserns, findOnPath, processSandboxProblems } from "./preflight.ts";
 
 export interface ProcessDriverOptions {
   /** Instance folders live under <stateDir>/run/instances. */
@@ -76,10 +76,22 @@ export class ProcessDriver implements SandboxDriver {
       isRoot: this.isRoot,
       cgroups: detectCgroups(),
       has: (tool) => findOnPath(tool) !== undefined,
+      bwrapDisablesUserns: await this.detectDisableUserns(),
     });
   }
 
+  private disableUserns: boolean | undefined;
+
+  private async detectDisableUserns(): Promise<boolean | undefined> {
+    if (this.disableUserns === undefined && findOnPath("bwrap") !== undefined) {
+      const help = await execa("bwrap", ["--help"], { reject: false });
+      this.disableUserns = bwrapDisablesUserns(`${help.stdout}\n${help.stderr}`);
+    }
+    return this.disableUserns;
+  }
+
   async init(): Promise<void> {
+    await this.detectDisableUserns();
     this.cgroups = this.isRoot ? detectCgroups() : { version: 0, why: "not root" };
     await mkdir(this.instancesDir, { recursive: true });
     // Jailed uids must traverse these to reach their own folders; nobody but root may list them.
@@ -147,6 +159,7 @@ export class ProcessDriver implements SandboxDriver {
       limits: spec.limits,
       hostId: uid,
       cgroupProcs: cgroup.procsFiles,
+      disableUserns: this.disableUserns,
     });
     const child = execa(command.file, command.args, {
       env: command.env,
