@@ -55,7 +55,7 @@ exports.Faulty = class Faulty {
     for (const end = Date.now() + 1000; Date.now() < end; ) bytes += fs.writeSync(1, chunk);
     return bytes;
   }
-  forgedLog() { process.stdout.write('{"type":"log","fn":"other","rid":"x","level":"nope","msg":"forged"}\\n'); return "forged"; }
+  forgedLog() { process.stdout.write('\\n{"type":"log","fn":"other","rid":"x","level":"nope","msg":"forged"}\\n'); return "forged"; }
 };
 `;
 
@@ -225,9 +225,14 @@ describe("hardening: faults in user code", function () {
     assert.ok(grown < 64 * 1024 * 1024, `the agent's memory grew by ${grown} bytes`);
   });
 
-  // protection: driver.ts validates a guest log line's level before using it (a forged one cannot crash the agent)
-  it("a forged log line with an unknown level does not crash the agent", async () => {
+  // protection: driver.ts validates a guest log line's level before using it (a forged one cannot crash
+  // the agent) and attributes every line to the instance's own function (not to the one it names)
+  it("a forged log line with an unknown level and another function's name: logged as its own, agent up", async () => {
     await withBystander("forgedLog", (res) => assert.equal(res.status, 200, res.text), false);
+    await new Promise((r) => setTimeout(r, 200));
+    const forged = agent.logs.filter((l) => l.msg === "forged");
+    assert.equal(forged.length, 1);
+    assert.equal(forged[0]!.fn, "faulty", "attributed to the function that wrote it");
   });
 
   describe("faults while loading", () => {

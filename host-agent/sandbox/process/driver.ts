@@ -227,6 +227,8 @@ class ProcessInstance implements SandboxInstance {
   private stderrTail = "";
   private rawBudget: number;
   private codeAttached = false;
+  /** The function whose code this instance runs: its log lines are attributed to it, whatever they say. */
+  private functionName: string | null = null;
 
   constructor(
     spec: InstanceSpec,
@@ -294,7 +296,7 @@ class ProcessInstance implements SandboxInstance {
     }
     if (parsed.type === "fatal") this.lastFatal = parsed.msg;
     const level = GUEST_LOG_LEVELS.has(parsed.level) ? parsed.level : "info";
-    log[level]({ fn: parsed.fn, rid: parsed.rid, user: true }, parsed.msg);
+    log[level]({ fn: this.functionName ?? parsed.fn, rid: parsed.rid, user: true }, parsed.msg);
   }
 
   ready(timeoutMs: number): Promise<void> {
@@ -343,6 +345,7 @@ class ProcessInstance implements SandboxInstance {
   async attachCode(code: CodeArtifact): Promise<void> {
     if (this.codeAttached) throw new Error(`instance ${this.id} already has code attached`);
     this.codeAttached = true;
+    this.functionName = code.functionName;
     await linkCodeTree(code.hostPath, this.codeDir);
   }
 
