@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { request } from "undici";
-import { freePort, startChildAgent } from "../test/helpers/child-agent.ts";
+import { freePorts, startChildAgent } from "../test/helpers/child-agent.ts";
 import { tarGz } from "../test/helpers/tar-builder.ts";
 
 export interface SoakOptions {
@@ -60,11 +60,12 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
   const log = opts.log ?? (() => undefined);
   const stateDir = await mkdtemp(path.join(tmpdir(), "faas-soak-"));
   const token = randomBytes(18).toString("base64url");
+  const [port, adminPort] = await freePorts(2);
   const agent = await startChildAgent({
     stateDir,
     token,
-    port: await freePort(),
-    adminPort: await freePort(),
+    port: port!,
+    adminPort: adminPort!,
     env: { FAAS_POOL_GENERIC: "2", FAAS_LOG_LEVEL: "warn" },
   });
   const admin = async (method: string, route: string, body?: Buffer) => {

@@ -13,7 +13,7 @@ import { execa } from "execa";
 import { request } from "undici";
 import { cgroupScope, detectCgroups } from "../../host-agent/sandbox/process/cgroups.ts";
 import { HELLO_CALL, startTestAgent, type TestAgent } from "../helpers/agent.ts";
-import { type ChildAgent, freePort, startChildAgent } from "../helpers/child-agent.ts";
+import { type ChildAgent, freePorts, startChildAgent } from "../helpers/child-agent.ts";
 import { requireJailHost } from "../helpers/host.ts";
 import { HELLO_MODULE, tarGz } from "../helpers/tar-builder.ts";
 
@@ -69,7 +69,8 @@ describe("hardening: agent faults", function () {
     before(async function () {
       requireJailHost(this);
       stateDir = await mkdtemp(path.join(tmpdir(), "faas-crash-"));
-      ports = { port: await freePort(), adminPort: await freePort() };
+      const [port, adminPort] = await freePorts(2);
+      ports = { port: port!, adminPort: adminPort! };
     });
 
     after(async () => {
