@@ -5,7 +5,7 @@
  *
  *   node --import tsx bench/soak.ts --minutes 10 [--concurrency 8] [--out bench/results/soak.json]
  *
- * The test suite runs it for 15 seconds (test/hardening/soak.test.ts).
+ * The test suite runs it for 12 seconds (test/hardening/soak.test.ts).
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";

@@ -100,7 +100,7 @@ describe("hardening: faults in user code", function () {
     replaced = true,
   ) {
     const before = (await agent.call("faulty", rpc("Faulty.instance"))).json().result as string;
-    const bystander = agent.call("steady", rpc("Steady.slow", [1200]));
+    const bystander = agent.call("steady", rpc("Steady.slow", [800]));
     await new Promise((r) => setTimeout(r, 50));
     const res = await agent.call("faulty", rpc(`Faulty.${method}`));
     check(res);
