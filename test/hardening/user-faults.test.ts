@@ -40,6 +40,17 @@ exports.Faulty = class Faulty {
     }
     return spawned;
   }
+  async threadBomb() {
+    const { Worker } = require("node:worker_threads");
+    let started = 0;
+    for (let i = 0; i < 64; i++) {
+      const w = new Worker("setInterval(() => {}, 1000)", { eval: true });
+      const ok = await new Promise((resolve) => { w.once("online", () => resolve(true)); w.once("error", () => resolve(false)); });
+      if (!ok) break;
+      started++;
+    }
+    return started;
+  }
   fillTmp() {
     const chunk = Buffer.alloc(1024 * 1024, 1);
     let written = 0;
@@ -168,6 +179,25 @@ describe("hardening: faults in user code", function () {
         assert.equal(res.status, 200, res.text);
         const spawned = res.json().result as number;
         assert.ok(spawned < 16, `the pids limit (16) stopped it after ${spawned} children`);
+      },
+      false,
+    );
+  });
+
+  // protection: cgroup pids.max counts threads too: a thread bomb stops inside the instance (or kills it)
+  it("a thread bomb: stopped by the pids limit, the pool recovers", async () => {
+    await withBystander(
+      "threadBomb",
+      (res) => {
+        if (res.status === 200) {
+          const started = res.json().result as number;
+          assert.ok(started < 16, `the pids limit (16) stopped it after ${started} workers`);
+        } else if (res.status === 500) {
+          // The thread could not be created: the method gets the kernel's EAGAIN as its error.
+          assert.match(res.json().error.message, /EAGAIN|Resource temporarily unavailable/);
+        } else {
+          assert.equal(res.status, 502, res.text);
+        }
       },
       false,
     );
