@@ -13,6 +13,7 @@ import { verifyBaseImage } from "../guest-images/bake/verify.ts";
 import { bakeProcessBase } from "../guest-images/process/bake.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { AgentConfig } from "./config.ts";
+import { GuestClient } from "./guest/client.ts";
 import { resolveAdminToken } from "./http/auth.ts";
 import { createControlPlane } from "./http/control-plane.ts";
 import { createDataPlane } from "./http/data-plane.ts";
@@ -164,6 +165,12 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
       metrics,
       newInstanceId,
       random: overrides.random ?? Math.random,
+      // A module's load is bounded by the call deadline, and a load that kills its instance says why.
+      clientFor: (sandbox) =>
+        new GuestClient(sandbox.endpoint, {
+          loadTimeoutMs: config.pool.callTimeoutMs,
+          exited: sandbox.exited,
+        }),
       checkBase: checkProcessBase,
       probeBase: driverProbe({ driver, limits: config.limits, newInstanceId }),
       warmupTimeoutMs: config.release.warmupTimeoutMs,
@@ -192,6 +199,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     metrics,
     callTimeoutMs: config.pool.callTimeoutMs,
     maxBodyBytes: config.maxBodyBytes,
+    timeouts: { headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs },
   });
   const admin = createControlPlane({
     registry,
@@ -208,6 +216,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
       driver: driver.kind,
       functions: registry.size,
     }),
+    timeouts: { headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.adminRequestTimeoutMs },
   });
   let dataPort: number;
   let adminPort: number;

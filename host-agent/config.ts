@@ -43,6 +43,9 @@ export const agentEnvSchema = z.object({
   FAAS_MAX_UNPACKED_BYTES: int(1024, 4096 * MiB, 250 * MiB),
   FAAS_MAX_FILES: int(1, 1_000_000, 10_000),
   FAAS_MAX_BODY_BYTES: int(1024, 1024 * MiB, 6 * MiB),
+  FAAS_HEADERS_TIMEOUT_MS: int(100, 600_000, 10_000),
+  FAAS_REQUEST_TIMEOUT_MS: int(100, 3_600_000, 60_000),
+  FAAS_ADMIN_REQUEST_TIMEOUT_MS: int(100, 3_600_000, 300_000),
   FAAS_UID_BASE: int(1000, 4_000_000_000, 200_000),
   FAAS_RELEASE_FILE: z.string().min(1).optional(),
   FAAS_RELEASE_POLL_MS: int(100, 3_600_000, 5000),
@@ -83,6 +86,11 @@ export interface AgentConfig {
     readonly maxFiles: number;
   };
   readonly maxBodyBytes: number;
+  /** Both planes: a client must send its whole header block within this (slow-header clients are dropped). */
+  readonly headersTimeoutMs: number;
+  /** Whole request (headers and body) on the data plane, and on the control plane (bundles are larger). */
+  readonly requestTimeoutMs: number;
+  readonly adminRequestTimeoutMs: number;
   readonly uidBase: number;
   readonly release: {
     /** A release file the agent follows (polled), if any. */
@@ -171,6 +179,9 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
       maxFiles: e.FAAS_MAX_FILES,
     },
     maxBodyBytes: e.FAAS_MAX_BODY_BYTES,
+    headersTimeoutMs: e.FAAS_HEADERS_TIMEOUT_MS,
+    requestTimeoutMs: e.FAAS_REQUEST_TIMEOUT_MS,
+    adminRequestTimeoutMs: e.FAAS_ADMIN_REQUEST_TIMEOUT_MS,
     uidBase: e.FAAS_UID_BASE,
     release: {
       file: e.FAAS_RELEASE_FILE,

@@ -49,6 +49,20 @@ export function rpcResult(result: unknown, id: JsonRpcId): JsonRpcAnswer {
   };
 }
 
+/**
+ * Decodes a request body as strict UTF-8 and parses it: bytes that are not UTF-8 are a parse error, not
+ * silently replaced by U+FFFD (which would hand the method arguments the caller never sent).
+ */
+export function parseRpcBody(body: Uint8Array): RpcCall | JsonRpcAnswer {
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(body);
+  } catch {
+    return rpcError(400, PARSE_ERROR, "Parse error: the body is not valid UTF-8", null);
+  }
+  return parseRpcRequest(text);
+}
+
 /** Parses and checks one JSON-RPC request body: an RpcCall, or the error answer to send. */
 export function parseRpcRequest(raw: string): RpcCall | JsonRpcAnswer {
   let message: unknown;

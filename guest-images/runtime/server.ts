@@ -6,14 +6,7 @@
 import type { AsyncLocalStorage } from "node:async_hooks";
 import type * as Http from "node:http";
 import { type CallContext, installConsoleCapture } from "./console-capture.ts";
-import {
-  type AnyClass,
-  dispatchRpc,
-  exportedClasses,
-  isAnswer,
-  parseRpcRequest,
-  rpcError,
-} from "./jsonrpc.ts";
+import { type AnyClass, dispatchRpc, exportedClasses, isAnswer, parseRpcBody, rpcError } from "./jsonrpc.ts";
 import { buildHttpEvent, resultToAnswer } from "./lambda.ts";
 import { importModule, LoadError, resolveEntry } from "./loader.ts";
 import {
@@ -245,7 +238,7 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
           );
           return;
         }
-        const call = parseRpcRequest(body.toString("utf8"));
+        const call = parseRpcBody(body);
         const answer = isAnswer(call) ? call : await dispatchRpc(call, fn.classes, fn.instances);
         sendJson(res, answer.status, answer.body);
         return;

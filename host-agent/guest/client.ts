@@ -10,7 +10,7 @@ import type {
   LoadRequest,
   LoadResponse,
 } from "../../guest-images/runtime/protocol.ts";
-import type { GuestEndpoint } from "../sandbox/driver.ts";
+import type { GuestEndpoint, SandboxExit } from "../sandbox/driver.ts";
 
 export class GuestError extends Error {
   override readonly name = "GuestError";
@@ -43,10 +43,20 @@ export class ResponseTooLargeError extends Error {
   override readonly name = "ResponseTooLargeError";
 }
 
+export interface GuestClientOptions {
+  /** A load that takes longer fails as a load error (a module that never finishes loading). */
+  readonly loadTimeoutMs?: number;
+  /** The instance's exit: a load cut short by the instance dying reports why it died. */
+  readonly exited?: Promise<SandboxExit>;
+}
+
 export class GuestClient {
   private readonly client: Client;
 
-  constructor(endpoint: GuestEndpoint) {
+  constructor(
+    endpoint: GuestEndpoint,
+    private readonly opts: GuestClientOptions = {},
+  ) {
     this.client =
       endpoint.kind === "unix"
         ? new Client("http://guest", {
@@ -65,8 +75,37 @@ export class GuestClient {
     await this.control("POST", "init", body, signal);
   }
 
+  /**
+   * Loads the function's module. User code runs here, so its failures are load errors: a module that
+   * hangs past loadTimeoutMs or kills its instance (process.exit, memory limit) is reported as such.
+   */
   async load(body: LoadRequest, signal?: AbortSignal): Promise<LoadResponse> {
-    return (await this.control("POST", "load", body, signal)) as LoadResponse;
+    const { loadTimeoutMs, exited } = this.opts;
+    const timeout = loadTimeoutMs === undefined ? undefined : AbortSignal.timeout(loadTimeoutMs);
+    const signals = [signal, timeout].filter((s): s is AbortSignal => s !== undefined);
+    try {
+      return (await this.control(
+        "POST",
+        "load",
+        body,
+        signals.length > 0 ? AbortSignal.any(signals) : undefined,
+      )) as LoadResponse;
+    } catch (err) {
+      if (err instanceof GuestError) throw err;
+      if (timeout?.aborted && !signal?.aborted) {
+        throw new GuestError(`the module did not finish loading within ${loadTimeoutMs} ms`, "load");
+      }
+      const exit = exited
+        ? await Promise.race([
+            exited,
+            new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref()),
+          ])
+        : undefined;
+      if (exit?.cause === "exited") {
+        throw new GuestError(`the instance stopped while loading the module: ${exit.reason}`, "load");
+      }
+      throw err;
+    }
   }
 
   private async control(

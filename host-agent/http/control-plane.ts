@@ -17,7 +17,15 @@ import { parseRelease, ReleaseError } from "../release/release.ts";
 import { type Rollout, RolloutConflictError } from "../release/rollout.ts";
 import { SandboxStartError } from "../sandbox/driver.ts";
 import { bearerToken, tokenMatches } from "./auth.ts";
-import { readBody, sendError, sendJson } from "./json.ts";
+import {
+  applyRequestTimeouts,
+  checkingInterval,
+  MAX_HEADER_BYTES,
+  type RequestTimeouts,
+  readBody,
+  sendError,
+  sendJson,
+} from "./json.ts";
 
 export interface ControlPlaneDeps {
   readonly registry: Registry;
@@ -32,6 +40,7 @@ export interface ControlPlaneDeps {
   readonly health: () => Record<string, unknown>;
   /** The base-image roll; without it the release routes answer 404. */
   readonly rollout?: Rollout;
+  readonly timeouts: RequestTimeouts;
 }
 
 /** How long `?wait=1` waits for a roll to settle before answering 202 with where it stands. */
@@ -48,17 +57,19 @@ const BUNDLE_TYPES = new Set([
 ]);
 
 export function createControlPlane(deps: ControlPlaneDeps): Server {
-  const server = createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => {
-    void route(deps, req, res).catch((err: unknown) => {
-      if (err instanceof ApiError) sendError(res, err);
-      else {
-        deps.log.error({ err }, "control plane error");
-        sendError(res, new ApiError(500, "internal", (err as Error).message));
-      }
-    });
-  });
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 300_000;
+  const server = createServer(
+    { maxHeaderSize: MAX_HEADER_BYTES, connectionsCheckingInterval: checkingInterval(deps.timeouts) },
+    (req, res) => {
+      void route(deps, req, res).catch((err: unknown) => {
+        if (err instanceof ApiError) sendError(res, err);
+        else {
+          deps.log.error({ err }, "control plane error");
+          sendError(res, new ApiError(500, "internal", (err as Error).message));
+        }
+      });
+    },
+  );
+  applyRequestTimeouts(server, deps.timeouts);
   return server;
 }
 
@@ -120,7 +131,14 @@ async function route(deps: ControlPlaneDeps, req: IncomingMessage, res: ServerRe
     return;
   }
   if (parts[0] === "v1" && parts[1] === "functions" && parts.length === 3) {
-    const name = decodeURIComponent(parts[2]!);
+    let name: string;
+    try {
+      name = decodeURIComponent(parts[2]!);
+    } catch {
+      // Percent-escapes that are not UTF-8 (%ff): a bad name, not a server error.
+      req.resume();
+      throw new ApiError(400, "invalid_name", `the function name in ${url.pathname} is not valid UTF-8`);
+    }
     allow(["GET", "PUT", "DELETE"]);
     try {
       checkFunctionName(name);
@@ -301,6 +319,13 @@ async function deploy(
       if (err instanceof PoolBusyError) {
         throw new ApiError(503, "no_capacity", err.message, { "retry-after": String(err.retryAfterSeconds) });
       }
+      if (isOutOfSpace(err)) {
+        throw new ApiError(
+          507,
+          "insufficient_storage",
+          "the agent's state dir is full: the deploy was not stored (earlier deployments are unchanged)",
+        );
+      }
       if (err instanceof SandboxStartError) {
         throw new ApiError(
           503,
@@ -314,4 +339,12 @@ async function deploy(
       throw err;
     }
   });
+}
+
+/** The disk (or quota) of the state dir ran out, directly or as the cause of an instance start failure. */
+function isOutOfSpace(err: unknown): boolean {
+  for (let e = err as { code?: string; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+    if (e.code === "ENOSPC" || e.code === "EDQUOT") return true;
+  }
+  return false;
 }

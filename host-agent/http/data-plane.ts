@@ -15,7 +15,16 @@ import type { InstanceSource } from "../pool/instance-source.ts";
 import { FunctionLoadError, type Lease, PoolBusyError } from "../pool/pool.ts";
 import type { Registry } from "../registry/registry.ts";
 import { SandboxStartError } from "../sandbox/driver.ts";
-import { HOP_BY_HOP, readBody, sendError, sendJson } from "./json.ts";
+import {
+  applyRequestTimeouts,
+  checkingInterval,
+  HOP_BY_HOP,
+  MAX_HEADER_BYTES,
+  type RequestTimeouts,
+  readBody,
+  sendError,
+  sendJson,
+} from "./json.ts";
 
 export interface DataPlaneDeps {
   readonly registry: Registry;
@@ -25,16 +34,19 @@ export interface DataPlaneDeps {
   readonly metrics: AgentMetrics;
   readonly callTimeoutMs: number;
   readonly maxBodyBytes: number;
+  readonly timeouts: RequestTimeouts;
 }
 
 type Outcome = "ok" | "user_error" | "timeout" | "crashed" | "rejected" | "not_found" | "bad_request";
 
 export function createDataPlane(deps: DataPlaneDeps): Server {
-  const server = createServer({ maxHeaderSize: 16 * 1024 }, (req, res) => {
-    void handle(deps, req, res);
-  });
-  server.headersTimeout = 10_000;
-  server.requestTimeout = deps.callTimeoutMs + 30_000;
+  const server = createServer(
+    { maxHeaderSize: MAX_HEADER_BYTES, connectionsCheckingInterval: checkingInterval(deps.timeouts) },
+    (req, res) => {
+      void handle(deps, req, res);
+    },
+  );
+  applyRequestTimeouts(server, deps.timeouts);
   server.keepAliveTimeout = 5_000;
   return server;
 }

@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { ApiError } from "../errors.ts";
 
 export function sendJson(
@@ -22,11 +22,14 @@ export function sendError(res: ServerResponse, err: ApiError, requestId?: string
     res.destroy();
     return;
   }
+  // A request refused before its body was read (401, 404, 413...): close the connection after the
+  // answer, so the client cannot keep streaming into the agent until the request timeout.
+  const unread = res.req !== undefined && !res.req.complete;
   sendJson(
     res,
     err.status,
     { error: { code: err.code, message: err.message, ...(requestId ? { requestId } : {}) } },
-    err.headers,
+    unread ? { ...err.headers, connection: "close" } : err.headers,
   );
 }
 
@@ -81,3 +84,26 @@ export const HOP_BY_HOP = new Set([
   "expect",
   "content-length",
 ]);
+
+/** Largest request header block either plane accepts (Node answers 431 past it). */
+export const MAX_HEADER_BYTES = 16 * 1024;
+
+export interface RequestTimeouts {
+  /** The whole header block must arrive within this. */
+  readonly headersTimeoutMs: number;
+  /** The whole request, body included, must arrive within this. */
+  readonly requestTimeoutMs: number;
+}
+
+/**
+ * Drops clients that send their headers or body too slowly (408, then the connection is closed). Node
+ * checks these only every connectionsCheckingInterval, so that is set from the timeouts too.
+ */
+export function applyRequestTimeouts(server: Server, t: RequestTimeouts): void {
+  server.headersTimeout = t.headersTimeoutMs;
+  server.requestTimeout = Math.max(t.requestTimeoutMs, t.headersTimeoutMs);
+}
+
+export function checkingInterval(t: RequestTimeouts): number {
+  return Math.max(50, Math.min(1000, Math.floor(t.headersTimeoutMs / 4)));
+}

@@ -7,6 +7,8 @@
 import { createHash } from "node:crypto";
 import { lstat, mkdir, readdir, realpath, rename, rm, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { promisify } from "node:util";
+import { gunzip } from "node:zlib";
 import { Parser, type ReadEntry } from "tar";
 import yauzl from "yauzl";
 
@@ -127,7 +129,31 @@ function checkMode(entryPath: string, mode: number): void {
   }
 }
 
-function collectTarGz(bytes: Buffer, limits: BundleLimits): Promise<EntryCollector> {
+const gunzipAsync = promisify(gunzip);
+
+/**
+ * Inflates a tar.gz off the event loop (zlib's thread pool), refusing past what the limits allow: the
+ * unpacked bytes plus a tar header and padding per entry. tar's own streaming inflate runs on the event
+ * loop and, past its end-of-archive marker, copies what follows quadratically: a 1 MB gzip of zeros
+ * would stall every call for minutes.
+ */
+async function inflateTar(bytes: Buffer, limits: BundleLimits): Promise<Buffer> {
+  const maxOutputLength = limits.maxUnpackedBytes + (limits.maxFiles + 2) * 1024 + 1024 * 1024;
+  try {
+    return await gunzipAsync(bytes, { maxOutputLength });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") {
+      throw new BundleError(
+        `the bundle unpacks to more than ${limits.maxUnpackedBytes} bytes (the limit)`,
+        413,
+      );
+    }
+    throw new BundleError(`the tar.gz archive is damaged: ${(err as Error).message}`);
+  }
+}
+
+async function collectTarGz(bytes: Buffer, limits: BundleLimits): Promise<EntryCollector> {
+  const tar = await inflateTar(bytes, limits);
   const collector = new EntryCollector(limits);
   return new Promise((resolve, reject) => {
     let failed = false;
@@ -216,7 +242,7 @@ function collectTarGz(bytes: Buffer, limits: BundleLimits): Promise<EntryCollect
       if (!failed) resolve(collector);
     });
     try {
-      parser.end(bytes);
+      parser.end(tar);
     } catch (err) {
       fail(err);
     }

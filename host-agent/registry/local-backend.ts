@@ -16,6 +16,8 @@ export class LocalRegistryBackend implements RegistryBackend {
   async loadRecords(): Promise<FunctionRecord[]> {
     await mkdir(this.recordsDir, { recursive: true });
     await mkdir(this.bundlesDir, { recursive: true });
+    await removeTornWrites(this.recordsDir);
+    await removeTornWrites(this.bundlesDir);
     const records: FunctionRecord[] = [];
     for (const file of await readdir(this.recordsDir)) {
       if (!file.endsWith(".json") || file.startsWith(".")) continue;
@@ -52,5 +54,15 @@ export class LocalRegistryBackend implements RegistryBackend {
 
   async deleteRecord(name: string): Promise<void> {
     await rm(path.join(this.recordsDir, `${name}.json`), { force: true });
+  }
+}
+
+/**
+ * Removes the temporary files of atomic writes a crashed agent never renamed into place (".<name>.<pid>.<ms>.tmp"):
+ * they are never read, only take space. Runs at start, before anything writes.
+ */
+async function removeTornWrites(dir: string): Promise<void> {
+  for (const file of await readdir(dir)) {
+    if (file.startsWith(".") && file.endsWith(".tmp")) await rm(path.join(dir, file), { force: true });
   }
 }

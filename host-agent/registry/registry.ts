@@ -3,7 +3,7 @@
  * touched, then committed in one atomic record write; deploys of one name run one at a time.
  */
 import { existsSync, readFileSync, realpathSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
+import { mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
 import { LoadError, resolveEntry } from "../../guest-images/runtime/loader.ts";
 import type { Clock } from "../clock.ts";
@@ -62,7 +62,14 @@ export class Registry {
   /** Loads every record and makes sure each one's code is unpacked (it is derived from the stored bundle). */
   async init(): Promise<void> {
     await mkdir(this.codeRoot, { recursive: true });
-    for (const record of await this.backend.loadRecords()) {
+    const records = await this.backend.loadRecords();
+    // What a crash mid-deploy left: half-unpacked staging folders, and code no record points to (the
+    // deploy never committed). Code is derived from stored bundles, so removing it loses nothing.
+    const used = new Set(records.map((r) => r.codeHash));
+    for (const item of await readdir(this.codeRoot)) {
+      if (item.includes(".staging-") || !used.has(item)) await forceRemove(path.join(this.codeRoot, item));
+    }
+    for (const record of records) {
       this.records.set(record.name, record);
       if (!existsSync(this.codePath(record.codeHash))) {
         const bytes = await this.backend.getBundle(record.codeHash);

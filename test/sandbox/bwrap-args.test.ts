@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { jailCommand } from "../../host-agent/sandbox/process/bwrap-args.ts";
 import { detectCgroups, ownCgroupPaths } from "../../host-agent/sandbox/process/cgroups.ts";
-import { processSandboxProblems } from "../../host-agent/sandbox/process/preflight.ts";
+import { bwrapDisablesUserns, processSandboxProblems } from "../../host-agent/sandbox/process/preflight.ts";
 
 const LIMITS = { memoryMiB: 256, cpuPercent: 50, pids: 64, tmpMiB: 32, openFiles: 512, fileSizeMiB: 8 };
 const input = {
@@ -55,6 +55,7 @@ describe("process sandbox jail command", () => {
     for (const flag of [
       "--unshare-all",
       "--unshare-user",
+      "--disable-userns",
       "--die-with-parent",
       "--new-session",
       "--clearenv",
@@ -88,6 +89,11 @@ describe("process sandbox jail command", () => {
 
   it("without root: no setpriv (user namespaces only)", () => {
     assert.ok(!jailCommand({ ...input, hostId: null }).args.includes("setpriv"));
+  });
+
+  it("leaves out --disable-userns only for a bwrap that predates it", () => {
+    assert.ok(!jailCommand({ ...input, disableUserns: false }).args.includes("--disable-userns"));
+    assert.ok(jailCommand({ ...input, disableUserns: true }).args.includes("--disable-userns"));
   });
 });
 
@@ -145,5 +151,19 @@ describe("process sandbox preflight", () => {
     assert.equal(problems.length, 1);
     assert.equal(problems[0]!.fatal, false);
     assert.match(problems[0]!.what, /not running as root/);
+  });
+
+  it("warns, without failing, when bwrap cannot disable nested user namespaces", () => {
+    const problems = processSandboxProblems({
+      isRoot: true,
+      cgroups: { version: 1, mounts: { memory: "m", cpu: "c", pids: "p" } },
+      has: () => true,
+      bwrapDisablesUserns: false,
+    });
+    assert.equal(problems.length, 1);
+    assert.equal(problems[0]!.fatal, false);
+    assert.match(problems[0]!.what, /older than 0\.8/);
+    assert.equal(bwrapDisablesUserns("    --disable-userns             Disable further use"), true);
+    assert.equal(bwrapDisablesUserns("usage: bwrap [OPTIONS...]"), false);
   });
 });

@@ -25,6 +25,8 @@ export interface JailCommandInput {
   readonly hostId: number | null;
   /** cgroup.procs files to join before anything else runs. */
   readonly cgroupProcs: string[];
+  /** False when this bwrap predates --disable-userns (0.8): the flag is left out (preflight warns). */
+  readonly disableUserns?: boolean;
 }
 
 /** Joins the cgroups with its own pid, then replaces itself: limits apply before the runtime's first instruction. */
@@ -42,6 +44,9 @@ export function jailCommand(input: JailCommandInput): {
     "bwrap",
     "--unshare-all",
     "--unshare-user",
+    // No nested user namespaces: a native addon in a bundle could otherwise unshare one and get
+    // capabilities over it, the kernel surface that most container escapes start from (bwrap >= 0.8).
+    ...(input.disableUserns === false ? [] : ["--disable-userns"]),
     "--die-with-parent",
     "--new-session",
     "--uid",

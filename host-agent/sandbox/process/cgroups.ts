@@ -83,6 +83,8 @@ export interface InstanceCgroup {
   oomKilled(): Promise<boolean>;
   /** Current memory use in bytes (0 when unknown). */
   memoryBytes(): Promise<number>;
+  /** Kills every process in the cgroup (the whole jail), leaving the cgroup in place. */
+  kill(): Promise<void>;
   /** Kills whatever is left in the cgroup and removes it. */
   remove(): Promise<void>;
 }
@@ -171,6 +173,10 @@ export async function createInstanceCgroup(
       async memoryBytes() {
         return Number(await readFile(path.join(dir, "memory.current"), "utf8").catch(() => "0"));
       },
+      async kill() {
+        await writeFile(path.join(dir, "cgroup.kill"), "1").catch(() => undefined);
+        await killAll(procs);
+      },
       async remove() {
         await writeFile(path.join(dir, "cgroup.kill"), "1").catch(() => undefined);
         await removeDir(dir, procs);
@@ -203,6 +209,9 @@ export async function createInstanceCgroup(
           await readFile(path.join(dirs.memory, "memory.usage_in_bytes"), "utf8").catch(() => "0"),
         );
       },
+      async kill() {
+        await killAll(path.join(dirs.pids, "cgroup.procs"));
+      },
       async remove() {
         // The pids hierarchy first: it holds every task of the sandbox.
         await removeDir(dirs.pids, path.join(dirs.pids, "cgroup.procs"));
@@ -215,6 +224,7 @@ export async function createInstanceCgroup(
     procsFiles: [],
     oomKilled: async () => false,
     memoryBytes: async () => 0,
+    kill: async () => undefined,
     remove: async () => undefined,
   };
 }

@@ -7,7 +7,6 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, chown, mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import { execa, type ResultPromise } from "execa";
 import type { GuestLogLine } from "../../../guest-images/runtime/protocol.ts";
 import { GuestClient } from "../../guest/client.ts";
@@ -22,6 +21,7 @@ import {
   type SandboxInstance,
   SandboxStartError,
 } from "../driver.ts";
+import { onBoundedLines } from "./bounded-lines.ts";
 import { GUEST_SOCKET_NAME, jailCommand } from "./bwrap-args.ts";
 import {
   type CgroupMode,
@@ -32,7 +32,7 @@ import {
   cgroupScope as scopeOf,
 } from "./cgroups.ts";
 import { linkCodeTree } from "./code-link.ts";
-import { findOnPath, processSandboxProblems } from "./preflight.ts";
+import { bwrapDisablesUserns, findOnPath, processSandboxProblems } from "./preflight.ts";
 
 export interface ProcessDriverOptions {
   /** Instance folders live under <stateDir>/run/instances. */
@@ -48,6 +48,9 @@ export interface ProcessDriverOptions {
 }
 
 const STDERR_TAIL = 2048;
+/** Longest guest output line kept: a call's console budget (64 KiB) even when JSON escaping inflates it. */
+const MAX_LINE_BYTES = 512 * 1024;
+const GUEST_LOG_LEVELS = new Set(["debug", "info", "warn", "error"]);
 
 export class ProcessDriver implements SandboxDriver {
   readonly kind = "process" as const;
@@ -75,10 +78,22 @@ export class ProcessDriver implements SandboxDriver {
       isRoot: this.isRoot,
       cgroups: detectCgroups(),
       has: (tool) => findOnPath(tool) !== undefined,
+      bwrapDisablesUserns: await this.detectDisableUserns(),
     });
   }
 
+  private disableUserns: boolean | undefined;
+
+  private async detectDisableUserns(): Promise<boolean | undefined> {
+    if (this.disableUserns === undefined && findOnPath("bwrap") !== undefined) {
+      const help = await execa("bwrap", ["--help"], { reject: false });
+      this.disableUserns = bwrapDisablesUserns(`${help.stdout}\n${help.stderr}`);
+    }
+    return this.disableUserns;
+  }
+
   async init(): Promise<void> {
+    await this.detectDisableUserns();
     this.cgroups = this.isRoot ? detectCgroups() : { version: 0, why: "not root" };
     await mkdir(this.instancesDir, { recursive: true });
     // Jailed uids must traverse these to reach their own folders; nobody but root may list them.
@@ -154,6 +169,7 @@ export class ProcessDriver implements SandboxDriver {
       limits: spec.limits,
       hostId: uid,
       cgroupProcs: cgroup.procsFiles,
+      disableUserns: this.disableUserns,
     });
     const child = execa(command.file, command.args, {
       env: command.env,
@@ -221,6 +237,8 @@ class ProcessInstance implements SandboxInstance {
   private stderrTail = "";
   private rawBudget: number;
   private codeAttached = false;
+  /** The function whose code this instance runs: its log lines are attributed to it, whatever they say. */
+  private functionName: string | null = null;
 
   constructor(
     spec: InstanceSpec,
@@ -237,8 +255,11 @@ class ProcessInstance implements SandboxInstance {
     this.client = new GuestClient(this.endpoint);
     this.rawBudget = opts.rawOutputBudget ?? 1024 * 1024;
     const log = opts.log.child({ instance: spec.id });
-    createInterface({ input: child.stdout! }).on("line", (line) => this.onStdout(line, log));
-    createInterface({ input: child.stderr! }).on("line", (line) => {
+    onBoundedLines(child.stdout!, MAX_LINE_BYTES, (line, truncated) => {
+      if (truncated) this.raw(log, "stdout", line);
+      else this.onStdout(line, log);
+    });
+    onBoundedLines(child.stderr!, MAX_LINE_BYTES, (line) => {
       this.stderrTail = `${this.stderrTail}${line}\n`.slice(-STDERR_TAIL);
       this.raw(log, "stderr", line);
     });
@@ -278,11 +299,14 @@ class ProcessInstance implements SandboxInstance {
       this.readyWaiter?.resolve();
       return;
     }
+    // The guest writes these lines, so they are untrusted: one not in the protocol's shape is raw output.
+    if (typeof parsed.msg !== "string") {
+      this.raw(log, "stdout", line);
+      return;
+    }
     if (parsed.type === "fatal") this.lastFatal = parsed.msg;
-    log[parsed.level === "debug" ? "debug" : parsed.level](
-      { fn: parsed.fn, rid: parsed.rid, user: true },
-      parsed.msg,
-    );
+    const level = GUEST_LOG_LEVELS.has(parsed.level) ? parsed.level : "info";
+    log[level]({ fn: this.functionName ?? parsed.fn, rid: parsed.rid, user: true }, parsed.msg);
   }
 
   ready(timeoutMs: number): Promise<void> {
@@ -331,6 +355,7 @@ class ProcessInstance implements SandboxInstance {
   async attachCode(code: CodeArtifact): Promise<void> {
     if (this.codeAttached) throw new Error(`instance ${this.id} already has code attached`);
     this.codeAttached = true;
+    this.functionName = code.functionName;
     await linkCodeTree(code.hostPath, this.codeDir);
   }
 
@@ -338,6 +363,14 @@ class ProcessInstance implements SandboxInstance {
     if (this.destroyReason === undefined && this.child.exitCode === null) {
       this.destroyReason = reason;
       this.child.kill("SIGKILL");
+    }
+    // Killing bwrap is not enough: a jail killed while bwrap is still setting it up can miss
+    // --die-with-parent and live on, holding the output pipes (so `exited` would never resolve). Every
+    // process of the jail is in its cgroup: kill them all there, until the instance is gone.
+    const gone = this.exited.then(() => true);
+    for (let attempt = 0; attempt < 200; attempt++) {
+      await this.cgroup.kill().catch(() => undefined);
+      if (await Promise.race([gone, new Promise<false>((r) => setTimeout(() => r(false), 50))])) return;
     }
     await this.exited;
   }

@@ -22,6 +22,13 @@ export interface HostFacts {
   readonly isRoot: boolean;
   readonly cgroups: CgroupMode;
   readonly has: (tool: string) => boolean;
+  /** Whether the installed bwrap knows --disable-userns (0.8 and newer); undefined when not checked. */
+  readonly bwrapDisablesUserns?: boolean;
+}
+
+/** Whether `bwrap --help` lists --disable-userns. */
+export function bwrapDisablesUserns(helpText: string): boolean {
+  return helpText.includes("--disable-userns");
 }
 
 export function processSandboxProblems(facts: HostFacts): PreflightProblem[] {
@@ -31,6 +38,13 @@ export function processSandboxProblems(facts: HostFacts): PreflightProblem[] {
       what: "bubblewrap (bwrap) is not installed",
       fix: "sudo apt-get install -y bubblewrap",
       fatal: true,
+    });
+  }
+  if (facts.has("bwrap") && facts.bwrapDisablesUserns === false) {
+    problems.push({
+      what: "bubblewrap is older than 0.8: function code can create nested user namespaces inside its jail",
+      fix: "install bubblewrap 0.8 or newer (Debian 12, Ubuntu 24.04)",
+      fatal: false,
     });
   }
   for (const tool of ["prlimit", "setpriv"]) {
