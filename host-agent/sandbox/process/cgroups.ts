@@ -229,6 +229,17 @@ export async function createInstanceCgroup(
   };
 }
 
+/** Removes this agent's (now empty) scope cgroups when it stops, so stopped agents leave nothing behind. */
+export async function removeScope(mode: CgroupMode, scope: string): Promise<void> {
+  const dirs =
+    mode.version === 2
+      ? [path.join(mode.root, "faas", scope)]
+      : mode.version === 1
+        ? [mode.mounts.pids, mode.mounts.memory, mode.mounts.cpu].map((m) => path.join(m, "faas", scope))
+        : [];
+  for (const dir of dirs) await rmdir(dir).catch(() => undefined);
+}
+
 /** Removes the instance cgroups a crashed agent with this scope left behind. Returns how many. */
 export async function reclaimCgroups(mode: CgroupMode, scope: string): Promise<number> {
   const parents =

@@ -29,6 +29,7 @@ import {
   detectCgroups,
   type InstanceCgroup,
   reclaimCgroups,
+  removeScope,
   cgroupScope as scopeOf,
 } from "./cgroups.ts";
 import { linkCodeTree } from "./code-link.ts";
@@ -207,6 +208,7 @@ export class ProcessDriver implements SandboxDriver {
 
   async close(): Promise<void> {
     await Promise.all([...this.live.values()].map((i) => i.destroy("agent shutting down")));
+    if (this.cgroups.version !== 0) await removeScope(this.cgroups, this.cgroupScope);
   }
 }
 
