@@ -12,6 +12,7 @@ import type * as Http from "node:http";
 import type * as Module from "node:module";
 import type * as Util from "node:util";
 import type * as V8 from "node:v8";
+import { dispatchRpc, exportedClasses, isAnswer, parseRpcRequest } from "./jsonrpc.ts";
 import { createRuntimeServer } from "./server.ts";
 
 declare const require: (id: string) => unknown;
@@ -69,7 +70,14 @@ function run(): void {
       maxBodyBytes: 1024 * 1024,
     },
   );
-  const ready = () => writeStdout(`${JSON.stringify({ type: "ready", pid: process.pid })}\n`);
+  const announce = () => writeStdout(`${JSON.stringify({ type: "ready", pid: process.pid })}\n`);
+  // Warm the paths a first call takes (module loader, JSON-RPC dispatch, the HTTP server) before saying
+  // ready: a generic instance pays for it while it waits, not the first call it serves.
+  const ready = () => {
+    void warmUp(http, fs, args.listen, (require("node:module") as typeof Module).createRequire).finally(
+      announce,
+    );
+  };
   if (args.listen.kind === "unix") {
     try {
       fs.unlinkSync(args.listen.path);
@@ -80,6 +88,40 @@ function run(): void {
   } else {
     server.listen(args.listen.port, args.listen.host, ready);
   }
+}
+
+async function warmUp(
+  http: typeof Http,
+  fs: typeof Fs,
+  listen: Args["listen"],
+  createRequire: (p: string) => (id: string) => unknown,
+): Promise<void> {
+  const file = `/tmp/.faas-warmup-${process.pid}.js`;
+  try {
+    fs.writeFileSync(file, "class Warm { ping(x) { return x; } }\nmodule.exports = { Warm };\n");
+    const classes = exportedClasses(createRequire(file)(file) as Record<string, unknown>);
+    const call = parseRpcRequest('{"jsonrpc":"2.0","method":"Warm.ping","params":[1],"id":1}');
+    if (!isAnswer(call)) await dispatchRpc(call, classes, new Map());
+    fs.unlinkSync(file);
+  } catch {
+    // A read-only or missing /tmp only costs the warm-up.
+  }
+  await new Promise<void>((resolve) => {
+    const req = http.get(
+      listen.kind === "unix"
+        ? { socketPath: listen.path, path: "/_faas/health" }
+        : {
+            host: listen.host === "0.0.0.0" ? "127.0.0.1" : listen.host,
+            port: listen.port,
+            path: "/_faas/health",
+          },
+      (res) => {
+        res.resume();
+        res.on("end", resolve);
+      },
+    );
+    req.on("error", () => resolve());
+  });
 }
 
 const v8 = require("node:v8") as typeof V8;

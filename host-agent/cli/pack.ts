@@ -44,7 +44,7 @@ export async function packFunction(dir: string): Promise<Buffer> {
   const out = await mkdtemp(path.join(tmpdir(), "faas-pack-"));
   try {
     const result = await build({
-      entryPoints: [path.join(dir, entry)],
+      entryPoints: [path.resolve(dir, entry)],
       absWorkingDir: path.resolve(dir),
       bundle: true,
       platform: "node",

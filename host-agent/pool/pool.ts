@@ -31,6 +31,9 @@ import {
 } from "./policy.ts";
 import { TrafficStats } from "./traffic.ts";
 
+/** How long after taking a generic instance its replacement starts (the call is served first). */
+const REFILL_DELAY_MS = 50;
+
 export interface PoolConfig extends PolicyConfig {
   /** Instance starts in flight, at most (admission). */
   readonly maxStarting: number;
@@ -226,6 +229,17 @@ export class Pool implements InstanceSource {
     }
   }
 
+  private refillSoonTimer: TimerHandle | undefined;
+
+  /** A refill a moment from now, once the call that took a generic instance has been served. */
+  private refillSoon(): void {
+    if (this.refillSoonTimer || this.closed) return;
+    this.refillSoonTimer = this.deps.clock.setTimeout(() => {
+      this.refillSoonTimer = undefined;
+      this.refill();
+    }, REFILL_DELAY_MS);
+  }
+
   /** Keeps the generic pool at its target, in the background, with backoff while starts fail. */
   private refill(): void {
     if (this.closed || this.refillTimer) return;
@@ -337,8 +351,12 @@ export class Pool implements InstanceSource {
     if (this.functionCounts(fn.name).total >= functionMax(this.deps.config)) return undefined;
     const generic = this.takeGeneric(fn);
     if (generic) {
-      this.refill();
-      await this.specialize(generic, fn);
+      try {
+        await this.specialize(generic, fn);
+      } finally {
+        // Refill shortly after, not during: on a small host a jail start would slow this call down.
+        this.refillSoon();
+      }
       this.claimSpecialized(generic);
       return this.lease(generic, "generic", since);
     }
@@ -684,6 +702,7 @@ export class Pool implements InstanceSource {
   async close(): Promise<void> {
     this.closed = true;
     if (this.refillTimer) this.deps.clock.clearTimeout(this.refillTimer);
+    if (this.refillSoonTimer) this.deps.clock.clearTimeout(this.refillSoonTimer);
     for (const w of [...this.waiters]) {
       w.served = true;
       this.removeWaiter(w);

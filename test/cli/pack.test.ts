@@ -37,6 +37,13 @@ describe("faas deploy bundling", () => {
     assert.equal(new Service().helloWorld(), "Hello world!");
   });
 
+  it("takes a folder relative to the working directory, as `faas deploy examples/hello-world` does", async () => {
+    const relative = path.relative(process.cwd(), path.join(EXAMPLES, "hello-world"));
+    assert.ok(!path.isAbsolute(relative));
+    const files = await listTar(await packFunction(relative));
+    assert.match(files["index.js"]!, /HelloWorldService/);
+  });
+
   it("is deterministic: the same folder gives the same bytes, so the same code hash", async () => {
     const a = await packFunction(path.join(EXAMPLES, "hello-world"));
     const b = await packFunction(path.join(EXAMPLES, "hello-world"));
