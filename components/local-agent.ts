@@ -6,8 +6,29 @@ export interface LocalAgentArgs {
   repoDir: pulumi.Input<string>;
   /** Data port the agent listens on, on 127.0.0.1. */
   port: pulumi.Input<number>;
-  /** Settings handed to the agent as JSON in FAAS_CONFIG (pool, vm, limits). */
+  /** Stack settings (pool, vm, limits), handed to the agent as its FAAS_* environment variables. */
   settings: pulumi.Input<Record<string, unknown>>;
+}
+
+/** The agent's environment variables for the stack's pool, vm and limits settings (those it has). */
+export function agentEnvironment(settings: Record<string, unknown>): Record<string, string> {
+  const pool = (settings.pool ?? {}) as Record<string, number | undefined>;
+  const vm = (settings.vm ?? {}) as Record<string, number | undefined>;
+  const limits = (settings.limits ?? {}) as Record<string, number | undefined>;
+  const env: Record<string, string> = {};
+  const set = (name: string, value: number | undefined) => {
+    if (value !== undefined) env[name] = String(value);
+  };
+  set("FAAS_POOL_GENERIC", pool.minIdle);
+  set("FAAS_POOL_MAX_INSTANCES", pool.maxInstances);
+  set("FAAS_IDLE_TTL_MS", pool.idleTtlSeconds === undefined ? undefined : pool.idleTtlSeconds * 1000);
+  set("FAAS_POOL_MAX_STARTING", pool.maxConcurrentRestores);
+  set("FAAS_MEMORY_BUDGET_MIB", pool.memoryBudgetMiB);
+  set("FAAS_INSTANCE_MEMORY_MIB", vm.memoryMiB);
+  set("FAAS_INSTANCE_CPU_PERCENT", vm.cpuMaxPercent);
+  set("FAAS_CALL_TIMEOUT_MS", limits.callTimeoutMs);
+  set("FAAS_MAX_BODY_BYTES", limits.payloadLimitBytes);
+  return env;
 }
 
 /** Start script: the agent in its own session, so the delete step can stop it and its children at once. */
@@ -55,7 +76,7 @@ export class LocalAgent extends pulumi.ComponentResource {
         dir: args.repoDir,
         create: pulumi.output(args.port).apply(localStartScript),
         delete: LOCAL_STOP_SCRIPT,
-        environment: { FAAS_CONFIG: settingsJson },
+        environment: pulumi.output(args.settings).apply(agentEnvironment),
         interpreter: ["/bin/sh", "-c"],
         triggers: [args.port, settingsJson],
       },

@@ -81,7 +81,7 @@ describe("LocalAgent", () => {
     assert.equal(run.dir, "/repo");
     assert.equal(run.create, localStartScript(8090));
     assert.equal(run.delete, LOCAL_STOP_SCRIPT);
-    assert.deepEqual(run.environment, { FAAS_CONFIG: '{"pool":{"minIdle":1}}' });
+    assert.deepEqual(run.environment, { FAAS_POOL_GENERIC: "1" });
     assert.ok((run.create as string).includes("FAAS_DRIVER=process PORT=8090 setsid nohup npm start"));
     assert.ok((run.delete as string).includes('kill -TERM -- "-$(cat .faas/agent.pid)"'));
   });
@@ -101,5 +101,33 @@ describe("LocalAgent", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("LocalAgent environment", () => {
+  it("maps the stack's pool, vm and limits onto variables the agent itself accepts", async () => {
+    const { agentEnvironment } = await import("../../components/local-agent.ts");
+    const { loadAgentConfig } = await import("../../host-agent/config.ts");
+    const env = agentEnvironment({
+      pool: {
+        minIdle: 3,
+        maxInstances: 20,
+        idleTtlSeconds: 120,
+        maxConcurrentRestores: 6,
+        memoryBudgetMiB: 4096,
+      },
+      vm: { memoryMiB: 512, cpuMaxPercent: 50 },
+      limits: { callTimeoutMs: 10_000, payloadLimitBytes: 1_048_576 },
+    });
+    const config = loadAgentConfig(env);
+    assert.equal(config.pool.genericMin, 3);
+    assert.equal(config.pool.maxInstances, 20);
+    assert.equal(config.pool.idleTtlMs, 120_000);
+    assert.equal(config.pool.maxStarting, 6);
+    assert.equal(config.pool.memoryBudgetMiB, 4096);
+    assert.equal(config.limits.memoryMiB, 512);
+    assert.equal(config.limits.cpuPercent, 50);
+    assert.equal(config.pool.callTimeoutMs, 10_000);
+    assert.equal(config.maxBodyBytes, 1_048_576);
   });
 });
