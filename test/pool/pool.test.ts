@@ -10,6 +10,7 @@ import {
 } from "../../host-agent/pool/pool.ts";
 import { FakeClock } from "../helpers/fake-clock.ts";
 import { FakeDriver } from "../helpers/fake-driver.ts";
+import { testPoolConfig } from "../helpers/pool-config.ts";
 
 const LIMITS = { memoryMiB: 128, cpuPercent: 100, pids: 32, tmpMiB: 16, openFiles: 256, fileSizeMiB: 16 };
 const BASE = { version: "base-1", driver: "process" as const, dir: "/nowhere" };
@@ -31,21 +32,7 @@ function makePool(config: Partial<PoolConfig> = {}) {
     driver,
     base: BASE,
     limits: LIMITS,
-    config: {
-      genericMin: 2,
-      genericMax: 2,
-      maxInstances: 4,
-      maxStarting: 2,
-      idleTtlMs: 60_000,
-      memoryBudgetMiB: 1 << 20,
-      instanceMemoryMiB: 128,
-      functionShare: 1,
-      headroom: 0.5,
-      queueTargetMs: 250,
-      defaultServiceMs: 25,
-      defaultStartMs: 250,
-      ...config,
-    },
+    config: testPoolConfig(config),
     clock,
     log: pino({ level: "silent" }),
     metrics: createMetrics(),

@@ -12,6 +12,7 @@ import { Rollout, type RolloutDeps } from "../../host-agent/release/rollout.ts";
 import type { BaseImage } from "../../host-agent/sandbox/driver.ts";
 import { FakeClock } from "../helpers/fake-clock.ts";
 import { FakeDriver, type FakeInstance } from "../helpers/fake-driver.ts";
+import { testPoolConfig } from "../helpers/pool-config.ts";
 
 const LIMITS = { memoryMiB: 128, cpuPercent: 100, pids: 32, tmpMiB: 16, openFiles: 256, fileSizeMiB: 16 };
 
@@ -45,20 +46,7 @@ function makeRollout(opts: Partial<RolloutDeps> = {}) {
     {
       driver,
       limits: LIMITS,
-      poolConfig: {
-        genericMin: 1,
-        genericMax: 1,
-        maxInstances: 4,
-        maxStarting: 2,
-        idleTtlMs: 60_000,
-        memoryBudgetMiB: 1 << 20,
-        instanceMemoryMiB: 128,
-        functionShare: 1,
-        headroom: 0.5,
-        queueTargetMs: 250,
-        defaultServiceMs: 25,
-        defaultStartMs: 250,
-      },
+      poolConfig: testPoolConfig({ genericMin: 1, genericMax: 1 }),
       clock,
       log: pino({ level: "silent" }),
       metrics: createMetrics(),
