@@ -1,5 +1,6 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import { assumeRolePolicy } from "./assume-role.ts";
 
 /** The seed's hello-world, as a Lambda handler behind a function URL, for round-trip comparisons. */
 export const HELLO_WORLD_HANDLER = `export const handler = async () => ({
@@ -24,12 +25,7 @@ export class BenchmarkLambda extends pulumi.ComponentResource {
     const role = new aws.iam.Role(
       `${name}-role`,
       {
-        assumeRolePolicy: JSON.stringify({
-          Version: "2012-10-17",
-          Statement: [
-            { Effect: "Allow", Principal: { Service: "lambda.amazonaws.com" }, Action: "sts:AssumeRole" },
-          ],
-        }),
+        assumeRolePolicy: assumeRolePolicy("lambda.amazonaws.com"),
       },
       { parent: this },
     );

@@ -1,6 +1,7 @@
 import * as aws from "@pulumi/aws";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
+import { assumeRolePolicy } from "./assume-role.ts";
 import { renderBakeScript } from "./bake-script.ts";
 import { checkKvmInstanceType } from "./instance-types.ts";
 
@@ -74,12 +75,7 @@ export class GuestImageBake extends pulumi.ComponentResource {
       `${name}-role`,
       {
         description: "snapfaas bake builder",
-        assumeRolePolicy: JSON.stringify({
-          Version: "2012-10-17",
-          Statement: [
-            { Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" },
-          ],
-        }),
+        assumeRolePolicy: assumeRolePolicy("ec2.amazonaws.com"),
       },
       { parent: this },
     );

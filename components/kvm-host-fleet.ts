@@ -1,5 +1,6 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import { assumeRolePolicy } from "./assume-role.ts";
 import { checkKvmInstanceType } from "./instance-types.ts";
 import { ADMIN_PORT, DATA_PORT } from "./network.ts";
 import { renderHostUserData } from "./user-data.ts";
@@ -64,12 +65,7 @@ export class KvmHostFleet extends pulumi.ComponentResource {
       `${name}-role`,
       {
         description: "snapfaas host agent",
-        assumeRolePolicy: JSON.stringify({
-          Version: "2012-10-17",
-          Statement: [
-            { Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" },
-          ],
-        }),
+        assumeRolePolicy: assumeRolePolicy("ec2.amazonaws.com"),
       },
       { parent: this },
     );
