@@ -76,7 +76,6 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
     );
     return;
   }
-  const log = deps.log.child({ rid: requestId, fn: name });
   let outcome: Outcome = "ok";
   let lease: Lease | undefined;
   let healthy = true;
@@ -173,7 +172,7 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
       );
     } else {
       outcome = "crashed";
-      log.error({ err }, "call failed");
+      deps.log.error({ rid: requestId, fn: name, err }, "call failed");
       sendError(
         res,
         new ApiError(502, "instance_failed", `the call could not be served: ${(err as Error).message}`),
@@ -185,6 +184,19 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
     deps.metrics.calls.inc({ function: name, outcome });
     const seconds = (deps.clock.now() - received) / 1000;
     deps.metrics.callDuration.observe({ acquired: lease?.acquired ?? "none" }, seconds);
-    log.debug({ outcome, status: res.statusCode, ms: seconds * 1000, acquired: lease?.acquired }, "call");
+    // No child logger per call: bindings would be serialised on the hot path even when debug is off.
+    if (deps.log.isLevelEnabled("debug")) {
+      deps.log.debug(
+        {
+          rid: requestId,
+          fn: name,
+          outcome,
+          status: res.statusCode,
+          ms: seconds * 1000,
+          acquired: lease?.acquired,
+        },
+        "call",
+      );
+    }
   }
 }
