@@ -566,11 +566,8 @@ export class Pool implements InstanceSource {
     this.specialize(generic, fn).then(
       () => {
         if (generic.state !== "specializing") return;
-        generic.state = "idle";
-        generic.lastUsedAt = this.deps.clock.now();
         this.deps.metrics.poolAcquire.inc({ result: "prewarmed" });
-        this.armIdleTimer(generic);
-        this.pump();
+        this.parkSpecialized(generic);
       },
       () => undefined,
     );
@@ -610,13 +607,16 @@ export class Pool implements InstanceSource {
     }
     const loaded = await this.specialize(instance, fn);
     this.deps.metrics.poolAcquire.inc({ result: "prespecialized" });
-    if (instance.state === "specializing") {
-      instance.state = "idle";
-      instance.lastUsedAt = this.deps.clock.now();
-      this.armIdleTimer(instance);
-      this.pump();
-    }
+    if (instance.state === "specializing") this.parkSpecialized(instance);
     return loaded;
+  }
+
+  /** A just-specialized instance with no call waiting for it: idle under its TTL, offered to the queue. */
+  private parkSpecialized(instance: PoolInstance): void {
+    instance.state = "idle";
+    instance.lastUsedAt = this.deps.clock.now();
+    this.armIdleTimer(instance);
+    this.pump();
   }
 
   /** Stops instances serving `name` with code other than `keepHash` (all of them when undefined). */
