@@ -392,4 +392,28 @@ describe("FirecrackerDriver against the strict fake", function () {
     assert.ok(slots.closed);
     driver = undefined;
   });
+
+  // protection: FirecrackerDriver.close waits for restores in flight, which see the close at their
+  // hand-over and release their VMM, jail, slot and uid
+  it("close during restores leaves no VMM, jail or slot behind and refuses later starts", async () => {
+    const d = makeDriver();
+    const starts = ["vm-n", "vm-o", "vm-p"].map((id) =>
+      d.start(spec(id)).then(
+        () => "started",
+        (err: Error) => err.message,
+      ),
+    );
+    // Every restore is past its spawn when the close comes.
+    while (fakes.length < 3) await new Promise((r) => setTimeout(r, 1));
+    await d.close();
+    const outcomes = await Promise.all(starts);
+    for (const outcome of outcomes) assert.match(outcome, /the firecracker sandbox is shutting down/);
+    for (const f of fakes) assert.equal(f.state, "Exited");
+    assert.deepEqual(d.liveIds, []);
+    assert.equal(slots.leased.size, 0);
+    for (const id of ["vm-n", "vm-o", "vm-p"])
+      assert.equal(existsSync(join(dir, "jails", "firecracker", id)), false, `${id}'s jail is gone`);
+    await assert.rejects(d.start(spec("vm-q")), /the firecracker sandbox is shutting down/);
+    driver = undefined;
+  });
 });

@@ -205,6 +205,42 @@ describe("process sandbox driver (real jails)", function () {
     await fresh.init();
     assert.ok(!(await readdir(path.join(state, "run", "instances"))).includes("ghost"));
   });
+
+  // protection: ProcessDriver.close waits for starts in flight, and a start that sees the close removes
+  // what it prepared instead of spawning
+  it("closing while instances start leaves no folder behind and refuses later starts", async () => {
+    const base = await testBase();
+    for (const delayMs of [0, 5, 30, 120]) {
+      const own = await mkdtemp(path.join(tmpdir(), "faas-drv-close-"));
+      const closing = new ProcessDriver({
+        stateDir: own,
+        uidBase: 230_000,
+        uidCount: 6,
+        log: pino({ level: "silent" }),
+      });
+      await closing.init();
+      const starts = Array.from({ length: 6 }, (_, i) =>
+        closing.start({ id: `c${i}`, base, limits: LIMITS }).then(
+          () => "started",
+          (err: Error) => err.message,
+        ),
+      );
+      await new Promise((r) => setTimeout(r, delayMs));
+      await closing.close();
+      const outcomes = await Promise.all(starts);
+      assert.deepEqual(
+        await readdir(path.join(own, "run", "instances")),
+        [],
+        `after a close ${delayMs} ms into the starts (${outcomes.join(", ")})`,
+      );
+      await assert.rejects(
+        closing.start({ id: "late", base, limits: LIMITS }),
+        /the process sandbox is shutting down/,
+      );
+      assert.deepEqual(await readdir(path.join(own, "run", "instances")), []);
+      await rm(own, { recursive: true, force: true });
+    }
+  });
 });
 
 /** The host pid of the runtime whose in-namespace pid is known: find it through its cgroup's process list. */

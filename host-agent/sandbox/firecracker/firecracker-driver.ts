@@ -76,8 +76,9 @@ export class FirecrackerDriver implements SandboxDriver {
   readonly kind = "firecracker" as const;
   private readonly ids: IdRangeAllocator;
   private readonly live = new Map<string, FirecrackerInstance>();
-  /** Ids being started: a second start with the same id would share its jail. */
-  private readonly starting = new Set<string>();
+  /** Starts in flight by id: a second start with the same id would share its jail, and close() waits for them. */
+  private readonly starting = new Map<string, Promise<unknown>>();
+  private closing = false;
   private readonly limiters: VmRateLimiters;
   private readonly now: () => number;
   private readonly randomBytes: (size: number) => Buffer;
@@ -123,12 +124,14 @@ export class FirecrackerDriver implements SandboxDriver {
   async startTimed(spec: InstanceSpec): Promise<{ instance: FirecrackerInstance; timings: StartTimings }> {
     if (spec.base.driver !== "firecracker")
       throw new SandboxStartError(`base ${spec.base.version} is not a firecracker base`, spec.id);
+    if (this.closing) throw new SandboxStartError("the firecracker sandbox is shutting down", spec.id);
     if (this.live.has(spec.id) || this.starting.has(spec.id)) {
       throw new SandboxStartError(`instance id already in use: ${spec.id}`, spec.id);
     }
-    this.starting.add(spec.id);
+    const restoring = this.restore(spec);
+    this.starting.set(spec.id, restoring);
     try {
-      return await this.restore(spec);
+      return await restoring;
     } finally {
       this.starting.delete(spec.id);
     }
@@ -192,6 +195,9 @@ export class FirecrackerDriver implements SandboxDriver {
         cfg.guestReadyTimeoutMs,
       );
       const t4 = performance.now();
+      // close() swept `live` while this VM was restoring: it must not outlive the driver.
+      stage = "handing over the instance";
+      if (this.closing) throw new Error("the firecracker sandbox is shutting down");
       const instance = new FirecrackerInstance(spec, {
         held: held as Required<Held>,
         guestPort: cfg.guestPort,
@@ -213,7 +219,10 @@ export class FirecrackerDriver implements SandboxDriver {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.all([...this.live.values()].map((i) => i.destroy("driver closing")));
+    // Restores in flight see the close at their hand-over and release their jail, slot and VMM.
+    await Promise.allSettled([...this.starting.values()]);
     await this.deps.slots.close();
   }
 

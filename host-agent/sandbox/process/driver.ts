@@ -58,6 +58,9 @@ export class ProcessDriver implements SandboxDriver {
   private readonly instancesDir: string;
   private readonly live = new Map<string, ProcessInstance>();
   private readonly usedUids = new Set<number>();
+  /** Starts in flight, so close() can wait for the ones it caught half-way. */
+  private readonly starting = new Set<Promise<SandboxInstance>>();
+  private closing = false;
   /** Base roots already checked to be reachable by the jails' uids. */
   private readonly checkedRoots = new Set<string>();
   private readonly isRoot = process.getuid?.() === 0;
@@ -133,6 +136,17 @@ export class ProcessDriver implements SandboxDriver {
   }
 
   async start(spec: InstanceSpec): Promise<SandboxInstance> {
+    if (this.closing) throw new SandboxStartError("the process sandbox is shutting down", spec.id);
+    const starting = this.startInstance(spec);
+    this.starting.add(starting);
+    try {
+      return await starting;
+    } finally {
+      this.starting.delete(starting);
+    }
+  }
+
+  private async startInstance(spec: InstanceSpec): Promise<SandboxInstance> {
     const base = spec.base as InstanceSpec["base"] & { rootDir?: string };
     const rootDir = base.rootDir ?? path.join(base.dir, "root");
     if (this.isRoot && !this.checkedRoots.has(rootDir)) {
@@ -161,6 +175,14 @@ export class ProcessDriver implements SandboxDriver {
       throw new SandboxStartError(`could not prepare the jail: ${(err as Error).message}`, spec.id, {
         cause: err,
       });
+    }
+    // Checked after the awaits above and before the spawn below, with nothing awaited in between: a start
+    // either sees the close, or its instance is in `live` when close() sweeps it.
+    if (this.closing) {
+      if (uid !== null) this.usedUids.delete(uid);
+      await cgroup.remove().catch(() => undefined);
+      await forceRemove(dir);
+      throw new SandboxStartError("the process sandbox is shutting down", spec.id);
     }
     const command = jailCommand({
       rootDir,
@@ -207,7 +229,10 @@ export class ProcessDriver implements SandboxDriver {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await Promise.all([...this.live.values()].map((i) => i.destroy("agent shutting down")));
+    // Starts caught half-way clean up after themselves (their folders are under the state dir).
+    await Promise.allSettled([...this.starting]);
     if (this.cgroups.version !== 0) await removeScope(this.cgroups, this.cgroupScope);
   }
 }
