@@ -249,7 +249,8 @@ describe("rolling the base image of a live agent (process sandbox)", function ()
   it("rolls back by itself when the canary's error rate passes the threshold, while calls keep succeeding", async () => {
     // A base that starts and answers its health check but breaks this module's load (it sees a file in
     // the base's root): every canary call fails to specialize, is served by the current base instead,
-    // and counts against the canary.
+    // and counts against the canary. Only this function is called during the roll, so every canary call
+    // fails: other load would pass minCalls at a speed that depends on the machine, not on the policy.
     const fragile = `const fs = require("fs");
 if (fs.existsSync("/load-fails-on-this-base")) throw new Error("this base breaks my module");
 class Fragile { ping() { return "pong"; } }
@@ -265,7 +266,6 @@ module.exports = { Fragile };
     await cp(v2.dir, breaking, { recursive: true });
     await writeFile(path.join(breaking, "root", "load-fails-on-this-base"), "");
 
-    const load = startLoad(agent, 2);
     let fragileCalls = 0;
     const fragileFailures: string[] = [];
     let running = true;
@@ -286,21 +286,20 @@ module.exports = { Fragile };
     const res = await post("/v1/release?wait=1", {
       baseVersion: v2.version,
       baseDir: breaking,
-      // About a quarter of the canary's calls fail: judged long before 200 calls.
+      // Judged hopeless after 5 failed canary calls, long before 200.
       rollout: { canaryPercent: 50, minCalls: 200, errorRateThreshold: 0.02 },
     });
     await new Promise((r) => setTimeout(r, 300));
     running = false;
     await Promise.all(fragileLoops);
-    await load.stop();
     assert.equal(res.status, 200, JSON.stringify(res.json));
     const status = res.json as unknown as RolloutStatus;
     assert.equal(status.state, "rolled-back", JSON.stringify(status));
     assert.match(status.reason ?? "", /calls on base .* failed \(error rate .* > threshold 0\.02\)/);
     assert.equal(status.current.baseVersion, v1.version);
+    assert.match(status.reason ?? "", /^5 of 5 calls/, "every canary call failed, and 5 were enough");
     assert.deepEqual(fragileFailures, [], "the current base served every call the canary could not");
-    assert.deepEqual(load.failures, []);
-    assert.ok(fragileCalls > 0 && load.calls > 0);
+    assert.ok(fragileCalls > 5);
     await answersFrom(agent, v1);
   });
 
