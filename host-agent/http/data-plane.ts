@@ -37,6 +37,9 @@ export interface DataPlaneDeps {
   readonly timeouts: RequestTimeouts;
 }
 
+/** How long a crashed call waits for its instance's exit reason before answering with the socket error. */
+const EXIT_REASON_WAIT_MS = 3000;
+
 type Outcome = "ok" | "user_error" | "timeout" | "crashed" | "rejected" | "not_found" | "bad_request";
 
 export function createDataPlane(deps: DataPlaneDeps): Server {
@@ -126,9 +129,11 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
         throw new ApiError(502, "response_too_large", err.message);
       }
       outcome = "crashed";
+      // The exit's reason (exit code, memory limit) says more than the socket error; it comes once the
+      // instance is cleaned up, which a busy host can take a while to do.
       const exit = await Promise.race([
         lease.instance.sandbox.exited,
-        new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref()),
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), EXIT_REASON_WAIT_MS).unref()),
       ]);
       throw new ApiError(
         502,
