@@ -10,6 +10,7 @@ import { packFunction } from "../../host-agent/cli/pack.ts";
 import { HELLO_CALL, startTestAgent, type TestAgent } from "../helpers/agent.ts";
 import { requireJailHost } from "../helpers/host.ts";
 import { HELLO_MODULE, helloBundle, tarGz } from "../helpers/tar-builder.ts";
+import { waitFor } from "../helpers/wait.ts";
 import { zip } from "../helpers/zip-builder.ts";
 
 const EXAMPLES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "examples");
@@ -66,7 +67,7 @@ describe("agent end to end (process sandbox)", function () {
     const res = await agent.call("hello-world", HELLO_CALL);
     const rid = res.headers["x-faas-request-id"];
     assert.ok(rid);
-    await new Promise((r) => setTimeout(r, 100));
+    await waitFor("the console line", () => agent.logs.some((l) => l.rid === rid && l.user === true));
     const line = agent.logs.find((l) => l.rid === rid && l.user === true);
     assert.ok(line, "the console line carries the request id");
     assert.equal(line.fn, "hello-world");

@@ -68,7 +68,13 @@ describe("FirecrackerDriver against the strict fake", function () {
   const spawned: VmmSpawnRequest[] = [];
   const inits: GuestInitCall[] = [];
   let guestPort: number;
-  let behaviour: { failLoadWith?: string; guestSilent?: boolean; refuseInit?: boolean };
+  let behaviour: {
+    failLoadWith?: string;
+    guestSilent?: boolean;
+    refuseInit?: boolean;
+    /** Held resumes: the guest comes up only once this settles. */
+    resumeGate?: Promise<void>;
+  };
 
   /** Stands in for the jailer: makes the cgroup the jailer would make, runs the fake API in the jail. */
   const spawnFake: SpawnVmm = async (req) => {
@@ -85,6 +91,7 @@ describe("FirecrackerDriver against the strict fake", function () {
       ...(behaviour.failLoadWith ? { failLoadWith: behaviour.failLoadWith } : {}),
       onGuestRunning: async (running) => {
         if (running && !guest && !behaviour.guestSilent) {
+          await behaviour.resumeGate;
           guest = await FakeGuest.start(slot.cloneAddress, guestPort, inits, behaviour.refuseInit);
           guests.add(guest);
         } else if (!running && guest) {
@@ -103,14 +110,15 @@ describe("FirecrackerDriver against the strict fake", function () {
     };
   };
 
-  function makeDriver(): FirecrackerDriver {
+  /** A roomy guest deadline, so a loaded machine does not fail ordinary starts; tests of the deadline pass their own. */
+  function makeDriver(guestReadyTimeoutMs = 5000): FirecrackerDriver {
     const config = parseFirecrackerDriverConfig({
       firecrackerPath: "/usr/local/bin/firecracker",
       chrootBase: join(dir, "jails"),
       cgroupRoot: join(dir, "cgroup"),
       idRange: { first: 900_100, count: 4 },
       guestPort,
-      guestReadyTimeoutMs: 500,
+      guestReadyTimeoutMs,
       limits: {
         codeDisk: { bandwidth: { size: 5_000_000, refillTimeMs: 100 } },
         networkRx: { bandwidth: { size: 1_000_000, refillTimeMs: 100 } },
@@ -285,7 +293,7 @@ describe("FirecrackerDriver against the strict fake", function () {
 
   it("a guest that never answers fails the start within the deadline and is cleaned up", async () => {
     behaviour.guestSilent = true;
-    const d = makeDriver();
+    const d = makeDriver(500);
     await assert.rejects(
       d.start(spec("vm-i")),
       /reaching the guest runtime failed: .*did not become healthy within 500 ms/,
@@ -396,6 +404,10 @@ describe("FirecrackerDriver against the strict fake", function () {
   // protection: FirecrackerDriver.close waits for restores in flight, which see the close at their
   // hand-over and release their VMM, jail, slot and uid
   it("close during restores leaves no VMM, jail or slot behind and refuses later starts", async () => {
+    let openGate = () => {};
+    behaviour.resumeGate = new Promise((r) => {
+      openGate = r;
+    });
     const d = makeDriver();
     const starts = ["vm-n", "vm-o", "vm-p"].map((id) =>
       d.start(spec(id)).then(
@@ -403,9 +415,11 @@ describe("FirecrackerDriver against the strict fake", function () {
         (err: Error) => err.message,
       ),
     );
-    // Every restore is past its spawn when the close comes.
-    while (fakes.length < 3) await new Promise((r) => setTimeout(r, 1));
-    await d.close();
+    // Every restore is held at its resume when the close comes, and goes on to its hand-over after.
+    while (fakes.filter((f) => f.state === "Running").length < 3) await new Promise((r) => setTimeout(r, 1));
+    const closed = d.close();
+    openGate();
+    await closed;
     const outcomes = await Promise.all(starts);
     for (const outcome of outcomes) assert.match(outcome, /the firecracker sandbox is shutting down/);
     for (const f of fakes) assert.equal(f.state, "Exited");

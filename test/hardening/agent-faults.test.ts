@@ -16,6 +16,7 @@ import { HELLO_CALL, startTestAgent, type TestAgent } from "../helpers/agent.ts"
 import { type ChildAgent, freePorts, startChildAgent } from "../helpers/child-agent.ts";
 import { requireJailHost } from "../helpers/host.ts";
 import { HELLO_MODULE, tarGz } from "../helpers/tar-builder.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const SLOW = `exports.Slow = class Slow {
   async nap(ms) { await new Promise((r) => setTimeout(r, ms)); return "rested"; }
@@ -47,14 +48,6 @@ function instanceCgroups(stateDir: string): string[] {
   return readdirSync(scopeDir, { withFileTypes: true })
     .filter((d) => d.isDirectory())
     .map((d) => d.name);
-}
-
-async function waitFor(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describe("hardening: agent faults", function () {

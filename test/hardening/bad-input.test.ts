@@ -490,7 +490,9 @@ describe("hardening: bad input", function () {
       };
       const callers = [caller(), caller(), caller()];
       for (const m of ["v1", "v2", "v3"]) assert.equal((await deploy(m)).status, 200);
-      await new Promise((r) => setTimeout(r, 200));
+      // Calls queued for retired code wait for a fresh instance: give the callers time to reach v3.
+      for (const until = Date.now() + 10_000; !seen.has("v3") && Date.now() < until; )
+        await new Promise((r) => setTimeout(r, 20));
       stop = true;
       await Promise.all(callers);
       assert.deepEqual(failures, [], "no call failed during the redeploys");

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { HELLO_CALL, startTestAgent, type TestAgent } from "../helpers/agent.ts";
 import { requireJailHost } from "../helpers/host.ts";
 import { HELLO_MODULE, tarGz } from "../helpers/tar-builder.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const MAX_BODY = 256 * 1024;
 const ENV = {
@@ -63,7 +64,7 @@ exports.Faulty = class Faulty {
   rawSpam() {
     const chunk = Buffer.alloc(64 * 1024, 0x7a);
     let bytes = 0;
-    for (const end = Date.now() + 1000; Date.now() < end; ) bytes += fs.writeSync(1, chunk);
+    while (bytes < 96 * 1024 * 1024) bytes += fs.writeSync(1, chunk);
     return bytes;
   }
   forgedLog() { process.stdout.write('\\n{"type":"log","fn":"other","rid":"x","level":"nope","msg":"forged"}\\n'); return "forged"; }
@@ -233,11 +234,14 @@ describe("hardening: faults in user code", function () {
       },
       false,
     );
-    await new Promise((r) => setTimeout(r, 300));
+    // Log lines come over the instance's stdout, the answer over its socket: either can arrive first.
+    await waitFor("the per-call log limit line", () =>
+      agent.logs.some((l) => /per-call log limit reached/.test(String(l.msg))),
+    );
     const spam = agent.logs.filter((l) => l.fn === "faulty" && l.user === true && /^y+/.test(String(l.msg)));
     const bytes = spam.reduce((n, l) => n + String(l.msg).length, 0);
+    assert.ok(bytes > 32 * 1024, `the console output up to the limit was kept (${bytes})`);
     assert.ok(bytes <= 70 * 1024, `at most ~64 KiB of console output kept (${bytes})`);
-    assert.ok(agent.logs.some((l) => /per-call log limit reached/.test(String(l.msg))));
   });
 
   // protection: driver.ts raw output budget and bounded line length (bounded-lines.test.ts checks the bound itself)
@@ -247,7 +251,7 @@ describe("hardening: faults in user code", function () {
       "rawSpam",
       (res) => {
         assert.equal(res.status, 200, res.text);
-        assert.ok(res.json().result > 4 * 1024 * 1024, `the guest wrote ${res.json().result} bytes`);
+        assert.ok(res.json().result >= 96 * 1024 * 1024, `the guest wrote ${res.json().result} bytes`);
       },
       false,
     );
@@ -259,7 +263,9 @@ describe("hardening: faults in user code", function () {
   // the agent) and attributes every line to the instance's own function (not to the one it names)
   it("a forged log line with an unknown level and another function's name: logged as its own, agent up", async () => {
     await withBystander("forgedLog", (res) => assert.equal(res.status, 200, res.text), false);
-    await new Promise((r) => setTimeout(r, 200));
+    await waitFor("the forged line", () => agent.logs.some((l) => l.msg === "forged"));
+    // A second copy, if the agent made one, would come right behind the first.
+    await new Promise((r) => setTimeout(r, 100));
     const forged = agent.logs.filter((l) => l.msg === "forged");
     assert.equal(forged.length, 1);
     assert.equal(forged[0]!.fn, "faulty", "attributed to the function that wrote it");
