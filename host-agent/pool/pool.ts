@@ -297,7 +297,7 @@ export class Pool implements InstanceSource {
     if (warm) return this.lease(warm, "warm", now);
     this.traffic.misses.record(now);
     if (!this.waiters.some((w) => !w.served) && !this.shouldWait(fn, this.queuedFor(fn.name))) {
-      const lease = await this.tryFresh(fn, now);
+      const lease = await this.freshWithin(fn, now, deadline);
       if (lease) return lease;
     }
     return this.enqueue(fn, deadline, now);
@@ -376,6 +376,52 @@ export class Pool implements InstanceSource {
     await this.specialize(fresh, fn);
     this.claimSpecialized(fresh);
     return this.lease(fresh, "cold", since);
+  }
+
+  /**
+   * tryFresh for a call that gives up at `deadline`: a start or load that takes longer does not hold the
+   * call past it. The instance it prepares is kept, warm for the function's next call.
+   */
+  private freshWithin(fn: FunctionCode, since: number, deadline: number): Promise<Lease | undefined> {
+    const fresh = this.tryFresh(fn, since);
+    return new Promise((resolve, reject) => {
+      let gaveUp = false;
+      const timer = this.deps.clock.setTimeout(
+        () => {
+          gaveUp = true;
+          reject(
+            new PoolBusyError(
+              `no instance could be prepared for ${fn.name} within the call's deadline (an instance start or module load took longer)`,
+              1,
+            ),
+          );
+        },
+        Math.max(0, deadline - this.deps.clock.now()),
+      );
+      fresh.then(
+        (lease) => {
+          this.deps.clock.clearTimeout(timer);
+          if (!gaveUp) resolve(lease);
+          else if (lease) this.handBack(lease);
+        },
+        (err: Error) => {
+          this.deps.clock.clearTimeout(timer);
+          if (!gaveUp) reject(err);
+        },
+      );
+    });
+  }
+
+  /** An instance prepared for a call that gave up before it was ready: idle, for the next call. */
+  private handBack(lease: Lease): void {
+    const instance = lease.instance;
+    if (instance.state !== "busy") return;
+    instance.calls--;
+    if (this.closed || instance.retireOnRelease) {
+      void this.stop(instance, "its call gave up before it was ready");
+      return;
+    }
+    this.parkSpecialized(instance);
   }
 
   /** Hands a just-specialized instance to its call, unless it was stopped meanwhile (agent closing). */
@@ -491,7 +537,7 @@ export class Pool implements InstanceSource {
       if (this.count("generic") === 0 && !canStart) continue;
       waiter.served = true;
       this.removeWaiter(waiter);
-      this.tryFresh(waiter.fn, waiter.enqueuedAt).then(
+      this.freshWithin(waiter.fn, waiter.enqueuedAt, waiter.deadline).then(
         (lease) => {
           if (lease) {
             this.deps.metrics.queueWait.observe(lease.waitedMs / 1000);

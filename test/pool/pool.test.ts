@@ -139,6 +139,79 @@ describe("warm pool", () => {
     assert.equal(pool.snapshot().queued, 0);
   });
 
+  // protection: Pool.freshWithin bounds the start and load of a call's instance by the call's deadline
+  it("gives up on a call whose instance is not ready by its deadline, and keeps the instance for the next", async () => {
+    const { pool, clock, driver } = makePool({ genericMin: 0, genericMax: 0, maxInstances: 2 });
+    let open!: () => void;
+    driver.gate = new Promise((r) => {
+      open = r;
+    });
+    const first = pool.acquire(code("a"), clock.now() + 2000);
+    let outcome = "pending";
+    first.then(
+      () => {
+        outcome = "served";
+      },
+      (err: Error) => {
+        outcome = err instanceof PoolBusyError ? `busy: ${err.message}` : `other: ${err.message}`;
+      },
+    );
+    await settle();
+    assert.equal(pool.snapshot().instances.starting, 1);
+    clock.advance(1999);
+    await settle();
+    assert.equal(outcome, "pending", "the call waits for its instance until its deadline");
+    clock.advance(1);
+    await settle();
+    assert.match(outcome, /^busy: no instance could be prepared for a within the call's deadline/);
+    // The start finishes later: the instance is loaded and kept, and the next call gets it warm.
+    driver.gate = undefined;
+    open();
+    await settle();
+    assert.deepEqual(pool.snapshot().functions.a, { idle: 1, busy: 0, specializing: 0 });
+    const next = await pool.acquire(code("a"), clock.now() + 2000);
+    assert.equal(next.acquired, "warm");
+    assert.equal(next.instance.calls, 1, "the call that gave up is not counted on the instance");
+    assert.equal(driver.started.length, 1);
+  });
+
+  it("gives up on a queued call at its deadline even while its instance is being prepared", async () => {
+    const { pool, clock, driver } = makePool({
+      genericMin: 0,
+      genericMax: 0,
+      maxInstances: 3,
+      maxStarting: 1,
+    });
+    let openFirst!: () => void;
+    driver.gate = new Promise((r) => {
+      openFirst = r;
+    });
+    const b = pool.acquire(code("b"), clock.now() + 5000);
+    await settle();
+    // One start at a time: c queues, and is taken from the queue to a start of its own once b's is done.
+    const c = pool.acquire(code("c"), clock.now() + 3000);
+    let outcome = "pending";
+    c.then(
+      () => {
+        outcome = "served";
+      },
+      (err: Error) => {
+        outcome = err instanceof PoolBusyError ? `busy: ${err.message}` : `other: ${err.message}`;
+      },
+    );
+    await settle();
+    assert.equal(pool.snapshot().queued, 1);
+    driver.gate = new Promise(() => {});
+    openFirst();
+    pool.release(await b, true);
+    await settle();
+    assert.equal(pool.snapshot().queued, 0, "c left the queue for a start");
+    assert.equal(pool.snapshot().instances.starting, 1);
+    clock.advance(3000);
+    await settle();
+    assert.match(outcome, /^busy: no instance could be prepared for c within the call's deadline/);
+  });
+
   it("makes room for another function by stopping the least recently used idle instance", async () => {
     const { pool, clock } = makePool({ genericMin: 0, genericMax: 0, maxInstances: 2 });
     const a = await pool.acquire(code("a"), clock.now() + 1000);
