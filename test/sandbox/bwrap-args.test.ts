@@ -95,6 +95,18 @@ describe("process sandbox jail command", () => {
     assert.ok(!jailCommand({ ...input, disableUserns: false }).args.includes("--disable-userns"));
     assert.ok(jailCommand({ ...input, disableUserns: true }).args.includes("--disable-userns"));
   });
+
+  it("opens the seccomp filter on fd 3 in sh (as root, before the uid drop) for bwrap to load", () => {
+    assert.ok(!cmd.args.includes("--seccomp"), "no filter given, none loaded");
+    const filtered = jailCommand({ ...input, seccompFile: "/s/run/seccomp.bpf" });
+    assert.equal(filtered.env.FAAS_SECCOMP_FILE, "/s/run/seccomp.bpf");
+    assert.match(filtered.args[1]!, /unset FAAS_SECCOMP_FILE; exec "\$@" 3<"\$s"$/);
+    const bwrapArgs = segment(filtered.args, "bwrap");
+    assert.deepEqual(bwrapArgs.slice(bwrapArgs.indexOf("--seccomp"), bwrapArgs.indexOf("--seccomp") + 2), [
+      "--seccomp",
+      "3",
+    ]);
+  });
 });
 
 describe("cgroup detection", () => {

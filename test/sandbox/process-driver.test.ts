@@ -34,6 +34,8 @@ exports.Probe = class Probe {
       netIfaces: fs.readFileSync("/proc/net/dev", "utf8").split("\\n").slice(2).filter(Boolean).map((l) => l.split(":")[0].trim()),
       capEff: fs.readFileSync("/proc/self/status", "utf8").match(/CapEff:\\s+(\\w+)/)[1],
       noNewPrivs: fs.readFileSync("/proc/self/status", "utf8").match(/NoNewPrivs:\\s+(\\d)/)[1],
+      seccomp: fs.readFileSync("/proc/self/status", "utf8").match(/Seccomp:\\s+(\\d)/)[1],
+      fdTargets: fs.readdirSync("/proc/self/fd").map((fd) => attempt(() => fs.readlinkSync("/proc/self/fd/" + fd)).value),
       hostname: require("node:os").hostname(),
     };
   }
@@ -112,6 +114,11 @@ describe("process sandbox driver (real jails)", function () {
     assert.equal(f.uid, 1000);
     assert.equal(f.capEff, "0000000000000000", "no effective capabilities");
     assert.equal(f.noNewPrivs, "1");
+    assert.equal(f.seccomp, "2", "a seccomp filter is in force");
+    assert.ok(
+      !f.fdTargets.some((t: string | undefined) => t?.includes("seccomp")),
+      `the filter's descriptor was closed (${f.fdTargets.join(", ")})`,
+    );
     assert.deepEqual(f.rootEntries, ["code", "dev", "lib", "lib64", "node", "proc", "run", "runtime", "tmp"]);
     assert.deepEqual(f.shadow, { ok: false, error: "ENOENT" }, "host files are not there at all");
     assert.equal(f.writeCode.ok, false, "code is read-only");

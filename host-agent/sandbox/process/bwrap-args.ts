@@ -2,7 +2,7 @@
  * The command line that starts one process-sandbox instance. Pure, so the jail's shape is tested exactly:
  *   sh (joins the instance's cgroups, then execs) -> prlimit (rlimits) -> setpriv (unprivileged uid/gid,
  *   no capabilities, no_new_privs) -> bwrap (every namespace unshared, read-only root, code read-only at
- *   /code, private size-capped /tmp) -> node from the runtime's startup snapshot.
+ *   /code, private size-capped /tmp, the seccomp filter) -> node from the runtime's startup snapshot.
  */
 import type { SandboxLimits } from "../driver.ts";
 
@@ -27,11 +27,19 @@ export interface JailCommandInput {
   readonly cgroupProcs: string[];
   /** False when this bwrap predates --disable-userns (0.8): the flag is left out (preflight warns). */
   readonly disableUserns?: boolean;
+  /** The seccomp filter (struct sock_filter[]) bwrap loads before running node; none when undefined. */
+  readonly seccompFile?: string;
 }
+
+/** The descriptor the filter file is opened on for bwrap: the first after stdin, stdout and stderr. */
+export const SECCOMP_FD = 3;
 
 /** Joins the cgroups with its own pid, then replaces itself: limits apply before the runtime's first instruction. */
 export const JOIN_CGROUPS_SCRIPT =
   'IFS=:; for f in $FAAS_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; unset FAAS_CGROUP_PROCS; exec "$@"';
+
+/** The same, opening the seccomp filter on fd 3 for bwrap (which reads it and closes it). */
+export const JOIN_CGROUPS_WITH_FILTER_SCRIPT = `IFS=:; for f in $FAAS_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; unset FAAS_CGROUP_PROCS; s=$FAAS_SECCOMP_FILE; unset FAAS_SECCOMP_FILE; exec "$@" ${SECCOMP_FD}<"$s"`;
 
 export function jailCommand(input: JailCommandInput): {
   file: string;
@@ -87,6 +95,7 @@ export function jailCommand(input: JailCommandInput): {
     String(limits.memoryMiB),
     "--cap-drop",
     "ALL",
+    ...(input.seccompFile === undefined ? [] : ["--seccomp", String(SECCOMP_FD)]),
     "--",
     "/node",
     // No V8 flags here: any flag that changes V8's configuration makes the startup snapshot unloadable.
@@ -120,11 +129,13 @@ export function jailCommand(input: JailCommandInput): {
     "--core=0:0",
     "--",
   ];
+  const script = input.seccompFile === undefined ? JOIN_CGROUPS_SCRIPT : JOIN_CGROUPS_WITH_FILTER_SCRIPT;
   return {
     file: "/bin/sh",
-    args: ["-c", JOIN_CGROUPS_SCRIPT, "faas-jail", ...prlimit, ...setpriv, ...bwrap],
+    args: ["-c", script, "faas-jail", ...prlimit, ...setpriv, ...bwrap],
     env: {
       FAAS_CGROUP_PROCS: input.cgroupProcs.join(":"),
+      ...(input.seccompFile === undefined ? {} : { FAAS_SECCOMP_FILE: input.seccompFile }),
       PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
     },
   };

@@ -5,7 +5,8 @@
  */
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, chown, mkdir, readdir } from "node:fs/promises";
+import { chmod, chown, mkdir, readdir, writeFile } from "node:fs/promises";
+import { endianness } from "node:os";
 import path from "node:path";
 import { execa, type ResultPromise } from "execa";
 import type { GuestLogLine } from "../../../guest-images/runtime/protocol.ts";
@@ -34,6 +35,7 @@ import {
 } from "./cgroups.ts";
 import { linkCodeTree } from "./code-link.ts";
 import { bwrapDisablesUserns, findOnPath, processSandboxProblems } from "./preflight.ts";
+import { hostSeccompFilter } from "./seccomp.ts";
 
 export interface ProcessDriverOptions {
   /** Instance folders live under <stateDir>/run/instances. */
@@ -61,6 +63,8 @@ export class ProcessDriver implements SandboxDriver {
   /** Starts in flight, so close() can wait for the ones it caught half-way. */
   private readonly starting = new Set<Promise<SandboxInstance>>();
   private closing = false;
+  /** The seccomp filter written at init, for bwrap to load in every jail. */
+  private seccompFile: string | undefined;
   /** Base roots already checked to be reachable by the jails' uids. */
   private readonly checkedRoots = new Set<string>();
   private readonly isRoot = process.getuid?.() === 0;
@@ -104,6 +108,16 @@ export class ProcessDriver implements SandboxDriver {
     for (const dir of [this.opts.stateDir, path.dirname(this.instancesDir), this.instancesDir])
       await chmod(dir, 0o711);
     if (this.isRoot) await assertTraversable(path.resolve(this.opts.stateDir));
+    const filter = hostSeccompFilter(process.arch, endianness() === "LE");
+    if (filter) {
+      this.seccompFile = path.join(path.dirname(this.instancesDir), "seccomp.bpf");
+      await writeFile(this.seccompFile, filter, { mode: 0o600 });
+    } else {
+      this.opts.log.warn(
+        { arch: process.arch },
+        "no seccomp filter for this architecture: jails run without one",
+      );
+    }
     // A crashed agent's jails died with it (--die-with-parent); their folders and cgroups did not.
     let leftovers = 0;
     for (const name of await readdir(this.instancesDir)) {
@@ -118,6 +132,7 @@ export class ProcessDriver implements SandboxDriver {
       {
         cgroups: this.cgroups.version === 0 ? `none (${this.cgroups.why})` : `v${this.cgroups.version}`,
         root: this.isRoot,
+        seccomp: this.seccompFile !== undefined,
       },
       "process sandbox ready",
     );
@@ -193,6 +208,7 @@ export class ProcessDriver implements SandboxDriver {
       hostId: uid,
       cgroupProcs: cgroup.procsFiles,
       disableUserns: this.disableUserns,
+      ...(this.seccompFile === undefined ? {} : { seccompFile: this.seccompFile }),
     });
     const child = execa(command.file, command.args, {
       env: command.env,
