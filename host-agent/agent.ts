@@ -30,6 +30,7 @@ import { Rollout, RolloutConflictError } from "./release/rollout.ts";
 import { readReleaseRecords, writeReleaseRecords } from "./release/store.ts";
 import type { BaseImage, PreflightProblem, SandboxDriver } from "./sandbox/driver.ts";
 import { createFirecrackerDriver } from "./sandbox/firecracker/create-driver.ts";
+import type { FirecrackerLimits } from "./sandbox/firecracker/limits.ts";
 import { ProcessDriver } from "./sandbox/process/driver.ts";
 
 /** `firecracker --version` of the binary the driver config names, for the base's version check. */
@@ -56,6 +57,8 @@ export interface AgentOverrides {
   readonly base?: BaseImage;
   /** Picks the calls a canary serves, in [0, 1). */
   readonly random?: () => number;
+  /** VM shape and rate limiters from the host's release manifest; the driver config file's own win. */
+  readonly firecrackerLimits?: Partial<FirecrackerLimits>;
 }
 
 export interface RunningAgent {
@@ -84,6 +87,16 @@ function listen(server: Server, port: number, host: string): Promise<number> {
   });
 }
 
+/** The driver config file with the release's limits under its own `limits`. */
+export function withReleaseLimits(
+  fileConfig: Record<string, unknown>,
+  limits: Partial<FirecrackerLimits> | undefined,
+): Record<string, unknown> {
+  if (!limits) return fileConfig;
+  const own = typeof fileConfig.limits === "object" && fileConfig.limits !== null ? fileConfig.limits : {};
+  return { ...fileConfig, limits: { ...limits, ...own } };
+}
+
 function close(server: Server): Promise<void> {
   return new Promise((resolve) => {
     server.close(() => resolve());
@@ -103,7 +116,10 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     overrides.driver ??
     (config.driver === "firecracker"
       ? createFirecrackerDriver(
-          config.firecrackerConfig ? JSON.parse(await readFile(config.firecrackerConfig, "utf8")) : {},
+          withReleaseLimits(
+            config.firecrackerConfig ? JSON.parse(await readFile(config.firecrackerConfig, "utf8")) : {},
+            overrides.firecrackerLimits,
+          ),
         )
       : new ProcessDriver({
           stateDir,

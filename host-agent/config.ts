@@ -4,6 +4,8 @@ import type { PoolConfig } from "./pool/pool.ts";
 
 const MiB = 1024 * 1024;
 
+export const DEFAULT_BASES_DIR = "/var/lib/snapfaas/bases";
+
 const int = (min: number, max: number, fallback: number) =>
   z.coerce.number().int().min(min).max(max).default(fallback);
 // 0 asks the OS for a free port (tests, several agents on one machine).
@@ -48,6 +50,10 @@ export const agentEnvSchema = z.object({
   FAAS_ADMIN_REQUEST_TIMEOUT_MS: int(100, 3_600_000, 300_000),
   FAAS_UID_BASE: int(1000, 4_000_000_000, 200_000),
   FAAS_RELEASE_FILE: z.string().min(1).optional(),
+  /** An AWS host's release manifest (read by main.ts before this schema: it supplies defaults). */
+  FAAS_RELEASE_MANIFEST: z.string().min(1).optional(),
+  /** Where base images live, one folder per version (the manifest's base is <this>/<version>). */
+  FAAS_BASES_DIR: z.string().min(1).default(DEFAULT_BASES_DIR),
   FAAS_RELEASE_POLL_MS: int(100, 3_600_000, 5000),
   FAAS_ROLL_WARMUP_TIMEOUT_MS: int(1000, 3_600_000, 60_000),
 });
@@ -106,6 +112,41 @@ export class ConfigError extends Error {
 }
 
 /** Reads the agent's config from an environment; throws ConfigError listing every bad variable. */
+/** FAAS_ variables the CLI reads: next to the agent's in a shell, they are not typos. */
+const CLI_VARIABLES = new Set(["FAAS_URL", "FAAS_ADMIN_URL"]);
+
+/**
+ * FAAS_ variables the agent does not know, each with the nearest name it does: a misspelt variable would
+ * otherwise be ignored without a word, and its default used.
+ */
+export function unknownAgentVariables(env: NodeJS.ProcessEnv): string[] {
+  const known = Object.keys(agentEnvSchema.shape);
+  const out: string[] = [];
+  for (const key of Object.keys(env).sort()) {
+    if (!key.startsWith("FAAS_") || CLI_VARIABLES.has(key) || known.includes(key)) continue;
+    let nearest: { name: string; distance: number } | undefined;
+    for (const name of known) {
+      const distance = editDistance(key, name);
+      if (!nearest || distance < nearest.distance) nearest = { name, distance };
+    }
+    const hint = nearest && nearest.distance <= 3 ? ` (did you mean ${nearest.name}?)` : "";
+    out.push(`${key} is not an agent variable and is ignored${hint}`);
+  }
+  return out;
+}
+
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    row = next;
+  }
+  return row[b.length]!;
+}
+
 export function loadAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
   const known = Object.fromEntries(
     Object.keys(agentEnvSchema.shape)

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError, loadAgentConfig } from "../host-agent/config.ts";
+import { ConfigError, loadAgentConfig, unknownAgentVariables } from "../host-agent/config.ts";
 
 describe("agent configuration", () => {
   it("has the documented defaults", () => {
@@ -32,6 +32,22 @@ describe("agent configuration", () => {
         assert.match(err.message, /FAAS_ADMIN_TOKEN="short": must be at least 16 characters/);
         return true;
       },
+    );
+  });
+
+  it("names a FAAS_ variable it does not know, with the nearest one it does", () => {
+    assert.deepEqual(
+      unknownAgentVariables({
+        FAAS_POOL_GENRIC: "4",
+        FAAS_SOMETHING_ELSE: "x",
+        FAAS_POOL_GENERIC: "2",
+        FAAS_URL: "http://127.0.0.1:8080",
+        PATH: "/bin",
+      }),
+      [
+        "FAAS_POOL_GENRIC is not an agent variable and is ignored (did you mean FAAS_POOL_GENERIC?)",
+        "FAAS_SOMETHING_ELSE is not an agent variable and is ignored",
+      ],
     );
   });
 

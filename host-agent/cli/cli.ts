@@ -91,8 +91,9 @@ async function invoke(ep: Endpoints, args: string[]): Promise<number> {
 
 async function start(): Promise<number> {
   const { PreflightError, startAgent } = await import("../agent.ts");
-  const { loadAgentConfig } = await import("../config.ts");
+  const { loadAgentConfig, unknownAgentVariables } = await import("../config.ts");
   const config = loadAgentConfig(process.env);
+  for (const warning of unknownAgentVariables(process.env)) console.error(`faas: warning: ${warning}`);
   let agent: Awaited<ReturnType<typeof startAgent>>;
   try {
     agent = await startAgent(config);
