@@ -17,6 +17,7 @@ import { GuestClient } from "./guest/client.ts";
 import { resolveAdminToken } from "./http/auth.ts";
 import { createControlPlane } from "./http/control-plane.ts";
 import { createDataPlane } from "./http/data-plane.ts";
+import { ServingState } from "./http/serving-state.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createMetrics } from "./metrics.ts";
 import type { InstanceSource } from "./pool/instance-source.ts";
@@ -71,6 +72,8 @@ export interface RunningAgent {
   readonly pool: InstanceSource;
   readonly rollout: Rollout;
   readonly warnings: PreflightProblem[];
+  /** Calls in flight on the data plane, and whether the host is draining. */
+  readonly serving: ServingState;
   stop(): Promise<void>;
 }
 
@@ -191,6 +194,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
   );
   rollout.start();
 
+  const serving = new ServingState();
   const data = createDataPlane({
     registry,
     pool: rollout,
@@ -200,6 +204,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     callTimeoutMs: config.pool.callTimeoutMs,
     maxBodyBytes: config.maxBodyBytes,
     timeouts: { headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs },
+    serving,
   });
   const admin = createControlPlane({
     registry,
@@ -262,6 +267,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     pool: rollout,
     rollout,
     warnings: problems,
+    serving,
     async stop() {
       await poller?.stop();
       await Promise.all([close(data), close(admin)]);
