@@ -99,6 +99,11 @@ export function createMetrics() {
     labelNames: ["kind", "outcome"] as const,
     registers: [registry],
   });
+  const metricPublishFailures = new Counter({
+    name: "faas_metric_publish_failures_total",
+    help: "PoolUtilization data points CloudWatch did not take (PutMetricData failed); the next interval tries again.",
+    registers: [registry],
+  });
   return {
     registry,
     calls,
@@ -117,5 +122,6 @@ export function createMetrics() {
     deploys,
     functions,
     baseRolls,
+    metricPublishFailures,
   };
 }
