@@ -104,6 +104,12 @@ export function createMetrics() {
     help: "PoolUtilization data points CloudWatch did not take (PutMetricData failed); the next interval tries again.",
     registers: [registry],
   });
+  const lifecycleActionFailures = new Counter({
+    name: "faas_lifecycle_action_failures_total",
+    help: "Calls to the Auto Scaling lifecycle hook that failed, by action (heartbeat, complete).",
+    labelNames: ["action"] as const,
+    registers: [registry],
+  });
   return {
     registry,
     calls,
@@ -123,5 +129,6 @@ export function createMetrics() {
     functions,
     baseRolls,
     metricPublishFailures,
+    lifecycleActionFailures,
   };
 }
