@@ -11,6 +11,7 @@ import path from "node:path";
 import { execa } from "execa";
 import { verifyBaseImage } from "../guest-images/bake/verify.ts";
 import { bakeProcessBase } from "../guest-images/process/bake.ts";
+import { type FleetOverrides, startFleetDuties } from "./aws/fleet.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { AgentConfig } from "./config.ts";
 import { GuestClient } from "./guest/client.ts";
@@ -57,6 +58,8 @@ export interface AgentOverrides {
   readonly base?: BaseImage;
   /** Picks the calls a canary serves, in [0, 1). */
   readonly random?: () => number;
+  /** The instance metadata service and AWS API clients the fleet duties use. */
+  readonly aws?: FleetOverrides;
 }
 
 export interface RunningAgent {
@@ -247,6 +250,16 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
       })
     : undefined;
   poller?.start();
+  // Once the data plane listens: a drain must be able to fail its health check.
+  const fleet = startFleetDuties({
+    config: config.aws,
+    pool: rollout,
+    serving,
+    clock,
+    log,
+    metrics,
+    ...(overrides.aws ? { overrides: overrides.aws } : {}),
+  });
   log.info(
     {
       data: `${config.host}:${dataPort}`,
@@ -269,6 +282,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     warnings: problems,
     serving,
     async stop() {
+      await fleet.stop();
       await poller?.stop();
       await Promise.all([close(data), close(admin)]);
       await rollout.close();
