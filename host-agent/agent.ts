@@ -11,12 +11,14 @@ import path from "node:path";
 import { execa } from "execa";
 import { verifyBaseImage } from "../guest-images/bake/verify.ts";
 import { bakeProcessBase } from "../guest-images/process/bake.ts";
+import { type FleetOverrides, startFleetDuties } from "./aws/fleet.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import type { AgentConfig } from "./config.ts";
 import { GuestClient } from "./guest/client.ts";
 import { resolveAdminToken } from "./http/auth.ts";
 import { createControlPlane } from "./http/control-plane.ts";
 import { createDataPlane } from "./http/data-plane.ts";
+import { ServingState } from "./http/serving-state.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createMetrics } from "./metrics.ts";
 import type { InstanceSource } from "./pool/instance-source.ts";
@@ -59,6 +61,8 @@ export interface AgentOverrides {
   readonly random?: () => number;
   /** VM shape and rate limiters from the host's release manifest; the driver config file's own win. */
   readonly firecrackerLimits?: Partial<FirecrackerLimits>;
+  /** The instance metadata service and AWS API clients the fleet duties use. */
+  readonly aws?: FleetOverrides;
 }
 
 export interface RunningAgent {
@@ -74,6 +78,8 @@ export interface RunningAgent {
   readonly pool: InstanceSource;
   readonly rollout: Rollout;
   readonly warnings: PreflightProblem[];
+  /** Calls in flight on the data plane, and whether the host is draining. */
+  readonly serving: ServingState;
   stop(): Promise<void>;
 }
 
@@ -207,6 +213,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
   );
   rollout.start();
 
+  const serving = new ServingState();
   const data = createDataPlane({
     registry,
     pool: rollout,
@@ -216,6 +223,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     callTimeoutMs: config.pool.callTimeoutMs,
     maxBodyBytes: config.maxBodyBytes,
     timeouts: { headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs },
+    serving,
   });
   const admin = createControlPlane({
     registry,
@@ -258,6 +266,16 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
       })
     : undefined;
   poller?.start();
+  // Once the data plane listens: a drain must be able to fail its health check.
+  const fleet = startFleetDuties({
+    config: config.aws,
+    pool: rollout,
+    serving,
+    clock,
+    log,
+    metrics,
+    ...(overrides.aws ? { overrides: overrides.aws } : {}),
+  });
   log.info(
     {
       data: `${config.host}:${dataPort}`,
@@ -278,7 +296,9 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     pool: rollout,
     rollout,
     warnings: problems,
+    serving,
     async stop() {
+      await fleet.stop();
       await poller?.stop();
       await Promise.all([close(data), close(admin)]);
       await rollout.close();

@@ -1,5 +1,6 @@
 /** The agent's configuration: environment variables, validated once at start with errors that name the variable. */
 import { z } from "zod";
+import { DEFAULT_IMDS_URL } from "./aws/imds.ts";
 import type { PoolConfig } from "./pool/pool.ts";
 
 const MiB = 1024 * 1024;
@@ -56,6 +57,27 @@ export const agentEnvSchema = z.object({
   FAAS_BASES_DIR: z.string().min(1).default(DEFAULT_BASES_DIR),
   FAAS_RELEASE_POLL_MS: int(100, 3_600_000, 5000),
   FAAS_ROLL_WARMUP_TIMEOUT_MS: int(1000, 3_600_000, 60_000),
+  // AWS fleet: the Auto Scaling group's metric and scale-in hook (both off unless named).
+  FAAS_METRIC_NAMESPACE: z
+    .string()
+    .regex(/^[0-9A-Za-z.\-_/#: ]{1,255}$/, "must be 1-255 of letters, digits and . - _ / # : or space")
+    .refine((v) => !v.startsWith("AWS/"), "must not start with AWS/ (reserved for AWS services)")
+    .optional(),
+  FAAS_METRIC_INTERVAL_MS: int(1000, 3_600_000, 60_000),
+  FAAS_LIFECYCLE_HOOK: z
+    .string()
+    .regex(/^[A-Za-z0-9\-_/]{1,255}$/, "must be 1-255 of letters, digits and - _ /")
+    .optional(),
+  FAAS_DRAIN_TIMEOUT_MS: int(1000, 172_800_000, 270_000),
+  FAAS_IMDS_URL: z
+    .string()
+    .regex(/^https?:\/\/[^\s/?#]+\/?$/, "must be http(s)://host[:port] with no path")
+    .default(DEFAULT_IMDS_URL),
+  FAAS_ASG_NAME: z.string().min(1).max(255).optional(),
+  AWS_REGION: z
+    .string()
+    .regex(/^[a-z]{2,}(-[a-z]+)+-\d+$/, "must be an AWS region name such as us-east-1")
+    .optional(),
 });
 
 export type AgentEnv = z.infer<typeof agentEnvSchema>;
@@ -104,6 +126,19 @@ export interface AgentConfig {
     readonly pollMs: number;
     /** How long a new base's pool may take to start its generic instances. */
     readonly warmupTimeoutMs: number;
+  };
+  /** On an AWS fleet: what the agent tells the Auto Scaling group. */
+  readonly aws: {
+    /** AWS_REGION, for the CloudWatch and Auto Scaling clients. */
+    readonly region: string | undefined;
+    /** Instance metadata service (IMDSv2) base URL. */
+    readonly imdsUrl: string;
+    /** The group's name when given (FAAS_ASG_NAME); else read from the instance's metadata tags. */
+    readonly groupName: string | undefined;
+    /** PoolUtilization publishing, when FAAS_METRIC_NAMESPACE is set. */
+    readonly metrics: { readonly namespace: string; readonly intervalMs: number } | undefined;
+    /** Draining on scale-in and completing the hook, when FAAS_LIFECYCLE_HOOK is set. */
+    readonly drain: { readonly hookName: string; readonly timeoutMs: number } | undefined;
   };
 }
 
@@ -171,6 +206,12 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
       "invalid agent configuration:\n  FAAS_REGISTRY_BUCKET is required with FAAS_REGISTRY=s3",
     );
   }
+  if ((e.FAAS_METRIC_NAMESPACE || e.FAAS_LIFECYCLE_HOOK) && !e.AWS_REGION) {
+    const which = e.FAAS_METRIC_NAMESPACE ? "FAAS_METRIC_NAMESPACE" : "FAAS_LIFECYCLE_HOOK";
+    throw new ConfigError(
+      `invalid agent configuration:\n  AWS_REGION is required with ${which}: the region of the CloudWatch and Auto Scaling APIs`,
+    );
+  }
   if (e.PORT !== 0 && e.PORT === e.ADMIN_PORT && e.HOST === e.ADMIN_HOST) {
     throw new ConfigError(
       `invalid agent configuration:\n  PORT and ADMIN_PORT are both ${e.PORT}: they must differ`,
@@ -228,6 +269,17 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
       file: e.FAAS_RELEASE_FILE,
       pollMs: e.FAAS_RELEASE_POLL_MS,
       warmupTimeoutMs: e.FAAS_ROLL_WARMUP_TIMEOUT_MS,
+    },
+    aws: {
+      region: e.AWS_REGION,
+      imdsUrl: e.FAAS_IMDS_URL,
+      groupName: e.FAAS_ASG_NAME,
+      metrics: e.FAAS_METRIC_NAMESPACE
+        ? { namespace: e.FAAS_METRIC_NAMESPACE, intervalMs: e.FAAS_METRIC_INTERVAL_MS }
+        : undefined,
+      drain: e.FAAS_LIFECYCLE_HOOK
+        ? { hookName: e.FAAS_LIFECYCLE_HOOK, timeoutMs: e.FAAS_DRAIN_TIMEOUT_MS }
+        : undefined,
     },
   };
 }

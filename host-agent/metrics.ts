@@ -99,6 +99,17 @@ export function createMetrics() {
     labelNames: ["kind", "outcome"] as const,
     registers: [registry],
   });
+  const metricPublishFailures = new Counter({
+    name: "faas_metric_publish_failures_total",
+    help: "PoolUtilization data points CloudWatch did not take (PutMetricData failed); the next interval tries again.",
+    registers: [registry],
+  });
+  const lifecycleActionFailures = new Counter({
+    name: "faas_lifecycle_action_failures_total",
+    help: "Calls to the Auto Scaling lifecycle hook that failed, by action (heartbeat, complete).",
+    labelNames: ["action"] as const,
+    registers: [registry],
+  });
   return {
     registry,
     calls,
@@ -117,5 +128,7 @@ export function createMetrics() {
     deploys,
     functions,
     baseRolls,
+    metricPublishFailures,
+    lifecycleActionFailures,
   };
 }

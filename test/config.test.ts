@@ -102,3 +102,80 @@ describe("agent configuration for production", () => {
     }
   });
 });
+
+describe("agent configuration for an Auto Scaling fleet", () => {
+  const fleet = {
+    AWS_REGION: "eu-west-1",
+    FAAS_METRIC_NAMESPACE: "SnapFaaS",
+    FAAS_LIFECYCLE_HOOK: "snapfaas-hosts-drain",
+  };
+
+  it("runs neither the metric nor the drain unless named, and defaults the rest", () => {
+    const c = loadAgentConfig({});
+    assert.equal(c.aws.metrics, undefined);
+    assert.equal(c.aws.drain, undefined);
+    assert.equal(c.aws.imdsUrl, "http://169.254.169.254");
+    assert.equal(c.aws.groupName, undefined);
+    const on = loadAgentConfig(fleet);
+    assert.deepEqual(on.aws.metrics, { namespace: "SnapFaaS", intervalMs: 60_000 });
+    assert.deepEqual(on.aws.drain, { hookName: "snapfaas-hosts-drain", timeoutMs: 270_000 });
+    assert.equal(on.aws.region, "eu-west-1");
+  });
+
+  it("reads the interval, drain timeout, metadata URL and group name", () => {
+    const c = loadAgentConfig({
+      ...fleet,
+      FAAS_METRIC_INTERVAL_MS: "30000",
+      FAAS_DRAIN_TIMEOUT_MS: "600000",
+      FAAS_IMDS_URL: "http://127.0.0.1:1338",
+      FAAS_ASG_NAME: "my-group",
+    });
+    assert.equal(c.aws.metrics?.intervalMs, 30_000);
+    assert.equal(c.aws.drain?.timeoutMs, 600_000);
+    assert.equal(c.aws.imdsUrl, "http://127.0.0.1:1338");
+    assert.equal(c.aws.groupName, "my-group");
+  });
+
+  it("names each bad fleet variable and what is allowed", () => {
+    assert.throws(
+      () =>
+        loadAgentConfig({
+          ...fleet,
+          FAAS_METRIC_NAMESPACE: "AWS/EC2",
+          FAAS_LIFECYCLE_HOOK: "drain me",
+          FAAS_METRIC_INTERVAL_MS: "500",
+          FAAS_DRAIN_TIMEOUT_MS: "soon",
+          FAAS_IMDS_URL: "ftp://169.254.169.254/latest",
+          AWS_REGION: "Ireland",
+        }),
+      (err: unknown) => {
+        assert.ok(err instanceof ConfigError);
+        assert.match(err.message, /FAAS_METRIC_NAMESPACE="AWS\/EC2": must not start with AWS\//);
+        assert.match(
+          err.message,
+          /FAAS_LIFECYCLE_HOOK="drain me": must be 1-255 of letters, digits and - _ \//,
+        );
+        assert.match(err.message, /FAAS_METRIC_INTERVAL_MS="500": .*>=1000/);
+        assert.match(err.message, /FAAS_DRAIN_TIMEOUT_MS="soon": .*number/);
+        assert.match(
+          err.message,
+          /FAAS_IMDS_URL="ftp:\/\/169.254.169.254\/latest": must be http\(s\):\/\/host\[:port\]/,
+        );
+        assert.match(err.message, /AWS_REGION="Ireland": must be an AWS region name/);
+        return true;
+      },
+    );
+  });
+
+  it("needs AWS_REGION when either duty is on, naming the variable that turned it on", () => {
+    assert.throws(
+      () => loadAgentConfig({ FAAS_METRIC_NAMESPACE: "SnapFaaS" }),
+      /AWS_REGION is required with FAAS_METRIC_NAMESPACE/,
+    );
+    assert.throws(
+      () => loadAgentConfig({ FAAS_LIFECYCLE_HOOK: "snapfaas-hosts-drain" }),
+      /AWS_REGION is required with FAAS_LIFECYCLE_HOOK/,
+    );
+    assert.doesNotThrow(() => loadAgentConfig({ AWS_REGION: "us-gov-west-1", FAAS_LIFECYCLE_HOOK: "h" }));
+  });
+});

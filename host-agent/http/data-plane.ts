@@ -25,6 +25,7 @@ import {
   sendError,
   sendJson,
 } from "./json.ts";
+import type { ServingState } from "./serving-state.ts";
 
 export interface DataPlaneDeps {
   readonly registry: Registry;
@@ -35,6 +36,8 @@ export interface DataPlaneDeps {
   readonly callTimeoutMs: number;
   readonly maxBodyBytes: number;
   readonly timeouts: RequestTimeouts;
+  /** Calls in flight and whether the host is draining (then /healthz answers 503). */
+  readonly serving: ServingState;
 }
 
 /** How long a crashed call waits for its instance's exit reason before answering with the socket error. */
@@ -60,7 +63,9 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
   const requestId = randomUUID();
   res.setHeader(REQUEST_ID_HEADER, requestId);
   if (url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
-    sendJson(res, 200, { status: "ok" });
+    // The load balancer's health check: a draining host fails it so no new calls are routed here.
+    if (deps.serving.draining) sendJson(res, 503, { status: "draining" });
+    else sendJson(res, 200, { status: "ok" });
     return;
   }
   const name = /^\/([^/?#]+)/.exec(url)?.[1] ?? "";
@@ -82,6 +87,7 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
   let outcome: Outcome = "ok";
   let lease: Lease | undefined;
   let healthy = true;
+  const callEnded = deps.serving.callStarted();
   try {
     const body = await readBody(req, deps.maxBodyBytes);
     const deadline = received + deps.callTimeoutMs;
@@ -185,6 +191,9 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
       );
     }
   } finally {
+    // In flight until the answer has left: a drain must not end the host under a response being sent.
+    if (res.writableFinished || res.destroyed) callEnded();
+    else res.once("close", callEnded);
     if (lease) deps.pool.release(lease, healthy);
     deps.metrics.calls.inc({ function: name, outcome });
     const seconds = (deps.clock.now() - received) / 1000;
