@@ -106,14 +106,16 @@ const versionsSchema = z.strictObject({
   baseImage: z.string().min(1).optional(),
 });
 
+// The upper bounds are the host agent's own (host-agent/config.ts): a value it would refuse at boot is
+// refused here, at `pulumi preview`.
 const poolSchema = z.strictObject({
   /** Restored, unspecialized VMs kept ready per host. */
-  minIdle: nonNegativeInt.default(4),
-  maxInstances: positiveInt.default(64),
-  idleTtlSeconds: positiveInt.default(300),
-  maxConcurrentRestores: positiveInt.default(8),
+  minIdle: nonNegativeInt.max(1000).default(4),
+  maxInstances: positiveInt.max(10_000).default(64),
+  idleTtlSeconds: positiveInt.max(86_400).default(300),
+  maxConcurrentRestores: positiveInt.max(256).default(8),
   /** Memory the pool may use on one host, MiB; the agent never restores past it. */
-  memoryBudgetMiB: z.int().min(256).default(65536),
+  memoryBudgetMiB: z.int().min(256).max(16_777_216).default(65536),
 });
 
 const vmSchema = z.strictObject({

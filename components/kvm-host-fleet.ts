@@ -89,27 +89,39 @@ export class KvmHostFleet extends pulumi.ComponentResource {
         args.releaseVersion,
         args.bucketName,
         maxVms,
+        args.drainTimeoutSeconds ?? 300,
       ])
-      .apply(([region, firecrackerVersion, sha256, parameterName, releaseVersion, bucketName, vms]) =>
-        Buffer.from(
-          renderHostUserData({
-            region,
-            firecrackerVersion,
-            ...(sha256 === undefined ? {} : { firecrackerTarballSha256: sha256 }),
-            releaseParameterName: parameterName,
-            releaseVersion,
-            bucketName,
-            registryPrefix,
-            dataPort: DATA_PORT,
-            adminPort: ADMIN_PORT,
-            jailerUidStart: JAILER_UID_START,
-            jailerUidCount: vms,
-            networkSlots: vms,
-            slotCidr: "10.200.0.0/16",
-            lifecycleHookName: this.drainHookName,
-            metricNamespace: METRIC_NAMESPACE,
-          }),
-        ).toString("base64"),
+      .apply(
+        ([
+          region,
+          firecrackerVersion,
+          sha256,
+          parameterName,
+          releaseVersion,
+          bucketName,
+          vms,
+          drainSeconds,
+        ]) =>
+          Buffer.from(
+            renderHostUserData({
+              region,
+              firecrackerVersion,
+              ...(sha256 === undefined ? {} : { firecrackerTarballSha256: sha256 }),
+              releaseParameterName: parameterName,
+              releaseVersion,
+              bucketName,
+              registryPrefix,
+              dataPort: DATA_PORT,
+              adminPort: ADMIN_PORT,
+              jailerUidStart: JAILER_UID_START,
+              jailerUidCount: vms,
+              networkSlots: vms,
+              slotCidr: "10.200.0.0/16",
+              lifecycleHookName: this.drainHookName,
+              drainTimeoutSeconds: drainSeconds,
+              metricNamespace: METRIC_NAMESPACE,
+            }),
+          ).toString("base64"),
       );
 
     const launchTemplate = new aws.ec2.LaunchTemplate(

@@ -25,7 +25,14 @@ export interface HostUserDataInput {
   /** Address range the agent carves network slots from. */
   readonly slotCidr: string;
   readonly lifecycleHookName: string;
+  /** The hook's heartbeat timeout: the agent gives up waiting for calls a little before it. */
+  readonly drainTimeoutSeconds: number;
   readonly metricNamespace: string;
+}
+
+/** How long the agent waits for calls in flight on scale-in: the hook's timeout less a margin to complete it. */
+export function agentDrainTimeoutMs(drainTimeoutSeconds: number): number {
+  return drainTimeoutSeconds * 1000 - Math.min(30_000, drainTimeoutSeconds * 500);
 }
 
 const SAFE_VALUE = /^[A-Za-z0-9._:/@+=,-]*$/;
@@ -45,6 +52,32 @@ export function firecrackerReleaseUrls(version: string): { tarball: string; chec
     checksum: `${base}/firecracker-v${version}-x86_64.tgz.sha256.txt`,
     dir: `release-v${version}-x86_64`,
   };
+}
+
+/** Where the boot script puts base images, one folder per version (the agent's FAAS_BASES_DIR). */
+export const BASES_DIR = "/var/lib/snapfaas/bases";
+
+/**
+ * The Firecracker driver's config file (host-agent/sandbox/firecracker/config.ts) for this host: the
+ * binaries step 4 installs, the jail root step 5 makes, the uid range, and one network slot per VM
+ * carved from the slot range. The release's VM shape and rate limits come from its manifest.
+ */
+export function firecrackerDriverConfigJson(input: HostUserDataInput): string {
+  const match = /^(\d{1,3}\.\d{1,3})\.0\.0\/16$/.exec(input.slotCidr);
+  if (!match)
+    throw new Error(`slotCidr must be a /16 like 10.200.0.0/16 (one /30 per VM slot): ${input.slotCidr}`);
+  const config = {
+    firecrackerPath: "/usr/local/bin/firecracker",
+    jailerPath: "/usr/local/bin/jailer",
+    chrootBase: "/srv/jailer",
+    idRange: { first: input.jailerUidStart, count: input.jailerUidCount },
+    network: {
+      hostSubnetBase: `${match[1]}.0.0`,
+      poolSize: input.networkSlots,
+      maxSlots: input.networkSlots,
+    },
+  };
+  return JSON.stringify(config, null, 2);
 }
 
 export function renderHostUserData(input: HostUserDataInput): string {
@@ -125,10 +158,29 @@ export function renderHostUserData(input: HostUserDataInput): string {
     'aws s3 cp --only-show-errors "s3://$ARTIFACT_BUCKET/$agent_key" /opt/snapfaas/host-agent.mjs',
     'echo "$agent_sha256  /opt/snapfaas/host-agent.mjs" | sha256sum -c - || fail "agent bundle checksum mismatch"',
     "",
+    "# The release's base image (snapshot, kernel, runtime), where the agent looks for it: <bases>/<version>.",
+    "# The agent checks every file against the base's manifest.json before it restores anything.",
+    "base_version=$(jq -r .baseImageVersion /etc/snapfaas/release.json)",
+    "base_prefix=$(jq -r .baseImagePrefix /etc/snapfaas/release.json)",
+    `[[ "$base_version" =~ ^[A-Za-z0-9._-]+$ ]] || fail "the release names no usable base image version: $base_version"`,
+    `base_dir=${BASES_DIR}/$base_version`,
+    'aws s3 cp --only-show-errors --recursive "s3://$ARTIFACT_BUCKET/$base_prefix" "$base_dir/"',
+    '[ -f "$base_dir/manifest.json" ] || fail "base image $base_version is incomplete: no manifest.json under s3://$ARTIFACT_BUCKET/$base_prefix"',
+    "",
+    "# The Firecracker driver: binaries, jails, the uid range and the network slots of this host.",
+    "cat > /etc/snapfaas/firecracker.json <<'JSON'",
+    firecrackerDriverConfigJson(input),
+    "JSON",
+    "",
     "# 7. Agent settings and the systemd unit.",
     "cat > /etc/snapfaas/agent.env <<ENV",
     "FAAS_DRIVER=firecracker",
-    "FAAS_RELEASE_FILE=/etc/snapfaas/release.json",
+    // Pool, VM and limit settings of the release; the variables below win over it.
+    "FAAS_RELEASE_MANIFEST=/etc/snapfaas/release.json",
+    `FAAS_BASES_DIR=${BASES_DIR}`,
+    "FAAS_BASE_DIR=$base_dir",
+    "FAAS_STATE_DIR=/var/lib/snapfaas/state",
+    "FAAS_FIRECRACKER_CONFIG=/etc/snapfaas/firecracker.json",
     "FAAS_REGISTRY=s3",
     "FAAS_REGISTRY_BUCKET=$ARTIFACT_BUCKET",
     `FAAS_REGISTRY_PREFIX=${safe("registryPrefix", input.registryPrefix)}`,
@@ -136,13 +188,8 @@ export function renderHostUserData(input: HostUserDataInput): string {
     "HOST=0.0.0.0",
     `PORT=${safe("dataPort", input.dataPort)}`,
     `ADMIN_PORT=${safe("adminPort", input.adminPort)}`,
-    "FAAS_FIRECRACKER=/usr/local/bin/firecracker",
-    "FAAS_JAILER=/usr/local/bin/jailer",
-    "FAAS_JAILER_UID_START=$JAILER_UID_START",
-    `FAAS_JAILER_UID_COUNT=${safe("jailerUidCount", input.jailerUidCount)}`,
-    `FAAS_NETWORK_SLOTS=${safe("networkSlots", input.networkSlots)}`,
-    `FAAS_SLOT_CIDR=${safe("slotCidr", input.slotCidr)}`,
     `FAAS_LIFECYCLE_HOOK=${safe("lifecycleHookName", input.lifecycleHookName)}`,
+    `FAAS_DRAIN_TIMEOUT_MS=${safe("drainTimeoutSeconds", agentDrainTimeoutMs(input.drainTimeoutSeconds))}`,
     `FAAS_METRIC_NAMESPACE=${safe("metricNamespace", input.metricNamespace)}`,
     "AWS_REGION=$AWS_DEFAULT_REGION",
     "ENV",

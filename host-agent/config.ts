@@ -146,7 +146,6 @@ export class ConfigError extends Error {
   override readonly name = "ConfigError";
 }
 
-/** Reads the agent's config from an environment; throws ConfigError listing every bad variable. */
 /** FAAS_ variables the CLI reads: next to the agent's in a shell, they are not typos. */
 const CLI_VARIABLES = new Set(["FAAS_URL", "FAAS_ADMIN_URL"]);
 
@@ -182,6 +181,7 @@ function editDistance(a: string, b: string): number {
   return row[b.length]!;
 }
 
+/** Reads the agent's config from an environment; throws ConfigError listing every bad variable. */
 export function loadAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
   const known = Object.fromEntries(
     Object.keys(agentEnvSchema.shape)

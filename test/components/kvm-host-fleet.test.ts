@@ -92,7 +92,9 @@ describe("KvmHostFleet", () => {
     assert.ok(script.includes("ARTIFACT_BUCKET=art-bucket\n"));
     assert.ok(script.includes("FAAS_LIFECYCLE_HOOK=fleet-drain\n"));
     assert.ok(script.includes("FAAS_REGISTRY_PREFIX=functions/\n"));
-    assert.ok(script.includes("FAAS_JAILER_UID_COUNT=256\n"));
+    // One jailer uid and one network slot per VM the pool may run.
+    assert.ok(script.includes('"idRange": {\n    "first": 200000,\n    "count": 256\n  }'));
+    assert.ok(script.includes('"maxSlots": 256'));
   });
 
   it("enables nested virtualization on c8i when configured", async () => {

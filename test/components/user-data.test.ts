@@ -19,6 +19,7 @@ const input: HostUserDataInput = {
   networkSlots: 64,
   slotCidr: "10.200.0.0/16",
   lifecycleHookName: "dev-fleet-drain",
+  drainTimeoutSeconds: 300,
   metricNamespace: "SnapFaaS",
 };
 
@@ -54,7 +55,15 @@ describe("renderHostUserData", () => {
     assert.ok(script.includes('[ "$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]'));
     assert.ok(script.includes("net.ipv4.ip_forward = 1"));
     assert.ok(script.includes("JAILER_UID_START=200000\nJAILER_UID_END=200999\n"));
-    assert.ok(script.includes("FAAS_NETWORK_SLOTS=64\nFAAS_SLOT_CIDR=10.200.0.0/16\n"));
+    assert.ok(script.includes('"idRange": {\n    "first": 200000,\n    "count": 1000\n  }'));
+    assert.ok(script.includes('"hostSubnetBase": "10.200.0.0",\n    "poolSize": 64,\n    "maxSlots": 64'));
+  });
+
+  it("refuses a slot range that is not a /16 (the driver carves one /30 per VM from it)", () => {
+    assert.throws(
+      () => renderHostUserData({ ...input, slotCidr: "10.200.0.0/24" }),
+      /slotCidr must be a \/16/,
+    );
   });
 
   it("fetches the release from SSM and S3, checks the agent hash and runs it under systemd", () => {
