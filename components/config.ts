@@ -103,7 +103,14 @@ const versionsSchema = z.strictObject({
   /** Version label of the host agent; the release manifest carries it beside the bundle hash. */
   agent: z.string().regex(/^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$/, "must be a semantic version like 0.1.0"),
   /** Base image version to run when the stack does not bake one (bake.enabled false). */
-  baseImage: z.string().min(1).optional(),
+  // A host keeps the base in a folder named after it, so the agent's rule (host-manifest.ts) applies.
+  baseImage: z
+    .string()
+    .regex(
+      /^[A-Za-z0-9][A-Za-z0-9._-]*$/,
+      "must be a version label: letters, digits, . _ -, starting with a letter or digit",
+    )
+    .optional(),
 });
 
 // The upper bounds are the host agent's own (host-agent/config.ts): a value it would refuse at boot is

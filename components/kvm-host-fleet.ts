@@ -250,7 +250,7 @@ export class KvmHostFleet extends pulumi.ComponentResource {
   }
 }
 
-/** What the agent may do: read its release and artifacts, list the registry, publish pool metrics. */
+/** What a host may do: read its release and artifacts, list the registry and base images, publish pool metrics. */
 export function hostPolicyDocument(
   bucketArn: pulumi.Input<string>,
   releaseParameterArn: pulumi.Input<string>,
@@ -272,6 +272,14 @@ export function hostPolicyDocument(
           Action: "s3:ListBucket",
           Resource: bucket,
           Condition: { StringLike: { "s3:prefix": [`${registryPrefix}registry/*`] } },
+        },
+        {
+          // The boot script copies a base image folder (aws s3 cp --recursive), which lists it first.
+          Sid: "ListBaseImages",
+          Effect: "Allow",
+          Action: "s3:ListBucket",
+          Resource: bucket,
+          Condition: { StringLike: { "s3:prefix": ["images/*"] } },
         },
         { Sid: "ReadReleaseManifest", Effect: "Allow", Action: "ssm:GetParameter", Resource: parameter },
         {

@@ -161,8 +161,10 @@ export function renderHostUserData(input: HostUserDataInput): string {
     "# The release's base image (snapshot, kernel, runtime), where the agent looks for it: <bases>/<version>.",
     "# The agent checks every file against the base's manifest.json before it restores anything.",
     "base_version=$(jq -r .baseImageVersion /etc/snapfaas/release.json)",
-    "base_prefix=$(jq -r .baseImagePrefix /etc/snapfaas/release.json)",
-    `[[ "$base_version" =~ ^[A-Za-z0-9._-]+$ ]] || fail "the release names no usable base image version: $base_version"`,
+    // The same rule as the agent's (host-agent/release/host-manifest.ts): one path segment, not . or ..
+    `[[ "$base_version" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || fail "the release names no usable base image version: $base_version"`,
+    // The bake uploads a version under images/<version>/ (components/release-manifest.ts baseImagePrefix).
+    'base_prefix="images/$base_version/"',
     `base_dir=${BASES_DIR}/$base_version`,
     'aws s3 cp --only-show-errors --recursive "s3://$ARTIFACT_BUCKET/$base_prefix" "$base_dir/"',
     '[ -f "$base_dir/manifest.json" ] || fail "base image $base_version is incomplete: no manifest.json under s3://$ARTIFACT_BUCKET/$base_prefix"',

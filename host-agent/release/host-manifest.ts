@@ -11,11 +11,16 @@ import type { FirecrackerLimits } from "../sandbox/firecracker/limits.ts";
 
 const positive = z.int().positive();
 
+/** One path segment (the base's folder is <bases dir>/<version>), never . or .. */
+export const BASE_VERSION_LABEL = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
 /** What the agent uses from the manifest; fields it does not use (artifact keys, hashes) pass unchecked. */
 export const hostManifestSchema = z.object({
   schemaVersion: z.literal(1),
   releaseVersion: z.string().min(1),
-  baseImageVersion: z.string().regex(/^[A-Za-z0-9._-]+$/, "a version label (letters, digits, . _ -)"),
+  baseImageVersion: z
+    .string()
+    .regex(BASE_VERSION_LABEL, "a version label: letters, digits, . _ -, starting with a letter or digit"),
   config: z.object({
     pool: z.object({
       minIdle: z.int().min(0),

@@ -5,6 +5,7 @@
  * file the boot script does not write fails here instead of on a host at boot.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
@@ -20,6 +21,7 @@ import { withReleaseLimits } from "../../host-agent/agent.ts";
 import { agentEnvSchema, loadAgentConfig } from "../../host-agent/config.ts";
 import {
   firecrackerLimitsFromManifest,
+  hostManifestSchema,
   parseHostManifest,
   withManifestDefaults,
 } from "../../host-agent/release/host-manifest.ts";
@@ -169,7 +171,13 @@ describe("what an AWS host hands the agent", () => {
       });
 
       it("downloads the release's base image to the folder the agent is told", () => {
-        assert.match(script, /base_prefix=\$\(jq -r \.baseImagePrefix \/etc\/snapfaas\/release\.json\)/);
+        const prefixLine = /^base_prefix="(.*)"$/m.exec(script);
+        assert.ok(prefixLine, "the script names the base image's prefix");
+        assert.equal(
+          prefixLine[1]!.replace("$base_version", manifest.baseImageVersion),
+          manifest.baseImagePrefix,
+          "where the bake uploaded it",
+        );
         assert.match(
           script,
           /aws s3 cp --only-show-errors --recursive "s3:\/\/\$ARTIFACT_BUCKET\/\$base_prefix" "\$base_dir\/"/,
@@ -221,6 +229,26 @@ describe("what an AWS host hands the agent", () => {
         new RegExp(`pool\\.${key}`),
         `pool.${key} = ${value + 1}`,
       );
+    }
+  });
+
+  it("the boot script and the agent refuse the same base versions (a folder name, never . or ..)", () => {
+    const { script } = hostFiles(stacks[0]!.config, "v1");
+    const check = /^\[\[ "\$base_version" =~ .*$/m.exec(script)?.[0];
+    assert.ok(check, "the boot script checks the version");
+    const bootAccepts = (version: string) =>
+      spawnSync("bash", ["-c", `fail() { exit 1; }; base_version="$1"; ${check}`, "check", version])
+        .status === 0;
+    const { manifest } = hostFiles(stacks[0]!.config, "v1");
+    const agentAccepts = (version: string) =>
+      hostManifestSchema.safeParse({ ...manifest, baseImageVersion: version }).success;
+    for (const version of ["4f3c2a1b0e9d8c7b", "v1.2.3", "base_7-x"]) {
+      assert.ok(bootAccepts(version), `boot script accepts ${version}`);
+      assert.ok(agentAccepts(version), `agent accepts ${version}`);
+    }
+    for (const version of ["", ".", "..", "../x", "a/b", "null x", "-rf", "$(id)"]) {
+      assert.ok(!bootAccepts(version), `boot script refuses ${JSON.stringify(version)}`);
+      assert.ok(!agentAccepts(version), `agent refuses ${JSON.stringify(version)}`);
     }
   });
 

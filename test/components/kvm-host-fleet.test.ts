@@ -103,7 +103,7 @@ describe("KvmHostFleet", () => {
     assert.deepEqual(template.cpuOptions, { nestedVirtualization: "enabled" });
   });
 
-  it("grants only the agent's needs: read its objects and release, list the registry, publish its metric", async () => {
+  it("grants only the host's needs: read its objects and release, list the registry and base images, publish its metric", async () => {
     await build();
     const policy = JSON.parse(
       findRegistered("aws:iam/rolePolicy:RolePolicy", "fleet-policy").inputs.policy as string,
@@ -125,6 +125,13 @@ describe("KvmHostFleet", () => {
         Action: "s3:ListBucket",
         Resource: "arn:aws:s3:::art-bucket",
         Condition: { StringLike: { "s3:prefix": ["functions/registry/*"] } },
+      },
+      {
+        Sid: "ListBaseImages",
+        Effect: "Allow",
+        Action: "s3:ListBucket",
+        Resource: "arn:aws:s3:::art-bucket",
+        Condition: { StringLike: { "s3:prefix": ["images/*"] } },
       },
       {
         Sid: "ReadReleaseManifest",
