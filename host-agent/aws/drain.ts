@@ -22,7 +22,8 @@ export const DEFAULT_POLL_EVERY_MS = 5_000;
 export const DEFAULT_HEARTBEAT_EVERY_MS = 60_000;
 /** The target lifecycle state of an instance the group is terminating. */
 export const TERMINATED = "Terminated";
-const COMPLETE_ATTEMPTS = 3;
+/** A refused completion is logged as an error once, then every this many attempts (debug between). */
+const LOUD_EVERY = 12;
 
 export type DrainPhase = "watching" | "draining" | "completing" | "completed" | "stopped";
 
@@ -151,18 +152,17 @@ export class DrainWatcher {
     } else {
       log.info("no call in flight: letting the termination go on");
     }
-    for (let attempt = 1; attempt <= COMPLETE_ATTEMPTS; attempt++) {
-      if (await this.lifecycleCall("complete")) {
+    // The group may not hold the instance in Terminating:Wait yet (the target state can turn before the
+    // load balancer's deregistration delay is over): "no active lifecycle action" until it does. Keep
+    // trying every poll period; the hook's own timeout ends the host if no attempt is ever accepted.
+    for (let attempt = 1; ; attempt++) {
+      if (await this.lifecycleCall("complete", attempt > 1 && attempt % LOUD_EVERY !== 0)) {
         this.state = "completed";
-        log.info({ hook: this.deps.hookName }, "lifecycle action completed (CONTINUE)");
+        log.info({ hook: this.deps.hookName, attempts: attempt }, "lifecycle action completed (CONTINUE)");
         return;
       }
-      if (attempt < COMPLETE_ATTEMPTS && !(await this.pause(this.pollEveryMs))) return;
+      if (!(await this.pause(this.pollEveryMs))) return;
     }
-    log.error(
-      { hook: this.deps.hookName },
-      "could not complete the lifecycle action: the hook's heartbeat timeout will let the termination go on",
-    );
   }
 
   /** Waits ms on the agent's clock; false when the watcher was stopped meanwhile. */
@@ -179,8 +179,8 @@ export class DrainWatcher {
     });
   }
 
-  /** One call to the hook; failures are logged and counted, never thrown. */
-  private async lifecycleCall(action: "heartbeat" | "complete"): Promise<boolean> {
+  /** One call to the hook; failures are counted and logged (at debug when `quiet`), never thrown. */
+  private async lifecycleCall(action: "heartbeat" | "complete", quiet = false): Promise<boolean> {
     try {
       const [instanceId, groupName] = await Promise.all([
         this.deps.metadata.instanceId(),
@@ -203,7 +203,7 @@ export class DrainWatcher {
       return true;
     } catch (err) {
       this.deps.metrics.lifecycleActionFailures.inc({ action });
-      this.deps.log.error(
+      this.deps.log[quiet ? "debug" : "error"](
         { err: (err as Error).message, hook: this.deps.hookName, action },
         `lifecycle ${action === "complete" ? "completion" : "heartbeat"} failed`,
       );

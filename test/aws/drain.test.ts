@@ -215,6 +215,26 @@ describe("drain on scale-in (lifecycle hook)", () => {
     await waitFor("the completed phase", () => w.phase === "completed");
   });
 
+  // protection: DrainWatcher.drain keeps trying to complete until the group accepts (it may not hold the
+  // instance in Terminating:Wait yet when the target state turns)
+  it("keeps trying to complete while the group has no lifecycle action for it yet, without an error each time", async () => {
+    const refused = { status: 400, code: "ValidationError", message: "No active Lifecycle Action found" };
+    api.fail("CompleteLifecycleAction", refused, 20);
+    const { clock, watcher: w, poll, captured } = makeWatcher();
+    imds.items.set(TARGET_STATE_PATH, "Terminated");
+    await poll();
+    for (let n = 1; n <= 20; n++) {
+      await waitFor(`completion attempt ${n}`, () => completions().length === n);
+      await waitFor("the refusal to be handled", () => clock.pendingTimers === 1);
+      assert.equal(w.phase, "completing");
+      clock.advance(5_000);
+    }
+    await waitFor("the accepted attempt", () => w.phase === "completed");
+    assert.equal(completions().length, 21);
+    const loud = captured.find("completion failed").filter((e) => e["level"] === LEVEL.error);
+    assert.equal(loud.length, 2, "an error on the first refusal and on the 12th, debug between");
+  });
+
   it("stopped while draining, it neither completes the hook nor sends heartbeats", async () => {
     const { clock, serving, watcher: w, poll } = makeWatcher();
     const end = serving.callStarted();
