@@ -14,6 +14,7 @@ import { findOnPath } from "../../host-agent/sandbox/process/preflight.ts";
 import {
   AUDIT_ARCH,
   type BpfInstruction,
+  CLONE_SYSCALLS,
   DENIED_SYSCALLS,
   deniedSyscalls,
   encodeProgram,
@@ -27,13 +28,21 @@ import {
 } from "../../host-agent/sandbox/process/seccomp.ts";
 
 /** Runs a classic-BPF seccomp program over one call, as the kernel does: the value it returns. */
-function runFilter(program: BpfInstruction[], call: { nr: number; arch: number }): number {
+function runFilter(program: BpfInstruction[], call: { nr: number; arch: number; arg0?: number }): number {
+  // struct seccomp_data on a little-endian machine: nr, arch, instruction pointer, args[0] low word, ...
+  const data = new Map([
+    [0, call.nr >>> 0],
+    [4, call.arch >>> 0],
+    [16, (call.arg0 ?? 0) >>> 0],
+    [20, 0],
+  ]);
   let acc = 0;
   for (let pc = 0; pc < program.length; pc++) {
     const { code, jt, jf, k } = program[pc]!;
-    if (code === 0x20) acc = k === 0 ? call.nr >>> 0 : k === 4 ? call.arch >>> 0 : Number.NaN;
+    if (code === 0x20) acc = data.get(k) ?? Number.NaN;
     else if (code === 0x15) pc += acc === k >>> 0 ? jt : jf;
     else if (code === 0x35) pc += acc >= k >>> 0 ? jt : jf;
+    else if (code === 0x45) pc += (acc & k) !== 0 ? jt : jf;
     else if (code === 0x06) return k >>> 0;
     else throw new Error(`unexpected opcode ${code.toString(16)} at ${pc}`);
     if (Number.isNaN(acc)) throw new Error(`load from an unexpected offset at ${pc}`);
@@ -61,11 +70,36 @@ describe("process sandbox seccomp filter", () => {
       });
 
       it("lets every other call through", () => {
-        const denied = new Set(deniedSyscalls(arch).values());
+        const denied = new Set([...deniedSyscalls(arch).values(), CLONE_SYSCALLS[arch].clone3]);
         for (const nr of EVERYDAY[arch]) assert.equal(call(nr), SECCOMP_RET_ALLOW, `call ${nr}`);
         for (let nr = 0; nr < 460; nr++) {
           if (!denied.has(nr)) assert.equal(call(nr), SECCOMP_RET_ALLOW, `call ${nr}`);
         }
+      });
+
+      it("refuses clone with a new-namespace flag, lets threads and forks through, sends clone3 to clone", () => {
+        const { clone, clone3 } = CLONE_SYSCALLS[arch];
+        // What glibc's pthread_create and fork pass.
+        const thread = 0x3d0f00;
+        const fork = 0x01200011;
+        assert.equal(
+          runFilter(program, { nr: clone, arch: AUDIT_ARCH[arch], arg0: thread }),
+          SECCOMP_RET_ALLOW,
+        );
+        assert.equal(
+          runFilter(program, { nr: clone, arch: AUDIT_ARCH[arch], arg0: fork }),
+          SECCOMP_RET_ALLOW,
+        );
+        for (const flag of [
+          0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000,
+        ]) {
+          assert.equal(
+            runFilter(program, { nr: clone, arch: AUDIT_ARCH[arch], arg0: fork | flag }),
+            EPERM,
+            `clone with 0x${flag.toString(16)}`,
+          );
+        }
+        assert.equal(call(clone3), (SECCOMP_RET_ERRNO | 38) >>> 0, "ENOSYS: glibc falls back to clone");
       });
 
       it("kills a call made through another ABI", () => {
@@ -123,6 +157,10 @@ describe("process sandbox seccomp filter", () => {
     const generic = numbersIn(genericHeader);
     for (const [name, nr] of deniedSyscalls("x64")) assert.equal(nr, x64.get(name), `x86_64 ${name}`);
     for (const [name, nr] of deniedSyscalls("arm64")) assert.equal(nr, generic.get(name), `arm64 ${name}`);
+    for (const name of ["clone", "clone3"] as const) {
+      assert.equal(CLONE_SYSCALLS.x64[name], x64.get(name), `x86_64 ${name}`);
+      assert.equal(CLONE_SYSCALLS.arm64[name], generic.get(name), `arm64 ${name}`);
+    }
   });
 
   describe("loaded by a real bwrap", () => {

@@ -2,8 +2,10 @@
  * The process sandbox's seccomp filter: a classic-BPF program that bwrap loads (`--seccomp FD`) right
  * before it runs the guest. The namespaces, the uid drop and the empty capability set already make these
  * calls fail; the filter keeps them from reaching the kernel at all, which is where escapes start (the
- * call's own bugs, io_uring, BPF, userfaultfd-timed races). Calls of another ABI (i386 via int 0x80, x32)
- * kill the process: node never makes them, and they would bypass a filter keyed by x86_64 numbers.
+ * call's own bugs, io_uring, BPF, userfaultfd-timed races). clone may not ask for a new namespace, and
+ * clone3 (whose flags a filter cannot read) answers ENOSYS, so glibc uses clone. Calls of another ABI
+ * (i386 via int 0x80, x32) kill the process: node never makes them, and they would bypass a filter
+ * keyed by x86_64 numbers.
  */
 
 export type FilterArch = "x64" | "arm64";
@@ -80,11 +82,13 @@ export const SECCOMP_RET_KILL_PROCESS = 0x80000000;
 export const SECCOMP_RET_ERRNO = 0x00050000;
 export const SECCOMP_RET_ALLOW = 0x7fff0000;
 const EPERM = 1;
+const ENOSYS = 38;
 
 // Classic BPF opcodes (linux/filter.h) and the offsets of struct seccomp_data's fields.
 const LD_W_ABS = 0x20;
 const JEQ_K = 0x15;
 const JGE_K = 0x35;
+const JSET_K = 0x45;
 const RET_K = 0x06;
 const DATA_NR = 0;
 const DATA_ARCH = 4;
@@ -103,30 +107,72 @@ export function deniedSyscalls(arch: FilterArch): Map<string, number> {
   return out;
 }
 
-/** The filter as instructions: wrong ABI -> kill; a denied call -> EPERM; anything else -> allowed. */
-export function seccompProgram(arch: FilterArch): BpfInstruction[] {
-  const numbers = [...new Set(deniedSyscalls(arch).values())].sort((a, b) => a - b);
-  const prologue: BpfInstruction[] = [
-    { code: LD_W_ABS, jt: 0, jf: 0, k: DATA_ARCH },
-    { code: JEQ_K, jt: 1, jf: 0, k: AUDIT_ARCH[arch] },
-    { code: RET_K, jt: 0, jf: 0, k: SECCOMP_RET_KILL_PROCESS },
-    { code: LD_W_ABS, jt: 0, jf: 0, k: DATA_NR },
-  ];
-  // Layout after the prologue: [x32 check], one jeq per number, ret allow, ret kill (x32), ret errno.
-  const checks = (arch === "x64" ? 1 : 0) + numbers.length;
-  const program = [...prologue];
-  const at = () => program.length - prologue.length;
-  const allowAt = checks;
-  const errnoAt = checks + 2;
-  if (arch === "x64") {
-    program.push({ code: JGE_K, jt: allowAt + 1 - (at() + 1), jf: 0, k: X32_SYSCALL_BIT });
+/** clone and clone3, which can make namespaces without calling unshare. */
+export const CLONE_SYSCALLS: Readonly<
+  Record<FilterArch, { readonly clone: number; readonly clone3: number }>
+> = {
+  x64: { clone: 56, clone3: 435 },
+  arm64: { clone: 220, clone3: 435 },
+};
+
+/** CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET: clone's flags that make namespaces. */
+export const CLONE_NEW_NAMESPACES =
+  0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000;
+
+/** Where the low 32 bits of a call's first argument sit in struct seccomp_data. */
+const dataArg0Low = (littleEndian: boolean) => (littleEndian ? 16 : 20);
+
+type Step = BpfInstruction | { code: number; k: number; jt?: string; jf?: string } | { label: string };
+
+/** Lays out steps with named jump targets (forward only, as classic BPF requires). */
+function assemble(steps: Step[]): BpfInstruction[] {
+  const at = new Map<string, number>();
+  const code: Array<Exclude<Step, { label: string }>> = [];
+  for (const step of steps) {
+    if ("label" in step) at.set(step.label, code.length);
+    else code.push(step);
   }
-  for (const nr of numbers) program.push({ code: JEQ_K, jt: errnoAt - (at() + 1), jf: 0, k: nr });
-  program.push({ code: RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ALLOW });
-  program.push({ code: RET_K, jt: 0, jf: 0, k: SECCOMP_RET_KILL_PROCESS });
-  program.push({ code: RET_K, jt: 0, jf: 0, k: SECCOMP_RET_ERRNO | EPERM });
-  for (const i of program) if (i.jt > 255) throw new Error("seccomp filter too long for 8-bit jumps");
-  return program;
+  return code.map((ins, pc) => {
+    const offset = (target: string | number | undefined) => {
+      if (typeof target !== "string") return target ?? 0;
+      const to = at.get(target);
+      if (to === undefined || to <= pc) throw new Error(`seccomp filter: no forward label ${target}`);
+      if (to - pc - 1 > 255) throw new Error("seccomp filter too long for 8-bit jumps");
+      return to - pc - 1;
+    };
+    return { code: ins.code, jt: offset(ins.jt), jf: offset(ins.jf), k: ins.k };
+  });
+}
+
+/**
+ * The filter as instructions: wrong ABI -> kill; a denied call, or clone asking for a new namespace ->
+ * EPERM; clone3 -> ENOSYS (its flags sit behind a pointer a filter cannot read, and glibc falls back to
+ * clone on ENOSYS); anything else -> allowed.
+ */
+export function seccompProgram(arch: FilterArch, littleEndian = true): BpfInstruction[] {
+  const numbers = [...new Set(deniedSyscalls(arch).values())].sort((a, b) => a - b);
+  const { clone, clone3 } = CLONE_SYSCALLS[arch];
+  return assemble([
+    { code: LD_W_ABS, k: DATA_ARCH },
+    { code: JEQ_K, k: AUDIT_ARCH[arch], jt: "native", jf: "kill" },
+    { label: "native" },
+    { code: LD_W_ABS, k: DATA_NR },
+    ...(arch === "x64" ? [{ code: JGE_K, k: X32_SYSCALL_BIT, jt: "kill" }] : []),
+    { code: JEQ_K, k: clone, jt: "clone" },
+    { code: JEQ_K, k: clone3, jt: "enosys" },
+    ...numbers.map((nr) => ({ code: JEQ_K, k: nr, jt: "eperm" })),
+    { code: RET_K, k: SECCOMP_RET_ALLOW },
+    { label: "clone" },
+    { code: LD_W_ABS, k: dataArg0Low(littleEndian) },
+    { code: JSET_K, k: CLONE_NEW_NAMESPACES, jt: "eperm" },
+    { code: RET_K, k: SECCOMP_RET_ALLOW },
+    { label: "kill" },
+    { code: RET_K, k: SECCOMP_RET_KILL_PROCESS },
+    { label: "enosys" },
+    { code: RET_K, k: SECCOMP_RET_ERRNO | ENOSYS },
+    { label: "eperm" },
+    { code: RET_K, k: SECCOMP_RET_ERRNO | EPERM },
+  ]);
 }
 
 /** struct sock_filter[] in the host's byte order, as bwrap reads it from its --seccomp fd. */
@@ -150,5 +196,5 @@ export function encodeProgram(program: BpfInstruction[], littleEndian = true): B
 /** The filter for the machine the agent runs on; undefined where no table exists (the jail runs without). */
 export function hostSeccompFilter(arch: string = process.arch, littleEndian = true): Buffer | undefined {
   if (arch !== "x64" && arch !== "arm64") return undefined;
-  return encodeProgram(seccompProgram(arch), littleEndian);
+  return encodeProgram(seccompProgram(arch, littleEndian), littleEndian);
 }
