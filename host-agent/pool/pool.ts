@@ -322,8 +322,9 @@ export class Pool implements InstanceSource {
     return ahead < inFlight * perInstance;
   }
 
-  private lease(instance: PoolInstance, acquired: Acquired, since: number): Lease {
-    this.deps.metrics.poolAcquire.inc({ result: acquired });
+  /** A lease for a call; counted in the acquire metric unless its caller may still give up on it. */
+  private lease(instance: PoolInstance, acquired: Acquired, since: number, counted = true): Lease {
+    if (counted) this.deps.metrics.poolAcquire.inc({ result: acquired });
     const at = this.deps.clock.now();
     return { instance, acquired, waitedMs: at - since, at };
   }
@@ -358,7 +359,7 @@ export class Pool implements InstanceSource {
         this.refillSoon();
       }
       this.claimSpecialized(generic);
-      return this.lease(generic, "generic", since);
+      return this.lease(generic, "generic", since, false);
     }
     if (this.starting >= this.deps.config.maxStarting) return undefined;
     if (this.live >= this.capacity && !this.evictIdleForRoom()) return undefined;
@@ -375,7 +376,7 @@ export class Pool implements InstanceSource {
     }
     await this.specialize(fresh, fn);
     this.claimSpecialized(fresh);
-    return this.lease(fresh, "cold", since);
+    return this.lease(fresh, "cold", since, false);
   }
 
   /**
@@ -401,8 +402,12 @@ export class Pool implements InstanceSource {
       fresh.then(
         (lease) => {
           this.deps.clock.clearTimeout(timer);
-          if (!gaveUp) resolve(lease);
-          else if (lease) this.handBack(lease);
+          if (gaveUp) {
+            if (lease) this.handBack(lease);
+            return;
+          }
+          if (lease) this.deps.metrics.poolAcquire.inc({ result: lease.acquired });
+          resolve(lease);
         },
         (err: Error) => {
           this.deps.clock.clearTimeout(timer);

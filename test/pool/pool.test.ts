@@ -28,6 +28,7 @@ function makePool(config: Partial<PoolConfig> = {}) {
   const clock = new FakeClock();
   const driver = new FakeDriver();
   let n = 0;
+  const metrics = createMetrics();
   const pool = new Pool({
     driver,
     base: BASE,
@@ -35,11 +36,11 @@ function makePool(config: Partial<PoolConfig> = {}) {
     config: testPoolConfig(config),
     clock,
     log: pino({ level: "silent" }),
-    metrics: createMetrics(),
+    metrics,
     newInstanceId: () => `i${n++}`,
     clientFor: driver.clientFor,
   });
-  return { pool, clock, driver };
+  return { pool, clock, driver, metrics };
 }
 
 describe("warm pool", () => {
@@ -141,7 +142,7 @@ describe("warm pool", () => {
 
   // protection: Pool.freshWithin bounds the start and load of a call's instance by the call's deadline
   it("gives up on a call whose instance is not ready by its deadline, and keeps the instance for the next", async () => {
-    const { pool, clock, driver } = makePool({ genericMin: 0, genericMax: 0, maxInstances: 2 });
+    const { pool, clock, driver, metrics } = makePool({ genericMin: 0, genericMax: 0, maxInstances: 2 });
     let open!: () => void;
     driver.gate = new Promise((r) => {
       open = r;
@@ -173,6 +174,8 @@ describe("warm pool", () => {
     assert.equal(next.acquired, "warm");
     assert.equal(next.instance.calls, 1, "the call that gave up is not counted on the instance");
     assert.equal(driver.started.length, 1);
+    const acquired = (await metrics.poolAcquire.get()).values.map((v) => `${v.labels.result}=${v.value}`);
+    assert.deepEqual(acquired, ["warm=1"], "the call that gave up was not counted as served cold");
   });
 
   it("gives up on a queued call at its deadline even while its instance is being prepared", async () => {
