@@ -1,25 +1,13 @@
 /** The host agent daemon: config from the environment, then serve until SIGINT/SIGTERM. */
 import { PreflightError, startAgent } from "./agent.ts";
-import { ConfigError, DEFAULT_BASES_DIR, loadAgentConfig, unknownAgentVariables } from "./config.ts";
-import {
-  firecrackerLimitsFromManifest,
-  HostManifestError,
-  readHostManifest,
-  withManifestDefaults,
-} from "./release/host-manifest.ts";
-import type { FirecrackerLimits } from "./sandbox/firecracker/limits.ts";
+import { ConfigError } from "./config.ts";
+import { HostManifestError } from "./release/host-manifest.ts";
+import { type AgentSettings, loadAgentSettings } from "./settings.ts";
 
 export async function runAgent(env: NodeJS.ProcessEnv = process.env): Promise<void> {
-  let config: ReturnType<typeof loadAgentConfig>;
-  let firecrackerLimits: Partial<FirecrackerLimits> | undefined;
+  let settings: AgentSettings;
   try {
-    if (env.FAAS_RELEASE_MANIFEST) {
-      const manifest = await readHostManifest(env.FAAS_RELEASE_MANIFEST);
-      env = withManifestDefaults(env, manifest, env.FAAS_BASES_DIR || DEFAULT_BASES_DIR);
-      firecrackerLimits = firecrackerLimitsFromManifest(manifest);
-    }
-    config = loadAgentConfig(env);
-    for (const warning of unknownAgentVariables(env)) console.error(`faas: warning: ${warning}`);
+    settings = await loadAgentSettings(env);
   } catch (err) {
     if (err instanceof ConfigError || err instanceof HostManifestError) {
       console.error(err.message);
@@ -27,9 +15,10 @@ export async function runAgent(env: NodeJS.ProcessEnv = process.env): Promise<vo
     }
     throw err;
   }
+  for (const warning of settings.warnings) console.error(`faas: warning: ${warning}`);
   let agent: Awaited<ReturnType<typeof startAgent>>;
   try {
-    agent = await startAgent(config, firecrackerLimits ? { firecrackerLimits } : {});
+    agent = await startAgent(settings.config, settings.overrides);
   } catch (err) {
     if (err instanceof PreflightError) {
       for (const p of err.problems) console.error(`faas: ${p.what}. Fix: ${p.fix}`);

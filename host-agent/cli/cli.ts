@@ -91,12 +91,12 @@ async function invoke(ep: Endpoints, args: string[]): Promise<number> {
 
 async function start(): Promise<number> {
   const { PreflightError, startAgent } = await import("../agent.ts");
-  const { loadAgentConfig, unknownAgentVariables } = await import("../config.ts");
-  const config = loadAgentConfig(process.env);
-  for (const warning of unknownAgentVariables(process.env)) console.error(`faas: warning: ${warning}`);
+  const { loadAgentSettings } = await import("../settings.ts");
+  const settings = await loadAgentSettings(process.env);
+  for (const warning of settings.warnings) console.error(`faas: warning: ${warning}`);
   let agent: Awaited<ReturnType<typeof startAgent>>;
   try {
-    agent = await startAgent(config);
+    agent = await startAgent(settings.config, settings.overrides);
   } catch (err) {
     if (err instanceof PreflightError) {
       for (const p of err.problems) console.error(`faas: ${p.what}. Install it with: ${p.fix}`);
@@ -220,7 +220,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`faas: ${err.message}`);
       return 1;
     }
-    if ((err as Error).name === "ConfigError") {
+    if ((err as Error).name === "ConfigError" || (err as Error).name === "HostManifestError") {
       console.error(`faas: ${(err as Error).message}`);
       return 2;
     }

@@ -43,7 +43,9 @@ export const hostManifestSchema = z.object({
 
 export type HostManifest = z.infer<typeof hostManifestSchema>;
 
-export class HostManifestError extends Error {}
+export class HostManifestError extends Error {
+  override readonly name = "HostManifestError";
+}
 
 export function parseHostManifest(input: unknown, source: string): HostManifest {
   const parsed = hostManifestSchema.safeParse(input);

@@ -15,6 +15,7 @@ import {
   readHostManifest,
   withManifestDefaults,
 } from "../../host-agent/release/host-manifest.ts";
+import { loadAgentSettings } from "../../host-agent/settings.ts";
 
 const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "host-agent", "main.ts");
 
@@ -75,6 +76,27 @@ describe("the host's release manifest (FAAS_RELEASE_MANIFEST)", () => {
     assert.equal(config.pool.callTimeoutMs, 12_000);
     assert.equal(config.limits.cpuPercent, 150);
     assert.equal(config.maxBodyBytes, 2048);
+  });
+
+  it("is read the same way by the daemon and faas start (loadAgentSettings)", async () => {
+    const file = path.join(dir, "release.json");
+    await writeFile(file, JSON.stringify(MANIFEST));
+    const settings = await loadAgentSettings({
+      FAAS_RELEASE_MANIFEST: file,
+      FAAS_BASES_DIR: "/srv/bases",
+      FAAS_POOL_GENRIC: "9",
+    });
+    assert.equal(settings.config.baseDir, "/srv/bases/b7e1");
+    assert.equal(settings.config.pool.maxStarting, 6);
+    assert.deepEqual(settings.overrides.firecrackerLimits?.networkRx, {
+      bandwidth: { size: 2000, refillTimeMs: 1000 },
+    });
+    assert.deepEqual(settings.warnings, [
+      "FAAS_POOL_GENRIC is not an agent variable and is ignored (did you mean FAAS_POOL_GENERIC?)",
+    ]);
+    const plain = await loadAgentSettings({});
+    assert.deepEqual(plain.overrides, {});
+    assert.equal(plain.config.baseDir, undefined);
   });
 
   const startWith = (manifestFile: string) =>
