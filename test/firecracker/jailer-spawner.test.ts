@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { chmod, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
 import { buildJailerArgs, jailPaths } from "../../host-agent/sandbox/firecracker/jailer-args.ts";
@@ -27,6 +28,26 @@ sleep 60 </dev/null >/dev/null 2>&1 &
 echo $! > "$root/$exe.pid"
 `;
 
+/**
+ * TEST DOUBLE for a jailer without --daemonize: it execs into the stand-in, which stays our child. The
+ * stand-in floods stdout (the guest's serial console) and stderr, then says it got through.
+ */
+const FOREGROUND_JAILER = `#!/bin/sh
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --id) id=$2; shift;;
+    --chroot-base-dir) base=$2; shift;;
+    --exec-file) exe=$(basename "$2"); shift;;
+    --) break;;
+  esac
+  shift
+done
+root="$base/$exe/$id/root"
+mkdir -p "$root"
+echo $$ > "$root/$exe.pid"
+exec sh -c 'head -c 134217728 /dev/zero; head -c 200000 /dev/zero | tr "\\0" e >&2; echo >&2; echo "last words" >&2; echo through > "$1/progress"; [ -f "$1/exit" ] && exit 3; exec sleep 60' stand-in "$root"
+`;
+
 const FAILING_JAILER = `#!/bin/sh
 echo "Failed to create cgroup: no such controller: io" >&2
 exit 1
@@ -40,6 +61,8 @@ describe("jailer spawner (with a stand-in jailer script)", () => {
     dir = await makeTempDir("spawner");
     await writeFile(join(dir, "jailer"), FAKE_JAILER);
     await writeFile(join(dir, "failing-jailer"), FAILING_JAILER);
+    await writeFile(join(dir, "foreground-jailer"), FOREGROUND_JAILER);
+    await chmod(join(dir, "foreground-jailer"), 0o755);
     await chmod(join(dir, "jailer"), 0o755);
     await chmod(join(dir, "failing-jailer"), 0o755);
   });
@@ -81,6 +104,36 @@ describe("jailer spawner (with a stand-in jailer script)", () => {
     const exit = await vmm.exited;
     assert.equal(exit.signal, "SIGKILL");
     assert.equal(isAlive(vmm.pid), false, "gone (or a zombie awaiting a reaping init)");
+  });
+
+  // protection: jailerSpawner does not buffer a foreground Firecracker's output: stdout ignored, stderr a
+  // bounded tail (a chatty guest must neither stall on a full pipe nor grow the agent)
+  it("without --daemonize: a flood of console output neither stalls the VMM nor is kept, and stderr's tail explains the exit", async () => {
+    const foreground = (id: string) => {
+      const req = request(id);
+      return { ...req, jailerArgv: req.jailerArgv.filter((a) => a !== "--daemonize") };
+    };
+    const spawn = jailerSpawner({ jailerPath: join(dir, "foreground-jailer") });
+    const first = foreground("vm-fg1");
+    const vmm = await spawn(first);
+    started.push(vmm);
+    const progress = join(first.jailRoot, "progress");
+    for (let i = 0; i < 500 && !existsSync(progress); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(
+      existsSync(progress),
+      "the stand-in wrote 8 MiB to stdout and 200 KB to stderr without blocking",
+    );
+    await vmm.kill();
+    assert.match((await vmm.exited).description, /firecracker exited/);
+
+    const second = foreground("vm-fg2");
+    await mkdir(second.jailRoot, { recursive: true });
+    await writeFile(join(second.jailRoot, "exit"), "");
+    const dying = await spawn(second);
+    const exit = await dying.exited;
+    assert.equal(exit.code, 3);
+    assert.match(exit.description, /last words$/);
+    assert.ok(exit.description.length < 400, `a bounded tail (${exit.description.length} characters)`);
   });
 
   it("reports a failing jailer with its stderr", async () => {

@@ -1,7 +1,7 @@
 /** The agent reads guest output through a line splitter that keeps a bounded prefix of every line. */
 import assert from "node:assert/strict";
 import { PassThrough } from "node:stream";
-import { onBoundedLines } from "../../host-agent/sandbox/process/bounded-lines.ts";
+import { onBoundedLines } from "../../host-agent/sandbox/bounded-lines.ts";
 
 describe("hardening: guest output lines are bounded", () => {
   // protection: bounded-lines.ts keeps at most maxLine bytes of a line (readline would buffer it all)

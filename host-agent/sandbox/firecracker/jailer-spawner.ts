@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { execa } from "execa";
+import { onBoundedLines } from "../bounded-lines.ts";
 import type { SpawnVmm, VmmExit, VmmProcess } from "./vmm-process.ts";
 
 export interface JailerSpawnerOptions {
@@ -18,7 +19,16 @@ export interface JailerSpawnerOptions {
 export function jailerSpawner(options: JailerSpawnerOptions): SpawnVmm {
   return async (request) => {
     const daemonize = request.jailerArgv.includes("--daemonize");
-    const child = execa(options.jailerPath, request.jailerArgv, { reject: false, stdin: "ignore" });
+    const child = execa(options.jailerPath, request.jailerArgv, {
+      reject: false,
+      stdin: "ignore",
+      // Without --daemonize Firecracker stays our child for its whole life, and its stdout is the guest's
+      // serial console: not collected (see docs/security.md) and never buffered, so a chatty guest
+      // neither stalls on a full pipe nor grows the agent's memory. Its stderr keeps a bounded tail.
+      stdout: daemonize ? "pipe" : "ignore",
+      stderr: "pipe",
+      buffer: daemonize,
+    });
     if (daemonize) {
       const result = await child;
       if (result.exitCode !== 0) {
@@ -52,12 +62,21 @@ async function readPidFile(path: string, timeoutMs: number): Promise<number> {
   throw new Error(`no pid file at ${path} after ${timeoutMs} ms`);
 }
 
+/** Keeps the last stderr lines of a Firecracker that is our child, for the description of its exit. */
+const STDERR_TAIL = 2048;
+
 function childProcessVmm(child: ReturnType<typeof execa>, pid: number, apiSocketPath: string): VmmProcess {
+  let stderrTail = "";
+  if (child.stderr) {
+    onBoundedLines(child.stderr, STDERR_TAIL, (line) => {
+      stderrTail = `${stderrTail}${line}\n`.slice(-STDERR_TAIL);
+    });
+  }
   const exited: Promise<VmmExit> = child.then(
     (r) => ({
       code: r.exitCode ?? null,
       signal: r.signal ?? null,
-      description: `firecracker exited (${r.exitCode ?? r.signal}): ${String(r.stderr).trim().slice(-300)}`,
+      description: `firecracker exited (${r.exitCode ?? r.signal}): ${stderrTail.trim().slice(-300)}`,
     }),
     (err: unknown) => ({ code: null, signal: null, description: `firecracker failed: ${String(err)}` }),
   );

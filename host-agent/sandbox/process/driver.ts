@@ -13,6 +13,7 @@ import type { GuestLogLine } from "../../../guest-images/runtime/protocol.ts";
 import { GuestClient } from "../../guest/client.ts";
 import type { Logger } from "../../log.ts";
 import { forceRemove } from "../../registry/bundle.ts";
+import { onBoundedLines } from "../bounded-lines.ts";
 import {
   type CodeArtifact,
   type InstanceSpec,
@@ -22,7 +23,6 @@ import {
   type SandboxInstance,
   SandboxStartError,
 } from "../driver.ts";
-import { onBoundedLines } from "./bounded-lines.ts";
 import { GUEST_SOCKET_NAME, jailCommand } from "./bwrap-args.ts";
 import {
   type CgroupMode,
