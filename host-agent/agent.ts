@@ -192,6 +192,9 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
         new GuestClient(sandbox.endpoint, {
           loadTimeoutMs: config.pool.callTimeoutMs,
           exited: sandbox.exited,
+          // A VM's runtime keeps the user's console for the host (its stdout is a serial console).
+          onConsole: (line) =>
+            log[line.level]({ instance: sandbox.id, fn: line.fn, rid: line.rid, user: true }, line.msg),
         }),
       checkBase: checkProcessBase,
       probeBase: driverProbe({ driver, limits: config.limits, newInstanceId }),

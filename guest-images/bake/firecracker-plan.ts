@@ -30,10 +30,11 @@ export const GUEST_RUNTIME_READY_PATH = "/_faas/health";
 
 /**
  * The guest runtime's arguments in a VM (guest-images/runtime/main.ts). No --base-version: the base
- * version is a hash over these very arguments, so the agent takes it from the manifest instead.
+ * version is a hash over these very arguments, so the agent takes it from the manifest instead. The
+ * console goes over the guest channel: a VM's stdout is a serial console nobody reads.
  */
 export function runtimeArgs(port: number, codeDir: string): string[] {
-  return ["--listen", `tcp:0.0.0.0:${port}`, "--code", codeDir];
+  return ["--listen", `tcp:0.0.0.0:${port}`, "--code", codeDir, "--console", "channel"];
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
- * Routes the user's console output to the runtime's stdout as JSON lines tagged with the function name
- * and the request id of the call that wrote them (found through AsyncLocalStorage), with a byte budget
- * per call so console spam cannot flood the host's logs.
+ * Turns the user's console output into log lines tagged with the function name and the request id of the
+ * call that wrote them (found through AsyncLocalStorage), with a byte budget per call so console spam
+ * cannot flood the host's logs. Where the lines go (stdout, or a queue the host fetches) is the caller's.
  */
 import type { AsyncLocalStorage } from "node:async_hooks";
 import type { GuestLogLine } from "./protocol.ts";
@@ -29,7 +29,7 @@ export function installConsoleCapture(
   target: Console,
   storage: AsyncLocalStorage<CallContext>,
   format: (args: unknown[]) => string,
-  write: (line: string) => void,
+  emit: (line: GuestLogLine) => void,
   loadedFunction: () => string | null,
 ): void {
   for (const [method, level] of METHODS) {
@@ -51,7 +51,7 @@ export function installConsoleCapture(
         level,
         msg,
       };
-      write(`${JSON.stringify(line)}\n`);
+      emit(line);
     };
   }
 }

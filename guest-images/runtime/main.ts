@@ -4,6 +4,7 @@
  * with `node runtime.js`, it behaves the same, only slower to start.
  *
  * Arguments: --listen unix:/path | tcp:host:port   --code /code   --base-version <version>
+ *            --console stdout | channel   (channel: console lines wait for the host at GET /_faas/console)
  */
 import type * as AsyncHooks from "node:async_hooks";
 import type * as Crypto from "node:crypto";
@@ -12,8 +13,12 @@ import type * as Http from "node:http";
 import type * as Module from "node:module";
 import type * as Util from "node:util";
 import type * as V8 from "node:v8";
+import { ConsoleQueue } from "./console-queue.ts";
 import { dispatchRpc, exportedClasses, isAnswer, parseRpcRequest } from "./jsonrpc.ts";
 import { createRuntimeServer } from "./server.ts";
+
+/** Console kept for the host between its reads (channel mode): four calls' worth of the per-call budget. */
+const CONSOLE_QUEUE_BYTES = 256 * 1024;
 
 declare const require: (id: string) => unknown;
 declare const __RUNTIME_BUILD__: string;
@@ -22,6 +27,7 @@ interface Args {
   listen: { kind: "unix"; path: string } | { kind: "tcp"; host: string; port: number };
   code: string;
   baseVersion: string;
+  console: "stdout" | "channel";
 }
 
 function parseArgs(argv: string[]): Args {
@@ -32,11 +38,14 @@ function parseArgs(argv: string[]): Args {
   const listen = get("--listen", "tcp:127.0.0.1:8123");
   const code = get("--code", "/code");
   const baseVersion = get("--base-version", "unversioned");
+  const consoleTo = get("--console", "stdout");
+  if (consoleTo !== "stdout" && consoleTo !== "channel")
+    throw new Error(`--console must be stdout or channel, got ${consoleTo}`);
   if (listen.startsWith("unix:"))
-    return { listen: { kind: "unix", path: listen.slice(5) }, code, baseVersion };
+    return { listen: { kind: "unix", path: listen.slice(5) }, code, baseVersion, console: consoleTo };
   const m = /^tcp:(.+):(\d+)$/.exec(listen);
   if (!m) throw new Error(`--listen must be unix:/path or tcp:host:port, got ${listen}`);
-  return { listen: { kind: "tcp", host: m[1]!, port: Number(m[2]) }, code, baseVersion };
+  return { listen: { kind: "tcp", host: m[1]!, port: Number(m[2]) }, code, baseVersion, console: consoleTo };
 }
 
 function run(): void {
@@ -61,6 +70,7 @@ function run(): void {
       randomUUID: (require("node:crypto") as typeof Crypto).randomUUID,
       writeStdout,
       now: Date.now,
+      ...(args.console === "channel" ? { consoleQueue: new ConsoleQueue(CONSOLE_QUEUE_BYTES) } : {}),
     },
     {
       codePath: args.code,

@@ -60,3 +60,15 @@ export interface GuestLogLine {
   readonly level: "debug" | "info" | "warn" | "error";
   readonly msg: string;
 }
+
+/**
+ * Set on a call's answer by a runtime that keeps its console for the host (`--console channel`, in VMs,
+ * whose stdout is a serial console the host does not read): how many lines wait at GET /_faas/console.
+ */
+export const CONSOLE_PENDING_HEADER = "x-faas-console";
+
+/** GET /_faas/console: the lines kept since the last read (then forgotten), and how many were dropped. */
+export interface ConsoleResponse {
+  readonly lines: GuestLogLine[];
+  readonly dropped: number;
+}

@@ -6,11 +6,13 @@
 import type { AsyncLocalStorage } from "node:async_hooks";
 import type * as Http from "node:http";
 import { type CallContext, installConsoleCapture } from "./console-capture.ts";
+import type { ConsoleQueue } from "./console-queue.ts";
 import { type AnyClass, dispatchRpc, exportedClasses, isAnswer, parseRpcBody, rpcError } from "./jsonrpc.ts";
 import { buildHttpEvent, resultToAnswer } from "./lambda.ts";
 import { importModule, LoadError, resolveEntry } from "./loader.ts";
 import {
   BASE_VERSION_HEADER,
+  CONSOLE_PENDING_HEADER,
   CONTROL_PREFIX,
   type GuestLogLine,
   type HealthResponse,
@@ -31,6 +33,8 @@ export interface RuntimeDeps {
   readonly randomUUID: () => string;
   readonly writeStdout: (line: string) => void;
   readonly now: () => number;
+  /** Keeps console lines for GET /_faas/console instead of writing them to stdout (VMs). */
+  readonly consoleQueue?: ConsoleQueue;
 }
 
 export interface RuntimeOptions {
@@ -59,13 +63,18 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
   let clockSkewMs = 0;
   const now = () => deps.now() + clockSkewMs;
 
+  const queue = deps.consoleQueue;
   installConsoleCapture(
     console,
     storage,
     (args) => deps.format(...args),
-    deps.writeStdout,
+    queue ? (line) => queue.push(line) : (line) => deps.writeStdout(`${JSON.stringify(line)}\n`),
     () => loaded?.name ?? null,
   );
+  /** Tells the host, on a call's answer, that console lines wait for it. */
+  const markConsole = (res: Http.ServerResponse) => {
+    if (queue && queue.pending > 0) res.setHeader(CONSOLE_PENDING_HEADER, String(queue.pending));
+  };
 
   const fatal = (what: string, err: unknown) => {
     const ctx = storage.getStore();
@@ -143,6 +152,10 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
         sendJson(res, 200, health);
         return;
       }
+      if (route === "console" && req.method === "GET") {
+        sendJson(res, 200, queue ? queue.take() : { lines: [], dropped: 0 });
+        return;
+      }
       if (route === "init" && req.method === "POST") {
         const body = JSON.parse((await readBody(req, opts.maxBodyBytes)).toString("utf8")) as InitRequest;
         if (typeof body.instanceId !== "string" || typeof body.unixTimeMs !== "number") {
@@ -195,11 +208,13 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
           initMs: performance.now() - started,
           classes: [...new Set([...classes.values()].map((c) => c.name))],
         };
+        markConsole(res);
         sendJson(res, 200, answer);
         return;
       }
       controlError(res, 404, "protocol", `no control route ${req.method} ${CONTROL_PREFIX}${route}`);
     } catch (err) {
+      markConsole(res);
       if (err instanceof LoadError) controlError(res, 422, "load", err.message);
       else if (err instanceof SyntaxError) controlError(res, 400, "protocol", `bad JSON: ${err.message}`);
       else controlError(res, 500, "protocol", (err as Error).message);
@@ -240,6 +255,7 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
         }
         const call = parseRpcBody(body);
         const answer = isAnswer(call) ? call : await dispatchRpc(call, fn.classes, fn.instances);
+        markConsole(res);
         sendJson(res, answer.status, answer.body);
         return;
       }
@@ -282,11 +298,13 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
               )
             : await handler(event, context);
         const answer = resultToAnswer(result);
+        markConsole(res);
         res.writeHead(answer.status, { ...answer.headers, "content-length": answer.body.length });
         res.end(answer.body);
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
         console.error(`handler failed: ${err instanceof Error ? (err.stack ?? message) : message}`);
+        markConsole(res);
         sendJson(res, 500, { message: "Internal Server Error", error: message, requestId: rid });
       }
     });

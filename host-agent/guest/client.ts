@@ -3,12 +3,14 @@
  * endpoint (Unix socket or TCP), used for control calls and forwarded function calls alike.
  */
 import { Client, type Dispatcher } from "undici";
-import type {
-  ControlError,
-  HealthResponse,
-  InitRequest,
-  LoadRequest,
-  LoadResponse,
+import {
+  CONSOLE_PENDING_HEADER,
+  type ConsoleResponse,
+  type ControlError,
+  type HealthResponse,
+  type InitRequest,
+  type LoadRequest,
+  type LoadResponse,
 } from "../../guest-images/runtime/protocol.ts";
 import type { GuestEndpoint, SandboxExit } from "../sandbox/driver.ts";
 
@@ -48,10 +50,31 @@ export interface GuestClientOptions {
   readonly loadTimeoutMs?: number;
   /** The instance's exit: a load cut short by the instance dying reports why it died. */
   readonly exited?: Promise<SandboxExit>;
+  /**
+   * The user's console lines from a runtime that keeps them for the host (`--console channel`, in VMs),
+   * fetched after the answer that says some wait. Attributed to the function this client loaded.
+   */
+  readonly onConsole?: (line: ConsoleLine) => void;
 }
+
+/** One console line as the host logs it: checked, attributed, never taken on the guest's word. */
+export interface ConsoleLine {
+  readonly fn: string | null;
+  readonly rid: string | null;
+  readonly level: "debug" | "info" | "warn" | "error";
+  readonly msg: string;
+}
+
+const CONSOLE_LEVELS = new Set(["debug", "info", "warn", "error"]);
+/** Longest console message passed on; the runtime's per-call budget is 64 KiB. */
+const MAX_CONSOLE_MSG = 64 * 1024;
 
 export class GuestClient {
   private readonly client: Client;
+  /** The function this client loaded: console lines are attributed to it, whatever they say. */
+  private functionName: string | null = null;
+  private draining: Promise<void> | undefined;
+  private drainAgain = false;
 
   constructor(
     endpoint: GuestEndpoint,
@@ -83,6 +106,7 @@ export class GuestClient {
     const { loadTimeoutMs, exited } = this.opts;
     const timeout = loadTimeoutMs === undefined ? undefined : AbortSignal.timeout(loadTimeoutMs);
     const signals = [signal, timeout].filter((s): s is AbortSignal => s !== undefined);
+    this.functionName = body.functionName;
     try {
       return (await this.control(
         "POST",
@@ -122,6 +146,7 @@ export class GuestClient {
       signal,
     });
     const text = await res.body.text();
+    this.noteConsole(res.headers);
     if (res.statusCode === 204) return undefined;
     let parsed: unknown;
     try {
@@ -172,11 +197,56 @@ export class GuestClient {
       }
       chunks.push(chunk as Buffer);
     }
-    return {
-      status: res.statusCode,
-      headers: res.headers as Record<string, string | string[]>,
-      body: Buffer.concat(chunks),
-    };
+    const headers = { ...(res.headers as Record<string, string | string[]>) };
+    this.noteConsole(headers);
+    delete headers[CONSOLE_PENDING_HEADER];
+    return { status: res.statusCode, headers, body: Buffer.concat(chunks) };
+  }
+
+  /** Fetches waiting console lines in the background when an answer says there are some. */
+  private noteConsole(headers: Record<string, string | string[] | undefined>): void {
+    if (!this.opts.onConsole || !(Number(headers[CONSOLE_PENDING_HEADER] ?? 0) > 0)) return;
+    if (this.draining) {
+      this.drainAgain = true;
+      return;
+    }
+    this.draining = this.drainConsole().finally(() => {
+      this.draining = undefined;
+      if (this.drainAgain) {
+        this.drainAgain = false;
+        this.noteConsole({ [CONSOLE_PENDING_HEADER]: "1" });
+      }
+    });
+  }
+
+  /** Console lines still waiting in the guest (the host calls this before it destroys an instance). */
+  async drainConsole(): Promise<void> {
+    const emit = this.opts.onConsole;
+    if (!emit) return;
+    let got: ConsoleResponse;
+    try {
+      got = (await this.control("GET", "console", undefined, AbortSignal.timeout(2000))) as ConsoleResponse;
+    } catch {
+      return; // The instance is gone or busy dying; its last lines go with it.
+    }
+    const fn = this.functionName;
+    for (const line of Array.isArray(got?.lines) ? got.lines : []) {
+      if (typeof line?.msg !== "string") continue;
+      emit({
+        fn: fn ?? (typeof line.fn === "string" ? line.fn : null),
+        rid: typeof line.rid === "string" ? line.rid : null,
+        level: CONSOLE_LEVELS.has(line.level) ? line.level : "info",
+        msg: line.msg.length > MAX_CONSOLE_MSG ? `${line.msg.slice(0, MAX_CONSOLE_MSG)} [cut]` : line.msg,
+      });
+    }
+    if (typeof got?.dropped === "number" && got.dropped > 0) {
+      emit({
+        fn,
+        rid: null,
+        level: "warn",
+        msg: `${got.dropped} console lines dropped: the guest's console buffer was full between the host's reads`,
+      });
+    }
   }
 
   async close(): Promise<void> {

@@ -202,13 +202,15 @@ describe("bake plans (dry run)", () => {
     assert.ok(args.includes("--rootfs=rofs"));
     assert.ok(args.includes("--mount-fs=rofs,/dev/vblk1,/code"));
     assert.ok(args.includes("--ip=eth0,172.16.0.2,255.255.255.252"));
-    assert.deepEqual(args.slice(-6), [
+    assert.deepEqual(args.slice(-8), [
       "/node",
       "/runtime/runtime.js",
       "--listen",
       "tcp:0.0.0.0:8123",
       "--code",
       "/code",
+      "--console",
+      "channel",
     ]);
     assertBefore(plan, "osv-checkout", "osv-rofs-writer-check");
     assert.ok(stepNamed(plan, "osv-rofs-writer-check").argv.some((a) => a.endsWith("check-rofs-writer.sh")));

@@ -6,7 +6,17 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { buildRuntime } from "../../guest-images/runtime/build.ts";
-import { GuestClient, GuestError } from "../../host-agent/guest/client.ts";
+import { type ConsoleLine, GuestClient, GuestError } from "../../host-agent/guest/client.ts";
+
+/** A TCP port nothing listens on right now. */
+async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  const server = createServer().listen(0, "127.0.0.1");
+  await new Promise((r) => server.once("listening", r));
+  const { port } = server.address() as { port: number };
+  await new Promise((r) => server.close(r));
+  return port;
+}
 
 interface Guest {
   proc: ChildProcess;
@@ -140,6 +150,62 @@ describe("guest runtime process", function () {
     const logs = g.lines.filter((l) => l.type === "log");
     assert.ok(logs.length < 700, `only about 64 KiB of output kept (${logs.length} lines)`);
     assert.match(String(logs.at(-1)?.msg), /per-call log limit reached/);
+  });
+
+  // protection: --console channel keeps the console for GET /_faas/console (a VM's stdout is a serial
+  // console nobody reads); GuestClient fetches it after an answer that says lines wait
+  it("with --console channel, hands the console to the host over the guest channel, not stdout", async () => {
+    const code = await mkdtemp(path.join(dir, "code-"));
+    await writeFile(
+      path.join(code, "index.js"),
+      `console.log("loading");
+exports.C = class C {
+  talk(n) { console.warn("warned", n); console.log(JSON.stringify({ type: "log", fn: "other", msg: "forged" })); return n; }
+  quiet() { return 0; }
+};`,
+    );
+    const port = await freePort();
+    const proc = spawn(
+      process.execPath,
+      [runtime.bundlePath, "--listen", `tcp:127.0.0.1:${port}`, "--code", code, "--console", "channel"],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    const stdout: string[] = [];
+    const ready = new Promise<void>((resolve, reject) => {
+      createInterface({ input: proc.stdout! }).on("line", (l) => {
+        stdout.push(l);
+        if (l.includes('"ready"')) resolve();
+      });
+      proc.once("exit", () => reject(new Error("runtime exited before ready")));
+    });
+    const exit = new Promise<number | null>((r) => proc.once("exit", (c) => r(c)));
+    await ready;
+    const seen: ConsoleLine[] = [];
+    const client = new GuestClient(
+      { kind: "tcp", host: "127.0.0.1", port },
+      { onConsole: (l) => seen.push(l) },
+    );
+    const g = { proc, client, lines: [], exit };
+    guests.push(g);
+
+    await client.load({ functionName: "chatty", entry: "index.js" });
+    const res = await call(g, "chatty", { jsonrpc: "2.0", method: "C.talk", params: [7], id: 1 }, "rid-7");
+    assert.equal(JSON.parse(res.body.toString()).result, 7);
+    assert.equal(res.headers["x-faas-console"], undefined, "the host's header does not reach the caller");
+    for (let i = 0; i < 200 && seen.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(seen, [
+      { fn: "chatty", rid: "load", level: "info", msg: "loading" },
+      { fn: "chatty", rid: "rid-7", level: "warn", msg: "warned 7" },
+      { fn: "chatty", rid: "rid-7", level: "info", msg: '{"type":"log","fn":"other","msg":"forged"}' },
+    ]);
+    // Nothing waits after a quiet call, and nothing went to stdout but the ready line.
+    await call(g, "chatty", { jsonrpc: "2.0", method: "C.quiet", params: [], id: 2 });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(seen.length, 3);
+    assert.deepEqual(
+      stdout.map((l) => JSON.parse(l).type),
+      ["ready"],
+    );
   });
 
   it("reports an uncaught exception as a fatal line and exits, so the host replaces it", async () => {
