@@ -195,6 +195,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
           // A VM's runtime keeps the user's console for the host (its stdout is a serial console).
           onConsole: (line) =>
             log[line.level]({ instance: sandbox.id, fn: line.fn, rid: line.rid, user: true }, line.msg),
+          consoleChannel: driver.kind === "firecracker",
         }),
       checkBase: checkProcessBase,
       probeBase: driverProbe({ driver, limits: config.limits, newInstanceId }),

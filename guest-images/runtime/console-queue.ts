@@ -17,7 +17,7 @@ export class ConsoleQueue {
   }
 
   push(line: GuestLogLine): void {
-    const bytes = line.msg.length + 64;
+    const bytes = Buffer.byteLength(JSON.stringify(line));
     this.lines.push({ line, bytes });
     this.bytes += bytes;
     while (this.bytes > this.maxBytes && this.lines.length > 0) {

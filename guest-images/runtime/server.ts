@@ -298,8 +298,12 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
               )
             : await handler(event, context);
         const answer = resultToAnswer(result);
+        // The header is the runtime's: a handler's own copy of it would hide waiting lines from the host.
+        const headers = Object.fromEntries(
+          Object.entries(answer.headers).filter(([k]) => k.toLowerCase() !== CONSOLE_PENDING_HEADER),
+        );
         markConsole(res);
-        res.writeHead(answer.status, { ...answer.headers, "content-length": answer.body.length });
+        res.writeHead(answer.status, { ...headers, "content-length": answer.body.length });
         res.end(answer.body);
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);

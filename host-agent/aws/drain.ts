@@ -156,7 +156,10 @@ export class DrainWatcher {
     // load balancer's deregistration delay is over): "no active lifecycle action" until it does. Keep
     // trying every poll period; the hook's own timeout ends the host if no attempt is ever accepted.
     for (let attempt = 1; ; attempt++) {
-      if (await this.lifecycleCall("complete", attempt > 1 && attempt % LOUD_EVERY !== 0)) {
+      const accepted = await this.lifecycleCall("complete", attempt > 1 && attempt % LOUD_EVERY !== 0);
+      // Stopped meanwhile: the agent is going away, and says so by not claiming the completion.
+      if (this.state !== "completing") return;
+      if (accepted) {
         this.state = "completed";
         log.info({ hook: this.deps.hookName, attempts: attempt }, "lifecycle action completed (CONTINUE)");
         return;
@@ -167,6 +170,7 @@ export class DrainWatcher {
 
   /** Waits ms on the agent's clock; false when the watcher was stopped meanwhile. */
   private pause(ms: number): Promise<boolean> {
+    if (this.state !== "completing") return Promise.resolve(false);
     return new Promise((resolve) => {
       const t = this.deps.clock.setTimeout(() => {
         this.wake = undefined;

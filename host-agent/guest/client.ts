@@ -55,6 +55,8 @@ export interface GuestClientOptions {
    * fetched after the answer that says some wait. Attributed to the function this client loaded.
    */
   readonly onConsole?: (line: ConsoleLine) => void;
+  /** True for a runtime started with `--console channel` (microVMs): lines may wait when it stops. */
+  readonly consoleChannel?: boolean;
 }
 
 /** One console line as the host logs it: checked, attributed, never taken on the guest's word. */
@@ -68,6 +70,14 @@ export interface ConsoleLine {
 const CONSOLE_LEVELS = new Set(["debug", "info", "warn", "error"]);
 /** Longest console message passed on; the runtime's per-call budget is 64 KiB. */
 const MAX_CONSOLE_MSG = 64 * 1024;
+/**
+ * What one fetch of the console may bring: the runtime keeps about 256 KiB, but its answers are the
+ * guest's, so the host bounds them itself.
+ */
+const MAX_CONSOLE_LINES_PER_FETCH = 2000;
+const MAX_CONSOLE_BYTES_PER_FETCH = 512 * 1024;
+/** Largest body of a control answer (health, load, console) the host reads. */
+const MAX_CONTROL_BODY = 2 * 1024 * 1024;
 
 export class GuestClient {
   private readonly client: Client;
@@ -145,8 +155,9 @@ export class GuestClient {
       body: body === undefined ? null : JSON.stringify(body),
       signal,
     });
-    const text = await res.body.text();
-    this.noteConsole(res.headers);
+    const text = await readBounded(res.body, MAX_CONTROL_BODY, `the guest's answer to ${route}`);
+    // The console route's own answer never starts another fetch: a guest cannot make the host loop.
+    if (route !== "console") this.noteConsole(res.headers);
     if (res.statusCode === 204) return undefined;
     let parsed: unknown;
     try {
@@ -210,17 +221,31 @@ export class GuestClient {
       this.drainAgain = true;
       return;
     }
-    this.draining = this.drainConsole().finally(() => {
-      this.draining = undefined;
-      if (this.drainAgain) {
-        this.drainAgain = false;
-        this.noteConsole({ [CONSOLE_PENDING_HEADER]: "1" });
-      }
-    });
+    this.draining = this.drainConsole()
+      .catch(() => undefined)
+      .finally(() => {
+        this.draining = undefined;
+        if (this.drainAgain) {
+          this.drainAgain = false;
+          this.noteConsole({ [CONSOLE_PENDING_HEADER]: "1" });
+        }
+      });
   }
 
-  /** Console lines still waiting in the guest (the host calls this before it destroys an instance). */
-  async drainConsole(): Promise<void> {
+  /**
+   * Fetches the lines still waiting in a channel-console guest before it is stopped, within `timeoutMs`
+   * (a guest that does not answer loses them). Nothing to do for a stdout-console guest.
+   */
+  async flushConsole(timeoutMs: number): Promise<void> {
+    if (!this.opts.consoleChannel || !this.opts.onConsole) return;
+    await Promise.race([
+      (this.draining ?? Promise.resolve()).then(() => this.drainConsole()),
+      new Promise((r) => setTimeout(r, timeoutMs).unref()),
+    ]).catch(() => undefined);
+  }
+
+  /** Fetches the console lines waiting in the guest and passes them on. */
+  private async drainConsole(): Promise<void> {
     const emit = this.opts.onConsole;
     if (!emit) return;
     let got: ConsoleResponse;
@@ -230,8 +255,18 @@ export class GuestClient {
       return; // The instance is gone or busy dying; its last lines go with it.
     }
     const fn = this.functionName;
-    for (const line of Array.isArray(got?.lines) ? got.lines : []) {
+    const lines = Array.isArray(got?.lines) ? got.lines : [];
+    let passed = 0;
+    let bytes = 0;
+    let refused = 0;
+    for (const line of lines) {
       if (typeof line?.msg !== "string") continue;
+      if (passed >= MAX_CONSOLE_LINES_PER_FETCH || bytes >= MAX_CONSOLE_BYTES_PER_FETCH) {
+        refused++;
+        continue;
+      }
+      passed++;
+      bytes += Math.min(line.msg.length, MAX_CONSOLE_MSG);
       emit({
         fn: fn ?? (typeof line.fn === "string" ? line.fn : null),
         rid: typeof line.rid === "string" ? line.rid : null,
@@ -239,12 +274,13 @@ export class GuestClient {
         msg: line.msg.length > MAX_CONSOLE_MSG ? `${line.msg.slice(0, MAX_CONSOLE_MSG)} [cut]` : line.msg,
       });
     }
-    if (typeof got?.dropped === "number" && got.dropped > 0) {
+    const dropped = (typeof got?.dropped === "number" && got.dropped > 0 ? got.dropped : 0) + refused;
+    if (dropped > 0) {
       emit({
         fn,
         rid: null,
         level: "warn",
-        msg: `${got.dropped} console lines dropped: the guest's console buffer was full between the host's reads`,
+        msg: `${dropped} console lines dropped: more than the guest keeps, or the host takes, between two reads`,
       });
     }
   }
@@ -252,4 +288,23 @@ export class GuestClient {
   async close(): Promise<void> {
     await this.client.destroy().catch(() => undefined);
   }
+}
+
+/** A body read whole, refused past `limit` bytes (the guest's answers are untrusted). */
+async function readBounded(
+  body: Dispatcher.ResponseData["body"],
+  limit: number,
+  what: string,
+): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += (chunk as Buffer).length;
+    if (size > limit) {
+      body.destroy();
+      throw new GuestError(`${what} is larger than ${limit} bytes`, "protocol");
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString("utf8");
 }

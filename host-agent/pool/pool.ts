@@ -76,6 +76,9 @@ export interface Lease {
 }
 
 /** No instance could be had before the call's deadline. */
+/** How long a stopping instance may take to hand over its waiting console lines. */
+const CONSOLE_FLUSH_MS = 250;
+
 export class PoolBusyError extends Error {
   override readonly name = "PoolBusyError";
   constructor(
@@ -636,6 +639,8 @@ export class Pool implements InstanceSource {
     if (instance.state === "stopping") return instance.sandbox.destroy(reason);
     this.clearIdleTimer(instance);
     instance.state = "stopping";
+    // A microVM's last console lines (a timed-out call's above all) wait in the guest until fetched.
+    await instance.client.flushConsole(CONSOLE_FLUSH_MS);
     await instance.sandbox.destroy(reason);
   }
 

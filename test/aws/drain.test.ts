@@ -235,6 +235,25 @@ describe("drain on scale-in (lifecycle hook)", () => {
     assert.equal(loud.length, 2, "an error on the first refusal and on the 12th, debug between");
   });
 
+  it("stopped while it retries the completion, it stops at once and tries no more", async () => {
+    api.fail(
+      "CompleteLifecycleAction",
+      { status: 400, code: "ValidationError", message: "No active Lifecycle Action found" },
+      50,
+    );
+    const { clock, watcher: w, poll } = makeWatcher();
+    imds.items.set(TARGET_STATE_PATH, "Terminated");
+    await poll();
+    await waitFor("the first completion attempt", () => completions().length === 1);
+    await waitFor("the refusal to be handled", () => clock.pendingTimers === 1);
+    await w.stop(); // resolves without the clock moving: no 5 s pause left to wait out
+    assert.equal(w.phase, "stopped");
+    clock.advance(60_000);
+    await settle();
+    assert.equal(completions().length, 1, "no attempt after the stop");
+    assert.equal(w.phase, "stopped");
+  });
+
   it("stopped while draining, it neither completes the hook nor sends heartbeats", async () => {
     const { clock, serving, watcher: w, poll } = makeWatcher();
     const end = serving.callStarted();

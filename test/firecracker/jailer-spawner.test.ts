@@ -121,7 +121,7 @@ describe("jailer spawner (with a stand-in jailer script)", () => {
     for (let i = 0; i < 500 && !existsSync(progress); i++) await new Promise((r) => setTimeout(r, 10));
     assert.ok(
       existsSync(progress),
-      "the stand-in wrote 8 MiB to stdout and 200 KB to stderr without blocking",
+      "the stand-in wrote 128 MiB to stdout and 200 KB to stderr, and was not stopped",
     );
     await vmm.kill();
     assert.match((await vmm.exited).description, /firecracker exited/);

@@ -101,6 +101,7 @@ export class FakeDriver implements SandboxDriver {
         };
       },
       async close() {},
+      async flushConsole() {},
       sandboxId: sandbox.id,
     });
     return client;
