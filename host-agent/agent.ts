@@ -20,6 +20,7 @@ import { createControlPlane } from "./http/control-plane.ts";
 import { createDataPlane } from "./http/data-plane.ts";
 import { ServingState } from "./http/serving-state.ts";
 import { createLogger, type Logger } from "./log.ts";
+import { FunctionLogs } from "./logs/function-logs.ts";
 import { createMetrics } from "./metrics.ts";
 import type { InstanceSource } from "./pool/instance-source.ts";
 import { LocalRegistryBackend } from "./registry/local-backend.ts";
@@ -116,6 +117,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
   const stateDir = path.resolve(config.stateDir);
   await mkdir(stateDir, { recursive: true, mode: 0o711 });
   const metrics = createMetrics();
+  const functionLogs = new FunctionLogs(clock);
   const token = await resolveAdminToken(stateDir, config.adminToken);
 
   const driver =
@@ -133,6 +135,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
           // A roll runs two pools side by side, plus one probe instance.
           uidCount: config.pool.maxInstances * 3 + 1,
           log,
+          onUserLine: ({ fn, ...line }) => functionLogs.record(fn, line),
         }));
   const problems = await driver.preflight();
   const fatal = problems.filter((p) => p.fatal);
@@ -193,8 +196,11 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
           loadTimeoutMs: config.pool.callTimeoutMs,
           exited: sandbox.exited,
           // A VM's runtime keeps the user's console for the host (its stdout is a serial console).
-          onConsole: (line) =>
-            log[line.level]({ instance: sandbox.id, fn: line.fn, rid: line.rid, user: true }, line.msg),
+          onConsole: (line) => {
+            log[line.level]({ instance: sandbox.id, fn: line.fn, rid: line.rid, user: true }, line.msg);
+            const { fn, ...rest } = line;
+            if (fn) functionLogs.record(fn, { ...rest, instance: sandbox.id });
+          },
           consoleChannel: driver.kind === "firecracker",
         }),
       checkBase: checkProcessBase,
@@ -245,6 +251,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
       functions: registry.size,
     }),
     timeouts: { headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.adminRequestTimeoutMs },
+    functionLogs,
   });
   let dataPort: number;
   let adminPort: number;

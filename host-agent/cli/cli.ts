@@ -5,7 +5,7 @@
  *   faas build                          bake the process sandbox base only
  *   faas deploy <dir> [--name <name>]   bundle a folder with esbuild and deploy it
  *   faas invoke <name> <Class.method> [json params]
- *   faas ls | faas rm <name>
+ *   faas ls | faas rm <name> | faas logs <name> [--limit <n>]
  *   faas doctor [config.json]
  *   faas release [<base-dir-or-release.json>] [--canary <percent>] [--no-wait]
  *   faas rollback [--no-wait]
@@ -25,6 +25,7 @@ const USAGE = `usage:
   faas deploy <dir> [--name <name>]            bundle <dir> with esbuild and deploy it
   faas invoke <name> <Class.method> [params]   call a JSON-RPC method; params is a JSON array
   faas ls                                      list deployed functions
+  faas logs <name> [--limit <n>]               the function's last console lines (at most 500)
   faas rm <name>                               delete a function
   faas doctor [config.json]                    check this host for the firecracker driver (KVM, binaries, cgroups)
   faas release [<dir>|<release.json>]          roll the agent to a baked base folder or a release file
@@ -193,6 +194,21 @@ export async function main(argv: string[]): Promise<number> {
           console.log(
             `${f.name.padEnd(30)} rev ${String(f.revision).padEnd(4)} ${f.codeHash.slice(0, 12)}  ${f.deployedAt}`,
           );
+        return 0;
+      }
+      case "logs": {
+        const name = rest[0];
+        if (!name || name.startsWith("--")) throw new CliError("usage: faas logs <name> [--limit <n>]");
+        const i = rest.indexOf("--limit");
+        const limit = i >= 0 ? rest[i + 1] : "100";
+        const { json } = await adminRequest(
+          ep,
+          "GET",
+          `/v1/functions/${encodeURIComponent(name)}/logs?limit=${encodeURIComponent(limit ?? "")}`,
+        );
+        const lines = json.lines as Array<{ time: string; level: string; rid: string | null; msg: string }>;
+        if (lines.length === 0) console.log(`no console output from ${name} since the agent started`);
+        for (const l of lines) console.log(`${l.time} ${l.level.padEnd(5)} ${l.rid ?? "-"}  ${l.msg}`);
         return 0;
       }
       case "rm": {

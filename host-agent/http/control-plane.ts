@@ -8,6 +8,7 @@ import path from "node:path";
 import type { Clock } from "../clock.ts";
 import { ApiError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { FunctionLogs } from "../logs/function-logs.ts";
 import type { AgentMetrics } from "../metrics.ts";
 import type { InstanceSource } from "../pool/instance-source.ts";
 import { FunctionLoadError, PoolBusyError } from "../pool/pool.ts";
@@ -41,7 +42,12 @@ export interface ControlPlaneDeps {
   /** The base-image roll; without it the release routes answer 404. */
   readonly rollout?: Rollout;
   readonly timeouts: RequestTimeouts;
+  /** The last console lines of each function (GET /v1/functions/<name>/logs). */
+  readonly functionLogs?: FunctionLogs;
 }
+
+/** Most lines one GET /v1/functions/<name>/logs returns. */
+const MAX_LOG_LINES = 500;
 
 /** How long `?wait=1` waits for a roll to settle before answering 202 with where it stands. */
 const RELEASE_WAIT_MS = 240_000;
@@ -71,6 +77,22 @@ export function createControlPlane(deps: ControlPlaneDeps): Server {
   );
   applyRequestTimeouts(server, deps.timeouts);
   return server;
+}
+
+/** The function name in a path segment, decoded and checked (400 otherwise). */
+function functionNameOf(segment: string, pathname: string): string {
+  let name: string;
+  try {
+    name = decodeURIComponent(segment);
+  } catch {
+    throw new ApiError(400, "invalid_name", `the function name in ${pathname} is not valid UTF-8`);
+  }
+  try {
+    checkFunctionName(name);
+  } catch (err) {
+    throw new ApiError(400, "invalid_name", (err as Error).message);
+  }
+  return name;
 }
 
 async function route(deps: ControlPlaneDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -130,6 +152,25 @@ async function route(deps: ControlPlaneDeps, req: IncomingMessage, res: ServerRe
     sendJson(res, 200, { functions: deps.registry.list() });
     return;
   }
+  if (parts[0] === "v1" && parts[1] === "functions" && parts.length === 4 && parts[3] === "logs") {
+    allow(["GET"]);
+    const name = functionNameOf(parts[2]!, url.pathname);
+    const raw = url.searchParams.get("limit") ?? "100";
+    const limit = Number(raw);
+    if (!/^\d+$/.test(raw) || limit < 1 || limit > MAX_LOG_LINES) {
+      throw new ApiError(
+        400,
+        "invalid_limit",
+        `limit must be a whole number from 1 to ${MAX_LOG_LINES}, not ${raw}`,
+      );
+    }
+    const logs = deps.functionLogs;
+    if (!deps.registry.get(name) && !logs?.has(name)) {
+      throw new ApiError(404, "function_not_found", `no function named ${name}`);
+    }
+    sendJson(res, 200, { function: name, lines: logs?.read(name, limit) ?? [] });
+    return;
+  }
   if (parts[0] === "v1" && parts[1] === "functions" && parts.length === 3) {
     let name: string;
     try {
@@ -160,6 +201,7 @@ async function route(deps: ControlPlaneDeps, req: IncomingMessage, res: ServerRe
         try {
           const removed = await deps.registry.remove(name);
           deps.pool.retireFunction(name);
+          deps.functionLogs?.forget(name);
           deps.log.info({ fn: name }, "function deleted");
           sendJson(res, 200, { deleted: removed.name });
         } catch (err) {

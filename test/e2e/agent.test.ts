@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { main } from "../../host-agent/cli/cli.ts";
 import { packFunction } from "../../host-agent/cli/pack.ts";
 import { HELLO_CALL, startTestAgent, type TestAgent } from "../helpers/agent.ts";
 import { requireJailHost } from "../helpers/host.ts";
@@ -72,6 +73,66 @@ describe("agent end to end (process sandbox)", function () {
     assert.ok(line, "the console line carries the request id");
     assert.equal(line.fn, "hello-world");
     assert.equal(line.msg, "Hello world - request received!");
+  });
+
+  // protection: FunctionLogs keeps each function's last console lines for GET /v1/functions/<name>/logs
+  // and faas logs; the limit is checked and a function that never existed is 404
+  it("shows a function's last console lines with their request ids (GET /v1/functions/<name>/logs, faas logs)", async () => {
+    const rids: string[] = [];
+    for (let i = 0; i < 3; i++)
+      rids.push(String((await agent.call("hello-world", HELLO_CALL)).headers["x-faas-request-id"]));
+    await waitFor("the last console line", () =>
+      agent.logs.some((l) => l.rid === rids[2] && l.user === true),
+    );
+    const res = await agent.admin("GET", "/v1/functions/hello-world/logs?limit=2");
+    assert.equal(res.status, 200, JSON.stringify(res.json));
+    const lines = res.json.lines as Array<{
+      rid: string;
+      level: string;
+      msg: string;
+      instance: string;
+      time: string;
+    }>;
+    assert.deepEqual(
+      lines.map((l) => [l.rid, l.level, l.msg]),
+      [
+        [rids[1], "info", "Hello world - request received!"],
+        [rids[2], "info", "Hello world - request received!"],
+      ],
+    );
+    assert.ok(lines.every((l) => l.instance && !Number.isNaN(Date.parse(l.time))));
+    for (const bad of ["0", "501", "ten", "1.5"]) {
+      const r = await agent.admin("GET", `/v1/functions/hello-world/logs?limit=${bad}`);
+      assert.equal(r.status, 400, bad);
+      assert.match(
+        (r.json.error as { message: string }).message,
+        /limit must be a whole number from 1 to 500/,
+      );
+    }
+    assert.equal((await agent.admin("GET", "/v1/functions/never-deployed/logs")).status, 404);
+
+    const printed: string[] = [];
+    const log = console.log;
+    const saved = { ...process.env };
+    Object.assign(process.env, {
+      FAAS_ADMIN_URL: agent.adminUrl,
+      FAAS_URL: agent.dataUrl,
+      FAAS_ADMIN_TOKEN: agent.adminToken,
+    });
+    console.log = (...args: unknown[]) => {
+      printed.push(args.join(" "));
+    };
+    try {
+      assert.equal(await main(["logs", "hello-world", "--limit", "1"]), 0);
+    } finally {
+      console.log = log;
+      for (const k of ["FAAS_ADMIN_URL", "FAAS_URL", "FAAS_ADMIN_TOKEN"]) {
+        if (saved[k] === undefined) delete process.env[k];
+        else process.env[k] = saved[k];
+      }
+    }
+    assert.equal(printed.length, 1);
+    assert.match(printed[0]!, new RegExp(`^\\S+Z info  ${rids[2]}  Hello world - request received!$`));
   });
 
   it("runs Lambda-style handlers with an API Gateway v2 event", async () => {

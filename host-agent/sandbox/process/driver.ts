@@ -48,6 +48,16 @@ export interface ProcessDriverOptions {
   readonly startTimeoutMs?: number;
   /** Bytes of raw (uncaptured) output one instance may write before the rest is dropped. */
   readonly rawOutputBudget?: number;
+  /** Each console line of a user's function, after it is logged (the agent keeps the last ones). */
+  readonly onUserLine?: (line: UserConsoleLine) => void;
+}
+
+export interface UserConsoleLine {
+  readonly fn: string;
+  readonly rid: string | null;
+  readonly level: "debug" | "info" | "warn" | "error";
+  readonly msg: string;
+  readonly instance: string;
 }
 
 const STDERR_TAIL = 2048;
@@ -349,7 +359,17 @@ class ProcessInstance implements SandboxInstance {
     }
     if (parsed.type === "fatal") this.lastFatal = parsed.msg;
     const level = GUEST_LOG_LEVELS.has(parsed.level) ? parsed.level : "info";
-    log[level]({ fn: this.functionName ?? parsed.fn, rid: parsed.rid, user: true }, parsed.msg);
+    const fn = this.functionName ?? parsed.fn;
+    log[level]({ fn, rid: parsed.rid, user: true }, parsed.msg);
+    if (fn && this.opts.onUserLine) {
+      this.opts.onUserLine({
+        fn,
+        rid: typeof parsed.rid === "string" ? parsed.rid : null,
+        level,
+        msg: parsed.msg,
+        instance: this.id,
+      });
+    }
   }
 
   ready(timeoutMs: number): Promise<void> {
