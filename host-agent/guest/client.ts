@@ -12,7 +12,10 @@ import {
   type LoadRequest,
   type LoadResponse,
 } from "../../guest-images/runtime/protocol.ts";
-import type { GuestEndpoint, SandboxExit } from "../sandbox/driver.ts";
+import { exitSoon, type GuestEndpoint, type SandboxExit } from "../sandbox/driver.ts";
+import { type ConsoleLine, checkConsoleLine } from "./console-line.ts";
+
+export type { ConsoleLine } from "./console-line.ts";
 
 export class GuestError extends Error {
   override readonly name = "GuestError";
@@ -59,15 +62,6 @@ export interface GuestClientOptions {
   readonly consoleChannel?: boolean;
 }
 
-/** One console line as the host logs it: checked, attributed, never taken on the guest's word. */
-export interface ConsoleLine {
-  readonly fn: string | null;
-  readonly rid: string | null;
-  readonly level: "debug" | "info" | "warn" | "error";
-  readonly msg: string;
-}
-
-const CONSOLE_LEVELS = new Set(["debug", "info", "warn", "error"]);
 /** Longest console message passed on; the runtime's per-call budget is 64 KiB. */
 const MAX_CONSOLE_MSG = 64 * 1024;
 /**
@@ -129,12 +123,7 @@ export class GuestClient {
       if (timeout?.aborted && !signal?.aborted) {
         throw new GuestError(`the module did not finish loading within ${loadTimeoutMs} ms`, "load");
       }
-      const exit = exited
-        ? await Promise.race([
-            exited,
-            new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000).unref()),
-          ])
-        : undefined;
+      const exit = exited ? await exitSoon(exited) : undefined;
       if (exit?.cause === "exited") {
         throw new GuestError(`the instance stopped while loading the module: ${exit.reason}`, "load");
       }
@@ -155,7 +144,17 @@ export class GuestClient {
       body: body === undefined ? null : JSON.stringify(body),
       signal,
     });
-    const text = await readBounded(res.body, MAX_CONTROL_BODY, `the guest's answer to ${route}`);
+    const text = (
+      await readBounded(
+        res.body,
+        MAX_CONTROL_BODY,
+        () =>
+          new GuestError(
+            `the guest's answer to ${route} is larger than ${MAX_CONTROL_BODY} bytes`,
+            "protocol",
+          ),
+      )
+    ).toString("utf8");
     // The console route's own answer never starts another fetch: a guest cannot make the host loop.
     if (route !== "console") this.noteConsole(res.headers);
     if (res.statusCode === 204) return undefined;
@@ -196,22 +195,19 @@ export class GuestClient {
         `the response is ${declared} bytes; the limit is ${call.maxResponseBytes}`,
       );
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of res.body) {
-      size += (chunk as Buffer).length;
-      if (size > call.maxResponseBytes) {
-        res.body.destroy();
-        throw new ResponseTooLargeError(
-          `the response is larger than the limit of ${call.maxResponseBytes} bytes`,
-        );
-      }
-      chunks.push(chunk as Buffer);
+    const body = await readBounded(
+      res.body,
+      call.maxResponseBytes,
+      () =>
+        new ResponseTooLargeError(`the response is larger than the limit of ${call.maxResponseBytes} bytes`),
+    );
+    // undici gives each answer its own headers object: the host's header is taken out of it in place.
+    const headers = res.headers as Record<string, string | string[]>;
+    if (headers[CONSOLE_PENDING_HEADER] !== undefined) {
+      this.noteConsole(headers);
+      delete headers[CONSOLE_PENDING_HEADER];
     }
-    const headers = { ...(res.headers as Record<string, string | string[]>) };
-    this.noteConsole(headers);
-    delete headers[CONSOLE_PENDING_HEADER];
-    return { status: res.statusCode, headers, body: Buffer.concat(chunks) };
+    return { status: res.statusCode, headers, body };
   }
 
   /** Fetches waiting console lines in the background when an answer says there are some. */
@@ -259,20 +255,20 @@ export class GuestClient {
     let passed = 0;
     let bytes = 0;
     let refused = 0;
-    for (const line of lines) {
-      if (typeof line?.msg !== "string") continue;
+    for (const raw of lines) {
+      const line = checkConsoleLine(raw, fn);
+      if (!line) continue;
       if (passed >= MAX_CONSOLE_LINES_PER_FETCH || bytes >= MAX_CONSOLE_BYTES_PER_FETCH) {
         refused++;
         continue;
       }
       passed++;
       bytes += Math.min(line.msg.length, MAX_CONSOLE_MSG);
-      emit({
-        fn: fn ?? (typeof line.fn === "string" ? line.fn : null),
-        rid: typeof line.rid === "string" ? line.rid : null,
-        level: CONSOLE_LEVELS.has(line.level) ? line.level : "info",
-        msg: line.msg.length > MAX_CONSOLE_MSG ? `${line.msg.slice(0, MAX_CONSOLE_MSG)} [cut]` : line.msg,
-      });
+      emit(
+        line.msg.length > MAX_CONSOLE_MSG
+          ? { ...line, msg: `${line.msg.slice(0, MAX_CONSOLE_MSG)} [cut]` }
+          : line,
+      );
     }
     const dropped = (typeof got?.dropped === "number" && got.dropped > 0 ? got.dropped : 0) + refused;
     if (dropped > 0) {
@@ -294,17 +290,17 @@ export class GuestClient {
 async function readBounded(
   body: Dispatcher.ResponseData["body"],
   limit: number,
-  what: string,
-): Promise<string> {
+  tooLarge: () => Error,
+): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of body) {
     size += (chunk as Buffer).length;
     if (size > limit) {
       body.destroy();
-      throw new GuestError(`${what} is larger than ${limit} bytes`, "protocol");
+      throw tooLarge();
     }
     chunks.push(chunk as Buffer);
   }
-  return Buffer.concat(chunks).toString("utf8");
+  return Buffer.concat(chunks);
 }

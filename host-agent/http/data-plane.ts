@@ -14,7 +14,7 @@ import type { AgentMetrics } from "../metrics.ts";
 import type { InstanceSource } from "../pool/instance-source.ts";
 import { FunctionLoadError, type Lease, PoolBusyError } from "../pool/pool.ts";
 import type { Registry } from "../registry/registry.ts";
-import { SandboxStartError } from "../sandbox/driver.ts";
+import { exitSoon, SandboxStartError } from "../sandbox/driver.ts";
 import {
   applyRequestTimeouts,
   checkingInterval,
@@ -39,9 +39,6 @@ export interface DataPlaneDeps {
   /** Calls in flight and whether the host is draining (then /healthz answers 503). */
   readonly serving: ServingState;
 }
-
-/** How long a crashed call waits for its instance's exit reason before answering with the socket error. */
-const EXIT_REASON_WAIT_MS = 3000;
 
 type Outcome = "ok" | "user_error" | "timeout" | "crashed" | "rejected" | "not_found" | "bad_request";
 
@@ -135,12 +132,7 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
         throw new ApiError(502, "response_too_large", err.message);
       }
       outcome = "crashed";
-      // The exit's reason (exit code, memory limit) says more than the socket error; it comes once the
-      // instance is cleaned up, which a busy host can take a while to do.
-      const exit = await Promise.race([
-        lease.instance.sandbox.exited,
-        new Promise<undefined>((r) => setTimeout(() => r(undefined), EXIT_REASON_WAIT_MS).unref()),
-      ]);
+      const exit = await exitSoon(lease.instance.sandbox.exited);
       throw new ApiError(
         502,
         "function_crashed",

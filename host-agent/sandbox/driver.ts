@@ -59,6 +59,21 @@ export interface SandboxExit {
   readonly reason: string;
 }
 
+/**
+ * How long a caller whose instance failed under it waits for the exit's reason (exit code, memory limit),
+ * which says more than the socket error; it comes once the instance is cleaned up, which a busy host can
+ * take a while to do.
+ */
+export const EXIT_REASON_WAIT_MS = 3000;
+
+/** The instance's exit if it comes within EXIT_REASON_WAIT_MS, else undefined. */
+export function exitSoon(exited: Promise<SandboxExit>): Promise<SandboxExit | undefined> {
+  return Promise.race([
+    exited,
+    new Promise<undefined>((r) => setTimeout(() => r(undefined), EXIT_REASON_WAIT_MS).unref()),
+  ]);
+}
+
 export interface SandboxInstance {
   readonly id: string;
   readonly base: BaseImage;

@@ -11,6 +11,7 @@ import path from "node:path";
 import { execa, type ResultPromise } from "execa";
 import type { GuestLogLine } from "../../../guest-images/runtime/protocol.ts";
 import { GuestClient } from "../../guest/client.ts";
+import { checkConsoleLine } from "../../guest/console-line.ts";
 import type { Logger } from "../../log.ts";
 import { forceRemove } from "../../registry/bundle.ts";
 import { onBoundedLines } from "../bounded-lines.ts";
@@ -63,7 +64,6 @@ export interface UserConsoleLine {
 const STDERR_TAIL = 2048;
 /** Longest guest output line kept: a call's console budget (64 KiB) even when JSON escaping inflates it. */
 const MAX_LINE_BYTES = 512 * 1024;
-const GUEST_LOG_LEVELS = new Set(["debug", "info", "warn", "error"]);
 
 export class ProcessDriver implements SandboxDriver {
   readonly kind = "process" as const;
@@ -187,6 +187,12 @@ export class ProcessDriver implements SandboxDriver {
     const runDir = path.join(dir, "run");
     let uid: number | null = null;
     let cgroup: InstanceCgroup | undefined;
+    /** Gives back what the jail's preparation took, for a start that does not go on to spawn. */
+    const unprepare = async () => {
+      if (uid !== null) this.usedUids.delete(uid);
+      await cgroup?.remove().catch(() => undefined);
+      await forceRemove(dir);
+    };
     try {
       uid = this.allocateUid();
       await mkdir(codeDir, { recursive: true });
@@ -194,9 +200,7 @@ export class ProcessDriver implements SandboxDriver {
       if (uid !== null) await chown(runDir, uid, uid);
       cgroup = await createInstanceCgroup(this.cgroups, this.cgroupScope, spec.id, spec.limits);
     } catch (err) {
-      if (uid !== null) this.usedUids.delete(uid);
-      await cgroup?.remove().catch(() => undefined);
-      await forceRemove(dir);
+      await unprepare();
       throw new SandboxStartError(`could not prepare the jail: ${(err as Error).message}`, spec.id, {
         cause: err,
       });
@@ -204,9 +208,7 @@ export class ProcessDriver implements SandboxDriver {
     // Checked after the awaits above and before the spawn below, with nothing awaited in between: a start
     // either sees the close, or its instance is in `live` when close() sweeps it.
     if (this.closing) {
-      if (uid !== null) this.usedUids.delete(uid);
-      await cgroup.remove().catch(() => undefined);
-      await forceRemove(dir);
+      await unprepare();
       throw new SandboxStartError("the process sandbox is shutting down", spec.id);
     }
     const command = jailCommand({
@@ -353,23 +355,15 @@ class ProcessInstance implements SandboxInstance {
       return;
     }
     // The guest writes these lines, so they are untrusted: one not in the protocol's shape is raw output.
-    if (typeof parsed.msg !== "string") {
+    const checked = checkConsoleLine(parsed, this.functionName);
+    if (!checked) {
       this.raw(log, "stdout", line);
       return;
     }
-    if (parsed.type === "fatal") this.lastFatal = parsed.msg;
-    const level = GUEST_LOG_LEVELS.has(parsed.level) ? parsed.level : "info";
-    const fn = this.functionName ?? parsed.fn;
-    log[level]({ fn, rid: parsed.rid, user: true }, parsed.msg);
-    if (fn && this.opts.onUserLine) {
-      this.opts.onUserLine({
-        fn,
-        rid: typeof parsed.rid === "string" ? parsed.rid : null,
-        level,
-        msg: parsed.msg,
-        instance: this.id,
-      });
-    }
+    if (parsed.type === "fatal") this.lastFatal = checked.msg;
+    const { fn, rid, level, msg } = checked;
+    log[level]({ fn, rid, user: true }, msg);
+    if (fn && this.opts.onUserLine) this.opts.onUserLine({ fn, rid, level, msg, instance: this.id });
   }
 
   ready(timeoutMs: number): Promise<void> {
