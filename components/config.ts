@@ -4,6 +4,7 @@
  * as Pulumi stores it), so tests feed it stack files or in-memory maps without Pulumi.
  */
 import { z } from "zod";
+import { BASE_VERSION_LABEL } from "../host-agent/release/host-manifest.ts";
 import { checkKvmInstanceType } from "./instance-types.ts";
 
 export const CONFIG_NAMESPACE = "snapfaas";
@@ -103,11 +104,11 @@ const versionsSchema = z.strictObject({
   /** Version label of the host agent; the release manifest carries it beside the bundle hash. */
   agent: z.string().regex(/^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$/, "must be a semantic version like 0.1.0"),
   /** Base image version to run when the stack does not bake one (bake.enabled false). */
-  // A host keeps the base in a folder named after it, so the agent's rule (host-manifest.ts) applies.
+  // A host keeps the base in a folder named after it, so the agent's rule applies.
   baseImage: z
     .string()
     .regex(
-      /^[A-Za-z0-9][A-Za-z0-9._-]*$/,
+      BASE_VERSION_LABEL,
       "must be a version label: letters, digits, . _ -, starting with a letter or digit",
     )
     .optional(),

@@ -4,6 +4,8 @@
  * the group's instance refresh rolls the hosts.
  */
 
+import { DEFAULT_BASES_DIR } from "../host-agent/config.ts";
+
 export interface HostUserDataInput {
   readonly region: string;
   /** Firecracker release number without "v", e.g. "1.16.1". */
@@ -54,8 +56,8 @@ export function firecrackerReleaseUrls(version: string): { tarball: string; chec
   };
 }
 
-/** Where the boot script puts base images, one folder per version (the agent's FAAS_BASES_DIR). */
-export const BASES_DIR = "/var/lib/snapfaas/bases";
+/** Where the boot script puts base images, one folder per version: where the agent looks by default. */
+export const BASES_DIR = DEFAULT_BASES_DIR;
 
 /**
  * The Firecracker driver's config file (host-agent/sandbox/firecracker/config.ts) for this host: the

@@ -6,9 +6,9 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { main } from "../../host-agent/cli/cli.ts";
 import { packFunction } from "../../host-agent/cli/pack.ts";
 import { HELLO_CALL, startTestAgent, type TestAgent } from "../helpers/agent.ts";
+import { runCli } from "../helpers/cli.ts";
 import { requireJailHost } from "../helpers/host.ts";
 import { HELLO_MODULE, helloBundle, tarGz } from "../helpers/tar-builder.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -111,26 +111,8 @@ describe("agent end to end (process sandbox)", function () {
     }
     assert.equal((await agent.admin("GET", "/v1/functions/never-deployed/logs")).status, 404);
 
-    const printed: string[] = [];
-    const log = console.log;
-    const saved = { ...process.env };
-    Object.assign(process.env, {
-      FAAS_ADMIN_URL: agent.adminUrl,
-      FAAS_URL: agent.dataUrl,
-      FAAS_ADMIN_TOKEN: agent.adminToken,
-    });
-    console.log = (...args: unknown[]) => {
-      printed.push(args.join(" "));
-    };
-    try {
-      assert.equal(await main(["logs", "hello-world", "--limit", "1"]), 0);
-    } finally {
-      console.log = log;
-      for (const k of ["FAAS_ADMIN_URL", "FAAS_URL", "FAAS_ADMIN_TOKEN"]) {
-        if (saved[k] === undefined) delete process.env[k];
-        else process.env[k] = saved[k];
-      }
-    }
+    const { code, printed } = await runCli(agent, ["logs", "hello-world", "--limit", "1"]);
+    assert.equal(code, 0);
     assert.equal(printed.length, 1);
     assert.match(printed[0]!, new RegExp(`^\\S+Z info  ${rids[2]}  Hello world - request received!$`));
   });

@@ -6,14 +6,11 @@ import { execa } from "execa";
 import { buildJailerArgs, jailPaths } from "../../host-agent/sandbox/firecracker/jailer-args.ts";
 import { isAlive, jailerSpawner, watchPid } from "../../host-agent/sandbox/firecracker/jailer-spawner.ts";
 import type { VmmProcess } from "../../host-agent/sandbox/firecracker/vmm-process.ts";
+import { waitFor } from "../helpers/wait.ts";
 import { makeTempDir, removeDir } from "./helpers.ts";
 
-/**
- * TEST DOUBLE for the jailer: finds the jail from its own arguments, starts a long `sleep` standing in
- * for Firecracker, writes its pid where the jailer writes Firecracker's, and returns (as --daemonize does).
- */
-const FAKE_JAILER = `#!/bin/sh
-while [ $# -gt 0 ]; do
+/** What both jailer doubles do first, as the jailer does: find the jail from the arguments, and make it. */
+const MAKE_JAIL_FROM_ARGS = `while [ $# -gt 0 ]; do
   case "$1" in
     --id) id=$2; shift;;
     --chroot-base-dir) base=$2; shift;;
@@ -24,7 +21,14 @@ while [ $# -gt 0 ]; do
 done
 root="$base/$exe/$id/root"
 mkdir -p "$root"
-sleep 60 </dev/null >/dev/null 2>&1 &
+`;
+
+/**
+ * TEST DOUBLE for the jailer: finds the jail from its own arguments, starts a long `sleep` standing in
+ * for Firecracker, writes its pid where the jailer writes Firecracker's, and returns (as --daemonize does).
+ */
+const FAKE_JAILER = `#!/bin/sh
+${MAKE_JAIL_FROM_ARGS}sleep 60 </dev/null >/dev/null 2>&1 &
 echo $! > "$root/$exe.pid"
 `;
 
@@ -33,18 +37,7 @@ echo $! > "$root/$exe.pid"
  * stand-in floods stdout (the guest's serial console) and stderr, then says it got through.
  */
 const FOREGROUND_JAILER = `#!/bin/sh
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --id) id=$2; shift;;
-    --chroot-base-dir) base=$2; shift;;
-    --exec-file) exe=$(basename "$2"); shift;;
-    --) break;;
-  esac
-  shift
-done
-root="$base/$exe/$id/root"
-mkdir -p "$root"
-echo $$ > "$root/$exe.pid"
+${MAKE_JAIL_FROM_ARGS}echo $$ > "$root/$exe.pid"
 exec sh -c 'head -c 134217728 /dev/zero; head -c 200000 /dev/zero | tr "\\0" e >&2; echo >&2; echo "last words" >&2; echo through > "$1/progress"; [ -f "$1/exit" ] && exit 3; exec sleep 60' stand-in "$root"
 `;
 
@@ -118,7 +111,7 @@ describe("jailer spawner (with a stand-in jailer script)", () => {
     const vmm = await spawn(first);
     started.push(vmm);
     const progress = join(first.jailRoot, "progress");
-    for (let i = 0; i < 500 && !existsSync(progress); i++) await new Promise((r) => setTimeout(r, 10));
+    await waitFor("the stand-in's progress file", () => existsSync(progress), 5000);
     assert.ok(
       existsSync(progress),
       "the stand-in wrote 128 MiB to stdout and 200 KB to stderr, and was not stopped",

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import { type ConsoleLine, GuestClient, GuestError } from "../../host-agent/guest/client.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 describe("guest client against a hostile guest", () => {
   let server: Server;
@@ -72,7 +73,7 @@ describe("guest client against a hostile guest", () => {
     await client.load({ functionName: "mine", entry: "index.js" });
     const answer = await call(client);
     assert.equal(answer.headers["x-faas-console"], undefined);
-    for (let i = 0; i < 200 && seen.length < 2001; i++) await new Promise((r) => setTimeout(r, 5));
+    await waitFor("the fetched lines", () => seen.length >= 2001, 1000);
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(consoleFetches, 1, "one fetch for one answer");
     assert.equal(seen.length, 2001);

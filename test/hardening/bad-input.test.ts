@@ -11,6 +11,7 @@ import { HELLO_CALL, startTestAgent, type TestAgent } from "../helpers/agent.ts"
 import { requireJailHost } from "../helpers/host.ts";
 import { rawZip } from "../helpers/raw-zip.ts";
 import { HELLO_MODULE, helloBundle, type TarEntry, tarGz } from "../helpers/tar-builder.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const ENV = {
   FAAS_CALL_TIMEOUT_MS: "3000",
@@ -491,8 +492,7 @@ describe("hardening: bad input", function () {
       const callers = [caller(), caller(), caller()];
       for (const m of ["v1", "v2", "v3"]) assert.equal((await deploy(m)).status, 200);
       // Calls queued for retired code wait for a fresh instance: give the callers time to reach v3.
-      for (const until = Date.now() + 10_000; !seen.has("v3") && Date.now() < until; )
-        await new Promise((r) => setTimeout(r, 20));
+      await waitFor("a caller to reach v3", () => seen.has("v3"));
       stop = true;
       await Promise.all(callers);
       assert.deepEqual(failures, [], "no call failed during the redeploys");

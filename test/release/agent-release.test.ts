@@ -7,7 +7,6 @@ import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { ProcessBase } from "../../guest-images/process/bake.ts";
-import { main } from "../../host-agent/cli/cli.ts";
 import type { RolloutStatus } from "../../host-agent/release/rollout.ts";
 import {
   startTestAgent,
@@ -16,6 +15,7 @@ import {
   testBaseVariant,
   untilNoStarts,
 } from "../helpers/agent.ts";
+import { runCli } from "../helpers/cli.ts";
 import { requireJailHost } from "../helpers/host.ts";
 import { helloBundle } from "../helpers/tar-builder.ts";
 
@@ -100,35 +100,17 @@ describe("agent release file and release records (process sandbox)", function ()
 
   it("faas release and faas rollback drive the same roll from the command line", async () => {
     assert.ok(agent, "the agent of the previous test");
-    const saved = { ...process.env };
-    const printed: string[] = [];
-    const log = console.log;
-    Object.assign(process.env, {
-      FAAS_ADMIN_URL: agent.adminUrl,
-      FAAS_URL: agent.dataUrl,
-      FAAS_ADMIN_TOKEN: agent.adminToken,
-    });
-    console.log = (...args: unknown[]) => {
-      printed.push(args.join(" "));
-    };
-    try {
-      assert.equal(await main(["release", v3.dir, "--canary", "100"]), 0);
-      assert.match(
-        printed.join("\n"),
-        new RegExp(`state: completed\ncurrent: base ${v3.version} \\(runtime .*-v3\\)`),
-      );
-      printed.length = 0;
-      assert.equal(await main(["release"]), 0);
-      assert.match(printed.join("\n"), new RegExp(`previous: base ${v1.version}`));
-      printed.length = 0;
-      assert.equal(await main(["rollback"]), 0);
-      assert.match(printed.join("\n"), new RegExp(`state: rolled-back\ncurrent: base ${v1.version}`));
-    } finally {
-      console.log = log;
-      for (const k of ["FAAS_ADMIN_URL", "FAAS_URL", "FAAS_ADMIN_TOKEN"]) {
-        if (saved[k] === undefined) delete process.env[k];
-        else process.env[k] = saved[k];
-      }
-    }
+    const release = await runCli(agent, ["release", v3.dir, "--canary", "100"]);
+    assert.equal(release.code, 0);
+    assert.match(
+      release.printed.join("\n"),
+      new RegExp(`state: completed\ncurrent: base ${v3.version} \\(runtime .*-v3\\)`),
+    );
+    const status = await runCli(agent, ["release"]);
+    assert.equal(status.code, 0);
+    assert.match(status.printed.join("\n"), new RegExp(`previous: base ${v1.version}`));
+    const rollback = await runCli(agent, ["rollback"]);
+    assert.equal(rollback.code, 0);
+    assert.match(rollback.printed.join("\n"), new RegExp(`state: rolled-back\ncurrent: base ${v1.version}`));
   });
 });

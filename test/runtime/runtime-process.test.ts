@@ -7,6 +7,7 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { buildRuntime } from "../../guest-images/runtime/build.ts";
 import { type ConsoleLine, GuestClient, GuestError } from "../../host-agent/guest/client.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 /** A TCP port nothing listens on right now. */
 async function freePort(): Promise<number> {
@@ -192,7 +193,7 @@ exports.C = class C {
     const res = await call(g, "chatty", { jsonrpc: "2.0", method: "C.talk", params: [7], id: 1 }, "rid-7");
     assert.equal(JSON.parse(res.body.toString()).result, 7);
     assert.equal(res.headers["x-faas-console"], undefined, "the host's header does not reach the caller");
-    for (let i = 0; i < 200 && seen.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+    await waitFor("three console lines", () => seen.length >= 3, 2000);
     assert.deepEqual(seen, [
       { fn: "chatty", rid: "load", level: "info", msg: "loading" },
       { fn: "chatty", rid: "rid-7", level: "warn", msg: "warned 7" },
