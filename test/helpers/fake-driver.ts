@@ -23,6 +23,8 @@ export class FakeInstance implements SandboxInstance {
   constructor(
     readonly id: string,
     readonly base: InstanceSpec["base"],
+    /** Where the driver notes what happened to its instances, in order. */
+    private readonly events: string[] = [],
   ) {
     this.exited = new Promise((r) => {
       this.resolveExit = r;
@@ -36,6 +38,7 @@ export class FakeInstance implements SandboxInstance {
   async destroy(reason: string): Promise<void> {
     if (this.destroyedWith === undefined) {
       this.destroyedWith = reason;
+      this.events.push(`destroy ${this.id}`);
       this.resolveExit({ cause: "destroyed", code: null, signal: "SIGKILL", reason });
     }
     await this.exited;
@@ -57,6 +60,8 @@ export class FakeDriver implements SandboxDriver {
   readonly failingBases = new Set<string>();
   /** Function names whose load fails. */
   readonly brokenFunctions = new Set<string>();
+  /** Console flushes and destroys, in the order the pool asked for them. */
+  readonly events: string[] = [];
 
   async preflight(): Promise<PreflightProblem[]> {
     return [];
@@ -68,7 +73,7 @@ export class FakeDriver implements SandboxDriver {
     if (this.gate) await this.gate;
     if (this.failStarts) throw new Error("fake start failure");
     if (this.failingBases.has(spec.base.version)) throw new Error(`base ${spec.base.version} does not start`);
-    const i = new FakeInstance(spec.id, spec.base);
+    const i = new FakeInstance(spec.id, spec.base, this.events);
     this.started.push(i);
     return i;
   }
@@ -101,7 +106,9 @@ export class FakeDriver implements SandboxDriver {
         };
       },
       async close() {},
-      async flushConsole() {},
+      async flushConsole() {
+        driver.events.push(`flush ${sandbox.id}`);
+      },
       sandboxId: sandbox.id,
     });
     return client;

@@ -115,6 +115,16 @@ describe("warm pool", () => {
     assert.equal(pool.snapshot().total, 0, "scaled to zero");
   });
 
+  // protection: Pool.stop asks the instance's client for its waiting console lines before destroying it
+  it("fetches a stopping instance's waiting console lines before it destroys it", async () => {
+    const { pool, clock, driver } = makePool({ genericMin: 0, genericMax: 0, idleTtlMs: 60_000 });
+    const lease = await pool.acquire(code("a"), clock.now() + 1000);
+    pool.release(lease, true);
+    clock.advance(60_000);
+    await settle();
+    assert.deepEqual(driver.events, [`flush ${lease.instance.id}`, `destroy ${lease.instance.id}`]);
+  });
+
   it("queues a call when every instance is busy and serves it when one is released", async () => {
     const { pool, clock } = makePool({ genericMin: 0, genericMax: 0, maxInstances: 1 });
     const busy = await pool.acquire(code("a"), clock.now() + 5000);

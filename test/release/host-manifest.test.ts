@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
+import { main } from "../../host-agent/cli/cli.ts";
 import { loadAgentConfig } from "../../host-agent/config.ts";
 import {
   agentEnvFromManifest,
@@ -97,6 +98,34 @@ describe("the host's release manifest (FAAS_RELEASE_MANIFEST)", () => {
     const plain = await loadAgentSettings({});
     assert.deepEqual(plain.overrides, {});
     assert.equal(plain.config.baseDir, undefined);
+  });
+
+  it("stops faas start too (exit 2) when the manifest cannot be used", async () => {
+    const garbled = path.join(dir, "garbled-for-start.json");
+    await writeFile(garbled, "{not json");
+    const keys = ["FAAS_RELEASE_MANIFEST", "FAAS_STATE_DIR", "PORT", "ADMIN_PORT"] as const;
+    const saved = Object.fromEntries(keys.map((k) => [k, process.env[k]]));
+    const errors: string[] = [];
+    const error = console.error;
+    Object.assign(process.env, {
+      FAAS_RELEASE_MANIFEST: garbled,
+      FAAS_STATE_DIR: path.join(dir, "start-state"),
+      PORT: "0",
+      ADMIN_PORT: "0",
+    });
+    console.error = (...args: unknown[]) => {
+      errors.push(args.join(" "));
+    };
+    try {
+      assert.equal(await main(["start"]), 2);
+    } finally {
+      console.error = error;
+      for (const k of keys) {
+        if (saved[k] === undefined) delete process.env[k];
+        else process.env[k] = saved[k];
+      }
+    }
+    assert.match(errors.join("\n"), /the release manifest .*garbled-for-start\.json is not JSON/);
   });
 
   const startWith = (manifestFile: string) =>

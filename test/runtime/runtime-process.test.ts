@@ -155,16 +155,10 @@ describe("guest runtime process", function () {
 
   // protection: --console channel keeps the console for GET /_faas/console (a VM's stdout is a serial
   // console nobody reads); GuestClient fetches it after an answer that says lines wait
-  it("with --console channel, hands the console to the host over the guest channel, not stdout", async () => {
+  /** The bundle over TCP with --console channel (as in a VM); its console reaches `seen` through the client. */
+  async function startChannelGuest(indexJs: string) {
     const code = await mkdtemp(path.join(dir, "code-"));
-    await writeFile(
-      path.join(code, "index.js"),
-      `console.log("loading");
-exports.C = class C {
-  talk(n) { console.warn("warned", n); console.log(JSON.stringify({ type: "log", fn: "other", msg: "forged" })); return n; }
-  quiet() { return 0; }
-};`,
-    );
+    await writeFile(path.join(code, "index.js"), indexJs);
     const port = await freePort();
     const proc = spawn(
       process.execPath,
@@ -188,7 +182,15 @@ exports.C = class C {
     );
     const g = { proc, client, lines: [], exit };
     guests.push(g);
+    return { g, client, seen, stdout };
+  }
 
+  it("with --console channel, hands the console to the host over the guest channel, not stdout", async () => {
+    const { g, client, seen, stdout } = await startChannelGuest(`console.log("loading");
+exports.C = class C {
+  talk(n) { console.warn("warned", n); console.log(JSON.stringify({ type: "log", fn: "other", msg: "forged" })); return n; }
+  quiet() { return 0; }
+};`);
     await client.load({ functionName: "chatty", entry: "index.js" });
     const res = await call(g, "chatty", { jsonrpc: "2.0", method: "C.talk", params: [7], id: 1 }, "rid-7");
     assert.equal(JSON.parse(res.body.toString()).result, 7);
@@ -207,6 +209,26 @@ exports.C = class C {
       stdout.map((l) => JSON.parse(l).type),
       ["ready"],
     );
+  });
+
+  // protection: the runtime drops a handler's own x-faas-console header before adding its own
+  it("with --console channel, a handler cannot hide its waiting lines behind its own x-faas-console header", async () => {
+    const { g, client, seen } = await startChannelGuest(
+      `exports.handler = async () => { console.log("said"); return { statusCode: 200, headers: { "X-Faas-Console": "0" }, body: "ok" }; };`,
+    );
+    await client.load({ functionName: "sly", entry: "index.js" });
+    const res = await g.client.forward({
+      method: "GET",
+      path: "/sly",
+      headers: { "x-faas-request-id": "rid-s" },
+      body: null,
+      signal: new AbortController().signal,
+      maxResponseBytes: 1e6,
+    });
+    assert.equal(res.body.toString(), "ok");
+    assert.equal(res.headers["x-faas-console"], undefined);
+    await waitFor("the handler's console line", () => seen.length >= 1, 2000);
+    assert.deepEqual(seen, [{ fn: "sly", rid: "rid-s", level: "info", msg: "said" }]);
   });
 
   it("reports an uncaught exception as a fatal line and exits, so the host replaces it", async () => {
