@@ -11,6 +11,7 @@ import { bootVm, createSnapshot, pauseVm } from "../../host-agent/sandbox/firecr
 import type { SpawnVmm } from "../../host-agent/sandbox/firecracker/vmm-process.ts";
 import { FakeFirecracker } from "./fake-firecracker.ts";
 import { isRoot, makeTempDir, removeDir, writeBakeInputs } from "./helpers.ts";
+import { skipWithoutSpec } from "./spec-schemas.ts";
 
 /**
  * Stand-in guest runtime as a process inside the slot's netns, on the guest IP (held on the netns
@@ -38,6 +39,7 @@ describe("FirecrackerDriver with real network slots (fake VMM, stand-in guest in
   const initLines: string[] = [];
 
   before(async function () {
+    skipWithoutSpec(this);
     if (!isRoot() || (await execa("nft", ["--version"], { reject: false })).exitCode !== 0) {
       console.log("    skipped: needs root, iproute2 and nftables");
       this.skip();

@@ -18,7 +18,7 @@ import type { SpawnVmm, VmmSpawnRequest } from "../../host-agent/sandbox/firecra
 import { FakeFirecracker } from "./fake-firecracker.ts";
 import { FakeGuest, type GuestInitCall } from "./fake-guest.ts";
 import { isRoot, makeTempDir, removeDir, writeBakeInputs } from "./helpers.ts";
-import { loadSpec } from "./spec-schemas.ts";
+import { loadSpec, skipWithoutSpec } from "./spec-schemas.ts";
 
 /** In-memory slots on loopback addresses: the real pool is tested in network-slots.test.ts. */
 class FakeSlots implements SlotProvider {
@@ -144,6 +144,7 @@ describe("FirecrackerDriver against the strict fake", function () {
   }
 
   before(async function () {
+    skipWithoutSpec(this);
     if (!isRoot()) {
       console.log("    skipped: the driver stages jails with chown, which needs root");
       this.skip();

@@ -22,7 +22,7 @@ import {
 import type { VmmProcess } from "../../host-agent/sandbox/firecracker/vmm-process.ts";
 import { FakeFirecracker, type FakeFirecrackerOptions } from "./fake-firecracker.ts";
 import { makeTempDir, removeDir, writeBakeInputs } from "./helpers.ts";
-import { loadSpec } from "./spec-schemas.ts";
+import { loadSpec, skipWithoutSpec } from "./spec-schemas.ts";
 
 const limiter = toRateLimiter({ bandwidth: { size: 1_000_000, refillTimeMs: 100 } });
 const plan: BootPlan = {
@@ -37,6 +37,9 @@ const plan: BootPlan = {
 };
 
 describe("firecracker lifecycle against the strict fake", () => {
+  before(function () {
+    skipWithoutSpec(this);
+  });
   let dir: string;
   const fakes: FakeFirecracker[] = [];
   const clients: FirecrackerApiClient[] = [];

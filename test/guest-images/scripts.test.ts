@@ -119,7 +119,9 @@ describe("popf stress check", () => {
     });
 
     it("boots Firecracker with a config the official API spec accepts, the stress check as the app", async function () {
-      const spec = path.resolve(REPO, "../shared/specs/firecracker-api.yaml");
+      const spec =
+        process.env["FIRECRACKER_API_SPEC"] ??
+        path.resolve(REPO, "../shared/specs/firecracker-api-v1.16.1.yaml");
       if (!existsSync(spec)) {
         console.log(`      skip: ${spec} not found`);
         this.skip();
