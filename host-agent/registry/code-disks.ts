@@ -7,9 +7,11 @@
  */
 import { mkdir, readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
-import { buildCodeDisk, type CodeDiskFormat } from "../../guest-images/code-disk/build.ts";
+import type { Manifest } from "../../guest-images/bake/manifest.ts";
+import { buildCodeDisk, type CodeDiskFormat, codeDiskFormatForGuest } from "../../guest-images/code-disk/build.ts";
 import { checkCodeDiskSize } from "../../guest-images/code-disk/size.ts";
 import { CodeDiskError } from "../../guest-images/code-disk/tree.ts";
+import { baseFiles } from "../sandbox/firecracker/base-layout.ts";
 import { BundleError } from "./bundle.ts";
 
 export interface CodeDisksOptions {
@@ -87,4 +89,31 @@ export class CodeDisks {
       }
     }
   }
+}
+
+/**
+ * The code disks a base needs: none for the process sandbox (it binds folders); for a microVM base, the
+ * format its guest mounts and the size of its placeholder disk, which every swapped-in disk must match.
+ */
+export function codeDisksForBase(
+  base: { readonly driver: string; readonly version: string; readonly manifest?: Manifest },
+  dir: string,
+): CodeDisks | undefined {
+  if (base.driver !== "firecracker") return undefined;
+  const manifest = base.manifest;
+  if (!manifest) {
+    throw new Error(`base ${base.version}: a microVM base needs its manifest (guest, placeholder disk) to build code disks`);
+  }
+  const placeholder = manifest.artifacts.find((a) => a.name === baseFiles.codePlaceholder.name);
+  if (!placeholder) {
+    throw new Error(`base ${base.version}: its manifest lists no ${baseFiles.codePlaceholder.name}`);
+  }
+  try {
+    checkCodeDiskSize(placeholder.bytes);
+  } catch {
+    throw new Error(
+      `base ${base.version}: its code placeholder is ${placeholder.bytes} bytes, not a whole MiB; re-bake it with this version (code disks are padded to one size class)`,
+    );
+  }
+  return new CodeDisks({ dir, format: codeDiskFormatForGuest(manifest.guest), sizeBytes: placeholder.bytes });
 }
