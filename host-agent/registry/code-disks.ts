@@ -8,7 +8,11 @@
 import { mkdir, readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Manifest } from "../../guest-images/bake/manifest.ts";
-import { buildCodeDisk, type CodeDiskFormat, codeDiskFormatForGuest } from "../../guest-images/code-disk/build.ts";
+import {
+  buildCodeDisk,
+  type CodeDiskFormat,
+  codeDiskFormatForGuest,
+} from "../../guest-images/code-disk/build.ts";
 import { checkCodeDiskSize } from "../../guest-images/code-disk/size.ts";
 import { CodeDiskError } from "../../guest-images/code-disk/tree.ts";
 import { baseFiles } from "../sandbox/firecracker/base-layout.ts";
@@ -102,7 +106,9 @@ export function codeDisksForBase(
   if (base.driver !== "firecracker") return undefined;
   const manifest = base.manifest;
   if (!manifest) {
-    throw new Error(`base ${base.version}: a microVM base needs its manifest (guest, placeholder disk) to build code disks`);
+    throw new Error(
+      `base ${base.version}: a microVM base needs its manifest (guest, placeholder disk) to build code disks`,
+    );
   }
   const placeholder = manifest.artifacts.find((a) => a.name === baseFiles.codePlaceholder.name);
   if (!placeholder) {
