@@ -30,7 +30,7 @@ export async function padCodeDisk(file: string, sizeBytes: number = CODE_DISK_SI
   const { size } = await stat(file);
   if (size > sizeBytes) {
     throw new CodeDiskError(
-      `code too large for a code disk: its image is ${formatMiB(size)}, the code disk size is ${formatMiB(sizeBytes)} (every code disk has the base's placeholder size); make the bundle smaller`,
+      `code too large for a code disk: its image is ${size} bytes (${formatMiB(size)}), over the code disk size of ${sizeBytes} bytes (${formatMiB(sizeBytes)}, the base's placeholder size); make the bundle smaller`,
     );
   }
   const fh = await open(file, "r+");
@@ -42,5 +42,5 @@ export async function padCodeDisk(file: string, sizeBytes: number = CODE_DISK_SI
 }
 
 function formatMiB(bytes: number): string {
-  return `${Math.round((bytes / MiB) * 10) / 10} MiB`;
+  return `${Math.round((bytes / MiB) * 100) / 100} MiB`;
 }
