@@ -96,6 +96,9 @@ export class Registry {
   private readonly seen = new Map<string, string>();
   private readonly locks = new Map<string, Promise<unknown>>();
   private refreshing: Promise<RegistryChanges> | undefined;
+  /** Counts this agent's own writes (commits, removes), and the count at each name's last one. */
+  private writeSeq = 0;
+  private readonly lastWrite = new Map<string, number>();
   private onChange: RegistryOptions["onChange"];
 
   constructor(
@@ -147,16 +150,23 @@ export class Registry {
 
   private async refreshOnce(): Promise<RegistryChanges> {
     const changes: RegistryChanges = { added: [], replaced: [], removed: [], skipped: [] };
+    const listedAt = this.writeSeq;
     const refs = await this.backend.listRecords();
+    // A name this agent wrote after the listing began: the listing may predate the write, so the
+    // next refresh judges it.
+    const writtenSince = (name: string) => (this.lastWrite.get(name) ?? 0) > listedAt;
     const listed = new Set<string>();
     for (const ref of refs) {
       listed.add(ref.name);
       if (this.seen.get(ref.name) === ref.etag) continue;
-      await this.withNameLock(ref.name, () => this.adopt(ref, changes));
+      await this.withNameLock(ref.name, async () => {
+        if (!writtenSince(ref.name)) await this.adopt(ref, changes);
+      });
     }
-    for (const name of [...this.seen.keys()]) {
+    for (const name of new Set([...this.seen.keys(), ...this.records.keys()])) {
       if (listed.has(name)) continue;
       await this.withNameLock(name, async () => {
+        if (writtenSince(name)) return;
         this.seen.delete(name);
         if (this.records.delete(name)) {
           changes.removed.push(name);
@@ -332,6 +342,7 @@ export class Registry {
   /** Stores a prepared deploy: bundle first, then the record (the commit point). */
   async commit(prepared: PreparedDeploy): Promise<FunctionRecord> {
     await this.backend.putBundle(prepared.record.codeHash, prepared.bytes);
+    this.lastWrite.set(prepared.record.name, ++this.writeSeq);
     await this.backend.putRecord(prepared.record);
     this.records.set(prepared.record.name, prepared.record);
     return prepared.record;
@@ -348,6 +359,7 @@ export class Registry {
     checkFunctionName(name);
     const record = this.records.get(name);
     if (!record) throw new RegistryError(404, `no function named ${name}`);
+    this.lastWrite.set(name, ++this.writeSeq);
     await this.backend.deleteRecord(name);
     this.records.delete(name);
     this.seen.delete(name);

@@ -4,12 +4,15 @@
  * and on a poll, and never listed; a 403 is an access error (logged, read again), not "not found".
  */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { DeleteObjectCommand, GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { bundleKey, type FunctionRecord, recordKey } from "../../contracts/registry-layout.ts";
+import type { Manifest } from "../../guest-images/bake/manifest.ts";
+import type { StoredRecordRef } from "../../host-agent/registry/backend.ts";
+import { codeDisksForBase } from "../../host-agent/registry/code-disks.ts";
 import { LocalRegistryBackend } from "../../host-agent/registry/local-backend.ts";
 import { RegistryPoller } from "../../host-agent/registry/poller.ts";
 import { Registry } from "../../host-agent/registry/registry.ts";
@@ -256,5 +259,64 @@ describe("registry refresh over a shared S3 store", () => {
       ["hello"],
     );
     assert.match(String(captured.find("registry record skipped")[0]?.["reason"]), /torn\.json is not JSON/);
+  });
+
+  it("puts adopted records on code disks for a microVM base, and skips one too large for the disk", async () => {
+    const MiB = 1024 * 1024;
+    const base = {
+      version: "v",
+      driver: "firecracker",
+      manifest: { guest: "osv", artifacts: [{ name: "code-empty.img", sha256: "0".repeat(64), bytes: MiB }] },
+    } as unknown as { version: string; driver: string; manifest: Manifest };
+    const small = helloBundle();
+    const big = helloBundle([{ name: "blob.bin", data: randomBytes(MiB + MiB / 2) }]);
+    await deploy(recordFor("small", small), small);
+    await deploy(recordFor("big", big), big);
+    const captured = captureLog();
+    const registry = new Registry(
+      new S3RegistryBackend({ bucket: s3.bucket, prefix, client: s3.client }),
+      path.join(state, "code"),
+      { ...LIMITS, maxBundleBytes: 4 * MiB, maxUnpackedBytes: 4 * MiB },
+      new FakeClock(),
+      { log: captured.log, codeDisks: codeDisksForBase(base, path.join(state, "code-disks")) },
+    );
+    await registry.init();
+    assert.deepEqual(
+      registry.list().map((r) => r.name),
+      ["small"],
+    );
+    const disk = registry.artifactPath(recordFor("small", small).codeHash);
+    assert.match(disk, /code-disks\/[0-9a-f]{64}\.1m\.rofs$/);
+    assert.equal((await stat(disk)).size, MiB);
+    const [line] = captured.find("registry record skipped");
+    assert.equal(line?.["fn"], "big");
+    assert.match(String(line?.["reason"]), /cannot be put on a code disk: code too large for a code disk/);
+  });
+
+  it("keeps a function this agent deployed while a refresh's listing predates it, and drops it once deleted elsewhere", async () => {
+    const local = new LocalRegistryBackend(state);
+    let release: () => void = () => {};
+    let gated = false;
+    const backend = Object.assign(Object.create(local) as LocalRegistryBackend, {
+      async listRecords(): Promise<StoredRecordRef[]> {
+        const refs = await local.listRecords();
+        if (gated) await new Promise<void>((r) => (release = r));
+        return refs;
+      },
+    });
+    const registry = new Registry(backend, path.join(state, "code"), LIMITS, new FakeClock());
+    await registry.init();
+    gated = true;
+    const refreshing = registry.refresh();
+    await new Promise((r) => setTimeout(r, 50));
+    await registry.withNameLock("hello", async () =>
+      registry.commit(await registry.prepare("hello", helloBundle())),
+    );
+    release();
+    await refreshing;
+    assert.ok(registry.get("hello"), "the listing from before the commit does not remove it");
+    gated = false;
+    await rm(path.join(state, "registry", "hello.json"));
+    assert.deepEqual((await registry.refresh()).removed, ["hello"]);
   });
 });
