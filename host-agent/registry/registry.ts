@@ -83,8 +83,12 @@ export interface RegistryOptions {
 class SkippedRecord extends Error {
   constructor(
     message: string,
-    /** False for access errors: the record may be fine, so it is read again next time. */
+    /**
+     * True when the stored record itself is at fault: it is not read again until it changes. False
+     * when it may come good by itself (a bundle not uploaded yet, an access error): read again next poll.
+     */
     readonly final: boolean,
+    readonly level: "warn" | "error" = "warn",
   ) {
     super(message);
   }
@@ -99,6 +103,8 @@ export class Registry {
   /** Counts this agent's own writes (commits, removes), and the count at each name's last one. */
   private writeSeq = 0;
   private readonly lastWrite = new Map<string, number>();
+  /** The last skip logged per name (etag and reason): a record retried every poll is logged once. */
+  private readonly lastSkip = new Map<string, string>();
   private onChange: RegistryOptions["onChange"];
 
   constructor(
@@ -163,8 +169,9 @@ export class Registry {
         if (!writtenSince(ref.name)) await this.adopt(ref, changes);
       });
     }
-    for (const name of new Set([...this.seen.keys(), ...this.records.keys()])) {
+    for (const name of new Set([...this.seen.keys(), ...this.records.keys(), ...this.lastSkip.keys()])) {
       if (listed.has(name)) continue;
+      this.lastSkip.delete(name);
       await this.withNameLock(name, async () => {
         if (writtenSince(name)) return;
         this.seen.delete(name);
@@ -191,9 +198,14 @@ export class Registry {
       changes.skipped.push({ name: ref.name, key: ref.key, reason });
       if (skipped.final) this.seen.set(ref.name, ref.etag);
       else this.seen.delete(ref.name);
-      if (skipped.final)
-        this.options.log?.warn({ record: ref.key, fn: ref.name, reason }, "registry record skipped");
-      else this.options.log?.error({ record: ref.key, fn: ref.name, reason }, "registry record skipped");
+      const skipKey = `${ref.etag} ${reason}`;
+      if (this.lastSkip.get(ref.name) !== skipKey) {
+        this.lastSkip.set(ref.name, skipKey);
+        this.options.log?.[skipped.level](
+          { record: ref.key, fn: ref.name, reason },
+          "registry record skipped",
+        );
+      }
       // A broken version of a function is not served anywhere: every host reads the same store, so
       // every host reaches the same verdict instead of some serving an older version.
       if (previous && skipped.final) {
@@ -209,6 +221,7 @@ export class Registry {
       return;
     }
     this.seen.set(ref.name, ref.etag);
+    this.lastSkip.delete(ref.name);
     if (previous && sameRecord(previous, record)) return;
     this.records.set(record.name, record);
     (previous ? changes.replaced : changes.added).push(record.name);
@@ -224,7 +237,8 @@ export class Registry {
     const codePath = this.codePath(record.codeHash);
     if (!existsSync(codePath)) {
       const bytes = await this.backend.getBundle(record.codeHash);
-      if (!bytes) throw new SkippedRecord(`its bundle ${record.codeHash} is missing from the store`, true);
+      // Not final: the bundle may still be on its way (or be uploaded again); the record is read again.
+      if (!bytes) throw new SkippedRecord(`its bundle ${record.codeHash} is missing from the store`, false);
       if (hashBundle(bytes) !== record.codeHash) {
         throw new SkippedRecord(
           `its bundle's bytes do not hash to the record's codeHash ${record.codeHash}`,
@@ -376,8 +390,8 @@ function toSkipped(err: unknown): SkippedRecord {
   if (err instanceof SkippedRecord) return err;
   if (err instanceof RecordFormatError) return new SkippedRecord(err.message, true);
   if (err instanceof BundleError) return new SkippedRecord(`its bundle is refused: ${err.message}`, true);
-  if (err instanceof StoreAccessError) return new SkippedRecord(err.message, false);
-  return new SkippedRecord((err as Error).message ?? String(err), false);
+  if (err instanceof StoreAccessError) return new SkippedRecord(err.message, false, "error");
+  return new SkippedRecord((err as Error).message ?? String(err), false, "error");
 }
 
 /** File checks that refuse to follow links out of the code folder (the agent reads package.json on the host). */

@@ -114,8 +114,12 @@ describe("registry refresh over a shared S3 store", () => {
     assert.match(reasons["no-bundle"]!, /bundle [0-9a-f]{64} is missing from the store/);
     assert.match(reasons["not-json"]!, /is not JSON/);
     assert.match(reasons["wrong-bytes"]!, /do not hash to the record's codeHash/);
-    // Unchanged broken records are not read or logged again on every poll.
+    // Unchanged broken records are not logged again on every poll.
     await registry.refresh();
+    assert.equal(captured.find("registry record skipped").length, 4);
+    // A missing bundle may still arrive: the record is read again, and served once it is there.
+    await s3.put(bundleKey(recordFor("no-bundle", orphan).codeHash, prefix), orphan);
+    assert.deepEqual((await registry.refresh()).added, ["no-bundle"]);
     assert.equal(captured.find("registry record skipped").length, 4);
   });
 
