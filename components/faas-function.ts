@@ -1,11 +1,12 @@
-import { stat } from "node:fs/promises";
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import type { FunctionRecord } from "../host-agent/registry/backend.ts";
-import { bundleKey, recordKey } from "../host-agent/registry/s3-backend.ts";
-import { describeFunctionBundle } from "./function-bundle.ts";
-
-const FUNCTION_NAME = /^[a-z][a-z0-9-]{0,62}$/;
+import {
+  DEFAULT_REGISTRY_PREFIX,
+  FUNCTION_NAME,
+  REGISTRY_PREFIX,
+  recordKey,
+} from "../contracts/registry-layout.ts";
+import { functionObjects } from "./function-objects.ts";
 
 export interface FaasFunctionArgs {
   /** The platform's artifact bucket (FaasPlatform.bucketName, or a stack reference to it). */
@@ -34,58 +35,45 @@ export class FaasFunction extends pulumi.ComponentResource {
     if (!FUNCTION_NAME.test(args.functionName)) {
       errors.push({ propertyPath: "functionName", reason: `must match ${FUNCTION_NAME.source}` });
     }
-    if (args.registryPrefix !== undefined && !/^([a-z0-9-]+\/)*$/.test(args.registryPrefix)) {
+    if (args.registryPrefix !== undefined && !REGISTRY_PREFIX.test(args.registryPrefix)) {
       errors.push({ propertyPath: "registryPrefix", reason: 'must be empty or end in "/"' });
     }
     if (errors.length > 0)
       throw new pulumi.InputPropertiesError({ message: "Invalid arguments for FaasFunction", errors });
     super("snapfaas:index:FaasFunction", name, {}, opts);
-    const prefix = args.registryPrefix ?? "functions/";
+    const prefix = args.registryPrefix ?? DEFAULT_REGISTRY_PREFIX;
 
     const archive = pulumi.output(args.archivePath);
-    const info = archive.apply(async (path) => {
-      const described = await describeFunctionBundle(path);
-      // The archive's modification time: stable across `pulumi up` runs for the same build.
-      const built = (await stat(path)).mtime.toISOString();
-      return { ...described, deployedAt: built };
-    });
-
+    // Keys and the record's body come from the registry contract the hosts' S3 backend reads.
+    const objects = pulumi
+      .all([archive, args.revision ?? 1])
+      .apply(([path, revision]) =>
+        functionObjects(path, { functionName: args.functionName, prefix, revision }),
+      );
     const bundle = new aws.s3.BucketObjectv2(
       `${name}-bundle`,
       {
         bucket: args.bucketName,
-        key: info.apply((i) => bundleKey(i.codeHash, prefix)),
+        key: objects.apply((o) => o.bundleKey),
         source: archive.apply((path) => new pulumi.asset.FileAsset(path)),
         contentType: "application/octet-stream",
       },
       { parent: this },
     );
-    const record = pulumi.all([info, args.revision ?? 1]).apply(
-      ([i, revision]): FunctionRecord => ({
-        name: args.functionName,
-        codeHash: i.codeHash,
-        format: i.format,
-        bundleBytes: i.bundleBytes,
-        unpackedBytes: i.unpackedBytes,
-        fileCount: i.fileCount,
-        entry: i.entry,
-        deployedAt: i.deployedAt,
-        revision,
-      }),
-    );
     const recordObject = new aws.s3.BucketObjectv2(
       `${name}-record`,
       {
         bucket: args.bucketName,
+        // Known at construction (it depends on the name only), so previews show it.
         key: recordKey(args.functionName, prefix),
-        content: record.apply((r) => JSON.stringify(r)),
+        content: objects.apply((o) => o.recordBody),
         contentType: "application/json",
       },
       // A host that sees the record must find the bundle.
       { parent: this, dependsOn: [bundle] },
     );
 
-    this.codeHash = info.apply((i) => i.codeHash);
+    this.codeHash = objects.apply((o) => o.record.codeHash);
     this.bundleKey = bundle.key;
     this.recordKey = recordObject.key;
     this.registerOutputs({ codeHash: this.codeHash, bundleKey: this.bundleKey, recordKey: this.recordKey });

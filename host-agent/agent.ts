@@ -8,6 +8,7 @@ import { mkdir, readFile } from "node:fs/promises";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
+import type { S3Client } from "@aws-sdk/client-s3";
 import { execa } from "execa";
 import { verifyBaseImage } from "../guest-images/bake/verify.ts";
 import { bakeProcessBase } from "../guest-images/process/bake.ts";
@@ -23,7 +24,9 @@ import { createLogger, type Logger } from "./log.ts";
 import { FunctionLogs } from "./logs/function-logs.ts";
 import { createMetrics } from "./metrics.ts";
 import type { InstanceSource } from "./pool/instance-source.ts";
+import { codeDisksForBase } from "./registry/code-disks.ts";
 import { LocalRegistryBackend } from "./registry/local-backend.ts";
+import { RegistryPoller } from "./registry/poller.ts";
 import { Registry } from "./registry/registry.ts";
 import { S3RegistryBackend } from "./registry/s3-backend.ts";
 import { checkProcessBase, driverProbe } from "./release/base-check.ts";
@@ -64,6 +67,8 @@ export interface AgentOverrides {
   readonly firecrackerLimits?: Partial<FirecrackerLimits>;
   /** The instance metadata service and AWS API clients the fleet duties use. */
   readonly aws?: FleetOverrides;
+  /** The S3 client of an S3 registry (an S3-compatible server in tests); else one from the environment. */
+  readonly s3Client?: S3Client;
 }
 
 export interface RunningAgent {
@@ -167,11 +172,20 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
       : parseRelease({ baseVersion: base.version, baseDir: base.dir });
   const registry = new Registry(
     config.registry.kind === "s3"
-      ? new S3RegistryBackend({ bucket: config.registry.bucket, prefix: config.registry.prefix })
+      ? new S3RegistryBackend({
+          bucket: config.registry.bucket,
+          prefix: config.registry.prefix,
+          ...(overrides.s3Client ? { client: overrides.s3Client } : {}),
+        })
       : new LocalRegistryBackend(stateDir),
     path.join(stateDir, "code"),
     config.bundle,
     clock,
+    {
+      log,
+      // MicroVMs get each function's code as a disk image, built at deploy and cached by code hash.
+      codeDisks: codeDisksForBase(base, path.join(stateDir, "code-disks")),
+    },
   );
   await registry.init();
 
@@ -222,8 +236,16 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     },
   );
   rollout.start();
+  // Functions another writer replaced or deleted: their instances finish the call they serve, then stop.
+  registry.changeListener = (name, record) => {
+    rollout.retireFunction(name, record?.codeHash);
+    if (!record) functionLogs.forget(name);
+  };
 
-  const serving = new ServingState();
+  const serving = new ServingState({
+    starts: () => rollout.startHealth(),
+    startFailureLimit: config.healthStartFailures,
+  });
   const data = createDataPlane({
     registry,
     pool: rollout,
@@ -277,6 +299,12 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
       })
     : undefined;
   poller?.start();
+  // A shared registry changes under running hosts (FaasFunction deploys, other hosts): follow it.
+  const registryPoller =
+    config.registry.kind === "s3" && config.registryPollMs > 0
+      ? new RegistryPoller({ registry, clock, log, intervalMs: config.registryPollMs })
+      : undefined;
+  registryPoller?.start();
   // Once the data plane listens: a drain must be able to fail its health check.
   const fleet = startFleetDuties({
     config: config.aws,
@@ -311,6 +339,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     async stop() {
       await fleet.stop();
       await poller?.stop();
+      await registryPoller?.stop();
       await Promise.all([close(data), close(admin)]);
       await rollout.close();
       await recording;

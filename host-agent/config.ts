@@ -25,6 +25,8 @@ export const agentEnvSchema = z.object({
   FAAS_REGISTRY: z.enum(["local", "s3"]).default("local"),
   FAAS_REGISTRY_BUCKET: z.string().min(3).optional(),
   FAAS_REGISTRY_PREFIX: z.string().default(""),
+  FAAS_REGISTRY_POLL_MS: int(0, 3_600_000, 5000),
+  FAAS_HEALTH_START_FAILURES: int(1, 1000, 3),
   FAAS_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   FAAS_POOL_GENERIC: int(0, 1000, 2),
   FAAS_POOL_GENERIC_MAX: int(0, 1000, 8),
@@ -98,6 +100,10 @@ export interface AgentConfig {
   readonly registry:
     | { readonly kind: "local" }
     | { readonly kind: "s3"; readonly bucket: string; readonly prefix: string };
+  /** How often an S3 registry is re-read for functions deployed elsewhere (0: only at start). */
+  readonly registryPollMs: number;
+  /** /healthz fails after this many instance starts in a row have failed (until one succeeds). */
+  readonly healthStartFailures: number;
   readonly logLevel: AgentEnv["FAAS_LOG_LEVEL"];
   readonly pool: PoolConfig & { readonly callTimeoutMs: number };
   readonly limits: {
@@ -231,6 +237,8 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
       e.FAAS_REGISTRY === "s3"
         ? { kind: "s3", bucket: e.FAAS_REGISTRY_BUCKET!, prefix: e.FAAS_REGISTRY_PREFIX }
         : { kind: "local" },
+    registryPollMs: e.FAAS_REGISTRY_POLL_MS,
+    healthStartFailures: e.FAAS_HEALTH_START_FAILURES,
     logLevel: e.FAAS_LOG_LEVEL,
     pool: {
       genericMin: e.FAAS_POOL_GENERIC,

@@ -2,6 +2,7 @@ import { rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { sha256File } from "../hash.ts";
 import { writeRofsImage } from "./rofs.ts";
+import { padCodeDisk } from "./size.ts";
 import { writeSquashfsImage } from "./squashfs.ts";
 import { CodeDiskError, type CodeDiskLimits, DEFAULT_CODE_DISK_LIMITS, readCodeTree } from "./tree.ts";
 
@@ -18,6 +19,12 @@ export function codeDiskFormatForGuest(guest: "osv" | "linux" | "process"): Code
 export interface CodeDiskOptions {
   readonly format: CodeDiskFormat;
   readonly limits?: CodeDiskLimits;
+  /**
+   * Pad the image to this many bytes (a whole MiB; see size.ts), refusing code that does not fit. Every
+   * disk a guest swaps in must have its placeholder's size, so hosts and bakes pass the size class;
+   * unset, the image is exactly as long as its filesystem (benchmarks, format tests).
+   */
+  readonly sizeBytes?: number;
 }
 
 export interface CodeDisk {
@@ -46,6 +53,7 @@ export async function buildCodeDisk(
   try {
     if (options.format === "rofs") await writeRofsImage(tree, partial);
     else await writeSquashfsImage(tree, partial);
+    if (options.sizeBytes !== undefined) await padCodeDisk(partial, options.sizeBytes);
     await rename(partial, outFile);
   } catch (error) {
     await rm(partial, { force: true });

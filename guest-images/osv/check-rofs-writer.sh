@@ -27,7 +27,7 @@ printf 'module.exports = 2;\n' >"${src}/node_modules/pkg/index.js"
 ln -s lib/util.js "${src}/util.js"
 
 # From the repository: `node --import tsx` resolves tsx from the working directory.
-(cd "$repo_dir" && node --import tsx guest-images/code-disk/cli.ts --format rofs --src "$src" \
+(cd "$repo_dir" && node --import tsx guest-images/code-disk/cli.ts --format rofs --exact --src "$src" \
   --out "${work}/ours.img" --gen-rofs-manifest "${work}/sample.manifest")
 (cd "${osv_dir}/scripts" && python3 ./gen-rofs-img.py -o "${work}/reference.img" -m "${work}/sample.manifest" >/dev/null)
 

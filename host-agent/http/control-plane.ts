@@ -338,7 +338,7 @@ async function deploy(
         name,
         codeHash: prepared.record.codeHash,
         entry: prepared.record.entry,
-        hostPath: prepared.codePath,
+        hostPath: prepared.artifactPath,
       };
       const loaded = await deps.pool.prespecialize(code, started + deps.deployTimeoutMs);
       const record = await deps.registry.commit(prepared);

@@ -36,7 +36,7 @@ export interface DataPlaneDeps {
   readonly callTimeoutMs: number;
   readonly maxBodyBytes: number;
   readonly timeouts: RequestTimeouts;
-  /** Calls in flight and whether the host is draining (then /healthz answers 503). */
+  /** Calls in flight, and what /healthz answers (503 while draining or while instances cannot start). */
   readonly serving: ServingState;
 }
 
@@ -60,9 +60,10 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
   const requestId = randomUUID();
   res.setHeader(REQUEST_ID_HEADER, requestId);
   if (url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
-    // The load balancer's health check: a draining host fails it so no new calls are routed here.
-    if (deps.serving.draining) sendJson(res, 503, { status: "draining" });
-    else sendJson(res, 200, { status: "ok" });
+    // The load balancer's health check: a draining host, or one whose pool cannot start instances,
+    // fails it so no new calls are routed here (and an instance refresh stops at this host).
+    const health = deps.serving.health();
+    sendJson(res, health.ok ? 200 : 503, health.body);
     return;
   }
   const name = /^\/([^/?#]+)/.exec(url)?.[1] ?? "";
@@ -93,7 +94,8 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
         name,
         codeHash: record.codeHash,
         entry: record.entry,
-        hostPath: deps.registry.codePath(record.codeHash),
+        // The folder for the process sandbox, the function's code disk image for microVMs.
+        hostPath: deps.registry.artifactPath(record.codeHash),
       },
       deadline,
     );

@@ -12,6 +12,18 @@ export interface PoolPicture {
   readonly [key: string]: unknown;
 }
 
+/** What the serving pool's instance starts (restores, with /_faas/init) have done so far: health gating. */
+export interface StartHealth {
+  readonly baseVersion: string;
+  /** Starts that succeeded since the pool began. */
+  readonly started: number;
+  /** Starts that failed since the last one that succeeded. */
+  readonly consecutiveFailures: number;
+  readonly lastError: string | undefined;
+  /** False when the pool keeps no generic instance ahead (genericMin 0): nothing starts until a call. */
+  readonly startsAhead: boolean;
+}
+
 export interface InstanceSource {
   /** An instance for one call of `fn` before `deadline` (clock ms); PoolBusyError when none can be had. */
   acquire(fn: FunctionCode, deadline: number): Promise<Lease>;
@@ -22,6 +34,8 @@ export interface InstanceSource {
   /** Stops instances of `name` holding code other than `keepHash` (all when undefined). */
   retireFunction(name: string, keepHash?: string): number;
   snapshot(): PoolPicture;
+  /** How the serving pool's starts are going (absent: the source does not say, and is not gated). */
+  startHealth?(): StartHealth;
   /** Memory the instances use now, bytes, where the sandbox can measure it. */
   memoryInUse?(): Promise<number>;
   close(): Promise<void>;

@@ -20,7 +20,7 @@ import type {
   SandboxInstance,
   SandboxLimits,
 } from "../sandbox/driver.ts";
-import type { InstanceSource } from "./instance-source.ts";
+import type { InstanceSource, StartHealth } from "./instance-source.ts";
 import {
   callsPerInstanceInQueue,
   capacity,
@@ -125,6 +125,8 @@ export class Pool implements InstanceSource {
   /** Cold starts in flight, by the function they are for (they have no instance entry yet). */
   private readonly startingFor = new Map<string, number>();
   private startFailures = 0;
+  private startsOk = 0;
+  private lastStartError: string | undefined;
   private refillTimer: TimerHandle | undefined;
   private closed = false;
 
@@ -187,12 +189,14 @@ export class Pool implements InstanceSource {
     } catch (err) {
       this.starting--;
       this.startFailures++;
+      this.lastStartError = (err as Error).message;
       this.deps.metrics.instanceStarts.inc({ result: "failed" });
       this.deps.log.error({ instance: id, err: (err as Error).message }, "instance start failed");
       throw err;
     }
     this.starting--;
     this.startFailures = 0;
+    this.startsOk++;
     const now = this.deps.clock.now();
     this.deps.metrics.instanceStarts.inc({ result: "ok" });
     this.deps.metrics.instanceStart.observe((now - t0) / 1000);
@@ -685,6 +689,16 @@ export class Pool implements InstanceSource {
       else i.retireOnRelease = true;
     }
     return n;
+  }
+
+  startHealth(): StartHealth {
+    return {
+      baseVersion: this.deps.base.version,
+      started: this.startsOk,
+      consecutiveFailures: this.startFailures,
+      lastError: this.lastStartError,
+      startsAhead: this.deps.config.genericMin > 0,
+    };
   }
 
   /** Memory the pool's instances use now, where the driver measures it. */

@@ -1,33 +1,42 @@
 /**
  * Where the registry keeps deployed functions. The local folder backend is the default; an artifact-store
- * backend (S3 API) lets every host of a fleet serve every function without a manual step.
+ * backend (S3 API) lets every host of a fleet serve every function without a manual step. The record's
+ * shape is the artifact store's contract (contracts/registry-layout.ts), shared with the Pulumi side.
  */
+import type { FunctionRecord } from "../../contracts/registry-layout.ts";
 
-/** One deployed function, as persisted. */
-export interface FunctionRecord {
-  /** ^[a-z][a-z0-9-]{0,62}$ */
+export type { FunctionRecord } from "../../contracts/registry-layout.ts";
+
+/** One stored record as a listing shows it: enough to tell whether it changed since the last look. */
+export interface StoredRecordRef {
   readonly name: string;
-  /** sha256 (hex) of the bundle bytes as uploaded: the code hash. */
-  readonly codeHash: string;
-  /** "tar.gz" or "zip". */
-  readonly format: "tar.gz" | "zip";
-  readonly bundleBytes: number;
-  readonly unpackedBytes: number;
-  readonly fileCount: number;
-  /** Entry module, relative to the code root (from package.json `main`, else index.js / index.mjs). */
-  readonly entry: string;
-  /** ISO 8601. */
-  readonly deployedAt: string;
-  /** Monotonic per name: 1 for the first deploy. */
-  readonly revision: number;
+  /** Where it is stored (object key or file), for log lines. */
+  readonly key: string;
+  /** Changes whenever the record's content does (an S3 ETag; size and mtime for a file). */
+  readonly etag: string;
+}
+
+/**
+ * The store refused a read for a reason other than "not there" (S3 403 AccessDenied, a network error):
+ * the record or bundle may well exist, so nothing is concluded from it and the read is tried again later.
+ */
+export class StoreAccessError extends Error {
+  override readonly name = "StoreAccessError";
 }
 
 export interface RegistryBackend {
-  /** Every stored record (the registry's whole state at start). */
-  loadRecords(): Promise<FunctionRecord[]>;
+  /** Where the records live, for messages ("s3://bucket/prefix", a folder). */
+  readonly location: string;
+  /** Every stored record, unread. Throws when the store cannot be listed. */
+  listRecords(): Promise<StoredRecordRef[]>;
+  /**
+   * One record, checked against the contract; undefined when it no longer exists. Throws
+   * RecordFormatError when the stored bytes are not a valid record, StoreAccessError when unreadable.
+   */
+  readRecord(ref: StoredRecordRef): Promise<FunctionRecord | undefined>;
   /** Stores bundle bytes under their content hash. Idempotent: storing a hash twice is a no-op. */
   putBundle(codeHash: string, bytes: Buffer): Promise<void>;
-  /** The bundle bytes for a hash, or undefined when not stored. */
+  /** The bundle bytes for a hash, or undefined when not stored (StoreAccessError when unreadable). */
   getBundle(codeHash: string): Promise<Buffer | undefined>;
   /** Writes one record atomically: readers see the old record or the new one, never a mix. */
   putRecord(record: FunctionRecord): Promise<void>;

@@ -1,29 +1,58 @@
 /** The registry on the local disk: one JSON record per function, bundles by content hash. */
 import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import path from "node:path";
+import { nameOfRecordKey, parseRecord, RecordFormatError } from "../../contracts/registry-layout.ts";
 import { writeFileAtomic } from "./atomic-file.ts";
-import type { FunctionRecord, RegistryBackend } from "./backend.ts";
+import type { FunctionRecord, RegistryBackend, StoredRecordRef } from "./backend.ts";
 
 export class LocalRegistryBackend implements RegistryBackend {
   private readonly recordsDir: string;
   private readonly bundlesDir: string;
+  private prepared = false;
 
   constructor(stateDir: string) {
     this.recordsDir = path.join(stateDir, "registry");
     this.bundlesDir = path.join(stateDir, "bundles");
   }
 
-  async loadRecords(): Promise<FunctionRecord[]> {
-    await mkdir(this.recordsDir, { recursive: true });
-    await mkdir(this.bundlesDir, { recursive: true });
-    await removeTornWrites(this.recordsDir);
-    await removeTornWrites(this.bundlesDir);
-    const records: FunctionRecord[] = [];
-    for (const file of await readdir(this.recordsDir)) {
-      if (!file.endsWith(".json") || file.startsWith(".")) continue;
-      records.push(JSON.parse(await readFile(path.join(this.recordsDir, file), "utf8")) as FunctionRecord);
+  get location(): string {
+    return this.recordsDir;
+  }
+
+  async listRecords(): Promise<StoredRecordRef[]> {
+    if (!this.prepared) {
+      await mkdir(this.recordsDir, { recursive: true });
+      await mkdir(this.bundlesDir, { recursive: true });
+      await removeTornWrites(this.recordsDir);
+      await removeTornWrites(this.bundlesDir);
+      this.prepared = true;
     }
-    return records;
+    const refs: StoredRecordRef[] = [];
+    for (const file of (await readdir(this.recordsDir)).sort()) {
+      if (!file.endsWith(".json") || file.startsWith(".")) continue;
+      const key = path.join(this.recordsDir, file);
+      const name = nameOfRecordKey(`registry/${file}`);
+      const st = await stat(key).catch(() => undefined);
+      if (!st) continue;
+      // A file whose name is no function name still shows up, so that it is reported, not ignored.
+      refs.push({ name: name ?? file, key, etag: `${st.size}-${st.mtimeMs}` });
+    }
+    return refs;
+  }
+
+  async readRecord(ref: StoredRecordRef): Promise<FunctionRecord | undefined> {
+    let body: Buffer;
+    try {
+      body = await readFile(ref.key);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+    const record = parseRecord(body, ref.key);
+    if (record.name !== ref.name) {
+      throw new RecordFormatError(`registry file ${ref.key} holds the record of "${record.name}"`);
+    }
+    return record;
   }
 
   async putBundle(codeHash: string, bytes: Buffer): Promise<void> {

@@ -1,13 +1,24 @@
 /**
- * The function registry: names to code. Deploys are validated and unpacked before anything stored is
- * touched, then committed in one atomic record write; deploys of one name run one at a time.
+ * The function registry: names to code. Deploys are validated and unpacked (and, for microVM guests,
+ * put on a code disk) before anything stored is touched, then committed in one atomic record write;
+ * deploys of one name run one at a time. With a shared store (S3) other writers (the Pulumi
+ * FaasFunction, other hosts) add, replace and delete records: refresh() reads what changed, and a record
+ * that cannot be used (bad JSON, fails the contract, bundle missing or broken) is skipped and logged,
+ * never fatal.
  */
 import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
+import { FUNCTION_NAME, RecordFormatError } from "../../contracts/registry-layout.ts";
 import { LoadError, resolveEntry } from "../../guest-images/runtime/loader.ts";
 import type { Clock } from "../clock.ts";
-import type { FunctionRecord, RegistryBackend } from "./backend.ts";
+import type { Logger } from "../log.ts";
+import {
+  type FunctionRecord,
+  type RegistryBackend,
+  StoreAccessError,
+  type StoredRecordRef,
+} from "./backend.ts";
 import {
   BundleError,
   type BundleLimits,
@@ -16,8 +27,9 @@ import {
   sniffFormat,
   unpackBundle,
 } from "./bundle.ts";
+import type { CodeDisks } from "./code-disks.ts";
 
-export const FUNCTION_NAME = /^[a-z][a-z0-9-]{0,62}$/;
+export { FUNCTION_NAME };
 /** Names the data plane keeps for itself. */
 export const RESERVED_NAMES = new Set(["healthz", "metrics", "v1"]);
 
@@ -45,39 +57,203 @@ export function checkFunctionName(name: string): void {
 export interface PreparedDeploy {
   readonly record: FunctionRecord;
   readonly codePath: string;
+  /** What the driver attaches: the code folder, or its code disk image for microVMs. */
+  readonly artifactPath: string;
   readonly bytes: Buffer;
+}
+
+/** What one refresh changed, by function name. */
+export interface RegistryChanges {
+  readonly added: string[];
+  readonly replaced: string[];
+  readonly removed: string[];
+  /** Records skipped this time, with why (each also logged once per stored version). */
+  readonly skipped: Array<{ readonly name: string; readonly key: string; readonly reason: string }>;
+}
+
+export interface RegistryOptions {
+  readonly log?: Logger;
+  /** Set for microVM drivers: each function's code also goes on a code disk image. */
+  readonly codeDisks?: CodeDisks;
+  /** Called after a refresh added, replaced (with the new record) or removed (undefined) a function. */
+  readonly onChange?: (name: string, record: FunctionRecord | undefined) => void;
+}
+
+/** A record that cannot be served: logged and left out, never fatal. */
+class SkippedRecord extends Error {
+  constructor(
+    message: string,
+    /**
+     * True when the stored record itself is at fault: it is not read again until it changes. False
+     * when it may come good by itself (a bundle not uploaded yet, an access error): read again next poll.
+     */
+    readonly final: boolean,
+    readonly level: "warn" | "error" = "warn",
+  ) {
+    super(message);
+  }
 }
 
 export class Registry {
   private readonly records = new Map<string, FunctionRecord>();
+  /** The stored version (etag) each known record was last read at, skipped ones included. */
+  private readonly seen = new Map<string, string>();
   private readonly locks = new Map<string, Promise<unknown>>();
+  private refreshing: Promise<RegistryChanges> | undefined;
+  /** Counts this agent's own writes (commits, removes), and the count at each name's last one. */
+  private writeSeq = 0;
+  private readonly lastWrite = new Map<string, number>();
+  /** The last skip logged per name (etag and reason): a record retried every poll is logged once. */
+  private readonly lastSkip = new Map<string, string>();
+  private onChange: RegistryOptions["onChange"];
 
   constructor(
     private readonly backend: RegistryBackend,
     private readonly codeRoot: string,
     private readonly limits: BundleLimits,
     private readonly clock: Clock,
-  ) {}
+    private readonly options: RegistryOptions = {},
+  ) {
+    this.onChange = options.onChange;
+  }
 
-  /** Loads every record and makes sure each one's code is unpacked (it is derived from the stored bundle). */
+  /** Who hears about functions a refresh added, replaced or removed (the pools retire old code). */
+  set changeListener(listener: RegistryOptions["onChange"]) {
+    this.onChange = listener;
+  }
+
+  /**
+   * Loads every usable record and makes sure each one's code is unpacked (it is derived from the stored
+   * bundle). Records that cannot be used are skipped and logged. Throws only when the store cannot be
+   * listed at all.
+   */
   async init(): Promise<void> {
     await mkdir(this.codeRoot, { recursive: true });
-    const records = await this.backend.loadRecords();
-    // What a crash mid-deploy left: half-unpacked staging folders, and code no record points to (the
-    // deploy never committed). Code is derived from stored bundles, so removing it loses nothing.
-    const used = new Set(records.map((r) => r.codeHash));
+    // What a crash mid-deploy left: half-unpacked staging folders.
     for (const item of await readdir(this.codeRoot)) {
-      if (item.includes(".staging-") || !used.has(item)) await forceRemove(path.join(this.codeRoot, item));
+      if (item.includes(".staging-")) await forceRemove(path.join(this.codeRoot, item));
     }
-    for (const record of records) {
-      this.records.set(record.name, record);
-      if (!existsSync(this.codePath(record.codeHash))) {
-        const bytes = await this.backend.getBundle(record.codeHash);
-        if (!bytes)
-          throw new Error(`function ${record.name}: bundle ${record.codeHash} is missing from the store`);
-        await unpackBundle(bytes, this.codePath(record.codeHash), this.limits);
+    await this.refresh();
+    // Code no record points to (a deploy that never committed, a function since deleted): derived
+    // from stored bundles, so removing it loses nothing. Only at start: nothing runs from it yet.
+    const used = new Set([...this.records.values()].map((r) => r.codeHash));
+    for (const item of await readdir(this.codeRoot)) {
+      if (!used.has(item)) await forceRemove(path.join(this.codeRoot, item));
+    }
+    await this.options.codeDisks?.prune(used);
+  }
+
+  /**
+   * Reads what changed in the store since the last look (new, changed and deleted records, by etag) and
+   * applies it. One refresh at a time; a call while one runs waits for it and returns its changes.
+   */
+  refresh(): Promise<RegistryChanges> {
+    this.refreshing ??= this.refreshOnce().finally(() => {
+      this.refreshing = undefined;
+    });
+    return this.refreshing;
+  }
+
+  private async refreshOnce(): Promise<RegistryChanges> {
+    const changes: RegistryChanges = { added: [], replaced: [], removed: [], skipped: [] };
+    const listedAt = this.writeSeq;
+    const refs = await this.backend.listRecords();
+    // A name this agent wrote after the listing began: the listing may predate the write, so the
+    // next refresh judges it.
+    const writtenSince = (name: string) => (this.lastWrite.get(name) ?? 0) > listedAt;
+    const listed = new Set<string>();
+    for (const ref of refs) {
+      listed.add(ref.name);
+      if (this.seen.get(ref.name) === ref.etag) continue;
+      await this.withNameLock(ref.name, async () => {
+        if (!writtenSince(ref.name)) await this.adopt(ref, changes);
+      });
+    }
+    for (const name of new Set([...this.seen.keys(), ...this.records.keys(), ...this.lastSkip.keys()])) {
+      if (listed.has(name)) continue;
+      this.lastSkip.delete(name);
+      await this.withNameLock(name, async () => {
+        if (writtenSince(name)) return;
+        this.seen.delete(name);
+        if (this.records.delete(name)) {
+          changes.removed.push(name);
+          this.options.log?.info({ fn: name }, "function removed from the registry");
+          this.onChange?.(name, undefined);
+        }
+      });
+    }
+    return changes;
+  }
+
+  /** Reads one changed record and serves it, or leaves its name unserved when it cannot be used. */
+  private async adopt(ref: StoredRecordRef, changes: RegistryChanges): Promise<void> {
+    const previous = this.records.get(ref.name);
+    let record: FunctionRecord | undefined;
+    try {
+      record = await this.backend.readRecord(ref);
+      if (record) await this.materialize(record);
+    } catch (err) {
+      const skipped = toSkipped(err);
+      const reason = skipped.message;
+      changes.skipped.push({ name: ref.name, key: ref.key, reason });
+      if (skipped.final) this.seen.set(ref.name, ref.etag);
+      else this.seen.delete(ref.name);
+      const skipKey = `${ref.etag} ${reason}`;
+      if (this.lastSkip.get(ref.name) !== skipKey) {
+        this.lastSkip.set(ref.name, skipKey);
+        this.options.log?.[skipped.level](
+          { record: ref.key, fn: ref.name, reason },
+          "registry record skipped",
+        );
       }
+      // A broken version of a function is not served anywhere: every host reads the same store, so
+      // every host reaches the same verdict instead of some serving an older version.
+      if (previous && skipped.final) {
+        this.records.delete(ref.name);
+        changes.removed.push(ref.name);
+        this.onChange?.(ref.name, undefined);
+      }
+      return;
     }
+    if (!record) {
+      // Deleted between the listing and the read: the next listing will not show it.
+      this.seen.delete(ref.name);
+      return;
+    }
+    this.seen.set(ref.name, ref.etag);
+    this.lastSkip.delete(ref.name);
+    if (previous && sameRecord(previous, record)) return;
+    this.records.set(record.name, record);
+    (previous ? changes.replaced : changes.added).push(record.name);
+    this.options.log?.info(
+      { fn: record.name, codeHash: record.codeHash, revision: record.revision },
+      previous ? "function replaced from the registry" : "function added from the registry",
+    );
+    this.onChange?.(record.name, record);
+  }
+
+  /** Makes a stored record's code ready here: the bundle unpacked, checked, and on a code disk if needed. */
+  private async materialize(record: FunctionRecord): Promise<void> {
+    const codePath = this.codePath(record.codeHash);
+    if (!existsSync(codePath)) {
+      const bytes = await this.backend.getBundle(record.codeHash);
+      // Not final: the bundle may still be on its way (or be uploaded again); the record is read again.
+      if (!bytes) throw new SkippedRecord(`its bundle ${record.codeHash} is missing from the store`, false);
+      if (hashBundle(bytes) !== record.codeHash) {
+        throw new SkippedRecord(
+          `its bundle's bytes do not hash to the record's codeHash ${record.codeHash}`,
+          true,
+        );
+      }
+      await unpackBundle(bytes, codePath, this.limits);
+    }
+    try {
+      resolveEntry(codePath, confinedFs(codePath));
+    } catch (err) {
+      if (err instanceof LoadError || err instanceof BundleError) throw new SkippedRecord(err.message, true);
+      throw err;
+    }
+    await this.options.codeDisks?.ensure(record.codeHash, codePath);
   }
 
   list(): FunctionRecord[] {
@@ -94,6 +270,11 @@ export class Registry {
 
   codePath(codeHash: string): string {
     return path.join(this.codeRoot, codeHash);
+  }
+
+  /** What the driver attaches for a code hash: its code disk image with microVMs, else the folder. */
+  artifactPath(codeHash: string): string {
+    return this.options.codeDisks?.pathFor(codeHash) ?? this.codePath(codeHash);
   }
 
   /** Runs `work` after every earlier deploy or delete of `name` finished: racing deploys cannot interleave. */
@@ -132,6 +313,16 @@ export class Registry {
       if (err instanceof LoadError) throw new BundleError(err.message);
       throw err;
     }
+    let artifactPath = codePath;
+    if (this.options.codeDisks) {
+      try {
+        artifactPath = await this.options.codeDisks.ensure(codeHash, codePath);
+      } catch (err) {
+        // Nothing stored changes: the folder unpacked for this deploy goes too, unless a function uses it.
+        if (![...this.records.values()].some((r) => r.codeHash === codeHash)) await forceRemove(codePath);
+        throw err;
+      }
+    }
     const previous = this.records.get(name);
     const record: FunctionRecord = {
       name,
@@ -144,7 +335,7 @@ export class Registry {
       deployedAt: new Date(this.clock.now()).toISOString(),
       revision: (previous?.revision ?? 0) + 1,
     };
-    return { record, codePath, bytes };
+    return { record, codePath, artifactPath, bytes };
   }
 
   private async unpackFresh(bytes: Buffer, codePath: string) {
@@ -165,6 +356,7 @@ export class Registry {
   /** Stores a prepared deploy: bundle first, then the record (the commit point). */
   async commit(prepared: PreparedDeploy): Promise<FunctionRecord> {
     await this.backend.putBundle(prepared.record.codeHash, prepared.bytes);
+    this.lastWrite.set(prepared.record.name, ++this.writeSeq);
     await this.backend.putRecord(prepared.record);
     this.records.set(prepared.record.name, prepared.record);
     return prepared.record;
@@ -174,16 +366,32 @@ export class Registry {
   async discard(prepared: PreparedDeploy): Promise<void> {
     if ([...this.records.values()].some((r) => r.codeHash === prepared.record.codeHash)) return;
     await forceRemove(prepared.codePath);
+    if (prepared.artifactPath !== prepared.codePath) await forceRemove(prepared.artifactPath);
   }
 
   async remove(name: string): Promise<FunctionRecord> {
     checkFunctionName(name);
     const record = this.records.get(name);
     if (!record) throw new RegistryError(404, `no function named ${name}`);
+    this.lastWrite.set(name, ++this.writeSeq);
     await this.backend.deleteRecord(name);
     this.records.delete(name);
+    this.seen.delete(name);
     return record;
   }
+}
+
+function sameRecord(a: FunctionRecord, b: FunctionRecord): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** Why a stored record cannot be served, as one line; access errors are not final (read again later). */
+function toSkipped(err: unknown): SkippedRecord {
+  if (err instanceof SkippedRecord) return err;
+  if (err instanceof RecordFormatError) return new SkippedRecord(err.message, true);
+  if (err instanceof BundleError) return new SkippedRecord(`its bundle is refused: ${err.message}`, true);
+  if (err instanceof StoreAccessError) return new SkippedRecord(err.message, false, "error");
+  return new SkippedRecord((err as Error).message ?? String(err), false, "error");
 }
 
 /** File checks that refuse to follow links out of the code folder (the agent reads package.json on the host). */

@@ -1,7 +1,8 @@
 /**
  * Registry backend on an S3-compatible artifact store, so every host of a fleet reads the same functions.
- * Layout under an optional prefix: records at `registry/<name>.json`, bundle bytes at `bundles/<sha256>`.
- * A single PutObject replaces an object whole, which gives putRecord its all-or-nothing visibility.
+ * The key layout and the record's JSON are the store's contract (contracts/registry-layout.ts), which the
+ * Pulumi FaasFunction writes too. A single PutObject replaces an object whole, which gives putRecord its
+ * all-or-nothing visibility; ListObjectsV2's ETags tell a poll which records changed.
  */
 import { createHash } from "node:crypto";
 import {
@@ -9,14 +10,28 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
   PutObjectCommand,
   S3Client,
   type S3ClientConfig,
 } from "@aws-sdk/client-s3";
-import type { FunctionRecord, RegistryBackend } from "./backend.ts";
-
-const FUNCTION_NAME = /^[a-z][a-z0-9-]{0,62}$/;
-const SHA256_HEX = /^[0-9a-f]{64}$/;
+import {
+  bundleKey,
+  FUNCTION_NAME,
+  nameOfRecordKey,
+  parseRecord,
+  RecordFormatError,
+  recordBody,
+  recordKey,
+  recordsPrefix,
+  SHA256_HEX,
+} from "../../contracts/registry-layout.ts";
+import {
+  type FunctionRecord,
+  type RegistryBackend,
+  StoreAccessError,
+  type StoredRecordRef,
+} from "./backend.ts";
 
 export interface S3RegistryBackendOptions {
   readonly bucket: string;
@@ -25,16 +40,6 @@ export interface S3RegistryBackendOptions {
   /** A ready client; when absent one is made from `clientConfig` (region, endpoint, credentials). */
   readonly client?: S3Client;
   readonly clientConfig?: S3ClientConfig;
-}
-
-/** The object key of a function's record. Exported so the Pulumi FaasFunction writes the same layout. */
-export function recordKey(name: string, prefix = ""): string {
-  return `${prefix}registry/${name}.json`;
-}
-
-/** The object key of a bundle, by its content hash. */
-export function bundleKey(codeHash: string, prefix = ""): string {
-  return `${prefix}bundles/${codeHash}`;
 }
 
 export class S3RegistryBackend implements RegistryBackend {
@@ -48,36 +53,55 @@ export class S3RegistryBackend implements RegistryBackend {
     this.client = options.client ?? new S3Client(options.clientConfig ?? {});
   }
 
-  async loadRecords(): Promise<FunctionRecord[]> {
-    const listPrefix = `${this.prefix}registry/`;
-    const keys: string[] = [];
+  get location(): string {
+    return `s3://${this.bucket}/${this.prefix}`;
+  }
+
+  async listRecords(): Promise<StoredRecordRef[]> {
+    const refs: StoredRecordRef[] = [];
     let continuationToken: string | undefined;
     do {
-      const page = await this.client.send(
-        new ListObjectsV2Command({
-          Bucket: this.bucket,
-          Prefix: listPrefix,
-          ContinuationToken: continuationToken,
-        }),
-      );
+      let page: ListObjectsV2CommandOutput;
+      try {
+        page = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: recordsPrefix(this.prefix),
+            ContinuationToken: continuationToken,
+          }),
+        );
+      } catch (error) {
+        throw this.accessError(`cannot list ${this.location}${recordsPrefix("")}`, error, "s3:ListBucket");
+      }
       for (const item of page.Contents ?? []) {
-        if (item.Key?.endsWith(".json")) keys.push(item.Key);
+        if (!item.Key?.endsWith(".json")) continue;
+        const name = nameOfRecordKey(item.Key, this.prefix);
+        // A key that names no valid function is still reported (skipped with a reason), not ignored.
+        refs.push({
+          name: name ?? item.Key.slice(recordsPrefix(this.prefix).length, -".json".length),
+          key: item.Key,
+          etag: item.ETag ?? `${item.Size}-${item.LastModified?.getTime()}`,
+        });
       }
       continuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (continuationToken);
+    return refs.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
 
-    const records: FunctionRecord[] = [];
-    for (const key of keys.sort()) {
-      const body = await this.getObject(key);
-      // A record deleted between list and get is simply gone.
-      if (body === undefined) continue;
-      const record = parseRecord(body, key);
-      if (recordKey(record.name, this.prefix) !== key) {
-        throw new Error(`registry object ${key} holds the record of "${record.name}"`);
-      }
-      records.push(record);
+  async readRecord(ref: StoredRecordRef): Promise<FunctionRecord | undefined> {
+    if (!FUNCTION_NAME.test(ref.name)) {
+      throw new RecordFormatError(
+        `registry object ${ref.key}: "${ref.name}" is not a function name (${FUNCTION_NAME.source})`,
+      );
     }
-    return records;
+    const body = await this.getObject(ref.key);
+    // A record deleted between list and get is simply gone.
+    if (body === undefined) return undefined;
+    const record = parseRecord(body, ref.key);
+    if (recordKey(record.name, this.prefix) !== ref.key) {
+      throw new RecordFormatError(`registry object ${ref.key} holds the record of "${record.name}"`);
+    }
+    return record;
   }
 
   async putBundle(codeHash: string, bytes: Buffer): Promise<void> {
@@ -110,7 +134,7 @@ export class S3RegistryBackend implements RegistryBackend {
       new PutObjectCommand({
         Bucket: this.bucket,
         Key: recordKey(record.name, this.prefix),
-        Body: JSON.stringify(record),
+        Body: recordBody(record),
         ContentType: "application/json",
       }),
     );
@@ -140,8 +164,22 @@ export class S3RegistryBackend implements RegistryBackend {
       return Buffer.from(await response.Body.transformToByteArray());
     } catch (error) {
       if (isNotFound(error)) return undefined;
-      throw error;
+      throw this.accessError(`cannot read s3://${this.bucket}/${key}`, error, "s3:GetObject");
     }
+  }
+
+  /**
+   * Any failure other than "not found". A 403 on a key says nothing about whether it exists: without
+   * s3:ListBucket on the prefix S3 answers a missing key with 403 AccessDenied, not 404.
+   */
+  private accessError(what: string, error: unknown, permission: string): StoreAccessError {
+    const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+    const code = (error as { name?: string }).name ?? "Error";
+    const hint =
+      status === 403
+        ? `: access denied (403 ${code}); the host's role needs ${permission} here, and s3:ListBucket on ${this.prefix || "the bucket"}* so that a missing key reads as 404`
+        : `: ${code}${status ? ` (HTTP ${status})` : ""}: ${(error as Error).message}`;
+    return new StoreAccessError(`${what}${hint}`, { cause: error });
   }
 }
 
@@ -158,48 +196,4 @@ function assertName(name: string): void {
 
 function assertHash(codeHash: string): void {
   if (!SHA256_HEX.test(codeHash)) throw new Error(`code hash "${codeHash}" is not 64 lowercase hex digits`);
-}
-
-const RECORD_FIELDS: ReadonlyArray<[keyof FunctionRecord, "string" | "number"]> = [
-  ["name", "string"],
-  ["codeHash", "string"],
-  ["format", "string"],
-  ["bundleBytes", "number"],
-  ["unpackedBytes", "number"],
-  ["fileCount", "number"],
-  ["entry", "string"],
-  ["deployedAt", "string"],
-  ["revision", "number"],
-];
-
-/** Parses and checks one stored record; a malformed object names its key and the bad field. */
-export function parseRecord(body: Buffer, key: string): FunctionRecord {
-  let value: unknown;
-  try {
-    value = JSON.parse(body.toString("utf8"));
-  } catch {
-    throw new Error(`registry object ${key} is not JSON`);
-  }
-  if (typeof value !== "object" || value === null) throw new Error(`registry object ${key} is not an object`);
-  const fields = value as Record<string, unknown>;
-  for (const [field, type] of RECORD_FIELDS) {
-    if (typeof fields[field] !== type)
-      throw new Error(`registry object ${key}: "${field}" must be a ${type}`);
-  }
-  if (fields.format !== "tar.gz" && fields.format !== "zip") {
-    throw new Error(`registry object ${key}: "format" must be "tar.gz" or "zip"`);
-  }
-  assertName(fields.name as string);
-  assertHash(fields.codeHash as string);
-  return {
-    name: fields.name as string,
-    codeHash: fields.codeHash as string,
-    format: fields.format,
-    bundleBytes: fields.bundleBytes as number,
-    unpackedBytes: fields.unpackedBytes as number,
-    fileCount: fields.fileCount as number,
-    entry: fields.entry as string,
-    deployedAt: fields.deployedAt as string,
-    revision: fields.revision as number,
-  };
 }

@@ -11,7 +11,7 @@ import type { Clock, TimerHandle } from "../clock.ts";
 import type { GuestClient } from "../guest/client.ts";
 import type { Logger } from "../log.ts";
 import type { AgentMetrics } from "../metrics.ts";
-import type { InstanceSource, PoolPicture } from "../pool/instance-source.ts";
+import type { InstanceSource, PoolPicture, StartHealth } from "../pool/instance-source.ts";
 import { type FunctionCode, type Lease, Pool, PoolBusyError, type PoolConfig } from "../pool/pool.ts";
 import type { BaseImage, SandboxDriver, SandboxInstance, SandboxLimits } from "../sandbox/driver.ts";
 import type { BaseChecker, BaseProbe } from "./base-check.ts";
@@ -571,6 +571,11 @@ export class Rollout implements InstanceSource {
     const slots = [this.current, ...this.draining];
     if (this.roll?.slot && !slots.includes(this.roll.slot)) slots.push(this.roll.slot);
     return slots.filter((s) => !s.closed);
+  }
+
+  /** The serving (current) pool's starts: a candidate's failures are the roll's business, not health's. */
+  startHealth(): StartHealth {
+    return this.current.pool.startHealth();
   }
 
   snapshot(): PoolPicture {

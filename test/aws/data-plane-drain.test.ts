@@ -39,7 +39,7 @@ function stubs() {
   };
   const registry = {
     get: (name: string) => (name === "slow" ? RECORD : undefined),
-    codePath: () => "/code/slow",
+    artifactPath: () => "/code/slow",
   } as unknown as Registry;
   const lease = {
     acquired: "warm",

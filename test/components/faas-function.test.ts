@@ -6,7 +6,7 @@ import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import yazl from "yazl";
 import { FaasFunction } from "../../components/faas-function.ts";
-import { parseRecord } from "../../host-agent/registry/s3-backend.ts";
+import { parseRecord } from "../../contracts/registry-layout.ts";
 import {
   findRegistered,
   promiseOf,

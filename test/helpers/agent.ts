@@ -3,6 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Writable } from "node:stream";
+import type { S3Client } from "@aws-sdk/client-s3";
 import { request } from "undici";
 import { bakeProcessBase, type ProcessBase } from "../../guest-images/process/bake.ts";
 import { type RunningAgent, startAgent } from "../../host-agent/agent.ts";
@@ -57,7 +58,7 @@ export interface TestAgent extends RunningAgent {
 export async function startTestAgent(
   env: Record<string, string> = {},
   /** base: the shared test base unless given; null lets the agent choose (its release records, else a bake). */
-  opts: { stateDir?: string; clock?: Clock; base?: BaseImage | null } = {},
+  opts: { stateDir?: string; clock?: Clock; base?: BaseImage | null; s3Client?: S3Client } = {},
 ): Promise<TestAgent> {
   const stateDir = opts.stateDir ?? (await mkdtemp(path.join(tmpdir(), "faas-agent-")));
   const config = loadAgentConfig({
@@ -81,6 +82,7 @@ export async function startTestAgent(
     ...(base ? { base } : {}),
     log: createLogger("debug", sink),
     clock: opts.clock,
+    ...(opts.s3Client ? { s3Client: opts.s3Client } : {}),
   });
   const call: TestAgent["call"] = async (fn, body, init = {}) => {
     const res = await request(`${agent.dataUrl}${init.path ?? `/${fn}`}`, {

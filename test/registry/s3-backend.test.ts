@@ -5,8 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import S3rver from "s3rver";
-import type { FunctionRecord } from "../../host-agent/registry/backend.ts";
-import { bundleKey, recordKey, S3RegistryBackend } from "../../host-agent/registry/s3-backend.ts";
+import { bundleKey, type FunctionRecord, recordKey } from "../../contracts/registry-layout.ts";
+import { S3RegistryBackend } from "../../host-agent/registry/s3-backend.ts";
 
 const BUCKET = "snapfaas-artifacts";
 
@@ -26,6 +26,16 @@ function record(name: string, codeHash: string, revision = 1): FunctionRecord {
     deployedAt: "2026-11-28T07:00:00.000Z",
     revision,
   };
+}
+
+/** Every record the backend lists, read: what a registry refresh sees. */
+async function loadAll(backend: S3RegistryBackend): Promise<FunctionRecord[]> {
+  const records: FunctionRecord[] = [];
+  for (const ref of await backend.listRecords()) {
+    const record = await backend.readRecord(ref);
+    if (record) records.push(record);
+  }
+  return records;
 }
 
 describe("S3RegistryBackend against a local S3-compatible server (s3rver)", () => {
@@ -62,21 +72,21 @@ describe("S3RegistryBackend against a local S3-compatible server (s3rver)", () =
 
   it("starts empty, stores records and loads them back sorted by key", async () => {
     const backend = new S3RegistryBackend({ bucket: BUCKET, prefix: "t1/", client });
-    assert.deepEqual(await backend.loadRecords(), []);
+    assert.deepEqual(await loadAll(backend), []);
     const hashA = "a".repeat(64);
     const hashB = "b".repeat(64);
     await backend.putRecord(record("zeta", hashB));
     await backend.putRecord(record("alpha", hashA));
-    assert.deepEqual(await backend.loadRecords(), [record("alpha", hashA), record("zeta", hashB)]);
+    assert.deepEqual(await loadAll(backend), [record("alpha", hashA), record("zeta", hashB)]);
   });
 
   it("replaces a record whole and deletes it", async () => {
     const backend = new S3RegistryBackend({ bucket: BUCKET, prefix: "t2/", client });
     await backend.putRecord(record("hello", "1".repeat(64), 1));
     await backend.putRecord(record("hello", "2".repeat(64), 2));
-    assert.deepEqual(await backend.loadRecords(), [record("hello", "2".repeat(64), 2)]);
+    assert.deepEqual(await loadAll(backend), [record("hello", "2".repeat(64), 2)]);
     await backend.deleteRecord("hello");
-    assert.deepEqual(await backend.loadRecords(), []);
+    assert.deepEqual(await loadAll(backend), []);
   });
 
   it("stores bundles by content hash, idempotently, and returns undefined for unknown hashes", async () => {
@@ -114,7 +124,7 @@ describe("S3RegistryBackend against a local S3-compatible server (s3rver)", () =
         Body: JSON.stringify({ ...record("broken", "c".repeat(64)), revision: "one" }),
       }),
     );
-    await assert.rejects(backend.loadRecords(), /t6\/registry\/broken\.json: "revision" must be a number/);
+    await assert.rejects(loadAll(backend), /t6\/registry\/broken\.json: "revision" must be a number/);
 
     const misplaced = "t7/";
     await client.send(
@@ -125,7 +135,7 @@ describe("S3RegistryBackend against a local S3-compatible server (s3rver)", () =
       }),
     );
     const other = new S3RegistryBackend({ bucket: BUCKET, prefix: misplaced, client });
-    await assert.rejects(other.loadRecords(), /t7\/registry\/one\.json holds the record of "two"/);
+    await assert.rejects(loadAll(other), /t7\/registry\/one\.json holds the record of "two"/);
   });
 
   it("uses the documented key layout", () => {
