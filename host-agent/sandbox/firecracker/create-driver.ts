@@ -14,8 +14,9 @@ export function createFirecrackerDriver(
 ): FirecrackerDriver {
   const config = parseFirecrackerDriverConfig(rawConfig);
   const run = options.run ?? execaRunner;
-  // The doctor checks the same binaries the driver will run.
+  // The doctor checks the same binaries the driver will run, against the hashes the host pinned.
   const doctor = doctorConfigSchema.parse({
+    ...config.doctor,
     firecrackerPath: config.firecrackerPath,
     jailerPath: config.jailerPath,
     ...options.doctor,
