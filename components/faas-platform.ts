@@ -183,7 +183,9 @@ export class FaasPlatform extends pulumi.ComponentResource {
         registryPrefix: REGISTRY_PREFIX,
         releaseParameterName: release.parameterName,
         releaseParameterArn: release.parameterArn,
+        releaseParameterVersion: release.parameterVersion,
         releaseVersion: release.releaseVersion,
+        adminAccess: args.adminAccess ?? "none",
         firecrackerVersion: args.firecrackerVersion,
         ...(args.firecrackerTarballSha256 === undefined
           ? {}

@@ -29,7 +29,7 @@ function computedState(args: pulumi.runtime.MockResourceArgs): Record<string, un
       return { bucket, arn: `arn:aws:s3:::${bucket}`, id: bucket };
     }
     case "aws:ssm/parameter:Parameter":
-      return { arn: `arn:aws:ssm:us-east-1:${MOCK_ACCOUNT}:parameter${inputs.name}` };
+      return { arn: `arn:aws:ssm:us-east-1:${MOCK_ACCOUNT}:parameter${inputs.name}`, version: 1 };
     case "aws:autoscaling/group:Group":
       return { name: inputs.name ?? `${name}-mock`, arn };
     case "aws:lb/loadBalancer:LoadBalancer":
