@@ -83,18 +83,39 @@ export class KvmHostFleet extends pulumi.ComponentResource {
     );
     const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name }, { parent: this });
 
+    // pulumi.all keeps element types for up to eight inputs: two groups.
     const userData = pulumi
-      .all({
-        region: args.region,
-        firecrackerVersion: args.firecrackerVersion,
-        sha256: args.firecrackerTarballSha256,
-        parameterName: args.releaseParameterName,
-        parameterVersion: args.releaseParameterVersion,
-        releaseVersion: args.releaseVersion,
-        bucketName: args.bucketName,
-        maxVmsPerHost: args.maxVmsPerHost ?? 256,
-        drainTimeoutSeconds: args.drainTimeoutSeconds ?? 300,
-      })
+      .all([
+        pulumi.all([
+          args.region,
+          args.firecrackerVersion,
+          args.firecrackerTarballSha256,
+          args.releaseParameterName,
+        ]),
+        pulumi.all([
+          args.releaseParameterVersion,
+          args.releaseVersion,
+          args.bucketName,
+          args.maxVmsPerHost ?? 256,
+          args.drainTimeoutSeconds ?? 300,
+        ]),
+      ])
+      .apply(
+        ([
+          [region, firecrackerVersion, sha256, parameterName],
+          [parameterVersion, releaseVersion, bucketName, maxVmsPerHost, drainTimeoutSeconds],
+        ]) => ({
+          region,
+          firecrackerVersion,
+          sha256,
+          parameterName,
+          parameterVersion,
+          releaseVersion,
+          bucketName,
+          maxVmsPerHost,
+          drainTimeoutSeconds,
+        }),
+      )
       .apply((v) =>
         Buffer.from(
           renderHostUserData(

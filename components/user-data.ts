@@ -97,6 +97,13 @@ export function firecrackerReleaseUrls(version: string): { tarball: string; chec
 /** Where the boot script puts base images, one folder per version: where the agent looks by default. */
 export const BASES_DIR = DEFAULT_BASES_DIR;
 
+/**
+ * Network slots the agent builds before it serves; the others are built when a VM first needs one.
+ * Building every slot up front (256 on prod, a dozen `ip`/`nft` calls each) only delays the first
+ * healthy answer.
+ */
+export const PREBUILT_SLOTS = 16;
+
 /** What the boot script knows only on the host: its root, and the binaries' hashes from SHA256SUMS. */
 export interface DriverConfigHostValues {
   readonly root: string;
@@ -124,7 +131,7 @@ export function firecrackerDriverConfig(
     idRange: { first: input.jailerUidStart, count: input.jailerUidCount },
     network: {
       hostSubnetBase: `${match[1]}.0.0`,
-      poolSize: input.networkSlots,
+      poolSize: Math.min(input.networkSlots, PREBUILT_SLOTS),
       maxSlots: input.networkSlots,
     },
     doctor: {
@@ -256,18 +263,18 @@ export function renderHostUserData(input: HostUserDataInput): string {
       ? "# The parameter's current value (no version pinned)."
       : "# The parameter's version written with this launch template, not whatever SSM holds now.",
     `aws ssm get-parameter --name ${releaseRead} --query Parameter.Value --output text > "${p(HOST_PATHS.release)}"`,
-    `manifest_version=$(jq -r .releaseVersion "${p(HOST_PATHS.release)}")`,
+    `manifest_version=$(jq -er .releaseVersion "${p(HOST_PATHS.release)}") || fail "the release manifest has no releaseVersion"`,
     input.releaseParameterVersion === undefined
       ? '[ "$manifest_version" = "$RELEASE_VERSION" ] || echo "note: SSM holds release $manifest_version, launch template expects $RELEASE_VERSION"'
       : '[ "$manifest_version" = "$RELEASE_VERSION" ] || fail "SSM parameter version holds release $manifest_version, the launch template expects $RELEASE_VERSION"',
-    `agent_key=$(jq -r .agent.key "${p(HOST_PATHS.release)}")`,
-    `agent_sha256=$(jq -r .agent.sha256 "${p(HOST_PATHS.release)}")`,
+    `agent_key=$(jq -er .agent.key "${p(HOST_PATHS.release)}") || fail "the release manifest has no agent.key"`,
+    `agent_sha256=$(jq -er .agent.sha256 "${p(HOST_PATHS.release)}") || fail "the release manifest has no agent.sha256"`,
     `aws s3 cp --only-show-errors "s3://$ARTIFACT_BUCKET/$agent_key" "${p(HOST_PATHS.agentBundle)}"`,
     `echo "$agent_sha256  ${p(HOST_PATHS.agentBundle)}" | sha256sum -c - || fail "agent bundle checksum mismatch"`,
     "",
     "# The release's base image (snapshot, kernel, runtime), where the agent looks for it: <bases>/<version>.",
     "# The agent checks every file against the base's manifest.json before it restores anything.",
-    `base_version=$(jq -r .baseImageVersion "${p(HOST_PATHS.release)}")`,
+    `base_version=$(jq -er .baseImageVersion "${p(HOST_PATHS.release)}") || fail "the release manifest has no baseImageVersion"`,
     // The same rule as the agent's (host-agent/release/host-manifest.ts): one path segment, not . or ..
     `[[ "$base_version" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || fail "the release names no usable base image version: $base_version"`,
     // The bake uploads a version under images/<version>/ (components/release-manifest.ts baseImagePrefix).

@@ -60,7 +60,7 @@ describe("renderHostUserData", () => {
     assert.ok(script.includes("JAILER_UID_START=200000\nJAILER_UID_END=200999\n"));
     assert.ok(script.includes('"idRange": {\n    "first": 200000,\n    "count": 1000\n  }'));
     assert.ok(script.includes(`"firecrackerSha256": "${FC_SHA}"`), "the preflight's pins");
-    assert.ok(script.includes('"hostSubnetBase": "10.200.0.0",\n    "poolSize": 64,\n    "maxSlots": 64'));
+    assert.ok(script.includes('"hostSubnetBase": "10.200.0.0",\n    "poolSize": 16,\n    "maxSlots": 64'));
   });
 
   it("refuses a slot range that is not a /16 (the driver carves one /30 per VM from it)", () => {
