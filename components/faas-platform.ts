@@ -2,6 +2,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { ArtifactStore } from "./artifact-store.ts";
 import { BenchmarkLambda } from "./benchmark-lambda.ts";
+import { sshSourceCidrProblem } from "./cidr-rules.ts";
 import type { PoolSettings } from "./config.ts";
 import { Gateway } from "./gateway.ts";
 import { GuestImageBake } from "./guest-image-bake.ts";
@@ -237,6 +238,10 @@ function validatePlatformArgs(args: FaasPlatformArgs): void {
       if (args[key] === undefined)
         errors.push({ propertyPath: key, reason: "is required when bakeEnabled is true" });
     }
+    // A placeholder left in the stack file would have Pulumi dial the builder for half an hour.
+    const ssh = args.bakeSshIngressCidr;
+    const problem = typeof ssh === "string" ? sshSourceCidrProblem(ssh) : undefined;
+    if (problem) errors.push({ propertyPath: "bakeSshIngressCidr", reason: problem });
   } else if (args.baseImageVersion === undefined) {
     errors.push({ propertyPath: "baseImageVersion", reason: "is required when bakeEnabled is false" });
   }

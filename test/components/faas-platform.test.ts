@@ -88,7 +88,7 @@ describe("FaasPlatform", () => {
       bakeSources: new pulumi.asset.AssetArchive({}),
       bakeSshKeyName: "builder",
       bakeSshPrivateKey: "KEY",
-      bakeSshIngressCidr: "198.51.100.4/32",
+      bakeSshIngressCidr: "100.64.12.4/32",
       benchmark: true,
       certificateArn: "arn:aws:acm:us-east-1:123456789012:certificate/abc",
     });
@@ -123,6 +123,27 @@ describe("FaasPlatform", () => {
       ).value,
     );
     assert.equal(manifest.baseImageVersion, "d".repeat(64));
+  });
+
+  it("refuses the stack files' TEST-NET placeholder as the builder's SSH source, at preview", () => {
+    assert.throws(
+      () =>
+        new FaasPlatform("bad", {
+          ...args,
+          bakeEnabled: true,
+          bakeRecipeHash: "r",
+          bakeSources: new pulumi.asset.AssetArchive({}),
+          bakeSshKeyName: "k",
+          bakeSshPrivateKey: "p",
+          bakeSshIngressCidr: "192.0.2.10/32",
+        }),
+      (error: unknown) => {
+        assert.ok(error instanceof pulumi.InputPropertiesError);
+        assert.equal(error.errors[0]?.propertyPath, "bakeSshIngressCidr");
+        assert.match(error.errors[0]!.reason, /documentation range 192\.0\.2\.0\/24 \(a placeholder\)/);
+        return true;
+      },
+    );
   });
 
   it("names the missing bake arguments", () => {
