@@ -111,6 +111,11 @@ export class FaasPlatform extends pulumi.ComponentResource {
         listenerPort,
         ingressCidrs: args.ingressCidrs ?? ["0.0.0.0/0"],
         adminAccess: args.adminAccess ?? "none",
+        // Hosts and the builder (in the first public subnet) must be launchable in every zone.
+        instanceTypes: [
+          args.instanceType,
+          ...(args.bakeEnabled ? [args.bakeBuilderInstanceType ?? "c5.metal"] : []),
+        ],
       },
       { parent: this },
     );
