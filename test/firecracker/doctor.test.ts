@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type DoctorFs, doctorConfigSchema, runDoctor } from "../../host-agent/doctor/checks.ts";
@@ -154,6 +154,36 @@ describe("faas doctor", () => {
     assert.equal(problems.length, 1);
     assert.equal(problems[0]!.fatal, false);
     assert.match(problems[0]!.fix, /ip_forward=1/);
+  });
+
+  it("reads a host's driver config (firecracker.json): the binaries and the hashes pinned under doctor", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "snapfaas-doctor-cfg-"));
+    try {
+      const fc = join(dir, "firecracker");
+      const jailer = join(dir, "jailer");
+      writeFileSync(fc, "#!/bin/sh\necho 'Firecracker v1.16.1'\n", { mode: 0o755 });
+      writeFileSync(jailer, "#!/bin/sh\necho 'Jailer v1.16.1'\n", { mode: 0o755 });
+      const sha = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
+      const configFile = join(dir, "firecracker.json");
+      writeFileSync(
+        configFile,
+        JSON.stringify({
+          firecrackerPath: fc,
+          jailerPath: jailer,
+          doctor: { firecrackerSha256: sha(fc), jailerSha256: "0".repeat(64) },
+        }),
+      );
+      const { report } = await doctorMain([configFile]);
+      const byName = Object.fromEntries(report.checks.map((c) => [c.name, c]));
+      assert.equal(byName.firecracker?.ok, true, byName.firecracker?.detail);
+      assert.equal(byName.jailer?.ok, false);
+      assert.match(
+        byName.jailer!.detail,
+        new RegExp(`sha256 ${sha(jailer)} does not match the pinned 0{64}`),
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("runs on this machine and exits non-zero exactly when a check fails", async () => {

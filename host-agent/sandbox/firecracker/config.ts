@@ -1,6 +1,6 @@
 import { isIPv4 } from "node:net";
 import { z } from "zod";
-import { doctorConfigSchema } from "../../doctor/checks.ts";
+import { type DoctorConfig, doctorConfigSchema } from "../../doctor/checks.ts";
 import { firecrackerLimitsSchema } from "./limits.ts";
 
 const ipv4 = z.string().refine((s) => isIPv4(s), { message: "an IPv4 address" });
@@ -96,4 +96,17 @@ export function parseFirecrackerDriverConfig(input: unknown): FirecrackerDriverC
   if (result.success) return result.data;
   const lines = result.error.issues.map((issue) => `  ${issue.path.join(".") || "(root)"}: ${issue.message}`);
   throw new Error(`invalid firecracker driver config:\n${lines.join("\n")}`);
+}
+
+/** The doctor's config for a driver config: the same binaries, and the hashes the host pinned for them. */
+export function doctorConfigOf(
+  config: FirecrackerDriverConfig,
+  overrides: Partial<DoctorConfig> = {},
+): DoctorConfig {
+  return doctorConfigSchema.parse({
+    ...config.doctor,
+    firecrackerPath: config.firecrackerPath,
+    jailerPath: config.jailerPath,
+    ...overrides,
+  });
 }
