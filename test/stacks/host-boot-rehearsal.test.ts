@@ -19,7 +19,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readdirSync, readFileSync, statfsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statfsSync } from "node:fs";
 import { appendFile, chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -130,7 +130,12 @@ async function startFakeAws(): Promise<{ url: string; requests: string[]; close(
 }
 
 /** The Firecracker release as GitHub ships it: tarball, its .sha256.txt, SHA256SUMS inside. */
-async function publishFirecrackerRelease(world: StandInWorld, version: string, scratch: string) {
+async function publishFirecrackerRelease(
+  world: StandInWorld,
+  version: string,
+  scratch: string,
+  options: { tamperAfterSums?: "firecracker" } = {},
+) {
   const urls = firecrackerReleaseUrls(version);
   const dir = join(scratch, "release", urls.dir);
   await mkdir(dir, { recursive: true });
@@ -148,6 +153,8 @@ async function publishFirecrackerRelease(world: StandInWorld, version: string, s
   });
   assert.equal(sums.status, 0, sums.stderr);
   await writeFile(join(dir, "SHA256SUMS"), sums.stdout);
+  // A release whose binary changed after its SHA256SUMS was written (the tarball's own hash still matches).
+  if (options.tamperAfterSums) await appendFile(join(dir, binaries[options.tamperAfterSums]), "# changed\n");
   const tarball = join(world.world, "downloads", urls.tarball.split("/").at(-1)!);
   const tar = spawnSync("tar", ["-czf", tarball, "-C", join(scratch, "release"), urls.dir]);
   assert.equal(tar.status, 0, String(tar.stderr));
@@ -215,6 +222,87 @@ function envFile(text: string): Record<string, string> {
   return env;
 }
 
+type AwsStack = (typeof stacks)[number];
+
+/**
+ * What `pulumi up` would have put in S3 and SSM for this stack (a base image, the agent bundle, the
+ * manifest) and on GitHub (the Firecracker release), and the boot script the stack renders.
+ */
+async function prepareHost(
+  { stack, region, config }: AwsStack,
+  scratch: string,
+  agentBundle: { text: string; sha256: string },
+  options: { tamperAfterSums?: "firecracker" } = {},
+) {
+  const root = join(scratch, "root");
+  await mkdir(root);
+  const world = await writeStandIns(scratch);
+  const controllers = join(scratch, "cgroup.controllers");
+  await writeFile(controllers, AL2023_CONTROLLERS);
+  const bucket = `snapfaas-${stack}-artifacts`;
+  const s3 = join(world.world, "s3", bucket);
+
+  // What `pulumi up` would have put in S3 and SSM: a base image, the agent bundle, the manifest.
+  const base = await bakeBaseImage(join(s3, "images"), {
+    driver: "firecracker",
+    guest: "linux",
+    inputs: { rehearsal: sha256Text(`rehearsal ${stack}`) },
+    kernelArgs: "console=ttyS0",
+    firecrackerVersion: config.versions.firecracker,
+    async build(dir) {
+      for (const name of ["root.img", "code-empty.img", "vmstate", "memory", "kernel.elf"])
+        await writeFile(join(dir, name), `${name} of the rehearsal base\n`);
+    },
+  });
+  const agentKey = bundleObjectKey("host-agent", agentBundle.sha256);
+  await mkdir(join(s3, "releases", "host-agent"), { recursive: true });
+  await writeFile(join(s3, agentKey), agentBundle.text);
+  const manifest = buildReleaseManifest({
+    agentVersion: config.versions.agent,
+    baseImageVersion: base.manifest.version,
+    firecrackerVersion: config.versions.firecracker,
+    agent: { key: agentKey, sha256: agentBundle.sha256 },
+    guestRuntime: { key: "releases/guest-runtime/unused.mjs", sha256: "0".repeat(64) },
+    config: { pool: config.pool, vm: config.vm, limits: config.limits },
+  });
+  const parameterName = `/snapfaas/${stack}/snapfaas/release`;
+  await writeFile(ssmParameterFile(world.world, `${parameterName}:3`), JSON.stringify(manifest));
+  const release = await publishFirecrackerRelease(world, config.versions.firecracker, scratch, options);
+
+  const script = renderHostUserData(
+    fleetHostUserDataInput({
+      region,
+      firecrackerVersion: config.versions.firecracker,
+      ...(config.versions.firecrackerTarballSha256 === undefined
+        ? {}
+        : { firecrackerTarballSha256: release.tarSha }),
+      releaseParameterName: parameterName,
+      releaseParameterVersion: 3,
+      releaseVersion: manifest.releaseVersion,
+      bucketName: bucket,
+      registryPrefix: "functions/",
+      maxVmsPerHost: config.pool.maxInstances,
+      drainTimeoutSeconds: config.fleet.drainTimeoutSeconds,
+      lifecycleHookName: `snapfaas-fleet-drain`,
+      adminAccess: config.network.adminAccess,
+    }),
+  );
+  const scriptFile = join(scratch, "user-data.sh");
+  await writeFile(scriptFile, script);
+
+  return { root, world, controllers, scriptFile, parameterName, release, base, manifest, bucket };
+}
+
+/** The boot script, as cloud-init runs it (root, no arguments), but into the scratch root. */
+function runBoot(host: Awaited<ReturnType<typeof prepareHost>>, scratch: string) {
+  const argv = inHostView(host.controllers, ["bash", host.scriptFile]);
+  return spawnSync(argv[0]!, argv.slice(1), {
+    env: { ...standInEnv(host.world), SNAPFAAS_ROOT: host.root, TMPDIR: scratch, HOME: scratch },
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+}
+
 describe("host boot rehearsal: each AWS stack's boot script, then its agent, on this machine", function () {
   this.timeout(120_000);
   let agentBundle: Awaited<ReturnType<typeof bundleNodeEntry>>;
@@ -240,78 +328,18 @@ describe("host boot rehearsal: each AWS stack's boot script, then its agent, on 
       const imds = await new FakeImds().start();
       const fakeAws = await startFakeAws();
       try {
-        const root = join(scratch, "root");
-        await mkdir(root);
-        const world = await writeStandIns(scratch);
-        const controllers = join(scratch, "cgroup.controllers");
-        await writeFile(controllers, AL2023_CONTROLLERS);
-        const bucket = `snapfaas-${stack}-artifacts`;
-        const s3 = join(world.world, "s3", bucket);
-
-        // What `pulumi up` would have put in S3 and SSM: a base image, the agent bundle, the manifest.
-        const base = await bakeBaseImage(join(s3, "images"), {
-          driver: "firecracker",
-          guest: "linux",
-          inputs: { rehearsal: sha256Text(`rehearsal ${stack}`) },
-          kernelArgs: "console=ttyS0",
-          firecrackerVersion: config.versions.firecracker,
-          async build(dir) {
-            for (const name of ["root.img", "code-empty.img", "vmstate", "memory", "kernel.elf"])
-              await writeFile(join(dir, name), `${name} of the rehearsal base\n`);
-          },
-        });
-        const agentKey = bundleObjectKey("host-agent", agentBundle.sha256);
-        await mkdir(join(s3, "releases", "host-agent"), { recursive: true });
-        await writeFile(join(s3, agentKey), agentBundle.text);
-        const manifest = buildReleaseManifest({
-          agentVersion: config.versions.agent,
-          baseImageVersion: base.manifest.version,
-          firecrackerVersion: config.versions.firecracker,
-          agent: { key: agentKey, sha256: agentBundle.sha256 },
-          guestRuntime: { key: "releases/guest-runtime/unused.mjs", sha256: "0".repeat(64) },
-          config: { pool: config.pool, vm: config.vm, limits: config.limits },
-        });
-        const parameterName = `/snapfaas/${stack}/snapfaas/release`;
-        await writeFile(ssmParameterFile(world.world, `${parameterName}:3`), JSON.stringify(manifest));
-        const release = await publishFirecrackerRelease(world, config.versions.firecracker, scratch);
-
-        const script = renderHostUserData(
-          fleetHostUserDataInput({
-            region,
-            firecrackerVersion: config.versions.firecracker,
-            ...(config.versions.firecrackerTarballSha256 === undefined
-              ? {}
-              : { firecrackerTarballSha256: release.tarSha }),
-            releaseParameterName: parameterName,
-            releaseParameterVersion: 3,
-            releaseVersion: manifest.releaseVersion,
-            bucketName: bucket,
-            registryPrefix: "functions/",
-            maxVmsPerHost: config.pool.maxInstances,
-            drainTimeoutSeconds: config.fleet.drainTimeoutSeconds,
-            lifecycleHookName: `snapfaas-fleet-drain`,
-            adminAccess: config.network.adminAccess,
-          }),
-        );
-        const scriptFile = join(scratch, "user-data.sh");
-        await writeFile(scriptFile, script);
-
+        const host = await prepareHost({ file, stack, region, config }, scratch, agentBundle);
+        const { root, world, parameterName, release, base, controllers, bucket } = host;
+        const etcBefore = existsSync(HOST_PATHS.agentEnv);
         // 1. The boot script, as cloud-init runs it, but into the scratch root.
-        const boot = spawnSync(
-          inHostView(controllers, ["bash", scriptFile])[0]!,
-          inHostView(controllers, ["bash", scriptFile]).slice(1),
-          {
-            env: { ...standInEnv(world), SNAPFAAS_ROOT: root, TMPDIR: scratch, HOME: scratch },
-            encoding: "utf8",
-            timeout: 60_000,
-          },
-        );
+        const boot = runBoot(host, scratch);
         assert.equal(boot.status, 0, `boot script failed:\n${boot.stdout}\n${boot.stderr}`);
         const calls = await readFile(world.callsFile, "utf8");
         assert.match(calls, new RegExp(`^dnf install -y -q nftables jq ${HOST_NODE.dnfPackage}$`, "m"));
         assert.match(calls, new RegExp(`^aws ssm get-parameter --name ${parameterName}:3 `, "m"));
         assert.match(calls, new RegExp(`^systemctl enable --now ${AGENT_UNIT}$`, "m"));
         assert.match(await readFile(join(root, HOST_PATHS.log), "utf8"), /agent started for release/);
+        assert.equal(existsSync(HOST_PATHS.agentEnv), etcBefore, "nothing written outside the scratch root");
 
         // 2. What systemd would start: the unit's ExecStart with its EnvironmentFile.
         const unit = await readFile(join(root, HOST_PATHS.unit), "utf8");
@@ -383,4 +411,19 @@ describe("host boot rehearsal: each AWS stack's boot script, then its agent, on 
       }
     });
   }
+
+  it("a release whose firecracker binary does not match its SHA256SUMS stops the boot before anything is installed", async () => {
+    const scratch = await mkdtemp(join(tmpdir(), "snapfaas-boot-tampered-"));
+    try {
+      const host = await prepareHost(stacks[0]!, scratch, agentBundle, { tamperAfterSums: "firecracker" });
+      const boot = runBoot(host, scratch);
+      assert.equal(boot.status, 1, boot.stdout);
+      // The script sends stderr to its log and stdout (exec > >(tee ...) 2>&1).
+      assert.match(boot.stdout, /snapfaas bootstrap: Firecracker binaries do not match SHA256SUMS/);
+      assert.equal(existsSync(join(host.root, HOST_PATHS.firecracker)), false, "nothing installed");
+      assert.doesNotMatch(await readFile(host.world.callsFile, "utf8"), /^(systemctl|aws) /m);
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+  });
 });
