@@ -75,7 +75,8 @@ export class BenchmarkLambda extends pulumi.ComponentResource {
     );
     new aws.lambda.Permission(
       `${name}-invoke`,
-      { function: fn.arn, action: "lambda:InvokeFunction", principal: "*" },
+      // Only through the URL: without the condition anyone could call the Invoke API on it directly.
+      { function: fn.arn, action: "lambda:InvokeFunction", principal: "*", invokedViaFunctionUrl: true },
       { parent: this },
     );
     this.functionUrl = url.functionUrl;

@@ -67,12 +67,14 @@ describe("BenchmarkLambda", () => {
       action: "lambda:InvokeFunctionUrl",
       principal: "*",
       functionUrlAuthType: "NONE",
+      invokedViaFunctionUrl: undefined,
     });
     assert.deepEqual(grant("bench-invoke"), {
       fn: fnName,
       action: "lambda:InvokeFunction",
       principal: "*",
       functionUrlAuthType: undefined,
+      invokedViaFunctionUrl: true,
     });
   });
 
