@@ -52,13 +52,9 @@ describe("BenchmarkLambda", () => {
     const lambda = new BenchmarkLambda("bench", {});
     await settled(lambda);
     const grant = (name: string) => {
-      const {
-        function: fn,
-        action,
-        principal,
-        functionUrlAuthType,
-      } = findRegistered("aws:lambda/permission:Permission", name).inputs;
-      return { fn, action, principal, functionUrlAuthType };
+      const inputs = findRegistered("aws:lambda/permission:Permission", name).inputs;
+      const { function: fn, action, principal, functionUrlAuthType, invokedViaFunctionUrl } = inputs;
+      return { fn, action, principal, functionUrlAuthType, invokedViaFunctionUrl };
     };
     const fnName = await promiseOf(lambda.functionArn);
     assert.match(fnName, /bench-function$/);
