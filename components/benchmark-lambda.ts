@@ -10,6 +10,12 @@ export const HELLO_WORLD_HANDLER = `export const handler = async () => ({
 });
 `;
 
+/**
+ * Node.js 24: Lambda's newest Node LTS runtime. nodejs20.x was deprecated on 2026-04-30 and AWS then
+ * blocks creating functions on it, so a first `pulumi up` would fail at this resource.
+ */
+export const BENCHMARK_RUNTIME = "nodejs24.x";
+
 export interface BenchmarkLambdaArgs {
   /** Memory of the Lambda, MiB; match the platform's per-VM memory for a fair comparison. Default 256. */
   memoryMiB?: pulumi.Input<number>;
@@ -19,6 +25,7 @@ export interface BenchmarkLambdaArgs {
 export class BenchmarkLambda extends pulumi.ComponentResource {
   public readonly functionUrl: pulumi.Output<string>;
   public readonly functionName: pulumi.Output<string>;
+  public readonly functionArn: pulumi.Output<string>;
 
   constructor(name: string, args: BenchmarkLambdaArgs = {}, opts?: pulumi.ComponentResourceOptions) {
     super("snapfaas:index:BenchmarkLambda", name, {}, opts);
@@ -38,7 +45,7 @@ export class BenchmarkLambda extends pulumi.ComponentResource {
       `${name}-function`,
       {
         role: role.arn,
-        runtime: "nodejs20.x",
+        runtime: BENCHMARK_RUNTIME,
         handler: "index.handler",
         architectures: ["x86_64"],
         memorySize: args.memoryMiB ?? 256,
@@ -54,8 +61,31 @@ export class BenchmarkLambda extends pulumi.ComponentResource {
       { functionName: fn.name, authorizationType: "NONE" },
       { parent: this },
     );
+    // With auth type NONE the function's resource policy still decides, and since October 2025 a new
+    // function URL needs both grants to anyone; without them every call is answered 403.
+    new aws.lambda.Permission(
+      `${name}-url-invoke`,
+      {
+        function: fn.arn,
+        action: "lambda:InvokeFunctionUrl",
+        principal: "*",
+        functionUrlAuthType: "NONE",
+      },
+      { parent: this },
+    );
+    new aws.lambda.Permission(
+      `${name}-invoke`,
+      // Only through the URL: without the condition anyone could call the Invoke API on it directly.
+      { function: fn.arn, action: "lambda:InvokeFunction", principal: "*", invokedViaFunctionUrl: true },
+      { parent: this },
+    );
     this.functionUrl = url.functionUrl;
     this.functionName = fn.name;
-    this.registerOutputs({ functionUrl: this.functionUrl, functionName: this.functionName });
+    this.functionArn = fn.arn;
+    this.registerOutputs({
+      functionUrl: this.functionUrl,
+      functionName: this.functionName,
+      functionArn: this.functionArn,
+    });
   }
 }

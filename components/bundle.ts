@@ -4,6 +4,7 @@
  */
 import { createHash } from "node:crypto";
 import { build } from "esbuild";
+import { HOST_NODE } from "./host-node.ts";
 
 export interface NodeBundle {
   readonly entry: string;
@@ -16,13 +17,17 @@ export interface NodeBundle {
 const REQUIRE_SHIM =
   'import { createRequire as __snapfaasCreateRequire } from "node:module";\nconst require = __snapfaasCreateRequire(import.meta.url);';
 
-export async function bundleNodeEntry(entry: string): Promise<NodeBundle> {
+/** Bundles `entry` for the hosts' Node (components/host-node.ts) unless another esbuild target is given. */
+export async function bundleNodeEntry(
+  entry: string,
+  target: string = HOST_NODE.esbuildTarget,
+): Promise<NodeBundle> {
   const result = await build({
     entryPoints: [entry],
     bundle: true,
     platform: "node",
     format: "esm",
-    target: "node20",
+    target,
     write: false,
     minify: false,
     sourcemap: false,

@@ -2,6 +2,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { ArtifactStore } from "./artifact-store.ts";
 import { BenchmarkLambda } from "./benchmark-lambda.ts";
+import { sshSourceCidrProblem } from "./cidr-rules.ts";
 import type { PoolSettings } from "./config.ts";
 import { Gateway } from "./gateway.ts";
 import { GuestImageBake } from "./guest-image-bake.ts";
@@ -110,6 +111,11 @@ export class FaasPlatform extends pulumi.ComponentResource {
         listenerPort,
         ingressCidrs: args.ingressCidrs ?? ["0.0.0.0/0"],
         adminAccess: args.adminAccess ?? "none",
+        // Hosts and the builder (in the first public subnet) must be launchable in every zone.
+        instanceTypes: [
+          args.instanceType,
+          ...(args.bakeEnabled ? [args.bakeBuilderInstanceType ?? "c5.metal"] : []),
+        ],
       },
       { parent: this },
     );
@@ -183,7 +189,9 @@ export class FaasPlatform extends pulumi.ComponentResource {
         registryPrefix: REGISTRY_PREFIX,
         releaseParameterName: release.parameterName,
         releaseParameterArn: release.parameterArn,
+        releaseParameterVersion: release.parameterVersion,
         releaseVersion: release.releaseVersion,
+        adminAccess: args.adminAccess ?? "none",
         firecrackerVersion: args.firecrackerVersion,
         ...(args.firecrackerTarballSha256 === undefined
           ? {}
@@ -235,6 +243,10 @@ function validatePlatformArgs(args: FaasPlatformArgs): void {
       if (args[key] === undefined)
         errors.push({ propertyPath: key, reason: "is required when bakeEnabled is true" });
     }
+    // A placeholder left in the stack file would have Pulumi dial the builder for half an hour.
+    const ssh = args.bakeSshIngressCidr;
+    const problem = typeof ssh === "string" ? sshSourceCidrProblem(ssh) : undefined;
+    if (problem) errors.push({ propertyPath: "bakeSshIngressCidr", reason: problem });
   } else if (args.baseImageVersion === undefined) {
     errors.push({ propertyPath: "baseImageVersion", reason: "is required when bakeEnabled is false" });
   }

@@ -27,6 +27,8 @@ export class HostAgentRelease extends pulumi.ComponentResource {
   public readonly manifest: pulumi.Output<ReleaseManifest>;
   public readonly parameterName: pulumi.Output<string>;
   public readonly parameterArn: pulumi.Output<string>;
+  /** SSM's version number of the parameter holding this release (it grows with every new value). */
+  public readonly parameterVersion: pulumi.Output<number>;
   public readonly agentKey: pulumi.Output<string>;
   public readonly guestRuntimeKey: pulumi.Output<string>;
 
@@ -98,6 +100,7 @@ export class HostAgentRelease extends pulumi.ComponentResource {
     this.releaseVersion = this.manifest.apply((m) => m.releaseVersion);
     this.parameterName = parameter.name;
     this.parameterArn = parameter.arn;
+    this.parameterVersion = parameter.version;
     this.agentKey = agentObject.key;
     this.guestRuntimeKey = runtimeObject.key;
     this.registerOutputs({
@@ -105,6 +108,7 @@ export class HostAgentRelease extends pulumi.ComponentResource {
       manifest: this.manifest,
       parameterName: this.parameterName,
       parameterArn: this.parameterArn,
+      parameterVersion: this.parameterVersion,
       agentKey: this.agentKey,
       guestRuntimeKey: this.guestRuntimeKey,
     });

@@ -6,8 +6,10 @@
 
 const METAL = /^[a-z][a-z0-9-]*\.metal(-\d+xl)?$/;
 const NESTED_CAPABLE = /^[cmr]8i(d|-flex)?\.(large|\d*xlarge)$/;
-/** Graviton families carry a "g" right after the generation digit (m6g, c7gn, m8gd). */
-const ARM64 = /^[a-z]+\d+g[a-z]*\./;
+/** Graviton families carry a "g" right after the generation digit (m6g, c7gn, m8gd); a1 is Graviton 1. */
+const ARM64 = /^([a-z]+\d+g[a-z]*|a1)\./;
+/** EC2 Mac types (mac1, mac2, mac2-m2pro, mac-m4...) run macOS on Dedicated Hosts only: no Linux, no KVM. */
+const MAC = /^mac[a-z0-9-]*\./;
 
 export type KvmSupport = "metal" | "nested";
 
@@ -17,6 +19,12 @@ export type InstanceTypeCheck =
 
 /** Decides whether `instanceType` can host Firecracker microVMs, and why not when it cannot. */
 export function checkKvmInstanceType(instanceType: string, nestedVirtualization: boolean): InstanceTypeCheck {
+  if (MAC.test(instanceType)) {
+    return {
+      ok: false,
+      reason: `${instanceType} is an EC2 Mac type (macOS on a Dedicated Host): hosts run Amazon Linux with KVM; use a .metal type such as c5.metal`,
+    };
+  }
   if (ARM64.test(instanceType)) {
     return {
       ok: false,

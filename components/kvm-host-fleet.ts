@@ -3,7 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { assumeRolePolicy } from "./assume-role.ts";
 import { checkKvmInstanceType } from "./instance-types.ts";
 import { ADMIN_PORT, DATA_PORT } from "./network.ts";
-import { renderHostUserData } from "./user-data.ts";
+import { type HostUserDataInput, renderHostUserData } from "./user-data.ts";
 
 export const METRIC_NAMESPACE = "SnapFaaS";
 export const POOL_UTILIZATION_METRIC = "PoolUtilization";
@@ -29,6 +29,10 @@ export interface KvmHostFleetArgs {
   releaseParameterName: pulumi.Input<string>;
   releaseParameterArn: pulumi.Input<string>;
   releaseVersion: pulumi.Input<string>;
+  /** Version of the release parameter holding this release; hosts read exactly that version. */
+  releaseParameterVersion?: pulumi.Input<number>;
+  /** "vpc": the agent's admin API listens beyond loopback (the host security group admits the VPC). */
+  adminAccess?: "vpc" | "none";
   firecrackerVersion: pulumi.Input<string>;
   firecrackerTarballSha256?: pulumi.Input<string>;
   minHosts: pulumi.Input<number>;
@@ -79,49 +83,58 @@ export class KvmHostFleet extends pulumi.ComponentResource {
     );
     const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name }, { parent: this });
 
-    const maxVms = pulumi.output(args.maxVmsPerHost ?? 256);
+    // pulumi.all keeps element types for up to eight inputs: two groups.
     const userData = pulumi
       .all([
-        args.region,
-        args.firecrackerVersion,
-        args.firecrackerTarballSha256,
-        args.releaseParameterName,
-        args.releaseVersion,
-        args.bucketName,
-        maxVms,
-        args.drainTimeoutSeconds ?? 300,
+        pulumi.all([
+          args.region,
+          args.firecrackerVersion,
+          args.firecrackerTarballSha256,
+          args.releaseParameterName,
+        ]),
+        pulumi.all([
+          args.releaseParameterVersion,
+          args.releaseVersion,
+          args.bucketName,
+          args.maxVmsPerHost ?? 256,
+          args.drainTimeoutSeconds ?? 300,
+        ]),
       ])
       .apply(
         ([
+          [region, firecrackerVersion, sha256, parameterName],
+          [parameterVersion, releaseVersion, bucketName, maxVmsPerHost, drainTimeoutSeconds],
+        ]) => ({
           region,
           firecrackerVersion,
           sha256,
           parameterName,
+          parameterVersion,
           releaseVersion,
           bucketName,
-          vms,
-          drainSeconds,
-        ]) =>
-          Buffer.from(
-            renderHostUserData({
-              region,
-              firecrackerVersion,
-              ...(sha256 === undefined ? {} : { firecrackerTarballSha256: sha256 }),
-              releaseParameterName: parameterName,
-              releaseVersion,
-              bucketName,
+          maxVmsPerHost,
+          drainTimeoutSeconds,
+        }),
+      )
+      .apply((v) =>
+        Buffer.from(
+          renderHostUserData(
+            fleetHostUserDataInput({
+              region: v.region,
+              firecrackerVersion: v.firecrackerVersion,
+              ...(v.sha256 === undefined ? {} : { firecrackerTarballSha256: v.sha256 }),
+              releaseParameterName: v.parameterName,
+              ...(v.parameterVersion === undefined ? {} : { releaseParameterVersion: v.parameterVersion }),
+              releaseVersion: v.releaseVersion,
+              bucketName: v.bucketName,
               registryPrefix,
-              dataPort: DATA_PORT,
-              adminPort: ADMIN_PORT,
-              jailerUidStart: JAILER_UID_START,
-              jailerUidCount: vms,
-              networkSlots: vms,
-              slotCidr: "10.200.0.0/16",
+              maxVmsPerHost: v.maxVmsPerHost,
+              drainTimeoutSeconds: v.drainTimeoutSeconds,
               lifecycleHookName: this.drainHookName,
-              drainTimeoutSeconds: drainSeconds,
-              metricNamespace: METRIC_NAMESPACE,
+              adminAccess: args.adminAccess ?? "none",
             }),
-          ).toString("base64"),
+          ),
+        ).toString("base64"),
       );
 
     const launchTemplate = new aws.ec2.LaunchTemplate(
@@ -174,10 +187,14 @@ export class KvmHostFleet extends pulumi.ComponentResource {
         healthCheckType: "ELB",
         // Metal hosts take minutes to boot and install; do not judge them before that.
         healthCheckGracePeriod: 900,
+        // Metal types often take more than the default 10 minutes to reach InService.
+        waitForCapacityTimeout: "30m",
         launchTemplate: { id: launchTemplate.id, version: launchTemplate.latestVersion.apply(String) },
         instanceRefresh: {
           strategy: "Rolling",
-          preferences: { minHealthyPercentage: 50, instanceWarmup: "600" },
+          // Launch before terminate: a replacement is healthy before an old host goes, so a one-host stack
+          // keeps serving through a release (at the cost of running up to twice the hosts meanwhile).
+          preferences: { minHealthyPercentage: 100, maxHealthyPercentage: 200, instanceWarmup: "600" },
         },
         tags: [{ key: "Name", value: `${name}-host`, propagateAtLaunch: true }],
       },
@@ -267,11 +284,13 @@ export function hostPolicyDocument(
           Resource: [`${bucket}/releases/*`, `${bucket}/images/*`, `${bucket}/${registryPrefix}*`],
         },
         {
-          Sid: "ListRegistry",
+          // The whole functions prefix, not only the records: without ListBucket S3 answers a missing
+          // bundle with 403 AccessDenied, and the agent could not tell "deleted" from "forbidden".
+          Sid: "ListFunctions",
           Effect: "Allow",
           Action: "s3:ListBucket",
           Resource: bucket,
-          Condition: { StringLike: { "s3:prefix": [`${registryPrefix}registry/*`] } },
+          Condition: { StringLike: { "s3:prefix": [`${registryPrefix}*`] } },
         },
         {
           // The boot script copies a base image folder (aws s3 cp --recursive), which lists it first.
@@ -293,6 +312,50 @@ export function hostPolicyDocument(
       ],
     }),
   );
+}
+
+/** The fleet's fixed choices around what varies per stack: ports, uid range, slot range, metric. */
+export interface FleetUserDataValues {
+  readonly region: string;
+  readonly firecrackerVersion: string;
+  readonly firecrackerTarballSha256?: string;
+  readonly releaseParameterName: string;
+  readonly releaseParameterVersion?: number;
+  readonly releaseVersion: string;
+  readonly bucketName: string;
+  readonly registryPrefix: string;
+  readonly maxVmsPerHost: number;
+  readonly drainTimeoutSeconds: number;
+  readonly lifecycleHookName: string;
+  readonly adminAccess: "vpc" | "none";
+}
+
+/** The boot script's input for one fleet host: pure, so the rehearsal renders exactly what hosts get. */
+export function fleetHostUserDataInput(values: FleetUserDataValues): HostUserDataInput {
+  return {
+    region: values.region,
+    firecrackerVersion: values.firecrackerVersion,
+    ...(values.firecrackerTarballSha256 === undefined
+      ? {}
+      : { firecrackerTarballSha256: values.firecrackerTarballSha256 }),
+    releaseParameterName: values.releaseParameterName,
+    ...(values.releaseParameterVersion === undefined
+      ? {}
+      : { releaseParameterVersion: values.releaseParameterVersion }),
+    releaseVersion: values.releaseVersion,
+    bucketName: values.bucketName,
+    registryPrefix: values.registryPrefix,
+    dataPort: DATA_PORT,
+    adminPort: ADMIN_PORT,
+    jailerUidStart: JAILER_UID_START,
+    jailerUidCount: values.maxVmsPerHost,
+    networkSlots: values.maxVmsPerHost,
+    slotCidr: "10.200.0.0/16",
+    lifecycleHookName: values.lifecycleHookName,
+    drainTimeoutSeconds: values.drainTimeoutSeconds,
+    metricNamespace: METRIC_NAMESPACE,
+    adminAccess: values.adminAccess,
+  };
 }
 
 function validateFleetArgs(args: KvmHostFleetArgs): void {

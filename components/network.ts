@@ -1,6 +1,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { subnetCidr } from "./subnet-cidrs.ts";
+import { zoneOfferingProblem } from "./zone-offerings.ts";
 
 export const DATA_PORT = 8080;
 export const ADMIN_PORT = 8081;
@@ -22,6 +23,11 @@ export interface NetworkArgs {
   ingressCidrs: pulumi.Input<string>[];
   /** "vpc": admin port reachable from inside the VPC only; "none": no network path to it at all. */
   adminAccess: "vpc" | "none";
+  /**
+   * EC2 types launched into these subnets (the fleet's, the builder's): each must be offered in every
+   * zone, checked against EC2's offerings at preview.
+   */
+  instanceTypes?: string[];
 }
 
 /**
@@ -36,16 +42,36 @@ export class Network extends pulumi.ComponentResource {
   public readonly privateSubnetIds: pulumi.Output<string[]>;
   public readonly loadBalancerSecurityGroupId: pulumi.Output<string>;
   public readonly hostSecurityGroupId: pulumi.Output<string>;
+  /** The zones, once checked against the offerings of every type in instanceTypes. */
+  public readonly availabilityZones: pulumi.Output<string[]>;
 
   constructor(name: string, args: NetworkArgs, opts?: pulumi.ComponentResourceOptions) {
     validateNetworkArgs(args);
     super("snapfaas:index:Network", name, {}, opts);
 
+    const types = [...new Set(args.instanceTypes ?? [])];
+    const offerings = types.map((type) =>
+      aws.ec2
+        .getInstanceTypeOfferingsOutput(
+          { locationType: "availability-zone", filters: [{ name: "instance-type", values: [type] }] },
+          { parent: this },
+        )
+        .locations.apply((zones) => [type, zones] as const),
+    );
+    // Subnets (and so the hosts and the builder) depend on this: a zone without the type stops preview.
+    const zones = pulumi.all(offerings).apply((pairs) => {
+      const problem = zoneOfferingProblem(args.availabilityZones, Object.fromEntries(pairs));
+      if (problem) throw new Error(`Invalid arguments for Network ${name}: ${problem}`);
+      return args.availabilityZones;
+    });
+    this.availabilityZones = zones;
+
     if (args.existingVpcId !== undefined) {
       this.vpcId = pulumi.output(args.existingVpcId);
       this.vpcCidr = aws.ec2.getVpcOutput({ id: args.existingVpcId }, { parent: this }).cidrBlock;
-      this.publicSubnetIds = pulumi.output(args.existingPublicSubnetIds ?? []);
-      this.privateSubnetIds = pulumi.output(args.existingPrivateSubnetIds ?? []);
+      // Existing subnets: what is launched into them still waits for the zone check.
+      this.publicSubnetIds = pulumi.all([args.existingPublicSubnetIds ?? [], zones]).apply(([ids]) => ids);
+      this.privateSubnetIds = pulumi.all([args.existingPrivateSubnetIds ?? [], zones]).apply(([ids]) => ids);
     } else {
       const cidr = pulumi.output(args.vpcCidr ?? "10.40.0.0/16");
       const vpc = new aws.ec2.Vpc(
@@ -64,7 +90,7 @@ export class Network extends pulumi.ComponentResource {
           `${name}-public-${zone}`,
           {
             vpcId: vpc.id,
-            availabilityZone: zone,
+            availabilityZone: zones.apply((z) => z[i]!),
             cidrBlock: cidr.apply((c) => subnetCidr(c, "public", i)),
             // Only the load balancer and the NAT gateway live here; nothing gets a public IP by default.
             mapPublicIpOnLaunch: false,
@@ -98,7 +124,7 @@ export class Network extends pulumi.ComponentResource {
           `${name}-private-${zone}`,
           {
             vpcId: vpc.id,
-            availabilityZone: zone,
+            availabilityZone: zones.apply((z) => z[i]!),
             cidrBlock: cidr.apply((c) => subnetCidr(c, "private", i)),
             mapPublicIpOnLaunch: false,
             tags: { Name: `${name}-private-${zone}` },
@@ -198,6 +224,7 @@ export class Network extends pulumi.ComponentResource {
       privateSubnetIds: this.privateSubnetIds,
       loadBalancerSecurityGroupId: this.loadBalancerSecurityGroupId,
       hostSecurityGroupId: this.hostSecurityGroupId,
+      availabilityZones: this.availabilityZones,
     });
   }
 }

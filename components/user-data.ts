@@ -5,6 +5,11 @@
  */
 
 import { DEFAULT_BASES_DIR } from "../host-agent/config.ts";
+import {
+  type FirecrackerDriverConfigInput,
+  parseFirecrackerDriverConfig,
+} from "../host-agent/sandbox/firecracker/config.ts";
+import { HOST_NODE } from "./host-node.ts";
 
 export interface HostUserDataInput {
   readonly region: string;
@@ -30,7 +35,40 @@ export interface HostUserDataInput {
   /** The hook's heartbeat timeout: the agent gives up waiting for calls a little before it. */
   readonly drainTimeoutSeconds: number;
   readonly metricNamespace: string;
+  /** Version of the SSM parameter that holds this release: the host reads exactly that version. */
+  readonly releaseParameterVersion?: number;
+  /** "vpc": the admin API listens on every interface (the security group admits the VPC only). */
+  readonly adminAccess?: "vpc" | "none";
 }
+
+/**
+ * The root the boot script writes under. Empty on a host; a rehearsal sets SNAPFAAS_ROOT in the
+ * environment to run the script into a scratch folder. Every path the script writes, and every path
+ * it hands the agent, starts with it.
+ */
+export const ROOT_VAR = "SNAPFAAS_ROOT";
+/** A shell variable's expansion, as written in the script. */
+const shellVar = (name: string) => `\${${name}}`;
+const R = shellVar(ROOT_VAR);
+
+/** Where the boot script writes what the agent and systemd read (without the root prefix). */
+export const HOST_PATHS = {
+  log: "/var/log/snapfaas-bootstrap.log",
+  sysctl: "/etc/sysctl.d/90-snapfaas.conf",
+  firecracker: "/usr/local/bin/firecracker",
+  jailer: "/usr/local/bin/jailer",
+  jailRoot: "/srv/jailer",
+  stateRoot: "/var/lib/snapfaas",
+  etc: "/etc/snapfaas",
+  release: "/etc/snapfaas/release.json",
+  firecrackerConfig: "/etc/snapfaas/firecracker.json",
+  agentEnv: "/etc/snapfaas/agent.env",
+  opt: "/opt/snapfaas",
+  agentBundle: "/opt/snapfaas/host-agent.mjs",
+  unit: "/etc/systemd/system/snapfaas-agent.service",
+} as const;
+
+export const AGENT_UNIT = "snapfaas-agent.service";
 
 /** How long the agent waits for calls in flight on scale-in: the hook's timeout less a margin to complete it. */
 export function agentDrainTimeoutMs(drainTimeoutSeconds: number): number {
@@ -60,26 +98,74 @@ export function firecrackerReleaseUrls(version: string): { tarball: string; chec
 export const BASES_DIR = DEFAULT_BASES_DIR;
 
 /**
- * The Firecracker driver's config file (host-agent/sandbox/firecracker/config.ts) for this host: the
- * binaries step 4 installs, the jail root step 5 makes, the uid range, and one network slot per VM
- * carved from the slot range. The release's VM shape and rate limits come from its manifest.
+ * Network slots the agent builds before it serves; the others are built when a VM first needs one.
+ * Building every slot up front (256 on prod, a dozen `ip`/`nft` calls each) only delays the first
+ * healthy answer.
  */
-export function firecrackerDriverConfigJson(input: HostUserDataInput): string {
+export const PREBUILT_SLOTS = 16;
+
+/** What the boot script knows only on the host: its root, and the binaries' hashes from SHA256SUMS. */
+export interface DriverConfigHostValues {
+  readonly root: string;
+  readonly firecrackerSha256: string;
+  readonly jailerSha256: string;
+}
+
+/**
+ * The Firecracker driver's config file (host-agent/sandbox/firecracker/config.ts, the schema the agent
+ * parses) for this host: the binaries step 4 installs and their sha256 for the preflight, the jail root
+ * step 5 makes, the uid range, and one network slot per VM carved from the slot range. The release's VM
+ * shape and rate limits come from its manifest.
+ */
+export function firecrackerDriverConfig(
+  input: HostUserDataInput,
+  host: DriverConfigHostValues,
+): FirecrackerDriverConfigInput {
   const match = /^(\d{1,3}\.\d{1,3})\.0\.0\/16$/.exec(input.slotCidr);
   if (!match)
     throw new Error(`slotCidr must be a /16 like 10.200.0.0/16 (one /30 per VM slot): ${input.slotCidr}`);
-  const config = {
-    firecrackerPath: "/usr/local/bin/firecracker",
-    jailerPath: "/usr/local/bin/jailer",
-    chrootBase: "/srv/jailer",
+  return {
+    firecrackerPath: `${host.root}${HOST_PATHS.firecracker}`,
+    jailerPath: `${host.root}${HOST_PATHS.jailer}`,
+    chrootBase: `${host.root}${HOST_PATHS.jailRoot}`,
     idRange: { first: input.jailerUidStart, count: input.jailerUidCount },
     network: {
       hostSubnetBase: `${match[1]}.0.0`,
-      poolSize: input.networkSlots,
+      poolSize: Math.min(input.networkSlots, PREBUILT_SLOTS),
       maxSlots: input.networkSlots,
     },
+    doctor: {
+      firecrackerSha256: host.firecrackerSha256,
+      jailerSha256: host.jailerSha256,
+      snapshotDir: `${host.root}${HOST_PATHS.stateRoot}`,
+    },
   };
-  return JSON.stringify(config, null, 2);
+}
+
+/**
+ * The driver config as the boot script's unquoted heredoc: the root and the hashes are shell variables
+ * there. The same object with sample host values goes through the agent's parser first, so a config
+ * the agent would refuse fails here, at render time.
+ */
+function firecrackerDriverConfigHeredoc(input: HostUserDataInput): string {
+  parseFirecrackerDriverConfig(
+    firecrackerDriverConfig(input, {
+      root: "",
+      firecrackerSha256: "0".repeat(64),
+      jailerSha256: "0".repeat(64),
+    }),
+  );
+  const text = JSON.stringify(
+    firecrackerDriverConfig(input, {
+      root: R,
+      firecrackerSha256: shellVar("firecracker_sha256"),
+      jailerSha256: shellVar("jailer_sha256"),
+    }),
+    null,
+    2,
+  );
+  if (/[`\\]|\$\(/.test(text)) throw new Error("the driver config would not survive an unquoted heredoc");
+  return text;
 }
 
 export function renderHostUserData(input: HostUserDataInput): string {
@@ -98,11 +184,23 @@ export function renderHostUserData(input: HostUserDataInput): string {
         ]
       : [`expected_sha256=${pinned}`];
 
+  const p = (path: string) => `${R}${path}`;
+  const releaseRead =
+    input.releaseParameterVersion === undefined
+      ? '"$RELEASE_PARAMETER"'
+      : `"$RELEASE_PARAMETER:${safe("releaseParameterVersion", input.releaseParameterVersion)}"`;
+  const fcName = "firecracker-v$FIRECRACKER_VERSION-x86_64";
+  const jailerName = "jailer-v$FIRECRACKER_VERSION-x86_64";
+  const releaseDir = `$work/${urls.dir}`;
+
   const lines = [
     "#!/bin/bash",
     "# snapfaas KVM host bootstrap (rendered by components/user-data.ts).",
     "set -euo pipefail",
-    "exec > >(tee -a /var/log/snapfaas-bootstrap.log) 2>&1",
+    `# Every path written below starts with $${ROOT_VAR}: empty on a host, a scratch folder in a rehearsal.`,
+    `${ROOT_VAR}="\${${ROOT_VAR}:-}"`,
+    `mkdir -p "${p("/var/log")}"`,
+    `exec > >(tee -a "${p(HOST_PATHS.log)}") 2>&1`,
     "",
     `export AWS_DEFAULT_REGION=${safe("region", input.region)}`,
     `FIRECRACKER_VERSION=${safe("firecrackerVersion", input.firecrackerVersion)}`,
@@ -122,13 +220,15 @@ export function renderHostUserData(input: HostUserDataInput): string {
     "# 3. Kernel settings for the per-VM network slots (netns + tap + veth + NAT).",
     "modprobe tun",
     "modprobe veth",
-    "cat > /etc/sysctl.d/90-snapfaas.conf <<'SYSCTL'",
+    `mkdir -p "${p("/etc/sysctl.d")}"`,
+    `cat > "${p(HOST_PATHS.sysctl)}" <<'SYSCTL'`,
     "net.ipv4.ip_forward = 1",
     "net.ipv4.conf.all.rp_filter = 0",
     "net.ipv4.neigh.default.gc_thresh3 = 16384",
     "SYSCTL",
     "sysctl --system >/dev/null",
-    "dnf install -y -q nftables jq nodejs20",
+    `# Node ${HOST_NODE.major} LTS for the agent (components/host-node.ts).`,
+    `dnf install -y -q nftables jq ${HOST_NODE.dnfPackage}`,
     "",
     "# 4. Firecracker and jailer, pinned, verified before anything is installed.",
     "work=$(mktemp -d)",
@@ -137,10 +237,17 @@ export function renderHostUserData(input: HostUserDataInput): string {
     ...tarballCheck,
     'echo "$expected_sha256  $work/fc.tgz" | sha256sum -c - || fail "Firecracker tarball checksum mismatch"',
     'tar -xzf "$work/fc.tgz" -C "$work"',
-    `(cd "$work/${urls.dir}" && sha256sum -c --ignore-missing SHA256SUMS) || fail "Firecracker binaries do not match SHA256SUMS"`,
-    `install -m 0755 "$work/${urls.dir}/firecracker-v$FIRECRACKER_VERSION-x86_64" /usr/local/bin/firecracker`,
-    `install -m 0755 "$work/${urls.dir}/jailer-v$FIRECRACKER_VERSION-x86_64" /usr/local/bin/jailer`,
-    '/usr/local/bin/firecracker --version | grep -q "v$FIRECRACKER_VERSION" || fail "installed Firecracker reports another version"',
+    `(cd "${releaseDir}" && sha256sum -c --ignore-missing SHA256SUMS) || fail "Firecracker binaries do not match SHA256SUMS"`,
+    // --ignore-missing passes a binary SHA256SUMS does not list: take each hash from the file and require it.
+    'sums_entry() { awk -v f="$2" \'$2 == f || $2 == "*" f { print $1 }\' "$1/SHA256SUMS"; }',
+    `firecracker_sha256=$(sums_entry "${releaseDir}" "${fcName}")`,
+    `jailer_sha256=$(sums_entry "${releaseDir}" "${jailerName}")`,
+    `[[ "$firecracker_sha256" =~ ^[0-9a-f]{64}$ ]] || fail "SHA256SUMS lists no ${fcName}"`,
+    `[[ "$jailer_sha256" =~ ^[0-9a-f]{64}$ ]] || fail "SHA256SUMS lists no ${jailerName}"`,
+    `mkdir -p "${p("/usr/local/bin")}"`,
+    `install -m 0755 "${releaseDir}/${fcName}" "${p(HOST_PATHS.firecracker)}"`,
+    `install -m 0755 "${releaseDir}/${jailerName}" "${p(HOST_PATHS.jailer)}"`,
+    `"${p(HOST_PATHS.firecracker)}" --version | grep -q "v$FIRECRACKER_VERSION" || fail "installed Firecracker reports another version"`,
     "",
     "# 5. Jailed VMs run as unprivileged uids from a range no login account uses.",
     `JAILER_UID_START=${safe("jailerUidStart", input.jailerUidStart)}`,
@@ -149,47 +256,55 @@ export function renderHostUserData(input: HostUserDataInput): string {
     '  fail "an existing account uses a uid in the jailer range $JAILER_UID_START-$JAILER_UID_END"',
     "fi",
     "id snapfaas >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin snapfaas",
-    "install -d -m 0755 /srv/jailer /var/lib/snapfaas /etc/snapfaas /opt/snapfaas",
+    `install -d -m 0755 "${p(HOST_PATHS.jailRoot)}" "${p(HOST_PATHS.stateRoot)}" "${p(HOST_PATHS.etc)}" "${p(HOST_PATHS.opt)}"`,
     "",
     "# 6. The release: manifest from SSM, agent bundle from S3, checked against the manifest's hash.",
-    'aws ssm get-parameter --name "$RELEASE_PARAMETER" --query Parameter.Value --output text > /etc/snapfaas/release.json',
-    "manifest_version=$(jq -r .releaseVersion /etc/snapfaas/release.json)",
-    '[ "$manifest_version" = "$RELEASE_VERSION" ] || echo "note: SSM holds release $manifest_version, launch template expects $RELEASE_VERSION"',
-    "agent_key=$(jq -r .agent.key /etc/snapfaas/release.json)",
-    "agent_sha256=$(jq -r .agent.sha256 /etc/snapfaas/release.json)",
-    'aws s3 cp --only-show-errors "s3://$ARTIFACT_BUCKET/$agent_key" /opt/snapfaas/host-agent.mjs',
-    'echo "$agent_sha256  /opt/snapfaas/host-agent.mjs" | sha256sum -c - || fail "agent bundle checksum mismatch"',
+    input.releaseParameterVersion === undefined
+      ? "# The parameter's current value (no version pinned)."
+      : "# The parameter's version written with this launch template, not whatever SSM holds now.",
+    `aws ssm get-parameter --name ${releaseRead} --query Parameter.Value --output text > "${p(HOST_PATHS.release)}"`,
+    `manifest_version=$(jq -er .releaseVersion "${p(HOST_PATHS.release)}") || fail "the release manifest has no releaseVersion"`,
+    input.releaseParameterVersion === undefined
+      ? '[ "$manifest_version" = "$RELEASE_VERSION" ] || echo "note: SSM holds release $manifest_version, launch template expects $RELEASE_VERSION"'
+      : '[ "$manifest_version" = "$RELEASE_VERSION" ] || fail "SSM parameter version holds release $manifest_version, the launch template expects $RELEASE_VERSION"',
+    `agent_key=$(jq -er .agent.key "${p(HOST_PATHS.release)}") || fail "the release manifest has no agent.key"`,
+    `agent_sha256=$(jq -er .agent.sha256 "${p(HOST_PATHS.release)}") || fail "the release manifest has no agent.sha256"`,
+    `aws s3 cp --only-show-errors "s3://$ARTIFACT_BUCKET/$agent_key" "${p(HOST_PATHS.agentBundle)}"`,
+    `echo "$agent_sha256  ${p(HOST_PATHS.agentBundle)}" | sha256sum -c - || fail "agent bundle checksum mismatch"`,
     "",
     "# The release's base image (snapshot, kernel, runtime), where the agent looks for it: <bases>/<version>.",
     "# The agent checks every file against the base's manifest.json before it restores anything.",
-    "base_version=$(jq -r .baseImageVersion /etc/snapfaas/release.json)",
+    `base_version=$(jq -er .baseImageVersion "${p(HOST_PATHS.release)}") || fail "the release manifest has no baseImageVersion"`,
     // The same rule as the agent's (host-agent/release/host-manifest.ts): one path segment, not . or ..
     `[[ "$base_version" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || fail "the release names no usable base image version: $base_version"`,
     // The bake uploads a version under images/<version>/ (components/release-manifest.ts baseImagePrefix).
     'base_prefix="images/$base_version/"',
-    `base_dir=${BASES_DIR}/$base_version`,
+    `bases_dir=${R}${BASES_DIR}`,
+    'base_dir="$bases_dir/$base_version"',
     'aws s3 cp --only-show-errors --recursive "s3://$ARTIFACT_BUCKET/$base_prefix" "$base_dir/"',
     '[ -f "$base_dir/manifest.json" ] || fail "base image $base_version is incomplete: no manifest.json under s3://$ARTIFACT_BUCKET/$base_prefix"',
     "",
-    "# The Firecracker driver: binaries, jails, the uid range and the network slots of this host.",
-    "cat > /etc/snapfaas/firecracker.json <<'JSON'",
-    firecrackerDriverConfigJson(input),
+    "# The Firecracker driver: binaries and their pinned hashes, jails, the uid range and the network slots.",
+    `cat > "${p(HOST_PATHS.firecrackerConfig)}" <<JSON`,
+    firecrackerDriverConfigHeredoc(input),
     "JSON",
     "",
     "# 7. Agent settings and the systemd unit.",
-    "cat > /etc/snapfaas/agent.env <<ENV",
+    `cat > "${p(HOST_PATHS.agentEnv)}" <<ENV`,
     "FAAS_DRIVER=firecracker",
     // Pool, VM and limit settings of the release; the variables below win over it.
-    "FAAS_RELEASE_MANIFEST=/etc/snapfaas/release.json",
-    `FAAS_BASES_DIR=${BASES_DIR}`,
+    `FAAS_RELEASE_MANIFEST=${p(HOST_PATHS.release)}`,
+    "FAAS_BASES_DIR=$bases_dir",
     "FAAS_BASE_DIR=$base_dir",
-    "FAAS_STATE_DIR=/var/lib/snapfaas/state",
-    "FAAS_FIRECRACKER_CONFIG=/etc/snapfaas/firecracker.json",
+    `FAAS_STATE_DIR=${p(HOST_PATHS.stateRoot)}/state`,
+    `FAAS_FIRECRACKER_CONFIG=${p(HOST_PATHS.firecrackerConfig)}`,
     "FAAS_REGISTRY=s3",
     "FAAS_REGISTRY_BUCKET=$ARTIFACT_BUCKET",
     `FAAS_REGISTRY_PREFIX=${safe("registryPrefix", input.registryPrefix)}`,
-    // The data plane faces the load balancer; the admin API stays on loopback (FaasFunction writes to S3).
+    // The data plane faces the load balancer. The admin API stays on loopback unless the stack lets the
+    // VPC reach it (network.adminAccess "vpc": the host security group admits the admin port from the VPC).
     "HOST=0.0.0.0",
+    ...(input.adminAccess === "vpc" ? ["ADMIN_HOST=0.0.0.0"] : []),
     `PORT=${safe("dataPort", input.dataPort)}`,
     `ADMIN_PORT=${safe("adminPort", input.adminPort)}`,
     `FAAS_LIFECYCLE_HOOK=${safe("lifecycleHookName", input.lifecycleHookName)}`,
@@ -198,15 +313,16 @@ export function renderHostUserData(input: HostUserDataInput): string {
     "AWS_REGION=$AWS_DEFAULT_REGION",
     "ENV",
     "",
-    "cat > /etc/systemd/system/snapfaas-agent.service <<'UNIT'",
+    `mkdir -p "${p("/etc/systemd/system")}"`,
+    `cat > "${p(HOST_PATHS.unit)}" <<UNIT`,
     "[Unit]",
     "Description=snapfaas host agent",
     "After=network-online.target",
     "Wants=network-online.target",
     "",
     "[Service]",
-    "EnvironmentFile=/etc/snapfaas/agent.env",
-    "ExecStart=/usr/bin/node-20 /opt/snapfaas/host-agent.mjs",
+    `EnvironmentFile=${p(HOST_PATHS.agentEnv)}`,
+    `ExecStart=${HOST_NODE.binary} ${p(HOST_PATHS.agentBundle)}`,
     "Restart=always",
     "RestartSec=2",
     "LimitNOFILE=1048576",
@@ -217,7 +333,7 @@ export function renderHostUserData(input: HostUserDataInput): string {
     "WantedBy=multi-user.target",
     "UNIT",
     "systemctl daemon-reload",
-    "systemctl enable --now snapfaas-agent.service",
+    `systemctl enable --now ${AGENT_UNIT}`,
     'echo "snapfaas bootstrap: agent started for release $RELEASE_VERSION"',
     "",
   ];

@@ -1,10 +1,13 @@
 /**
  * Entry for `faas doctor`: `node --import tsx host-agent/doctor/main.ts [config.json]`.
- * The optional JSON file holds the doctor config (paths, pinned version and checksums, snapshot dir).
+ * The optional JSON file holds the doctor config (paths, pinned version and checksums, snapshot dir),
+ * or is the Firecracker driver's config (a host's /etc/snapfaas/firecracker.json, with a `doctor` part):
+ * then the doctor checks what the agent's preflight checks.
  * Exits 1 when any check fails.
  */
 import { readFile } from "node:fs/promises";
 import { execaRunner } from "../sandbox/firecracker/command-runner.ts";
+import { doctorConfigOf, parseFirecrackerDriverConfig } from "../sandbox/firecracker/config.ts";
 import { type DoctorReport, doctorConfigSchema, runDoctor } from "./checks.ts";
 import { hostFs } from "./host-fs.ts";
 
@@ -13,7 +16,10 @@ export async function doctorMain(
 ): Promise<{ report: DoctorReport; exitCode: number }> {
   const configPath = argv[0];
   const raw: unknown = configPath ? JSON.parse(await readFile(configPath, "utf8")) : {};
-  const config = doctorConfigSchema.parse(raw);
+  const isDriverConfig = typeof raw === "object" && raw !== null && "doctor" in raw;
+  const config = isDriverConfig
+    ? doctorConfigOf(parseFirecrackerDriverConfig(raw))
+    : doctorConfigSchema.parse(raw);
   const report = await runDoctor({ fs: hostFs, exec: execaRunner, config });
   return { report, exitCode: report.ok ? 0 : 1 };
 }

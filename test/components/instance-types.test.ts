@@ -33,6 +33,17 @@ describe("checkKvmInstanceType", () => {
     assert.equal(checkKvmInstanceType("c7gn.metal", false).ok, false);
   });
 
+  it("refuses a1.metal (Graviton 1) and every EC2 Mac type", () => {
+    const reason = (type: string) => {
+      const result = checkKvmInstanceType(type, false);
+      return result.ok ? "accepted" : result.reason;
+    };
+    assert.match(reason("a1.metal"), /Graviton \(arm64\)/);
+    for (const type of ["mac1.metal", "mac2.metal", "mac2-m2pro.metal", "mac2-m1ultra.metal"])
+      assert.match(reason(type), /EC2 Mac type/, type);
+    assert.deepEqual(checkKvmInstanceType("m5a.metal", false), { ok: true, kvm: "metal" });
+  });
+
   it("refuses nested virtualization on a metal type", () => {
     const result = checkKvmInstanceType("c5.metal", true);
     assert.equal(result.ok, false);

@@ -97,6 +97,28 @@ describe("KvmHostFleet", () => {
     assert.ok(script.includes('"maxSlots": 256'));
   });
 
+  it("pins the release parameter's version and opens the admin API only for adminAccess vpc", async () => {
+    const scriptOf = () =>
+      Buffer.from(
+        findRegistered("aws:ec2/launchTemplate:LaunchTemplate", "fleet-launch-template").inputs
+          .userData as string,
+        "base64",
+      ).toString("utf8");
+    await build({ releaseParameterVersion: 5, adminAccess: "vpc" });
+    assert.ok(scriptOf().includes('aws ssm get-parameter --name "$RELEASE_PARAMETER:5" '));
+    assert.ok(scriptOf().includes("\nADMIN_HOST=0.0.0.0\n"));
+  });
+
+  it("keeps the admin API on loopback by default", async () => {
+    await build();
+    const script = Buffer.from(
+      findRegistered("aws:ec2/launchTemplate:LaunchTemplate", "fleet-launch-template").inputs
+        .userData as string,
+      "base64",
+    ).toString("utf8");
+    assert.ok(!script.includes("ADMIN_HOST"));
+  });
+
   it("enables nested virtualization on c8i when configured", async () => {
     await build({ instanceType: "c8i.4xlarge", nestedVirtualization: true });
     const template = findRegistered("aws:ec2/launchTemplate:LaunchTemplate", "fleet-launch-template").inputs;
@@ -120,11 +142,12 @@ describe("KvmHostFleet", () => {
         ],
       },
       {
-        Sid: "ListRegistry",
+        // All of functions/: without ListBucket a missing bundle reads as 403, not 404.
+        Sid: "ListFunctions",
         Effect: "Allow",
         Action: "s3:ListBucket",
         Resource: "arn:aws:s3:::art-bucket",
-        Condition: { StringLike: { "s3:prefix": ["functions/registry/*"] } },
+        Condition: { StringLike: { "s3:prefix": ["functions/*"] } },
       },
       {
         Sid: "ListBaseImages",
@@ -173,6 +196,15 @@ describe("KvmHostFleet", () => {
     assert.equal(group.healthCheckType, "ELB");
     assert.deepEqual(group.launchTemplate, { id: "fleet-launch-template-id", version: "1" });
     assert.equal(group.instanceRefresh.strategy, "Rolling");
+    // Launch before terminate, so a one-host stack is never without a healthy host during a release.
+    assert.deepEqual(
+      [
+        group.instanceRefresh.preferences.minHealthyPercentage,
+        group.instanceRefresh.preferences.maxHealthyPercentage,
+      ],
+      [100, 200],
+    );
+    assert.equal(group.waitForCapacityTimeout, "30m", "metal hosts need more than the default 10m");
 
     const hook = findRegistered("aws:autoscaling/lifecycleHook:LifecycleHook", "fleet-drain-hook").inputs;
     assert.deepEqual(

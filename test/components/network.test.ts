@@ -4,6 +4,7 @@ import { Network } from "../../components/network.ts";
 import {
   EXISTING_VPC_CIDR,
   findRegistered,
+  invoked,
   promiseOf,
   registeredTypesAndNames,
   settled,
@@ -148,6 +149,27 @@ describe("Network", () => {
       (error: unknown) =>
         error instanceof pulumi.InputPropertiesError &&
         error.errors.map((e) => e.propertyPath).join() === "existingPublicSubnetIds,existingPrivateSubnetIds",
+    );
+  });
+
+  it("asks EC2 where each launched type is offered and builds the subnets only in checked zones", async () => {
+    const network = new Network("net", {
+      ...baseArgs,
+      adminAccess: "none",
+      instanceTypes: ["c5.metal", "m7i.metal-24xl", "c5.metal"],
+    });
+    assert.deepEqual(await promiseOf(network.availabilityZones), ["us-east-1a", "us-east-1b"]);
+    await settled(network);
+    const asked = invoked
+      .filter((i) => i.token === "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings")
+      .map((i) => i.inputs);
+    assert.deepEqual(asked, [
+      { locationType: "availability-zone", filters: [{ name: "instance-type", values: ["c5.metal"] }] },
+      { locationType: "availability-zone", filters: [{ name: "instance-type", values: ["m7i.metal-24xl"] }] },
+    ]);
+    assert.equal(
+      findRegistered("aws:ec2/subnet:Subnet", "net-private-us-east-1b").inputs.availabilityZone,
+      "us-east-1b",
     );
   });
 });

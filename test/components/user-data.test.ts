@@ -24,6 +24,9 @@ const input: HostUserDataInput = {
 };
 
 const pinned = "d".repeat(64);
+/** How the script writes its root variable and the hashes it reads from SHA256SUMS. */
+const R = "$" + "{SNAPFAAS_ROOT}";
+const FC_SHA = "$" + "{firecracker_sha256}";
 
 describe("renderHostUserData", () => {
   it("downloads the pinned Firecracker release and verifies the pinned tarball hash", () => {
@@ -56,7 +59,8 @@ describe("renderHostUserData", () => {
     assert.ok(script.includes("net.ipv4.ip_forward = 1"));
     assert.ok(script.includes("JAILER_UID_START=200000\nJAILER_UID_END=200999\n"));
     assert.ok(script.includes('"idRange": {\n    "first": 200000,\n    "count": 1000\n  }'));
-    assert.ok(script.includes('"hostSubnetBase": "10.200.0.0",\n    "poolSize": 64,\n    "maxSlots": 64'));
+    assert.ok(script.includes(`"firecrackerSha256": "${FC_SHA}"`), "the preflight's pins");
+    assert.ok(script.includes('"hostSubnetBase": "10.200.0.0",\n    "poolSize": 16,\n    "maxSlots": 64'));
   });
 
   it("refuses a slot range that is not a /16 (the driver carves one /30 per VM from it)", () => {
@@ -70,10 +74,41 @@ describe("renderHostUserData", () => {
     const script = renderHostUserData(input);
     assert.ok(script.includes("RELEASE_PARAMETER=/snapfaas/dev/release\n"));
     assert.ok(script.includes('aws ssm get-parameter --name "$RELEASE_PARAMETER"'));
-    assert.ok(script.includes('echo "$agent_sha256  /opt/snapfaas/host-agent.mjs" | sha256sum -c -'));
-    assert.ok(script.includes("ExecStart=/usr/bin/node-20 /opt/snapfaas/host-agent.mjs"));
+    assert.ok(script.includes(`echo "$agent_sha256  ${R}/opt/snapfaas/host-agent.mjs" | sha256sum -c -`));
+    assert.ok(script.includes("dnf install -y -q nftables jq nodejs24\n"), "Node 24 LTS from AL2023");
+    assert.ok(script.includes(`ExecStart=/usr/bin/node-24 ${R}/opt/snapfaas/host-agent.mjs`));
     assert.ok(script.includes("systemctl enable --now snapfaas-agent.service"));
     assert.ok(script.includes("PORT=8080\nADMIN_PORT=8081\n"));
+  });
+
+  it("reads the release parameter at the version the launch template was rendered for", () => {
+    const script = renderHostUserData({ ...input, releaseParameterVersion: 12 });
+    assert.ok(script.includes('aws ssm get-parameter --name "$RELEASE_PARAMETER:12" '));
+    assert.match(script, /\|\| fail "SSM parameter version holds release/, "a mismatch stops the boot");
+  });
+
+  it("opens the admin API beyond loopback only for adminAccess vpc", () => {
+    assert.ok(renderHostUserData({ ...input, adminAccess: "vpc" }).includes("\nADMIN_HOST=0.0.0.0\n"));
+    assert.ok(!renderHostUserData({ ...input, adminAccess: "none" }).includes("ADMIN_HOST"));
+    assert.ok(!renderHostUserData(input).includes("ADMIN_HOST"));
+  });
+
+  it("writes nothing outside $SNAPFAAS_ROOT (the rehearsal's scratch root; empty on a host)", () => {
+    const script = renderHostUserData(input);
+    const writes = script
+      .split("\n")
+      .flatMap((line) => [
+        ...line.matchAll(/(?:cat >|tee -a|install -m 0755 \S+|install -d -m 0755|mkdir -p|> ) *"([^"]+)"/g),
+      ])
+      .flatMap((m) => m[1]!.split('" "'));
+    assert.ok(writes.length >= 8, `found the writes: ${writes.join(" ")}`);
+    for (const target of writes) {
+      assert.ok(
+        target.startsWith(`${R}/`) || target.startsWith("$work") || target.startsWith("$base_dir"),
+        `${target} is under the root`,
+      );
+    }
+    assert.ok(script.includes(`bases_dir=${R}/var/lib/snapfaas/bases\nbase_dir="$bases_dir/`));
   });
 
   it("changes when the release changes, so the launch template rolls the fleet", () => {

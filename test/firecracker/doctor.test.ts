@@ -1,4 +1,8 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { type DoctorFs, doctorConfigSchema, runDoctor } from "../../host-agent/doctor/checks.ts";
 import { doctorMain } from "../../host-agent/doctor/main.ts";
 import type { CommandRunner } from "../../host-agent/sandbox/firecracker/command-runner.ts";
@@ -152,6 +156,36 @@ describe("faas doctor", () => {
     assert.match(problems[0]!.fix, /ip_forward=1/);
   });
 
+  it("reads a host's driver config (firecracker.json): the binaries and the hashes pinned under doctor", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "snapfaas-doctor-cfg-"));
+    try {
+      const fc = join(dir, "firecracker");
+      const jailer = join(dir, "jailer");
+      writeFileSync(fc, "#!/bin/sh\necho 'Firecracker v1.16.1'\n", { mode: 0o755 });
+      writeFileSync(jailer, "#!/bin/sh\necho 'Jailer v1.16.1'\n", { mode: 0o755 });
+      const sha = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
+      const configFile = join(dir, "firecracker.json");
+      writeFileSync(
+        configFile,
+        JSON.stringify({
+          firecrackerPath: fc,
+          jailerPath: jailer,
+          doctor: { firecrackerSha256: sha(fc), jailerSha256: "0".repeat(64) },
+        }),
+      );
+      const { report } = await doctorMain([configFile]);
+      const byName = Object.fromEntries(report.checks.map((c) => [c.name, c]));
+      assert.equal(byName.firecracker?.ok, true, byName.firecracker?.detail);
+      assert.equal(byName.jailer?.ok, false);
+      assert.match(
+        byName.jailer!.detail,
+        new RegExp(`sha256 ${sha(jailer)} does not match the pinned 0{64}`),
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("runs on this machine and exits non-zero exactly when a check fails", async () => {
     const { report, exitCode } = await doctorMain([]);
     assert.equal(report.checks.length, 10);
@@ -169,5 +203,43 @@ describe("createFirecrackerDriver", () => {
     assert.ok(firecracker, "a missing binary is a problem");
     assert.match(firecracker.what, /\/nonexistent\/firecracker not found/);
     assert.equal(firecracker.fatal, true);
+  });
+
+  it("checks the binaries against the sha256 the driver config pins (what the boot script writes)", async () => {
+    const { createFirecrackerDriver } = await import("../../host-agent/sandbox/firecracker/create-driver.ts");
+    const dir = mkdtempSync(join(tmpdir(), "snapfaas-pins-"));
+    try {
+      const write = (name: string, text: string) => {
+        const file = join(dir, name);
+        writeFileSync(file, text, { mode: 0o755 });
+        return { file, sha256: createHash("sha256").update(text).digest("hex") };
+      };
+      const fc = write("firecracker", "#!/bin/sh\necho 'Firecracker v1.16.1'\n");
+      const jailer = write("jailer", "#!/bin/sh\necho 'Jailer v1.16.1'\n");
+      const binaryProblems = async (doctor: Record<string, string>) =>
+        (
+          await createFirecrackerDriver({
+            firecrackerPath: fc.file,
+            jailerPath: jailer.file,
+            doctor,
+          }).preflight()
+        )
+          .filter((p) => /^(firecracker|jailer):/.test(p.what))
+          .map((p) => p.what);
+      assert.deepEqual(
+        await binaryProblems({ firecrackerSha256: fc.sha256, jailerSha256: jailer.sha256 }),
+        [],
+      );
+      assert.deepEqual(await binaryProblems({ firecrackerSha256: fc.sha256, jailerSha256: fc.sha256 }), [
+        `jailer: sha256 ${jailer.sha256} does not match the pinned ${fc.sha256}`,
+      ]);
+      assert.match((await binaryProblems({}))[0]!, /no sha256 is pinned/);
+      assert.throws(
+        () => createFirecrackerDriver({ doctor: { firecrackerSha256: "x" } }),
+        /doctor\.firecrackerSha256/,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

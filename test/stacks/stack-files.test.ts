@@ -42,10 +42,18 @@ async function runProgram(config: Record<string, string>, repo: FixtureRepo): Pr
   return program.default({ repoRoot: repo.root });
 }
 
+/** The operator's own address, set as the stack file's comment says (its TEST-NET placeholder is refused). */
+const OPERATOR_SSH_CIDR = "100.64.12.4/32";
+
 function configOf(file: string): Record<string, string> {
   const { values } = readStackFileConfig(parseYaml(readFileSync(join(STACKS_DIR, file), "utf8")));
-  const needsBakeKey = values["snapfaas:bake"] !== undefined;
-  return needsBakeKey ? { ...values, ...OPERATOR_SECRETS } : values;
+  const bake = values["snapfaas:bake"];
+  if (bake === undefined) return values;
+  return {
+    ...values,
+    ...OPERATOR_SECRETS,
+    "snapfaas:bake": JSON.stringify({ ...JSON.parse(bake), sshIngressCidr: OPERATOR_SSH_CIDR }),
+  };
 }
 
 describe("stack files through index.ts (mocks)", () => {
@@ -160,6 +168,22 @@ describe("stack files through index.ts (mocks)", () => {
       "snapfaas:index:LocalAgent snapfaas",
     ]);
     assert.equal(findRegistered("command:local:Command", "snapfaas-run").inputs.dir, repo.root);
+  });
+
+  it("a stack file still holding the TEST-NET SSH placeholder fails at preview, saying what to set", async () => {
+    const { values } = readStackFileConfig(
+      parseYaml(readFileSync(join(STACKS_DIR, "Pulumi.dev.yaml"), "utf8")),
+    );
+    await assert.rejects(runProgram({ ...values, ...OPERATOR_SECRETS }, repo), (error: unknown) => {
+      // What `pulumi preview` prints under "Invalid arguments for FaasPlatform".
+      const errors = (error as pulumi.InputPropertiesError).errors ?? [];
+      assert.equal(errors[0]?.propertyPath, "bakeSshIngressCidr", String(error));
+      assert.match(
+        errors[0]!.reason,
+        /192\.0\.2\.10\/32 is in the documentation range .*checkip\.amazonaws\.com/,
+      );
+      return true;
+    });
   });
 
   it("a stack file with a wrong key fails with a message naming it", async () => {

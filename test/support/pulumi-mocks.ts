@@ -18,6 +18,11 @@ export const PLATFORM_STACK_OUTPUTS = {
 };
 
 export const registered: pulumi.runtime.MockResourceArgs[] = [];
+/** Invokes the program made (token and inputs), cleared with `registered`. */
+export const invoked: Array<{ token: string; inputs: Record<string, unknown> }> = [];
+/** Zones each instance type is offered in, for getInstanceTypeOfferings; tests may change it. */
+export const OFFERED_ZONES: Record<string, string[]> = {};
+const DEFAULT_OFFERED_ZONES = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1f"];
 let installed: Promise<void> | undefined;
 
 function computedState(args: pulumi.runtime.MockResourceArgs): Record<string, unknown> {
@@ -29,7 +34,7 @@ function computedState(args: pulumi.runtime.MockResourceArgs): Record<string, un
       return { bucket, arn: `arn:aws:s3:::${bucket}`, id: bucket };
     }
     case "aws:ssm/parameter:Parameter":
-      return { arn: `arn:aws:ssm:us-east-1:${MOCK_ACCOUNT}:parameter${inputs.name}` };
+      return { arn: `arn:aws:ssm:us-east-1:${MOCK_ACCOUNT}:parameter${inputs.name}`, version: 1 };
     case "aws:autoscaling/group:Group":
       return { name: inputs.name ?? `${name}-mock`, arn };
     case "aws:lb/loadBalancer:LoadBalancer":
@@ -62,6 +67,17 @@ export function usePulumiMocks(): void {
           return { id: args.custom ? `${args.name}-id` : undefined, state };
         },
         call(args) {
+          invoked.push({ token: args.token, inputs: args.inputs });
+          if (args.token === "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings") {
+            const type = (args.inputs.filters as Array<{ values: string[] }>)[0]!.values[0]!;
+            const locations = OFFERED_ZONES[type] ?? DEFAULT_OFFERED_ZONES;
+            return {
+              id: "us-east-1",
+              locations,
+              instanceTypes: locations.map(() => type),
+              locationTypes: locations.map(() => "availability-zone"),
+            };
+          }
           if (args.token === "aws:ssm/getParameter:getParameter") {
             return { name: args.inputs.name, value: MOCK_AMI, type: "String" };
           }
@@ -81,6 +97,7 @@ export function usePulumiMocks(): void {
     // Registrations a previous test left in flight must not land in this test's record.
     await waitForRegistrations();
     registered.length = 0;
+    invoked.length = 0;
   });
 }
 

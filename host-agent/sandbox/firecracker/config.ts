@@ -1,5 +1,6 @@
 import { isIPv4 } from "node:net";
 import { z } from "zod";
+import { type DoctorConfig, doctorConfigSchema } from "../../doctor/checks.ts";
 import { firecrackerLimitsSchema } from "./limits.ts";
 
 const ipv4 = z.string().refine((s) => isIPv4(s), { message: "an IPv4 address" });
@@ -43,6 +44,19 @@ export const networkSlotsConfigSchema = z.object({
   maxSlots: z.int().min(1).max(16_384).default(1_024),
 });
 
+/**
+ * What the host pins for the driver's preflight (the doctor) beyond the binaries' paths: the sha256 of
+ * the firecracker and jailer binaries, which the boot script takes from the release's SHA256SUMS after
+ * verifying the tarball. Without them preflight refuses the binaries.
+ */
+export const driverDoctorConfigSchema = z.strictObject({
+  firecrackerSha256: doctorConfigSchema.shape.firecrackerSha256,
+  jailerSha256: doctorConfigSchema.shape.jailerSha256,
+  /** Where snapshots and jails live, for the free-space check. */
+  snapshotDir: absolutePath.optional(),
+  minFreeDiskGiB: z.number().min(0).optional(),
+});
+
 export const firecrackerDriverConfigSchema = z.object({
   firecrackerPath: absolutePath.default("/usr/local/bin/firecracker"),
   jailerPath: absolutePath.default("/usr/local/bin/jailer"),
@@ -68,10 +82,13 @@ export const firecrackerDriverConfigSchema = z.object({
   apiSocketTimeoutMs: z.int().min(10).default(2_000),
   network: networkSlotsConfigSchema.default(networkSlotsConfigSchema.parse({})),
   limits: firecrackerLimitsSchema.default(firecrackerLimitsSchema.parse({})),
+  doctor: driverDoctorConfigSchema.default({}),
 });
 
 export type NetworkSlotsConfig = z.infer<typeof networkSlotsConfigSchema>;
 export type FirecrackerDriverConfig = z.infer<typeof firecrackerDriverConfigSchema>;
+/** The file's shape before defaults: what a writer of the config (the host's boot script) produces. */
+export type FirecrackerDriverConfigInput = z.input<typeof firecrackerDriverConfigSchema>;
 
 /** Parses the driver config; errors name the key path and what is allowed there. */
 export function parseFirecrackerDriverConfig(input: unknown): FirecrackerDriverConfig {
@@ -79,4 +96,17 @@ export function parseFirecrackerDriverConfig(input: unknown): FirecrackerDriverC
   if (result.success) return result.data;
   const lines = result.error.issues.map((issue) => `  ${issue.path.join(".") || "(root)"}: ${issue.message}`);
   throw new Error(`invalid firecracker driver config:\n${lines.join("\n")}`);
+}
+
+/** The doctor's config for a driver config: the same binaries, and the hashes the host pinned for them. */
+export function doctorConfigOf(
+  config: FirecrackerDriverConfig,
+  overrides: Partial<DoctorConfig> = {},
+): DoctorConfig {
+  return doctorConfigSchema.parse({
+    ...config.doctor,
+    firecrackerPath: config.firecrackerPath,
+    jailerPath: config.jailerPath,
+    ...overrides,
+  });
 }
