@@ -82,6 +82,9 @@ interface LoadedFunction {
   readonly handler?: (...args: unknown[]) => unknown;
 }
 
+/** A guest clock this far from the host's at init is stepped (--set-clock); closer ones are left alone. */
+export const CLOCK_STEP_THRESHOLD_MS = 100;
+
 export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Http.Server {
   const storage = new deps.AsyncLocalStorage<CallContext>();
   let instanceId: string | null = null;
@@ -215,7 +218,9 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
         deps.guest?.reseedOpenssl?.(entropy);
         drainCryptoCaches(deps.crypto);
         reseedMathRandom(deps.math, entropy.subarray(0, 16));
-        deps.guest?.setClock?.(body.unixTimeMs);
+        // kvmclock (clock_realtime on restore) is usually right already: step only a clock that is off.
+        if (Math.abs(body.unixTimeMs - deps.now()) > CLOCK_STEP_THRESHOLD_MS)
+          deps.guest?.setClock?.(body.unixTimeMs);
         if (controlSecret === null && typeof body.controlSecret === "string") {
           controlSecret = body.controlSecret;
         }

@@ -97,10 +97,15 @@ describe("Linux guest init (init.sh)", () => {
 
     it("survives a /dev the kernel already mounted, and hands PID 1 to a runtime that answers ready", async () => {
       // --kill-child: killing unshare ends the namespace's PID 1, and with it everything inside.
-      const script = `mount -t devtmpfs devtmpfs '${root}/dev' && exec chroot '${root}' /sbin/init`;
+      const script = `ip link set lo up && mount -t devtmpfs devtmpfs '${root}/dev' && exec chroot '${root}' /sbin/init`;
+      // Without CAP_SYS_TIME: the runtime's --set-clock must never step this host's clock.
       init = spawn(
-        "unshare",
+        "setpriv",
         [
+          "--bounding-set=-sys_time",
+          "--inh-caps=-sys_time",
+          "--",
+          "unshare",
           "--mount",
           "--pid",
           "--net",
@@ -128,6 +133,47 @@ describe("Linux guest init (init.sh)", () => {
       // The runtime is PID 1 of the namespace: init exec'd it, as in the VM.
       assert.equal(ready.pid, 1);
       assert.doesNotMatch(stderr, /does not load/);
+    });
+
+    it("runs the rootfs's /bin/remount-code on load and answers 422 with its words (no /dev/vdb here)", async function () {
+      if (!init || init.exitCode !== null) this.skip();
+      const children = await readFile(`/proc/${init.pid}/task/${init.pid}/children`, "utf8");
+      // setpriv execs unshare, whose child is the namespace's PID 1.
+      const pid1 = children.trim().split(/\s+/)[0]!;
+      // A host-side client in the guest's network namespace, as the agent would reach the VM.
+      const client = `
+        const http = require("node:http");
+        const call = (path, body, headers = {}) => new Promise((resolve, reject) => {
+          const req = http.request({ host: "127.0.0.1", port: 8123, path, method: "POST",
+            headers: { "content-type": "application/json", ...headers } }, (res) => {
+            let text = ""; res.on("data", (c) => (text += c)); res.on("end", () => resolve({ status: res.statusCode, text }));
+          });
+          req.on("error", reject); req.end(JSON.stringify(body));
+        });
+        (async () => {
+          const secret = "s".repeat(43);
+          const before = await call("/_faas/load", { functionName: "f", entry: "index.js" });
+          const init = await call("/_faas/init", { instanceId: "i", unixTimeMs: Date.now(),
+            entropy: Buffer.alloc(32, 1).toString("base64"), controlSecret: secret });
+          const load = await call("/_faas/load", { functionName: "f", entry: "index.js" }, { "x-faas-control-secret": secret });
+          console.log(JSON.stringify({ before, init, load }));
+        })();`;
+      const { stdout } = await execa("nsenter", ["-t", pid1, "-n", process.execPath, "-e", client]);
+      const {
+        before,
+        init: initAnswer,
+        load,
+      } = JSON.parse(stdout) as Record<string, { status: number; text: string }>;
+      // --require-control-secret: nothing but health before the host's init.
+      assert.equal(before!.status, 403);
+      // The init carries this host's time: no step is needed (CLOCK_STEP_THRESHOLD_MS), so it succeeds
+      // without CAP_SYS_TIME; the helper was loaded (--native) and reseeded OpenSSL.
+      assert.equal(initAnswer!.status, 204, initAnswer!.text);
+      assert.equal(load!.status, 422);
+      assert.match(
+        JSON.parse(load!.text).error.message,
+        /mounting the code disk at \/code failed: \/bin\/remount-code .*\/dev\/vdb/,
+      );
     });
   });
 });
