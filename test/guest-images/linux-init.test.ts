@@ -60,6 +60,7 @@ describe("Linux guest init (init.sh)", () => {
       if (!(await hasCommand("unsquashfs", ["-version"]))) missing.push("squashfs-tools");
       if (!(await hasCommand("unshare"))) missing.push("unshare (util-linux)");
       if (!(await hasCommand("g++"))) missing.push("g++");
+      if (!(await hasCommand("nsenter"))) missing.push("nsenter (util-linux)");
       if (missing.length > 0) {
         console.log(`      skip: needs ${missing.join(", ")}`);
         this.skip();

@@ -298,6 +298,12 @@ describe("Linux guest root filesystem (build-rootfs.sh)", () => {
       );
       this.skip();
     }
+    // The rootfs compiles the runtime's native helper against this node's headers.
+    const headers = path.join(path.dirname(process.execPath), "..", "include", "node", "node_api.h");
+    if (!(await hasCommand("g++")) || !existsSync(headers)) {
+      console.log(`    skip: needs g++ and ${headers} (the native helper is built into the rootfs)`);
+      this.skip();
+    }
   });
   beforeEach(async () => {
     work = await mkdtemp(path.join(tmpdir(), "linux-rootfs-"));
