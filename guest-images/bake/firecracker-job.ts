@@ -52,7 +52,13 @@ export interface FirecrackerJob {
 
 /** The files whose content defines a recipe: any change to them is a new base version. */
 async function recipeFiles(repoDir: string, guest: "osv" | "linux"): Promise<string[]> {
-  const dirs = [`guest-images/${guest}`, "guest-images/bake", "guest-images/code-disk"];
+  // runtime/native: the native helper is compiled into the Linux rootfs, not into the runtime bundle.
+  const dirs = [
+    `guest-images/${guest}`,
+    "guest-images/bake",
+    "guest-images/code-disk",
+    "guest-images/runtime/native",
+  ];
   const files: string[] = [path.join(repoDir, "guest-images/hash.ts")];
   for (const dir of dirs) files.push(...(await listFiles(path.join(repoDir, dir))));
   return files.filter((f) => !f.endsWith(".md")).sort();

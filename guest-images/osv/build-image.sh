@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Builds the OSv base image on a builder host: OSv kernel + ROFS root holding node (node-from-host),
-# the guest runtime bundle and the popf stress check. Leaves kernel.elf and root.img (raw disk:
-# loader, MBR, ROFS partition; Firecracker cannot read qcow2) plus osv-commit.txt in OUT_DIR.
-# Usage: build-image.sh OSV_DIR NODE_BIN_DIR RUNTIME_BUNDLE POPF_CHECK_JS OUT_DIR
+# the guest runtime bundle and the popf stress check, and an empty /code mount point (OSv cannot
+# create one on its read-only root). Leaves kernel.elf and root.img (raw disk: loader, MBR, ROFS
+# partition; Firecracker cannot read qcow2) plus osv-commit.txt in OUT_DIR. The guest paths come from
+# recipe.ts (OSV_GUEST_PATHS), which also builds the boot arguments and check-popf.sh's app from them.
+# Usage: build-image.sh OSV_DIR NODE_BIN_DIR RUNTIME_BUNDLE POPF_CHECK_JS OUT_DIR \
+#          RUNTIME_GUEST_PATH POPF_GUEST_PATH CODE_GUEST_PATH
 set -euo pipefail
 
-if [ "$#" -ne 5 ]; then
-  echo "usage: $0 OSV_DIR NODE_BIN_DIR RUNTIME_BUNDLE POPF_CHECK_JS OUT_DIR" >&2
+if [ "$#" -ne 8 ]; then
+  echo "usage: $0 OSV_DIR NODE_BIN_DIR RUNTIME_BUNDLE POPF_CHECK_JS OUT_DIR RUNTIME_GUEST_PATH POPF_GUEST_PATH CODE_GUEST_PATH" >&2
   exit 2
 fi
 osv_dir="$(realpath "$1")"
@@ -14,6 +17,18 @@ node_bin_dir="$(realpath "$2")"
 runtime_bundle="$(realpath "$3")"
 popf_check="$(realpath "$4")"
 out_dir="$(realpath "$5")"
+runtime_guest="$6"
+popf_guest="$7"
+code_guest="$8"
+for guest_path in "$runtime_guest" "$popf_guest" "$code_guest"; do
+  case "$guest_path" in
+    /*) ;;
+    *)
+      echo "guest paths must be absolute, got ${guest_path}" >&2
+      exit 2
+      ;;
+  esac
+done
 
 # Tools the build needs beyond OSv's setup.py: lddtree for manifest_from_host.sh, qemu-img for the raw disk.
 for tool in lddtree qemu-img python3; do
@@ -29,18 +44,20 @@ echo "node for the image: $(command -v node) $(node --version)"
 
 # Our own app module: the runtime and the stress check at fixed guest paths; node comes from node-from-host.
 module_dir="${osv_dir}/apps/snapfaas-runtime"
-mkdir -p "$module_dir"
+mkdir -p "$module_dir" "${module_dir}/code"
 cp "$runtime_bundle" "${module_dir}/runtime.js"
-cp "$popf_check" "${module_dir}/popf-stress.js"
+cp "$popf_check" "${module_dir}/popf-stress.cjs"
 cat >"${module_dir}/module.py" <<'PY'
 from osv.modules import api
 
 api.require('node-from-host')
 PY
-cat >"${module_dir}/usr.manifest" <<'MANIFEST'
-/runtime/runtime.js: ${MODULE_DIR}/runtime.js
-/popf/stress.js: ${MODULE_DIR}/popf-stress.js
-MANIFEST
+# ${MODULE_DIR} is OSv's manifest variable, written literally.
+# shellcheck disable=SC2016
+printf '%s: ${MODULE_DIR}/%s\n' \
+  "$runtime_guest" runtime.js \
+  "$popf_guest" popf-stress.cjs \
+  "$code_guest" code >"${module_dir}/usr.manifest"
 
 cd "$osv_dir"
 ./scripts/build -j"$(nproc)" fs=rofs image=node-from-host,snapfaas-runtime

@@ -2,17 +2,19 @@
 # Boots the OSv base image in Firecracker with the popf stress check as the app instead of the
 # runtime, under a host-side watchdog: a guest that hangs with interrupts off cannot report anything.
 # Exit 0 = PASS, 1 = FAIL reported by the guest, 2 = no verdict (hang or crash), 64 = usage.
-# Usage: check-popf.sh FIRECRACKER_BIN IMAGE_DIR [SECONDS] [VCPUS]
+# POPF_GUEST_PATH is where build-image.sh put the check in the image (recipe.ts OSV_GUEST_PATHS).
+# Usage: check-popf.sh FIRECRACKER_BIN IMAGE_DIR POPF_GUEST_PATH [SECONDS] [VCPUS]
 set -euo pipefail
 
-if [ "$#" -lt 2 ]; then
-  echo "usage: $0 FIRECRACKER_BIN IMAGE_DIR [SECONDS] [VCPUS]" >&2
+if [ "$#" -lt 3 ]; then
+  echo "usage: $0 FIRECRACKER_BIN IMAGE_DIR POPF_GUEST_PATH [SECONDS] [VCPUS]" >&2
   exit 64
 fi
 firecracker="$(realpath "$1")"
 image_dir="$(realpath "$2")"
-seconds="${3:-120}"
-vcpus="${4:-1}"
+popf_guest="$3"
+seconds="${4:-120}"
+vcpus="${5:-1}"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -21,7 +23,7 @@ cat >"${work}/config.json" <<JSON
 {
   "boot-source": {
     "kernel_image_path": "${image_dir}/kernel.elf",
-    "boot_args": "--nopci --rootfs=rofs /node /popf/stress.cjs --seconds ${seconds}"
+    "boot_args": "--nopci --rootfs=rofs --env=TZ=UTC /node ${popf_guest} --seconds ${seconds}"
   },
   "drives": [
     { "drive_id": "root", "path_on_host": "${image_dir}/root.img", "is_root_device": false, "is_read_only": true }

@@ -4,14 +4,30 @@ import { runtimeArgs, VM_ARTIFACTS } from "../bake/firecracker-plan.ts";
 import { NODE_PIN, OSV_PIN } from "../bake/pins.ts";
 import type { PlanStep } from "../bake/plan.ts";
 
-/** Where the recipe puts things inside the OSv image (see build-image.sh). */
+/**
+ * Where the recipe puts things inside the OSv image: the one home of these paths. build-image.sh
+ * writes the image's usr.manifest from them, check-popf.sh boots popfCheck, osvKernelArgs starts the
+ * runtime and mounts the code disk with them.
+ */
 export const OSV_GUEST_PATHS = {
   node: "/node",
   runtime: "/runtime/runtime.js",
   popfCheck: "/popf/stress.cjs",
-  /** The code disk (second virtio-blk device, unpartitioned ROFS) is mounted here. */
+  /** The code disk (second virtio-blk device, unpartitioned ROFS) is mounted here; the image has the directory. */
   code: "/code",
 } as const;
+
+/**
+ * Patches the recipe applies to the pinned OSv checkout (files in patches/), each pinned by sha256:
+ * apply-patch.sh refuses a file that does not match.
+ */
+export const OSV_PATCHES = [
+  {
+    file: "patches/procfs-maps-unnamed-file.patch",
+    sha256: "b8bdc2aaad1d324edbaeb9910863387944b4a1155f6c2bd0a7f4331b146c2c8e",
+    why: "/proc/self/maps asserted on a file mapping without a dentry as soon as V8 started",
+  },
+] as const;
 
 export interface OsvRecipeOptions {
   readonly workDir: string;
@@ -37,6 +53,8 @@ export interface OsvRecipeOptions {
 export function osvKernelArgs(network: GuestNetwork, guestPort: number): string {
   return [
     "--nopci",
+    // Node's first time-zone lookup dereferences a NULL TZ on OSv (strcmp page fault) without it.
+    "--env=TZ=UTC",
     "--rootfs=rofs",
     `--ip=eth0,${network.guestIp},${network.netmask}`,
     `--defaultgw=${network.hostIp}`,
@@ -45,6 +63,8 @@ export function osvKernelArgs(network: GuestNetwork, guestPort: number): string 
     OSV_GUEST_PATHS.node,
     OSV_GUEST_PATHS.runtime,
     ...runtimeArgs(guestPort, OSV_GUEST_PATHS.code),
+    // The host gives every clone a control secret at init; refuse control calls before it.
+    "--require-control-secret",
   ].join(" ");
 }
 
@@ -69,6 +89,20 @@ export function osvRecipe(options: OsvRecipeOptions): GuestRecipe {
     },
     { step: "osv-clone", argv: ["git", "clone", "--no-checkout", OSV_PIN.repo, osvDir], needs: ["internet"] },
     { step: "osv-checkout", argv: git("checkout", "--detach", OSV_PIN.commit), needs: [] },
+    ...OSV_PATCHES.map(
+      (patch): PlanStep => ({
+        step: `osv-patch-${path.basename(patch.file, ".patch")}`,
+        argv: [
+          "bash",
+          path.join(repoDir, "guest-images/osv/apply-patch.sh"),
+          osvDir,
+          path.join(repoDir, "guest-images/osv", patch.file),
+          patch.sha256,
+        ],
+        needs: [],
+        why: patch.why,
+      }),
+    ),
     ...OSV_PIN.requiredCommits.map(
       (fix): PlanStep => ({
         step: `osv-has-${fix.commit}`,
@@ -106,6 +140,9 @@ export function osvRecipe(options: OsvRecipeOptions): GuestRecipe {
         options.runtimeBundle,
         path.join(repoDir, "guest-images/osv/popf-stress.cjs"),
         imageDir,
+        OSV_GUEST_PATHS.runtime,
+        OSV_GUEST_PATHS.popfCheck,
+        OSV_GUEST_PATHS.code,
       ],
       needs: [],
       why: `leaves ${VM_ARTIFACTS.kernel} and ${VM_ARTIFACTS.rootfs} in the image directory`,
@@ -120,6 +157,7 @@ export function osvRecipe(options: OsvRecipeOptions): GuestRecipe {
         path.join(repoDir, "guest-images/osv/check-popf.sh"),
         options.firecrackerBin,
         imageDir,
+        OSV_GUEST_PATHS.popfCheck,
         String(popfSeconds),
       ],
       needs: ["kvm"],

@@ -202,7 +202,9 @@ describe("bake plans (dry run)", () => {
     assert.ok(args.includes("--rootfs=rofs"));
     assert.ok(args.includes("--mount-fs=rofs,/dev/vblk1,/code"));
     assert.ok(args.includes("--ip=eth0,172.16.0.2,255.255.255.252"));
-    assert.deepEqual(args.slice(-8), [
+    // Node on OSv faults on its first time-zone lookup without TZ (found booting it under QEMU).
+    assert.ok(args.indexOf("--env=TZ=UTC") < args.indexOf("/node"));
+    assert.deepEqual(args.slice(-9), [
       "/node",
       "/runtime/runtime.js",
       "--listen",
@@ -211,7 +213,11 @@ describe("bake plans (dry run)", () => {
       "/code",
       "--console",
       "channel",
+      "--require-control-secret",
     ]);
+    // The pinned patch is applied right after the checkout, before anything builds.
+    assertBefore(plan, "osv-checkout", "osv-patch-procfs-maps-unnamed-file");
+    assertBefore(plan, "osv-patch-procfs-maps-unnamed-file", "osv-build-image");
     assertBefore(plan, "osv-checkout", "osv-rofs-writer-check");
     assert.ok(stepNamed(plan, "osv-rofs-writer-check").argv.some((a) => a.endsWith("check-rofs-writer.sh")));
     assertBefore(plan, "osv-build-image", "osv-popf-check");

@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import { Ajv } from "ajv";
 import { execa } from "execa";
 import { parse as parseYaml } from "yaml";
+import { OSV_GUEST_PATHS, OSV_PATCHES } from "../../guest-images/osv/recipe.ts";
 import { hasCommand } from "./helpers.ts";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -97,9 +98,17 @@ describe("popf stress check", () => {
       return file;
     }
     const check = (fc: string) =>
-      execa("bash", [path.join(REPO, "guest-images/osv/check-popf.sh"), fc, path.join(work, "image"), "1"], {
-        reject: false,
-      });
+      execa(
+        "bash",
+        [
+          path.join(REPO, "guest-images/osv/check-popf.sh"),
+          fc,
+          path.join(work, "image"),
+          OSV_GUEST_PATHS.popfCheck,
+          "1",
+        ],
+        { reject: false },
+      );
 
     it("exits 0 on the guest's PASS line", async () => {
       const result = await check(await fakeFirecracker('echo "OSv v0.57"; echo "POPF-CHECK PASS timers=10"'));
@@ -147,7 +156,7 @@ describe("popf stress check", () => {
       for (const drive of config.drives) valid("Drive", drive);
       assert.equal(config["boot-source"].kernel_image_path, path.join(work, "image", "kernel.elf"));
       assert.equal(config.drives[0].path_on_host, path.join(work, "image", "root.img"));
-      assert.match(config["boot-source"].boot_args, /\/node \/popf\/stress\.cjs --seconds 1$/);
+      assert.match(config["boot-source"].boot_args, /--env=TZ=UTC \/node \/popf\/stress\.cjs --seconds 1$/);
     });
 
     it("passes the stress check as the guest app in the boot arguments", async () => {
@@ -161,6 +170,124 @@ describe("popf stress check", () => {
   });
 });
 
+describe("OSv image (build-image.sh) with a stand-in OSv checkout", () => {
+  let work: string;
+  beforeEach(async () => {
+    work = await mkdtemp(path.join(tmpdir(), "osv-image-"));
+  });
+  afterEach(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  it("writes a usr.manifest with the recipe's guest paths: the runtime, the popf check check-popf.sh boots, a /code mount point", async function () {
+    if (!(await hasCommand("qemu-img"))) {
+      console.log("      skip: needs qemu-img (apt-get install -y qemu-utils)");
+      this.skip();
+    }
+    // The OSv checkout: a git repo whose scripts/build leaves what OSv's would, and records the module.
+    const osv = path.join(work, "osv");
+    await mkdir(path.join(osv, "scripts"), { recursive: true });
+    await writeFile(
+      path.join(osv, "scripts/build"),
+      '#!/bin/sh\nmkdir -p build/last && echo elf > build/last/loader-stripped.elf && truncate -s 1M build/last/usr.img && echo "$@" > build-args\n',
+    );
+    await chmod(path.join(osv, "scripts/build"), 0o755);
+    await execa("git", ["init", "-q", osv]);
+    await execa("git", [
+      "-C",
+      osv,
+      "-c",
+      "user.email=t@t",
+      "-c",
+      "user.name=t",
+      "commit",
+      "-q",
+      "--allow-empty",
+      "-m",
+      "osv",
+    ]);
+    // lddtree (pax-utils) is only checked for here; node-from-host, which uses it, is OSv's.
+    const bin = path.join(work, "bin");
+    await mkdir(bin);
+    await writeFile(path.join(bin, "lddtree"), "#!/bin/sh\n");
+    await chmod(path.join(bin, "lddtree"), 0o755);
+    await writeFile(path.join(work, "runtime.js"), "// runtime\n");
+    const out = path.join(work, "out");
+    const result = await execa(
+      "bash",
+      [
+        path.join(REPO, "guest-images/osv/build-image.sh"),
+        osv,
+        path.dirname(process.execPath),
+        path.join(work, "runtime.js"),
+        path.join(REPO, "guest-images/osv/popf-stress.cjs"),
+        out,
+        OSV_GUEST_PATHS.runtime,
+        OSV_GUEST_PATHS.popfCheck,
+        OSV_GUEST_PATHS.code,
+      ],
+      { env: { PATH: `${bin}:${process.env.PATH}` }, reject: false },
+    );
+    assert.equal(result.exitCode, 0, result.stderr);
+    const module = path.join(osv, "apps/snapfaas-runtime");
+    const manifest = (await readFile(path.join(module, "usr.manifest"), "utf8")).trim().split("\n");
+    assert.deepEqual(manifest, [
+      `${OSV_GUEST_PATHS.runtime}: \${MODULE_DIR}/runtime.js`,
+      `${OSV_GUEST_PATHS.popfCheck}: \${MODULE_DIR}/popf-stress.cjs`,
+      `${OSV_GUEST_PATHS.code}: \${MODULE_DIR}/code`,
+    ]);
+    // Every file the manifest names exists in the module; /code is an (empty) directory.
+    for (const line of manifest) {
+      const source = line.slice(line.lastIndexOf("/") + 1);
+      assert.ok(existsSync(path.join(module, source)), `${source} is in the module`);
+    }
+    assert.deepEqual(await readdir(path.join(module, "code")), []);
+    assert.match(
+      await readFile(path.join(osv, "build-args"), "utf8"),
+      /image=node-from-host,snapfaas-runtime/,
+    );
+    assert.ok(existsSync(path.join(out, "root.img")) && existsSync(path.join(out, "kernel.elf")));
+  });
+});
+
+describe("OSv patches (patches/, pinned in recipe.ts)", () => {
+  it("are pinned by their exact bytes", async () => {
+    const { createHash } = await import("node:crypto");
+    for (const patch of OSV_PATCHES) {
+      const bytes = await readFile(path.join(REPO, "guest-images/osv", patch.file));
+      assert.equal(createHash("sha256").update(bytes).digest("hex"), patch.sha256, patch.file);
+    }
+  });
+
+  it("apply to the pinned OSv source with apply-patch.sh, which refuses a file its pin does not match", async function () {
+    this.timeout(60_000);
+    const tarball = path.resolve(REPO, "../shared/vendor/osv-0e34e4dc-src.tar.gz");
+    if (!existsSync(tarball)) {
+      console.log(`      skip: ${tarball} not found (the pinned OSv source)`);
+      this.skip();
+    }
+    const work = await mkdtemp(path.join(tmpdir(), "osv-patch-"));
+    try {
+      const osv = path.join(work, "osv");
+      await execa("tar", ["-xzf", tarball, "-C", work, "osv/core/mmu.cc"]);
+      await execa("git", ["init", "-q", osv]);
+      const script = path.join(REPO, "guest-images/osv/apply-patch.sh");
+      for (const patch of OSV_PATCHES) {
+        const file = path.join(REPO, "guest-images/osv", patch.file);
+        const wrongPin = await execa("bash", [script, osv, file, "0".repeat(64)], { reject: false });
+        assert.equal(wrongPin.exitCode, 1);
+        assert.match(wrongPin.stderr, /the recipe pins 0{64}: update OSV_PATCHES/);
+        const applied = await execa("bash", [script, osv, file, patch.sha256], { reject: false });
+        assert.equal(applied.exitCode, 0, applied.stderr);
+      }
+      const mmu = await readFile(path.join(osv, "core/mmu.cc"), "utf8");
+      assert.match(mmu, /dentry \? dentry->d_path : "\[unnamed\]"/);
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("Linux guest root filesystem (build-rootfs.sh)", () => {
   let work: string;
   before(async function () {
@@ -171,6 +298,12 @@ describe("Linux guest root filesystem (build-rootfs.sh)", () => {
       console.log(
         "    skip: needs busybox-static and squashfs-tools (apt-get install -y busybox-static squashfs-tools)",
       );
+      this.skip();
+    }
+    // The rootfs compiles the runtime's native helper against this node's headers.
+    const headers = path.join(path.dirname(process.execPath), "..", "include", "node", "node_api.h");
+    if (!(await hasCommand("g++")) || !existsSync(headers)) {
+      console.log(`    skip: needs g++ and ${headers} (the native helper is built into the rootfs)`);
       this.skip();
     }
   });
@@ -200,6 +333,8 @@ describe("Linux guest root filesystem (build-rootfs.sh)", () => {
       /-rwxr-xr-x 0\/0 .* squashfs-root\/bin\/remount-code$/m,
       /squashfs-root\/bin\/mount -> busybox$/m,
       /squashfs-root\/runtime\/runtime\.js$/m,
+      /squashfs-root\/runtime\/guest-native\.node$/m,
+      /squashfs-root\/etc\/resolv\.conf$/m,
       /^d.* squashfs-root\/code$/m,
       /^d.* squashfs-root\/proc$/m,
       /squashfs-root\/lib.*\/libc\.so\.6$/m,
