@@ -35,6 +35,8 @@ const KNOWN_CROSSINGS: readonly string[] = [
   "host-agent/registry/registry.ts -> guest-images/runtime/loader.ts",
   "host-agent/release/base-check.ts -> guest-images/process/bake.ts",
   "host-agent/release/rollout.ts -> guest-images/runtime/protocol.ts",
+  "host-agent/sandbox/firecracker/firecracker-driver.ts -> guest-images/runtime/protocol.ts",
+  "host-agent/sandbox/firecracker/guest-channel.ts -> guest-images/runtime/protocol.ts",
   "host-agent/sandbox/process/driver.ts -> guest-images/runtime/protocol.ts",
 ];
 
