@@ -4,6 +4,7 @@ import {
   DEFAULT_REGISTRY_PREFIX,
   FUNCTION_NAME,
   REGISTRY_PREFIX,
+  RESERVED_FUNCTION_NAMES,
   recordKey,
 } from "../contracts/registry-layout.ts";
 import { functionObjects } from "./function-objects.ts";
@@ -34,6 +35,11 @@ export class FaasFunction extends pulumi.ComponentResource {
     const errors: pulumi.InputPropertyErrorDetails[] = [];
     if (!FUNCTION_NAME.test(args.functionName)) {
       errors.push({ propertyPath: "functionName", reason: `must match ${FUNCTION_NAME.source}` });
+    } else if (RESERVED_FUNCTION_NAMES.has(args.functionName)) {
+      errors.push({
+        propertyPath: "functionName",
+        reason: `"${args.functionName}" is reserved for the hosts' own routes (${[...RESERVED_FUNCTION_NAMES].join(", ")})`,
+      });
     }
     if (args.registryPrefix !== undefined && !REGISTRY_PREFIX.test(args.registryPrefix)) {
       errors.push({ propertyPath: "registryPrefix", reason: 'must be empty or end in "/"' });

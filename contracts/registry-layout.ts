@@ -10,6 +10,8 @@
 
 /** Function names: what callers put in the URL, and the record's key. */
 export const FUNCTION_NAME = /^[a-z][a-z0-9-]{0,62}$/;
+/** Names that match FUNCTION_NAME but that the data plane keeps for its own routes. */
+export const RESERVED_FUNCTION_NAMES: ReadonlySet<string> = new Set(["healthz", "metrics", "v1"]);
 /** A prefix is empty or slash-separated lower-case segments ending in "/". */
 export const REGISTRY_PREFIX = /^([a-z0-9-]+\/)*$/;
 /** The prefix FaasFunction writes under and fleet hosts read by default. */

@@ -25,7 +25,7 @@ export function guestNetworkOf(config: FirecrackerDriverConfig): GuestNetwork {
   };
 }
 
-/** The runtime's health route (guest-images/runtime/protocol.ts): the bake snapshots once it answers. */
+/** The runtime's health route (contracts/guest-protocol.ts): the bake snapshots once it answers. */
 export const GUEST_RUNTIME_READY_PATH = "/_faas/health";
 
 /**

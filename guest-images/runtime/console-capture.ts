@@ -4,7 +4,7 @@
  * cannot flood the host's logs. Where the lines go (stdout, or a queue the host fetches) is the caller's.
  */
 import type { AsyncLocalStorage } from "node:async_hooks";
-import type { GuestLogLine } from "./protocol.ts";
+import type { GuestLogLine } from "../../contracts/guest-protocol.ts";
 
 export interface CallContext {
   readonly fn: string;

@@ -3,7 +3,7 @@
  * serial console the host does not read. Bounded in bytes, so a function that logs between the host's
  * reads cannot grow the guest's memory: the oldest lines go first, and are counted.
  */
-import type { ConsoleResponse, GuestLogLine } from "./protocol.ts";
+import type { ConsoleResponse, GuestLogLine } from "../../contracts/guest-protocol.ts";
 
 export class ConsoleQueue {
   private lines: Array<{ line: GuestLogLine; bytes: number }> = [];

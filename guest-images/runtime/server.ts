@@ -5,11 +5,6 @@
  */
 import type { AsyncLocalStorage } from "node:async_hooks";
 import type * as Http from "node:http";
-import { type CallContext, installConsoleCapture } from "./console-capture.ts";
-import type { ConsoleQueue } from "./console-queue.ts";
-import { type AnyClass, dispatchRpc, exportedClasses, isAnswer, parseRpcBody, rpcError } from "./jsonrpc.ts";
-import { buildHttpEvent, resultToAnswer } from "./lambda.ts";
-import { importModule, LoadError, resolveEntry } from "./loader.ts";
 import {
   BASE_VERSION_HEADER,
   CONSOLE_PENDING_HEADER,
@@ -24,7 +19,12 @@ import {
   type LoadResponse,
   REQUEST_ID_HEADER,
   TIMEOUT_HEADER,
-} from "./protocol.ts";
+} from "../../contracts/guest-protocol.ts";
+import { type CallContext, installConsoleCapture } from "./console-capture.ts";
+import type { ConsoleQueue } from "./console-queue.ts";
+import { type AnyClass, dispatchRpc, exportedClasses, isAnswer, parseRpcBody, rpcError } from "./jsonrpc.ts";
+import { buildHttpEvent, resultToAnswer } from "./lambda.ts";
+import { importModule, LoadError, resolveEntry } from "./loader.ts";
 import type { CreateRequireFn } from "./require-type.ts";
 import { type CachingCrypto, drainCryptoCaches, reseedMathRandom } from "./reseed.ts";
 

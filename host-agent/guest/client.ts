@@ -12,7 +12,7 @@ import {
   type InitRequest,
   type LoadRequest,
   type LoadResponse,
-} from "../../guest-images/runtime/protocol.ts";
+} from "../../contracts/guest-protocol.ts";
 import { exitSoon, type GuestEndpoint, type SandboxExit } from "../sandbox/driver.ts";
 import { type ConsoleLine, checkConsoleLine } from "./console-line.ts";
 

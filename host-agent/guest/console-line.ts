@@ -3,7 +3,7 @@
  * code, so a line is checked field by field and attributed to the function the host loaded into that
  * instance, never to the one the line names.
  */
-import type { GuestLogLine } from "../../guest-images/runtime/protocol.ts";
+import type { GuestLogLine } from "../../contracts/guest-protocol.ts";
 
 export interface ConsoleLine {
   readonly fn: string | null;

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { REQUEST_ID_HEADER, TIMEOUT_HEADER } from "../../guest-images/runtime/protocol.ts";
+import { REQUEST_ID_HEADER, TIMEOUT_HEADER } from "../../contracts/guest-protocol.ts";
 import type { Clock } from "../clock.ts";
 import { ApiError } from "../errors.ts";
 import { ResponseTooLargeError } from "../guest/client.ts";

@@ -3,7 +3,7 @@
  * code, a picture of the state. One Pool implements it; a base-image rollout holding several pools (one
  * per base version) implements it too, and the planes never know which they talk to.
  */
-import type { LoadResponse } from "../../guest-images/runtime/protocol.ts";
+import type { LoadResponse } from "../../contracts/guest-protocol.ts";
 import type { FunctionCode, Lease } from "./pool.ts";
 
 export interface PoolPicture {

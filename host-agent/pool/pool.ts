@@ -8,7 +8,7 @@
  * function waits for the instances already being prepared instead of each starting its own. Idle
  * specialized instances stop after a TTL (scale to zero); generics refill in the background.
  */
-import type { LoadResponse } from "../../guest-images/runtime/protocol.ts";
+import type { LoadResponse } from "../../contracts/guest-protocol.ts";
 import type { Clock, TimerHandle } from "../clock.ts";
 import { GuestClient, GuestError } from "../guest/client.ts";
 import type { Logger } from "../log.ts";

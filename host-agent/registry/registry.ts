@@ -9,7 +9,11 @@
 import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
-import { FUNCTION_NAME, RecordFormatError } from "../../contracts/registry-layout.ts";
+import {
+  FUNCTION_NAME,
+  RESERVED_FUNCTION_NAMES,
+  RecordFormatError,
+} from "../../contracts/registry-layout.ts";
 import { LoadError, resolveEntry } from "../../guest-images/runtime/loader.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
@@ -30,8 +34,6 @@ import {
 import type { CodeDisks } from "./code-disks.ts";
 
 export { FUNCTION_NAME };
-/** Names the data plane keeps for itself. */
-export const RESERVED_NAMES = new Set(["healthz", "metrics", "v1"]);
 
 export class RegistryError extends Error {
   override readonly name = "RegistryError";
@@ -50,7 +52,8 @@ export function checkFunctionName(name: string): void {
       `invalid function name ${JSON.stringify(name.slice(0, 80))}: use 1 to 63 characters, lower-case letters, digits and "-", starting with a letter`,
     );
   }
-  if (RESERVED_NAMES.has(name)) throw new RegistryError(400, `the function name "${name}" is reserved`);
+  if (RESERVED_FUNCTION_NAMES.has(name))
+    throw new RegistryError(400, `the function name "${name}" is reserved`);
 }
 
 /** A deploy that passed every check but is not stored yet. */

@@ -6,7 +6,7 @@
  * calls fail past the release's thresholds is dropped and the old pool keeps serving. User code is never
  * touched: every pool attaches the same code folders from the registry.
  */
-import type { LoadResponse } from "../../guest-images/runtime/protocol.ts";
+import type { LoadResponse } from "../../contracts/guest-protocol.ts";
 import type { Clock, TimerHandle } from "../clock.ts";
 import type { GuestClient } from "../guest/client.ts";
 import type { Logger } from "../log.ts";

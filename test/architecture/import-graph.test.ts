@@ -23,21 +23,12 @@ const KNOWN_CROSSINGS: readonly string[] = [
   "host-agent/agent.ts -> guest-images/bake/verify.ts",
   "host-agent/agent.ts -> guest-images/process/bake.ts",
   "host-agent/cli/cli.ts -> guest-images/process/bake.ts",
-  "host-agent/guest/client.ts -> guest-images/runtime/protocol.ts",
-  "host-agent/guest/console-line.ts -> guest-images/runtime/protocol.ts",
-  "host-agent/http/data-plane.ts -> guest-images/runtime/protocol.ts",
-  "host-agent/pool/instance-source.ts -> guest-images/runtime/protocol.ts",
-  "host-agent/pool/pool.ts -> guest-images/runtime/protocol.ts",
   "host-agent/registry/code-disks.ts -> guest-images/bake/manifest.ts",
   "host-agent/registry/code-disks.ts -> guest-images/code-disk/build.ts",
   "host-agent/registry/code-disks.ts -> guest-images/code-disk/size.ts",
   "host-agent/registry/code-disks.ts -> guest-images/code-disk/tree.ts",
   "host-agent/registry/registry.ts -> guest-images/runtime/loader.ts",
   "host-agent/release/base-check.ts -> guest-images/process/bake.ts",
-  "host-agent/release/rollout.ts -> guest-images/runtime/protocol.ts",
-  "host-agent/sandbox/firecracker/firecracker-driver.ts -> guest-images/runtime/protocol.ts",
-  "host-agent/sandbox/firecracker/guest-channel.ts -> guest-images/runtime/protocol.ts",
-  "host-agent/sandbox/process/driver.ts -> guest-images/runtime/protocol.ts",
 ];
 
 describe("import graph: parts meet through contracts", () => {

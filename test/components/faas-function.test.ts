@@ -84,4 +84,16 @@ describe("FaasFunction", () => {
         error.errors[0]?.propertyPath === "functionName",
     );
   });
+
+  it("refuses a name the hosts keep for their own routes, naming functionName", () => {
+    for (const reserved of ["healthz", "metrics", "v1"]) {
+      assert.throws(
+        () => new FaasFunction("bad", { bucketName: "b", functionName: reserved, archivePath: archive }),
+        (error: unknown) =>
+          error instanceof pulumi.InputPropertiesError &&
+          error.errors[0]?.propertyPath === "functionName" &&
+          /reserved/.test(error.errors[0]?.reason ?? ""),
+      );
+    }
+  });
 });

@@ -2,7 +2,7 @@
  * A sandbox driver double for pool tests: instances are plain objects whose guest client answers load
  * calls from a script, so the pool's decisions can be checked exactly and with a fake clock.
  */
-import type { LoadResponse } from "../../guest-images/runtime/protocol.ts";
+import type { LoadResponse } from "../../contracts/guest-protocol.ts";
 import { GuestClient, GuestError } from "../../host-agent/guest/client.ts";
 import type {
   CodeArtifact,

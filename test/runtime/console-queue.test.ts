@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
+import type { GuestLogLine } from "../../contracts/guest-protocol.ts";
 import { ConsoleQueue } from "../../guest-images/runtime/console-queue.ts";
-import type { GuestLogLine } from "../../guest-images/runtime/protocol.ts";
 
 const line = (msg: string): GuestLogLine => ({ type: "log", fn: "f", rid: "r", level: "info", msg });
 

@@ -13,8 +13,8 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { execa } from "execa";
 import { Agent, request } from "undici";
+import { CONTROL_SECRET_HEADER } from "../../contracts/guest-protocol.ts";
 import { bundleStampedRuntime } from "../../guest-images/runtime/build.ts";
-import { CONTROL_SECRET_HEADER } from "../../guest-images/runtime/protocol.ts";
 import { GuestClient, type GuestError } from "../../host-agent/guest/client.ts";
 import { jailCommand } from "../../host-agent/sandbox/process/bwrap-args.ts";
 

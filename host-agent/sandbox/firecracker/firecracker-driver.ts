@@ -6,7 +6,7 @@
 import { randomBytes as nodeRandomBytes } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { INIT_ENTROPY_BYTES } from "../../../guest-images/runtime/protocol.ts";
+import { INIT_ENTROPY_BYTES } from "../../../contracts/guest-protocol.ts";
 import type {
   BaseImage,
   CodeArtifact,

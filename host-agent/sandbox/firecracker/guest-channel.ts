@@ -6,7 +6,7 @@
  * clone starts from the same memory image, including its random state) and its control secret.
  */
 import { request } from "undici";
-import type { InitRequest } from "../../../guest-images/runtime/protocol.ts";
+import type { InitRequest } from "../../../contracts/guest-protocol.ts";
 
 /** What the driver sends at init: the runtime protocol's init, with the secret always set. */
 export type GuestInit = InitRequest & { readonly controlSecret: string };

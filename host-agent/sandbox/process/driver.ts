@@ -9,7 +9,7 @@ import { chmod, chown, mkdir, readdir, writeFile } from "node:fs/promises";
 import { endianness } from "node:os";
 import path from "node:path";
 import { execa, type ResultPromise } from "execa";
-import type { GuestLogLine } from "../../../guest-images/runtime/protocol.ts";
+import type { GuestLogLine } from "../../../contracts/guest-protocol.ts";
 import { GuestClient } from "../../guest/client.ts";
 import { checkConsoleLine } from "../../guest/console-line.ts";
 import type { Logger } from "../../log.ts";
