@@ -17,7 +17,7 @@ import {
   jailerBinary,
   VM_ARTIFACTS,
 } from "./firecracker-plan.ts";
-import { FIRECRACKER_PIN, LINUX_KERNEL_PIN, NODE_PIN, OSV_PIN } from "./pins.ts";
+import { FIRECRACKER_PIN, LINUX_KERNEL_PIN, NODE_MAJOR_FOR_BASE, NODE_PINS, OSV_PIN } from "./pins.ts";
 import type { BakeJob } from "./pipeline.ts";
 import { type Plan, runPlan } from "./plan.ts";
 
@@ -52,7 +52,7 @@ export interface FirecrackerJob {
 
 /** The files whose content defines a recipe: any change to them is a new base version. */
 async function recipeFiles(repoDir: string, guest: "osv" | "linux"): Promise<string[]> {
-  const dirs = [`guest-images/${guest}`, "guest-images/bake", "guest-images/code-disk"];
+  const dirs = [`guest-images/${guest}`, "guest-images/bake", "guest-images/code-disk", "guest-images/node"];
   const files: string[] = [path.join(repoDir, "guest-images/hash.ts")];
   for (const dir of dirs) files.push(...(await listFiles(path.join(repoDir, dir))));
   return files.filter((f) => !f.endsWith(".md")).sort();
@@ -106,7 +106,7 @@ export async function firecrackerBakeJob(options: FirecrackerJobOptions): Promis
   const kernelArgs = recipeFor("/image").kernelArgs;
   const inputs: Record<string, string> = {
     firecracker: sha256Text(canonicalJson(FIRECRACKER_PIN)),
-    node: sha256Text(canonicalJson(NODE_PIN)),
+    node: sha256Text(canonicalJson(NODE_PINS[NODE_MAJOR_FOR_BASE[options.guest]])),
     ...(options.guest === "osv"
       ? { osv: sha256Text(canonicalJson(OSV_PIN)) }
       : {

@@ -67,12 +67,6 @@ export const NODE_MAJOR_FOR_BASE = { process: 24, linux: 24, osv: 22 } as const 
   NodeMajor
 >;
 
-/** The Firecracker bakes' Node (hashed into their base version): the Linux guest's pin. */
-export const NODE_PIN = {
-  ...NODE_PINS[NODE_MAJOR_FOR_BASE.linux],
-  arch: "linux-x64",
-} as const;
-
 /** Linux guest kernel: the 6.1 LTS line Firecracker supports as a guest, built with its CI config as base. */
 export const LINUX_KERNEL_PIN = {
   version: "6.1.158",

@@ -8,9 +8,11 @@ import { existsSync } from "node:fs";
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { execa } from "execa";
 import { NODE_PINS } from "../../guest-images/bake/pins.ts";
 import { snapfaasCacheDir } from "../../guest-images/node/cache-dir.ts";
+import { fetchedNodeBinary, fetchNodeInto } from "../../guest-images/node/fetch-cli.ts";
 import {
   NODE_PACKAGE,
   parseNodeMajor,
@@ -51,6 +53,21 @@ describe("pinned node", function () {
     );
   });
 
+  it("fetch-cli.ts (the recipes' fetch-node step) refuses missing or unpinned arguments in one line", async () => {
+    const cli = path.join(
+      path.dirname(fileURLToPath(import.meta.url)),
+      "../../guest-images/node/fetch-cli.ts",
+    );
+    const bare = await execa(process.execPath, ["--import", "tsx", cli], { reject: false });
+    assert.equal(bare.exitCode, 2);
+    assert.match(bare.stderr, /^usage: fetch-cli\.ts <node major> <dest dir>$/);
+    const old = await execa(process.execPath, ["--import", "tsx", cli, "20", "/nonexistent"], {
+      reject: false,
+    });
+    assert.equal(old.exitCode, 1);
+    assert.equal(old.stderr, 'fetch-cli: node major "20" is not pinned: choose one of 22, 24');
+  });
+
   describe("with the real release", () => {
     let work: string;
     before(async function () {
@@ -70,6 +87,13 @@ describe("pinned node", function () {
       assert.deepEqual(lines, [], "nothing fetched or unpacked again");
       const tarball = tarballIn(snapfaasCacheDir(), PIN22);
       assert.ok((await stat(tarball)).size > 10e6, "the verified tarball is kept in the cache");
+    });
+
+    it("places the release where a guest recipe's fetch-node step says it is", async () => {
+      const dest = path.join(work, "recipe-node");
+      const target = await fetchNodeInto("22", dest, () => {});
+      assert.equal(target, fetchedNodeBinary(dest));
+      assert.equal((await execa(target, ["--version"])).stdout, `v${PIN22.version}`);
     });
 
     it("unpacks a cached tarball into a fresh cache, atomically, with progress lines", async () => {
