@@ -132,6 +132,21 @@ async function checkTarball(pin: NodePin, tarball: string, what: string): Promis
   );
 }
 
+/** Temporary folders (`.tmp-<pid>-<random>`) left by a fetch whose process died: 50 to 180 MB each. */
+async function removeAbandoned(nodeRoot: string): Promise<void> {
+  for (const entry of await readdir(nodeRoot).catch(() => [] as string[])) {
+    const pid = Number(/^\.tmp-(\d+)-/.exec(entry)?.[1]);
+    if (!pid || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ESRCH") {
+        await rm(path.join(nodeRoot, entry), { recursive: true, force: true });
+      }
+    }
+  }
+}
+
 async function readMarker(dir: string): Promise<NodePin | undefined> {
   try {
     return JSON.parse(await readFile(path.join(dir, MARKER), "utf8")) as NodePin;
@@ -163,6 +178,7 @@ export async function pinnedNode(pin: NodePin, options: PinnedNodeOptions = {}):
   const nodeRoot = path.join(cacheRoot, "node");
   const tarballs = path.join(nodeRoot, "tarballs");
   await mkdir(tarballs, { recursive: true });
+  await removeAbandoned(nodeRoot);
   const tarball = path.join(tarballs, `${NODE_PACKAGE}-${pin.version}-${pinShortHash(pin)}.tgz`);
   const scratch = path.join(nodeRoot, `.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
   await mkdir(scratch);

@@ -100,6 +100,8 @@ describe("pinned node", function () {
       const root = path.join(work, "fresh");
       await mkdir(path.join(root, "node", "tarballs"), { recursive: true });
       await copyFile(tarballIn(snapfaasCacheDir(), PIN22), tarballIn(root, PIN22));
+      // What a fetch killed half-way leaves behind (no process has pid 2^22 + 1: above pid_max's ceiling).
+      await mkdir(path.join(root, "node", `.tmp-${2 ** 22 + 1}-dead`, "release"), { recursive: true });
       const lines: string[] = [];
       // `false` as the npm client: this must not need the registry.
       const node = await pinnedNode(PIN22, { cacheRoot: root, npm: "false", log: (l) => lines.push(l) });
@@ -109,7 +111,7 @@ describe("pinned node", function () {
       assert.deepEqual(
         (await readdir(path.join(root, "node"))).filter((f) => f.startsWith(".tmp")),
         [],
-        "no temporary folder left",
+        "no temporary folder left, not even the dead fetch's",
       );
     });
 
