@@ -11,7 +11,9 @@ import { cpus, tmpdir, totalmem } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
+import { execa } from "execa";
 import { timeCodeDiskBuild, timeFolderCopy } from "../guest-images/code-disk/bench.ts";
+import { processBaseNode } from "../guest-images/process/bake.ts";
 import { buildRuntime } from "../guest-images/runtime/build.ts";
 import { packFunction } from "../host-agent/cli/pack.ts";
 import { systemClock } from "../host-agent/clock.ts";
@@ -61,6 +63,7 @@ function log(line: string): void {
 async function bareStart(
   runtimeJs: string,
   blob: string | undefined,
+  node: string,
   codeDir: string,
   work: string,
   i: number,
@@ -70,7 +73,7 @@ async function bareStart(
   const argv = blob
     ? ["--snapshot-blob", blob, "--", "--listen", `unix:${sock}`, "--code", codeDir]
     : [runtimeJs, "--listen", `unix:${sock}`, "--code", codeDir];
-  const child = spawn(process.execPath, argv, { stdio: ["ignore", "pipe", "ignore"] });
+  const child = spawn(node, argv, { stdio: ["ignore", "pipe", "ignore"] });
   await new Promise<void>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on("line", (l) => {
       if (l.includes('"ready"')) resolve();
@@ -136,6 +139,7 @@ async function main(): Promise<void> {
       memoryGiB: round(totalmem() / 2 ** 30, 1),
       node: process.version,
     },
+    guestNode: "",
     date: new Date().toISOString(),
     seconds: SECONDS,
   };
@@ -143,16 +147,21 @@ async function main(): Promise<void> {
   try {
     // 1. Bare starts of the guest runtime, the yardstick for cold starts.
     log("bare node starts of the guest runtime");
-    const runtime = await buildRuntime(path.join(work, "runtime"));
+    // The yardstick runs the node the jails run: the base's pinned release, not the agent's.
+    const guestNode = await processBaseNode(undefined, log);
+    results.guestNode = (await execa(guestNode, ["--version"])).stdout.trim();
+    const runtime = await buildRuntime(path.join(work, "runtime"), guestNode);
     const helloDir = path.join(work, "hello-code");
     await unpackBundle(hello, helloDir, LIMITS);
     const runs = QUICK ? 5 : 20;
     const bare: number[] = [];
     const fromSnapshot: number[] = [];
     for (let i = 0; i < runs; i++)
-      bare.push(await bareStart(runtime.bundlePath, undefined, helloDir, work, i));
+      bare.push(await bareStart(runtime.bundlePath, undefined, guestNode, helloDir, work, i));
     for (let i = 0; i < runs; i++)
-      fromSnapshot.push(await bareStart(runtime.bundlePath, runtime.snapshotPath, helloDir, work, 100 + i));
+      fromSnapshot.push(
+        await bareStart(runtime.bundlePath, runtime.snapshotPath, guestNode, helloDir, work, 100 + i),
+      );
     results.bareNodeStart = summary(bare);
     results.bareSnapshotStart = summary(fromSnapshot);
 
@@ -379,7 +388,7 @@ function printTable(r: Record<string, any>): void {
   const w0 = Math.max(...rows.map((x) => x[0].length));
   const w1 = Math.max(...rows.map((x) => x[1].length));
   console.log(
-    `\nmachine: ${r.machine.cpus} x ${r.machine.cpuModel}, ${r.machine.memoryGiB} GiB, node ${r.machine.node}`,
+    `\nmachine: ${r.machine.cpus} x ${r.machine.cpuModel}, ${r.machine.memoryGiB} GiB, node ${r.machine.node} (agent), ${r.guestNode} (jails)`,
   );
   for (const [a, b, c] of rows) console.log(`${a.padEnd(w0)}  ${b.padEnd(w1)}  ${c}`);
 }

@@ -17,7 +17,7 @@ import {
   jailerBinary,
   VM_ARTIFACTS,
 } from "./firecracker-plan.ts";
-import { FIRECRACKER_PIN, LINUX_KERNEL_PIN, NODE_PIN, OSV_PIN } from "./pins.ts";
+import { FIRECRACKER_PIN, LINUX_KERNEL_PIN, NODE_MAJOR_FOR_BASE, NODE_PINS, OSV_PIN } from "./pins.ts";
 import type { BakeJob } from "./pipeline.ts";
 import { type Plan, runPlan } from "./plan.ts";
 
@@ -57,6 +57,7 @@ async function recipeFiles(repoDir: string, guest: "osv" | "linux"): Promise<str
     `guest-images/${guest}`,
     "guest-images/bake",
     "guest-images/code-disk",
+    "guest-images/node",
     "guest-images/runtime/native",
   ];
   const files: string[] = [path.join(repoDir, "guest-images/hash.ts")];
@@ -112,7 +113,7 @@ export async function firecrackerBakeJob(options: FirecrackerJobOptions): Promis
   const kernelArgs = recipeFor("/image").kernelArgs;
   const inputs: Record<string, string> = {
     firecracker: sha256Text(canonicalJson(FIRECRACKER_PIN)),
-    node: sha256Text(canonicalJson(NODE_PIN)),
+    node: sha256Text(canonicalJson(NODE_PINS[NODE_MAJOR_FOR_BASE[options.guest]])),
     ...(options.guest === "osv"
       ? { osv: sha256Text(canonicalJson(OSV_PIN)) }
       : {

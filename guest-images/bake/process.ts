@@ -3,8 +3,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { listFiles, sha256File, sha256Files } from "../hash.ts";
-import { bakeProcessBase as bakeProcessRoot, sharedLibraries } from "../process/bake.ts";
+import { bakeProcessBase as bakeProcessRoot, processBaseNode, sharedLibraries } from "../process/bake.ts";
 import { bundleStampedRuntime } from "../runtime/build.ts";
+import { NODE_MAJOR_FOR_BASE, type NodeMajor } from "./pins.ts";
 import { type BakeJob, bakeBaseImage } from "./pipeline.ts";
 import { type VerifiedBaseImage, verifyBaseImage } from "./verify.ts";
 
@@ -23,41 +24,49 @@ export interface ProcessBaseBaker {
 
 /**
  * The real process bake (guest-images/process, guest-images/runtime) behind the pipeline: the read-only
- * root with node, its libraries, the runtime bundle and its V8 startup snapshot, and empty mount points.
- * The pipeline's manifest replaces that bake's own base.json, so there is one base version.
+ * root with the base's pinned node, its libraries, the runtime bundle and its V8 startup snapshot, and
+ * empty mount points. The pipeline's manifest replaces that bake's own base.json, so there is one base
+ * version.
  */
-export const PROCESS_BAKER: ProcessBaseBaker = {
-  async inputs() {
-    const scratch = await mkdtemp(path.join(tmpdir(), "process-inputs-"));
-    try {
-      // esbuild output is deterministic: this hash is the bundle the bake will build below.
-      const runtime = await bundleStampedRuntime(scratch);
-      return {
-        node: await sha256File(process.execPath),
-        "node-libs": await sha256Files("/", await sharedLibraries(process.execPath)),
-        runtime: runtime.bundleHash,
-        recipe: await sha256Files(REPO_DIR, [
-          path.join(REPO_DIR, "guest-images/process/bake.ts"),
-          path.join(REPO_DIR, "guest-images/runtime/build.ts"),
-          fileURLToPath(import.meta.url),
-        ]),
-      };
-    } finally {
-      await rm(scratch, { recursive: true, force: true });
-    }
-  },
-  async bakeProcessBase(outDir) {
-    const scratch = path.join(outDir, ".process-bake");
-    try {
-      const base = await bakeProcessRoot(scratch);
-      await rename(base.rootDir, path.join(outDir, "root"));
-    } finally {
-      await rm(scratch, { recursive: true, force: true });
-    }
-    const files = await listFiles(outDir);
-    return { artifacts: files.map((f) => path.relative(outDir, f).split(path.sep).join("/")) };
-  },
-};
+export function processBaker(nodeMajor: NodeMajor = NODE_MAJOR_FOR_BASE.process): ProcessBaseBaker {
+  return {
+    async inputs() {
+      const scratch = await mkdtemp(path.join(tmpdir(), "process-inputs-"));
+      try {
+        // esbuild output is deterministic: this hash is the bundle the bake will build below.
+        const runtime = await bundleStampedRuntime(scratch);
+        const node = await processBaseNode(nodeMajor);
+        return {
+          node: await sha256File(node),
+          "node-libs": await sha256Files("/", await sharedLibraries(node)),
+          runtime: runtime.bundleHash,
+          recipe: await sha256Files(REPO_DIR, [
+            path.join(REPO_DIR, "guest-images/process/bake.ts"),
+            path.join(REPO_DIR, "guest-images/node/pinned-node.ts"),
+            path.join(REPO_DIR, "guest-images/runtime/build.ts"),
+            fileURLToPath(import.meta.url),
+          ]),
+        };
+      } finally {
+        await rm(scratch, { recursive: true, force: true });
+      }
+    },
+    async bakeProcessBase(outDir) {
+      const scratch = path.join(outDir, ".process-bake");
+      try {
+        const base = await bakeProcessRoot(scratch, { nodeMajor });
+        await rename(base.rootDir, path.join(outDir, "root"));
+      } finally {
+        await rm(scratch, { recursive: true, force: true });
+      }
+      const files = await listFiles(outDir);
+      return { artifacts: files.map((f) => path.relative(outDir, f).split(path.sep).join("/")) };
+    },
+  };
+}
+
+/** The process baker with the process base's own Node major. */
+export const PROCESS_BAKER: ProcessBaseBaker = processBaker();
 
 /** The pipeline job for the process driver: no kernel, no Firecracker, guest "process". */
 export async function processBakeJob(baker: ProcessBaseBaker = PROCESS_BAKER): Promise<BakeJob> {

@@ -1,8 +1,9 @@
 import path from "node:path";
 import type { GuestNetwork, GuestRecipe } from "../bake/firecracker-plan.ts";
 import { VM_ARTIFACTS } from "../bake/firecracker-plan.ts";
-import { LINUX_KERNEL_PIN, NODE_PIN } from "../bake/pins.ts";
+import { LINUX_KERNEL_PIN, NODE_MAJOR_FOR_BASE } from "../bake/pins.ts";
 import type { PlanStep } from "../bake/plan.ts";
+import { fetchedNodeBinary } from "../node/fetch-cli.ts";
 
 /** Debian packages the Linux recipe needs on the builder host (kernel build, rootfs build). */
 export const LINUX_BUILDER_PACKAGES = [
@@ -92,7 +93,7 @@ export function linuxRecipe(options: LinuxRecipeOptions): GuestRecipe {
   }
   const here = path.join(repoDir, "guest-images/linux");
   const nodeDir = path.join(workDir, "node");
-  const nodeBin = path.join(nodeDir, `node-v${NODE_PIN.version}-${NODE_PIN.arch}`, "bin", "node");
+  const nodeBin = fetchedNodeBinary(nodeDir);
   const buildSteps: PlanStep[] = [
     { step: "apt-update", argv: ["apt-get", "update"], needs: ["root", "internet"] },
     {
@@ -103,12 +104,15 @@ export function linuxRecipe(options: LinuxRecipeOptions): GuestRecipe {
     {
       step: "fetch-node",
       argv: [
-        "bash",
-        path.join(repoDir, "guest-images/bake/fetch-node.sh"),
-        NODE_PIN.version,
-        NODE_PIN.arch,
+        "node",
+        "--import",
+        "tsx",
+        path.join(repoDir, "guest-images/node/fetch-cli.ts"),
+        String(NODE_MAJOR_FOR_BASE.linux),
         nodeDir,
       ],
+      // `node --import tsx` resolves tsx from the working directory: the repository's node_modules.
+      cwd: repoDir,
       needs: ["internet"],
     },
     {

@@ -1,8 +1,9 @@
 import path from "node:path";
 import type { GuestNetwork, GuestRecipe } from "../bake/firecracker-plan.ts";
 import { runtimeArgs, VM_ARTIFACTS } from "../bake/firecracker-plan.ts";
-import { NODE_PIN, OSV_PIN } from "../bake/pins.ts";
+import { NODE_MAJOR_FOR_BASE, OSV_PIN } from "../bake/pins.ts";
 import type { PlanStep } from "../bake/plan.ts";
+import { fetchedNodeBinary } from "../node/fetch-cli.ts";
 
 /**
  * Where the recipe puts things inside the OSv image: the one home of these paths. build-image.sh
@@ -72,18 +73,21 @@ export function osvRecipe(options: OsvRecipeOptions): GuestRecipe {
   const { workDir, imageDir, repoDir } = options;
   const osvDir = path.join(workDir, "osv");
   const nodeDir = path.join(workDir, "node");
-  const nodeBinDir = path.join(nodeDir, `node-v${NODE_PIN.version}-${NODE_PIN.arch}`, "bin");
+  const nodeBinDir = path.dirname(fetchedNodeBinary(nodeDir));
   const git = (...args: string[]) => ["git", "-C", osvDir, ...args];
   const buildSteps: PlanStep[] = [
     {
       step: "fetch-node",
       argv: [
-        "bash",
-        path.join(repoDir, "guest-images/bake/fetch-node.sh"),
-        NODE_PIN.version,
-        NODE_PIN.arch,
+        "node",
+        "--import",
+        "tsx",
+        path.join(repoDir, "guest-images/node/fetch-cli.ts"),
+        String(NODE_MAJOR_FOR_BASE.osv),
         nodeDir,
       ],
+      // `node --import tsx` resolves tsx from the working directory: the repository's node_modules.
+      cwd: repoDir,
       needs: ["internet"],
       why: "node-from-host copies the node found on PATH: this pinned, checksummed release",
     },

@@ -1,15 +1,19 @@
 /**
  * The process sandbox's bake: the guest runtime bundle, its V8 startup snapshot and a read-only root the
  * jail binds as "/" (the node binary, the shared libraries it links, the runtime, empty mount points).
+ * The node is the base's pinned release (../bake/pins.ts, fetched by ../node/pinned-node.ts), not the
+ * host's: jails run it and it builds the snapshot, while the agent keeps running on the host's node.
  * The base version is a hash of the inputs (node binary, runtime bundle, libraries): same inputs, same
  * version, nothing rebuilt.
  */
 import { createHash } from "node:crypto";
 import { createReadStream, existsSync } from "node:fs";
-import { chmod, copyFile, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, copyFile, link, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
 import type { BaseImage } from "../../host-agent/sandbox/driver.ts";
+import { NODE_MAJOR_FOR_BASE, type NodeMajor } from "../bake/pins.ts";
+import { pinnedNodeOfMajor } from "../node/pinned-node.ts";
 import { buildStartupSnapshot, bundleStampedRuntime } from "../runtime/build.ts";
 
 export interface ProcessBase extends BaseImage {
@@ -75,6 +79,31 @@ async function placeFile(src: string, dest: string, mode: number): Promise<void>
   await chmod(dest, mode);
 }
 
+/**
+ * The pinned node into the base: a hard link when the cache is on the same file system (no second
+ * 120 MB copy per base), a copy otherwise. The cached release is never written to, so sharing the inode
+ * is safe; the jail binds the base read-only either way.
+ */
+async function placeNode(src: string, dest: string): Promise<void> {
+  await mkdir(path.dirname(dest), { recursive: true });
+  try {
+    await link(src, dest);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EXDEV" && (err as NodeJS.ErrnoException).code !== "EPERM")
+      throw err;
+    await copyFile(src, dest);
+  }
+  await chmod(dest, 0o555);
+}
+
+/** The node a process base is baked with: the pinned release of `nodeMajor` (default: the process base's). */
+export async function processBaseNode(
+  nodeMajor: NodeMajor = NODE_MAJOR_FOR_BASE.process,
+  log?: (line: string) => void,
+): Promise<string> {
+  return (await pinnedNodeOfMajor(nodeMajor, log ? { log } : {})).binary;
+}
+
 /** Reads a baked base from its folder, or undefined when it is not there (or incomplete). */
 export async function readProcessBase(dir: string): Promise<ProcessBase | undefined> {
   const infoFile = path.join(dir, "base.json");
@@ -92,14 +121,14 @@ export async function readProcessBase(dir: string): Promise<ProcessBase | undefi
 
 /**
  * Bakes the process base under `outRoot/<version>/` and returns it; returns the existing one when a base
- * with the same inputs is already there. `runtimeVariant` stamps a different runtime build (for tests of
- * base upgrades); leave it empty otherwise.
+ * with the same inputs is already there. `nodeMajor` picks the pinned Node (NODE_PINS); `runtimeVariant`
+ * stamps a different runtime build (for tests of base upgrades); leave it empty otherwise.
  */
 export async function bakeProcessBase(
   outRoot: string,
-  options: { nodeBinary?: string; runtimeVariant?: string } = {},
+  options: { nodeMajor?: NodeMajor; runtimeVariant?: string; log?: (line: string) => void } = {},
 ): Promise<ProcessBase> {
-  const nodeBinary = options.nodeBinary ?? process.execPath;
+  const nodeBinary = await processBaseNode(options.nodeMajor, options.log);
   await mkdir(outRoot, { recursive: true });
   const staging = path.join(outRoot, `.staging-${process.pid}-${Date.now()}`);
   await mkdir(staging, { recursive: true });
@@ -122,7 +151,7 @@ export async function bakeProcessBase(
     if (existing) return existing;
 
     const snapshotPath = await buildStartupSnapshot(runtime.bundlePath, nodeBinary);
-    await placeFile(nodeBinary, path.join(root, "node"), 0o555);
+    await placeNode(nodeBinary, path.join(root, "node"));
     // Executable: the kernel refuses an ELF interpreter (ld-linux) without the x bit.
     for (const lib of libs) await placeFile(lib, path.join(root, lib), 0o555);
     await chmod(runtime.bundlePath, 0o444);

@@ -2,7 +2,7 @@
  * faas: start the local platform, deploy, invoke, list and remove functions.
  *
  *   faas start                          build the base, start the agent, deploy examples/*
- *   faas build                          bake the process sandbox base only
+ *   faas build [--node 22|24]           bake the process sandbox base only
  *   faas deploy <dir> [--name <name>]   bundle a folder with esbuild and deploy it
  *   faas invoke <name> <Class.method> [json params]
  *   faas ls | faas rm <name> | faas logs <name> [--limit <n>]
@@ -21,6 +21,7 @@ import { releaseCommand, rollbackCommand } from "./release.ts";
 const USAGE = `usage:
   faas start                                   build, start the agent, deploy every folder in examples/
   faas build [--out <dir>]                     bake the process sandbox's base image
+        [--node <major>]                       the base's pinned Node LTS: 22 or 24 (default 24)
         [--runtime-variant <name>]             (a variant stamps another runtime build: a new base version)
   faas deploy <dir> [--name <name>]            bundle <dir> with esbuild and deploy it
   faas invoke <name> <Class.method> [params]   call a JSON-RPC method; params is a JSON array
@@ -97,6 +98,11 @@ async function start(): Promise<number> {
   for (const warning of settings.warnings) console.error(`faas: warning: ${warning}`);
   let agent: Awaited<ReturnType<typeof startAgent>>;
   try {
+    if (settings.config.driver === "process") {
+      // The first start fetches the base's pinned node (about 50 MB): show it happening.
+      const { processBaseNode } = await import("../../guest-images/process/bake.ts");
+      await processBaseNode(undefined, (line) => console.log(`faas: ${line}`));
+    }
     agent = await startAgent(settings.config, settings.overrides);
   } catch (err) {
     if (err instanceof PreflightError) {
@@ -149,12 +155,29 @@ export async function main(argv: string[]): Promise<number> {
         return await start();
       case "build": {
         const { bakeProcessBase } = await import("../../guest-images/process/bake.ts");
+        const { parseNodeMajor } = await import("../../guest-images/node/pinned-node.ts");
         const stateDir = process.env.FAAS_STATE_DIR ?? ".faas";
-        // --out and --runtime-variant bake another base version, e.g. to try `faas release` locally.
-        const flag = (f: string) => (rest.includes(f) ? rest[rest.indexOf(f) + 1] : undefined);
+        // --out, --node and --runtime-variant bake another base version, e.g. to try `faas release` locally.
+        const flag = (f: string) => {
+          if (!rest.includes(f)) return undefined;
+          const value = rest[rest.indexOf(f) + 1];
+          if (value === undefined || value.startsWith("--")) throw new CliError(`${f} needs a value`);
+          return value;
+        };
         const out = flag("--out") ?? path.join(path.resolve(stateDir), "base");
         const variant = flag("--runtime-variant");
-        const base = await bakeProcessBase(path.resolve(out), variant ? { runtimeVariant: variant } : {});
+        const nodeFlag = flag("--node");
+        let nodeMajor: Awaited<ReturnType<typeof parseNodeMajor>> | undefined;
+        try {
+          nodeMajor = nodeFlag === undefined ? undefined : parseNodeMajor(nodeFlag);
+        } catch (err) {
+          throw new CliError(`--node: ${(err as Error).message}`);
+        }
+        const base = await bakeProcessBase(path.resolve(out), {
+          ...(variant ? { runtimeVariant: variant } : {}),
+          ...(nodeMajor ? { nodeMajor } : {}),
+          log: (line) => console.log(`faas: ${line}`),
+        });
         console.log(
           `base ${base.version} (node ${base.nodeVersion}, runtime ${base.runtimeBuild}) in ${base.dir}`,
         );
@@ -232,8 +255,8 @@ export async function main(argv: string[]): Promise<number> {
         return 2;
     }
   } catch (err) {
-    if (err instanceof CliError || err instanceof PackError) {
-      console.error(`faas: ${err.message}`);
+    if (err instanceof CliError || err instanceof PackError || (err as Error).name === "PinnedNodeError") {
+      console.error(`faas: ${(err as Error).message}`);
       return 1;
     }
     if ((err as Error).name === "ConfigError" || (err as Error).name === "HostManifestError") {

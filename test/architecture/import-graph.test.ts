@@ -22,6 +22,7 @@ const KNOWN_CROSSINGS: readonly string[] = [
   "guest-images/process/bake.ts -> host-agent/sandbox/driver.ts",
   "host-agent/agent.ts -> guest-images/bake/verify.ts",
   "host-agent/agent.ts -> guest-images/process/bake.ts",
+  "host-agent/cli/cli.ts -> guest-images/node/pinned-node.ts",
   "host-agent/cli/cli.ts -> guest-images/process/bake.ts",
   "host-agent/registry/code-disks.ts -> guest-images/bake/manifest.ts",
   "host-agent/registry/code-disks.ts -> guest-images/code-disk/build.ts",

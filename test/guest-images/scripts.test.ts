@@ -49,7 +49,6 @@ describe("shell scripts", () => {
   it("refuse missing arguments with a usage line", async () => {
     for (const script of [
       "bake/fetch-firecracker.sh",
-      "bake/fetch-node.sh",
       "osv/build-image.sh",
       "linux/build-kernel.sh",
       "linux/build-rootfs.sh",
