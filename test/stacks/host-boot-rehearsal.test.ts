@@ -38,6 +38,8 @@ import {
   renderHostUserData,
 } from "../../components/user-data.ts";
 import { bakeBaseImage } from "../../guest-images/bake/pipeline.ts";
+import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
+import { CODE_DISK_SIZE_BYTES } from "../../guest-images/code-disk/size.ts";
 import { sha256Text } from "../../guest-images/hash.ts";
 import { type StandInWorld, ssmParameterFile, standInEnv, writeStandIns } from "../helpers/boot-stand-ins.ts";
 import { freePorts } from "../helpers/child-agent.ts";
@@ -250,8 +252,15 @@ async function prepareHost(
     kernelArgs: "console=ttyS0",
     firecrackerVersion: config.versions.firecracker,
     async build(dir) {
-      for (const name of ["root.img", "code-empty.img", "vmstate", "memory", "kernel.elf"])
+      for (const name of ["root.img", "vmstate", "memory", "kernel.elf"])
         await writeFile(join(dir, name), `${name} of the rehearsal base\n`);
+      // The placeholder is what the agent sizes every code disk by, so it is built as the bake builds it.
+      const empty = await mkdtemp(join(tmpdir(), "rehearsal-empty-code-"));
+      await buildCodeDisk(empty, join(dir, "code-empty.img"), {
+        format: "squashfs",
+        sizeBytes: CODE_DISK_SIZE_BYTES,
+      });
+      await rm(empty, { recursive: true });
     },
   });
   const agentKey = bundleObjectKey("host-agent", agentBundle.sha256);
@@ -370,9 +379,13 @@ describe("host boot rehearsal: each AWS stack's boot script, then its agent, on 
         running.push(first);
         const ready = await listening(first, 30_000);
         assert.equal(ready.base, base.manifest.version, "the base image the script downloaded");
+        // Past preflight the agent serves /healthz; it stays 503 because the stand-in Firecracker cannot
+        // restore a VM, and a host is healthy only once one of its base has restored and initialised.
         const health = await fetch(`http://127.0.0.1:${dataPort}/healthz`);
-        assert.equal(health.status, 200);
-        assert.deepEqual(await health.json(), { status: "ok" });
+        const body = (await health.json()) as { status: string; reason?: string };
+        assert.equal(health.status, 503);
+        assert.ok(["starting", "failing"].includes(body.status), JSON.stringify(body));
+        assert.match(body.reason ?? "", new RegExp(`base ${base.manifest.version}`));
         assert.ok(
           fakeAws.requests.some((r) => r.startsWith(`GET /${bucket}`)),
           `the agent listed its S3 registry: ${fakeAws.requests.join(", ")}`,
