@@ -9,6 +9,7 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { execa } from "execa";
+import { cpuModelOf, readCpuInfo } from "../guest-images/bake/cpu-model.ts";
 import { verifyBaseImage } from "../guest-images/bake/verify.ts";
 import { bakeProcessBase } from "../guest-images/process/bake.ts";
 import { type FleetOverrides, startFleetDuties } from "./aws/fleet.ts";
@@ -62,6 +63,10 @@ export interface AgentOverrides {
   readonly random?: () => number;
   /** VM shape and rate limiters from the host's release manifest; the driver config file's own win. */
   readonly firecrackerLimits?: Partial<FirecrackerLimits>;
+  /** The release's VM shape: a microVM base whose snapshot fixes another one is refused at start. */
+  readonly releaseMachine?: { readonly vcpus: number; readonly memMiB: number };
+  /** Where this host's CPU model is read (/proc/cpuinfo); a microVM base baked on another is refused. */
+  readonly cpuinfoPath?: string;
   /** The instance metadata service and AWS API clients the fleet duties use. */
   readonly aws?: FleetOverrides;
 }
@@ -149,6 +154,8 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     config.driver === "firecracker" && !overrides.base
       ? await verifyBaseImage(path.resolve(config.baseDir!), {
           hostFirecrackerVersion: await firecrackerVersion(config.firecrackerConfig),
+          hostCpuModel: cpuModelOf(await readCpuInfo(overrides.cpuinfoPath)),
+          ...(overrides.releaseMachine ? { expectedMachine: overrides.releaseMachine } : {}),
         })
       : undefined;
   // A restarted agent comes back on the release it had rolled to, when that base is still usable.

@@ -2,6 +2,7 @@
 # Fetches an official Node.js release tarball, checks it against the release's SHASUMS256.txt and
 # unpacks it. The guest images take node from here (OSv's node-from-host reads it from PATH).
 # Usage: fetch-node.sh VERSION ARCH DEST_DIR      (ARCH as in the file name, e.g. linux-x64)
+# SNAPFAAS_NODE_DIST replaces https://nodejs.org/dist (a mirror, or file:// in a rehearsal).
 set -euo pipefail
 
 if [ "$#" -ne 3 ]; then
@@ -13,7 +14,7 @@ arch="$2"
 dest="$3"
 
 name="node-v${version}-${arch}.tar.xz"
-base="https://nodejs.org/dist/v${version}"
+base="${SNAPFAAS_NODE_DIST:-https://nodejs.org/dist}/v${version}"
 
 mkdir -p "$dest"
 cd "$dest"

@@ -84,8 +84,9 @@ describe("FaasPlatform", () => {
       ...args,
       baseImageVersion: undefined,
       bakeEnabled: true,
-      bakeRecipeHash: "d".repeat(64),
-      bakeSources: new pulumi.asset.AssetArchive({}),
+      amiId: "ami-0abc1234def567890",
+      bakeBaseImageVersion: "d".repeat(64),
+      bakeSourcesTarball: join(repo.root, "host-agent", "main.ts"),
       bakeSshKeyName: "builder",
       bakeSshPrivateKey: "KEY",
       bakeSshIngressCidr: "198.51.100.4/32",
@@ -132,7 +133,14 @@ describe("FaasPlatform", () => {
         assert.ok(error instanceof pulumi.InputPropertiesError);
         assert.deepEqual(
           error.errors.map((e) => e.propertyPath),
-          ["bakeRecipeHash", "bakeSources", "bakeSshKeyName", "bakeSshPrivateKey", "bakeSshIngressCidr"],
+          [
+            "amiId",
+            "bakeBaseImageVersion",
+            "bakeSourcesTarball",
+            "bakeSshKeyName",
+            "bakeSshPrivateKey",
+            "bakeSshIngressCidr",
+          ],
         );
         return true;
       },

@@ -51,12 +51,28 @@ function computedState(args: pulumi.runtime.MockResourceArgs): Record<string, un
   }
 }
 
+/**
+ * What pulumi-command v1.2.1 refuses in CopyToRemote's Check (provider/pkg/provider/remote/
+ * copyController.go): only path-based sources. Mocks skip providers' checks, so this one is kept here.
+ */
+export function copyToRemoteSourceProblem(source: unknown): string | undefined {
+  if (source instanceof pulumi.asset.FileAsset || source instanceof pulumi.asset.StringAsset)
+    return undefined;
+  if (source instanceof pulumi.asset.FileArchive) return undefined;
+  if (source instanceof pulumi.asset.Archive) return "archive must be a path to a file or directory";
+  return "asset must be a path to a file or a string";
+}
+
 /** Installs the mocks before the calling suite and clears the record before each test. */
 export function usePulumiMocks(): void {
   before(async () => {
     installed ??= pulumi.runtime.setMocks(
       {
         newResource(args) {
+          if (args.type === "command:remote:CopyToRemote") {
+            const problem = copyToRemoteSourceProblem(args.inputs.source);
+            if (problem) throw new Error(`command:remote:CopyToRemote ${args.name}: source: ${problem}`);
+          }
           registered.push(args);
           const state = { ...args.inputs, ...computedState(args) };
           return { id: args.custom ? `${args.name}-id` : undefined, state };
