@@ -103,7 +103,8 @@ export function renderBakeScript(input: BakeScriptInput): string {
   return [
     "#!/bin/bash",
     `# snapfaas bake of base ${input.baseVersion} (${input.guest}); runs as root.`,
-    "set -euo pipefail",
+    "# -E: the ERR trap also fires for a failure inside a function (s3, stop_builder).",
+    "set -Eeuo pipefail",
     "umask 022",
     `export AWS_DEFAULT_REGION=${safe("region", input.region)}`,
     `BUCKET=${safe("bucketName", input.bucketName)}`,
