@@ -5,6 +5,7 @@
  */
 
 import { DEFAULT_BASES_DIR } from "../host-agent/config.ts";
+import { baseImagePrefix } from "./release-manifest.ts";
 
 export interface HostUserDataInput {
   readonly region: string;
@@ -165,8 +166,8 @@ export function renderHostUserData(input: HostUserDataInput): string {
     "base_version=$(jq -r .baseImageVersion /etc/snapfaas/release.json)",
     // The same rule as the agent's (host-agent/release/host-manifest.ts): one path segment, not . or ..
     `[[ "$base_version" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || fail "the release names no usable base image version: $base_version"`,
-    // The bake uploads a version under images/<version>/ (components/release-manifest.ts baseImagePrefix).
-    'base_prefix="images/$base_version/"',
+    // The bake uploads a version under this prefix: one rule for both (release-manifest.ts).
+    `base_prefix="${baseImagePrefix("$base_version")}"`,
     `base_dir=${BASES_DIR}/$base_version`,
     'aws s3 cp --only-show-errors --recursive "s3://$ARTIFACT_BUCKET/$base_prefix" "$base_dir/"',
     '[ -f "$base_dir/manifest.json" ] || fail "base image $base_version is incomplete: no manifest.json under s3://$ARTIFACT_BUCKET/$base_prefix"',
