@@ -55,7 +55,7 @@ describe("renderBakeScript", () => {
     assert.ok(script.includes("apt-get install -y -q --no-install-recommends "));
     assert.doesNotMatch(script, /dnf|nodejs20|npm-20|node-20|ec2-user/);
     assert.match(BUILDER_NODE.version, /^(22|24)\./);
-    assert.ok(script.includes(`fetch-node.sh" ${BUILDER_NODE.version} linux-x64`));
+    assert.ok(script.includes(`/v${BUILDER_NODE.version}"`) && script.includes("sha256sum --check --strict"));
     assert.doesNotMatch(script, /\bsudo\b/, "the script runs as root as a whole; no sudo inside");
   });
 
