@@ -231,6 +231,14 @@ const stackSchema = z
         message: `must be ${FIRECRACKER_PIN.version}, the Firecracker the bake pins (guest-images/bake/pins.ts): a snapshot restores only on the version that wrote it`,
       });
     }
+    // The snapshot fixes the VM shape, and Firecracker boots only 1 or an even number of vCPUs.
+    if (bakeEnabled && config.vm.vcpus !== 1 && config.vm.vcpus % 2 !== 0) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["vm", "vcpus"],
+        message: `must be 1 or an even number when the stack bakes (Firecracker boots no other count), got ${config.vm.vcpus}`,
+      });
+    }
     const builderType = config.bake?.builderInstanceType;
     if (
       bakeEnabled &&

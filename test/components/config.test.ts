@@ -142,6 +142,17 @@ describe("parseStackConfig", () => {
         "snapfaas:versions.firecracker: must be 1.16.1, the Firecracker the bake pins (guest-images/bake/pins.ts): a snapshot restores only on the version that wrote it",
       ],
     );
+    assert.deepEqual(
+      problemsOf({
+        ...validAws,
+        ...secret,
+        "snapfaas:bake": bake({}),
+        "snapfaas:vm": JSON.stringify({ vcpus: 3 }),
+      }),
+      [
+        "snapfaas:vm.vcpus: must be 1 or an even number when the stack bakes (Firecracker boots no other count), got 3",
+      ],
+    );
     assert.deepEqual(problemsOf({ ...validAws, ...secret, "snapfaas:bake": bake({ guest: "freebsd" }) }), [
       'snapfaas:bake.guest: must be one of "linux", "osv"',
     ]);
