@@ -30,7 +30,7 @@ import { parse as parseYaml } from "yaml";
 import { BUILDER_NODE } from "../../components/bake-script.ts";
 import { readStackFileConfig } from "../../components/config.ts";
 import { baseImagePrefix } from "../../components/release-manifest.ts";
-import type { StackOutputs } from "../../components/stack-program.ts";
+import { buildStack } from "../../components/stack-program.ts";
 import { MANIFEST_FILE } from "../../guest-images/bake/manifest.ts";
 import { FIRECRACKER_PIN, NODE_PIN } from "../../guest-images/bake/pins.ts";
 import { bakeImportGraph } from "../../guest-images/bake/sources.ts";
@@ -122,7 +122,6 @@ describe("bake rehearsal: the stack's remote bake command, run here against loca
   });
 
   after(async () => {
-    pulumi.runtime.setAllConfig({});
     s3?.destroy();
     await server?.close();
     if (scratch) rmSync(scratch, { recursive: true, force: true });
@@ -131,11 +130,9 @@ describe("bake rehearsal: the stack's remote bake command, run here against loca
   it("bakes from exactly the uploaded tarball, makes the stack's version, uploads what hosts fetch, and retries", async () => {
     // The stack, as `pulumi up` would build it for the dev stack file.
     const { values } = readStackFileConfig(parseYaml(readFileSync(STACK_FILE, "utf8")));
-    pulumi.runtime.setAllConfig({ ...values, ...SECRETS }, Object.keys(SECRETS));
-    const program = (await import("../../index.ts")) as {
-      default: (o: { repoRoot: string }) => Promise<StackOutputs>;
-    };
-    const outputs = await program.default({ repoRoot: REPO });
+    // buildStack is what index.ts runs with the engine's config; imported statically, so the program
+    // registers through the same Pulumi module instance the mocks were installed on.
+    const outputs = await buildStack({ ...values, ...SECRETS }, { repoRoot: REPO });
     const version = await promiseOf(outputs.baseImageVersion!);
     const bucket = await promiseOf(outputs.bucketName!);
     await settled();

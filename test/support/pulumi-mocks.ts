@@ -17,8 +17,20 @@ export const PLATFORM_STACK_OUTPUTS = {
   endpointUrl: "https://faas.example.com",
 };
 
-export const registered: pulumi.runtime.MockResourceArgs[] = [];
-let installed: Promise<void> | undefined;
+/**
+ * One record and one installation per process, even when mocha loads this module twice (once through
+ * require, once through import: a test file whose imports cannot be required is imported instead). The
+ * Pulumi runtime is a single CommonJS instance, so two copies of this module would each install mocks
+ * and the later one would take every registration away from the earlier one's record.
+ */
+interface MockState {
+  readonly registered: pulumi.runtime.MockResourceArgs[];
+  installed: Promise<void> | undefined;
+}
+const holder = globalThis as { __snapfaasPulumiMocks?: MockState };
+holder.__snapfaasPulumiMocks ??= { registered: [], installed: undefined };
+const shared: MockState = holder.__snapfaasPulumiMocks;
+export const registered: pulumi.runtime.MockResourceArgs[] = shared.registered;
 
 function computedState(args: pulumi.runtime.MockResourceArgs): Record<string, unknown> {
   const { type, name, inputs } = args;
@@ -66,7 +78,7 @@ export function copyToRemoteSourceProblem(source: unknown): string | undefined {
 /** Installs the mocks before the calling suite and clears the record before each test. */
 export function usePulumiMocks(): void {
   before(async () => {
-    installed ??= pulumi.runtime.setMocks(
+    shared.installed ??= pulumi.runtime.setMocks(
       {
         newResource(args) {
           if (args.type === "command:remote:CopyToRemote") {
@@ -91,7 +103,7 @@ export function usePulumiMocks(): void {
       MOCK_STACK,
       false,
     );
-    await installed;
+    await shared.installed;
   });
   beforeEach(async () => {
     // Registrations a previous test left in flight must not land in this test's record.
