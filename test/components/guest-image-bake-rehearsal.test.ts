@@ -23,7 +23,6 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
-import * as pulumi from "@pulumi/pulumi";
 import { execa } from "execa";
 import S3rver from "s3rver";
 import { parse as parseYaml } from "yaml";
