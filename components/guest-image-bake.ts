@@ -161,16 +161,22 @@ export class GuestImageBake extends pulumi.ComponentResource {
       { parent: this, ignoreChanges: ["ami"] },
     );
 
+    // A fixed address: the bake stops the builder, and a stopped instance loses its public IP, so a
+    // refresh would otherwise change the connection and make the next `up` dial nobody.
+    const address = new aws.ec2.Eip(
+      `${name}-builder-ip`,
+      { domain: "vpc", instance: builder.id, tags: { Name: `${name}-builder` } },
+      { parent: this },
+    );
     const connection: command.types.input.remote.ConnectionArgs = {
-      host: builder.publicIp,
+      host: address.publicIp,
       user: BUILDER_USER,
       privateKey: args.sshPrivateKey,
       // Metal instances take several minutes before sshd answers.
       dialErrorLimit: 120,
       perDialTimeout: 10,
     };
-    // Only the base version re-runs these: a stopped builder loses its public IP, and a refresh that
-    // sees it must not turn into a bake against nobody.
+    // The tarball holds only files the base version hashes, so it changes exactly when the version does.
     const upload = new command.remote.CopyToRemote(
       `${name}-upload-sources`,
       {
@@ -180,7 +186,7 @@ export class GuestImageBake extends pulumi.ComponentResource {
         remotePath: BAKE_SOURCES_REMOTE_PATH,
         triggers: [args.baseImageVersion],
       },
-      { parent: this, ignoreChanges: ["connection", "source"] },
+      { parent: this },
     );
     const script = pulumi
       .all([args.bucketName, args.region, args.baseImageVersion, args.vcpus, args.memoryMiB, args.hostAmi])
@@ -197,13 +203,13 @@ export class GuestImageBake extends pulumi.ComponentResource {
         // The version is the only trigger: same base, no new bake.
         triggers: [args.baseImageVersion],
       },
-      { parent: this, dependsOn: [upload], ignoreChanges: ["connection"] },
+      { parent: this, dependsOn: [upload] },
     );
 
     // Read through the command so consumers of the version wait for the upload.
     this.baseImageVersion = pulumi.all([bake.stdout, args.baseImageVersion]).apply(([, version]) => version);
     this.artifactsPrefix = pulumi.interpolate`images/${this.baseImageVersion}/`;
-    this.builderPublicIp = builder.publicIp;
+    this.builderPublicIp = address.publicIp;
     this.registerOutputs({
       baseImageVersion: this.baseImageVersion,
       artifactsPrefix: this.artifactsPrefix,

@@ -22,7 +22,7 @@ import { computeBaseVersion } from "./manifest.ts";
 import { FIRECRACKER_PIN, LINUX_KERNEL_PIN, NODE_PIN, OSV_PIN } from "./pins.ts";
 import type { BakeJob } from "./pipeline.ts";
 import { type Plan, type PlanStep, runPlan } from "./plan.ts";
-import { bakeRecipeFiles } from "./sources.ts";
+import { bakeSourceFiles } from "./sources.ts";
 
 export interface FirecrackerJobOptions {
   readonly guest: "osv" | "linux";
@@ -141,11 +141,12 @@ export async function firecrackerBakeJob(options: FirecrackerJobOptions): Promis
     // What the snapshot fixes: vCPUs, memory, NIC and addresses, the runtime's port.
     machine: sha256Text(canonicalJson(machineInput(driverConfig))),
     runtime: bundleHash,
-    // Every file the bake reads: the recipes, the bake, the firecracker driver that boots and
-    // snapshots the guest, and the hello-world the fresh base must serve.
+    // Every file the bake reads (and the stack ships): the recipes, the bake, the firecracker driver
+    // that boots and snapshots the guest, the hello-world the fresh base must serve, and the npm files
+    // its tools are installed from. So the shipped tarball changes exactly when the version does.
     recipe: await sha256Files(
       options.repoDir,
-      (await bakeRecipeFiles(options.repoDir)).map((f) => path.join(options.repoDir, f)),
+      (await bakeSourceFiles(options.repoDir)).map((f) => path.join(options.repoDir, f)),
     ),
     ...(options.hostAmi === undefined ? {} : { "host-ami": sha256Text(options.hostAmi) }),
   };

@@ -68,17 +68,17 @@ export async function bakeImportGraph(repoDir: string): Promise<string[]> {
     .sort();
 }
 
-/**
- * Repository-relative paths (forward slashes, sorted) of every file the bake reads, npm files excluded:
- * the input of the base version's "recipe" hash.
- */
+/** Repository-relative paths (forward slashes, sorted) of the recipe files, npm files excluded. */
 export async function bakeRecipeFiles(repoDir: string): Promise<string[]> {
   const files = new Set(await bakeImportGraph(repoDir));
   for (const dir of BAKE_DATA_DIRS) await walk(repoDir, dir, files);
   return [...files].sort();
 }
 
-/** Everything the builder needs: the recipe files plus package.json, the lockfile and tsconfig.json. */
+/**
+ * Everything the builder needs: the recipe files plus package.json, the lockfile and tsconfig.json.
+ * The input of the base version's "recipe" hash, and the content of the tarball the stack ships.
+ */
 export async function bakeSourceFiles(repoDir: string): Promise<string[]> {
   return [...(await bakeRecipeFiles(repoDir)), ...BAKE_NPM_FILES].sort();
 }

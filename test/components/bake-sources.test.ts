@@ -109,6 +109,13 @@ describe("bake sources: what the stack ships to the builder and the base version
       helloChanged,
       "the firecracker driver shapes it too",
     );
+    await writeFile(join(repo, "package-lock.json"), "\n", { flag: "a" });
+    assert.notEqual(
+      await firecrackerBaseVersion(options),
+      helloChanged,
+      "the lockfile the builder installs from is shipped, so it is hashed: the tarball changes only with the version",
+    );
+    await copyFile(join(REPO, "package-lock.json"), join(repo, "package-lock.json"));
     await writeFile(join(repo, "guest-images/linux/README.md"), "prose\n");
     await rm(join(repo, "host-agent/sandbox/firecracker/base-layout.ts"));
     await copyFile(

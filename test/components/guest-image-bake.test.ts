@@ -136,6 +136,7 @@ describe("GuestImageBake", () => {
     assert.equal(await promiseOf(bake.artifactsPrefix), `images/${baseVersion}/`);
     await settled(bake);
     assert.deepEqual(registeredTypesAndNames(), [
+      "aws:ec2/eip:Eip bake-builder-ip",
       "aws:ec2/instance:Instance bake-builder",
       "aws:ec2/securityGroup:SecurityGroup bake-ssh-sg",
       "aws:iam/instanceProfile:InstanceProfile bake-profile",
@@ -155,7 +156,7 @@ describe("GuestImageBake", () => {
     const connection = unwrapSecret(command.connection) as Record<string, unknown>;
     assert.deepEqual(
       [connection.host, connection.user, connection.dialErrorLimit],
-      ["203.0.113.10", "ubuntu", 120],
+      ["203.0.113.20", "ubuntu", 120],
     );
     const copy = findRegistered("command:remote:CopyToRemote", "bake-upload-sources").inputs;
     assert.deepEqual(copy.triggers, [baseVersion]);
@@ -166,6 +167,10 @@ describe("GuestImageBake", () => {
     assert.equal(builder.userDataReplaceOnChange, true, "a new base version gets a fresh builder");
     assert.ok((builder.userData as string).includes(baseVersion));
     assert.equal(builder.instanceInitiatedShutdownBehavior, "stop");
+    // The bake stops the builder; the connection keeps a fixed address across stops and replacements.
+    const eip = findRegistered("aws:ec2/eip:Eip", "bake-builder-ip").inputs;
+    assert.equal(eip.instance, "bake-builder-id");
+    assert.equal(await promiseOf(bake.builderPublicIp), "203.0.113.20");
   });
 
   it("locks the builder down: SSH from one CIDR, IMDSv2, encrypted disk, S3 writes only under images/", async () => {

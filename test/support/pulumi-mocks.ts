@@ -50,6 +50,8 @@ function computedState(args: pulumi.runtime.MockResourceArgs): Record<string, un
       return { arn, arnSuffix: `targetgroup/${name}/0` };
     case "aws:ec2/launchTemplate:LaunchTemplate":
       return { arn, latestVersion: 1 };
+    case "aws:ec2/eip:Eip":
+      return { publicIp: "203.0.113.20", allocationId: `eipalloc-${name}` };
     case "aws:ec2/instance:Instance":
       return { arn, publicIp: "203.0.113.10", privateIp: "10.40.0.10" };
     case "aws:lambda/functionUrl:FunctionUrl":
