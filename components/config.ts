@@ -4,6 +4,8 @@
  * as Pulumi stores it), so tests feed it stack files or in-memory maps without Pulumi.
  */
 import { z } from "zod";
+import { AMI_ID } from "../guest-images/bake/host-ami.ts";
+import { FIRECRACKER_PIN } from "../guest-images/bake/pins.ts";
 import { BASE_VERSION_LABEL } from "../host-agent/release/host-manifest.ts";
 import { checkKvmInstanceType } from "./instance-types.ts";
 
@@ -103,6 +105,13 @@ const versionsSchema = z.strictObject({
   firecrackerTarballSha256: sha256Hex.optional(),
   /** Version label of the host agent; the release manifest carries it beside the bundle hash. */
   agent: z.string().regex(/^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$/, "must be a semantic version like 0.1.0"),
+  /**
+   * The hosts' AMI, pinned: a floating "latest" would roll the fleet and change the host kernel under
+   * a snapshot at any `pulumi up`. Part of the base version, so a new AMI means a new bake.
+   */
+  hostAmi: z
+    .string()
+    .regex(AMI_ID, "must be an AMI id like ami-0123456789abcdef0 (ami- and 8 to 17 hex digits)"),
   /** Base image version to run when the stack does not bake one (bake.enabled false). */
   // A host keeps the base in a folder named after it, so the agent's rule applies.
   baseImage: z
@@ -160,18 +169,16 @@ const gatewaySchema = z.strictObject({
 
 const bakeSchema = z.strictObject({
   enabled: z.boolean().default(true),
-  builderInstanceType: z.string().default("c5.metal"),
-  /** Folder (relative to the repo) whose files are the recipe; their content hash is the base version. */
-  recipeDir: z.string().min(1).default("guest-images"),
-  /** Overrides of the recipe's own pins, handed to the bake; absent means the recipe decides. */
-  osvRef: z
-    .string()
-    .regex(/^[A-Za-z0-9._/-]{1,100}$/, "must be a git tag, branch or commit of OSv")
-    .optional(),
-  nodeVersion: z
-    .string()
-    .regex(/^\d+\.\d+\.\d+$/, "must be a Node.js version like 20.19.5")
-    .optional(),
+  /**
+   * The guest the base boots. "linux" is the one to run; "osv" is experimental: Node on OSv, OSv on
+   * Firecracker's ACPI and the popf check are unproven on a KVM host (guest-images/osv/README.md).
+   */
+  guest: z.enum(["linux", "osv"]).default("linux"),
+  /**
+   * Must be fleet.instanceType when given (the default): a snapshot restores only on the CPU model it
+   * was taken on, and the agent refuses a base baked on another.
+   */
+  builderInstanceType: z.string().min(1).optional(),
   /** EC2 key pair the builder is launched with; its private key is the secret snapfaas:bakeSshPrivateKey. */
   sshKeyName: z.string().min(1),
   /** Where `pulumi up` runs from: the only source allowed to reach the builder's SSH port. */
@@ -215,6 +222,34 @@ const stackSchema = z
         path: ["bakeSshPrivateKey"],
         message:
           "is required when bake.enabled is true (pulumi config set --secret snapfaas:bakeSshPrivateKey < key.pem)",
+      });
+    }
+    if (bakeEnabled && config.versions && config.versions.firecracker !== FIRECRACKER_PIN.version) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["versions", "firecracker"],
+        message: `must be ${FIRECRACKER_PIN.version}, the Firecracker the bake pins (guest-images/bake/pins.ts): a snapshot restores only on the version that wrote it`,
+      });
+    }
+    // The snapshot fixes the VM shape, and Firecracker boots only 1 or an even number of vCPUs.
+    if (bakeEnabled && config.vm.vcpus !== 1 && config.vm.vcpus % 2 !== 0) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["vm", "vcpus"],
+        message: `must be 1 or an even number when the stack bakes (Firecracker boots no other count), got ${config.vm.vcpus}`,
+      });
+    }
+    const builderType = config.bake?.builderInstanceType;
+    if (
+      bakeEnabled &&
+      config.fleet &&
+      builderType !== undefined &&
+      builderType !== config.fleet.instanceType
+    ) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["bake", "builderInstanceType"],
+        message: `must be fleet.instanceType (${config.fleet.instanceType}) or left out: a snapshot restores only on the CPU model it was baked on`,
       });
     }
     if (!bakeEnabled && config.versions !== undefined && config.versions.baseImage === undefined) {

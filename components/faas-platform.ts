@@ -1,11 +1,12 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { ArtifactStore } from "./artifact-store.ts";
+import type { BakeGuest } from "./bake-script.ts";
 import { BenchmarkLambda } from "./benchmark-lambda.ts";
 import { sshSourceCidrProblem } from "./cidr-rules.ts";
 import type { PoolSettings } from "./config.ts";
 import { Gateway } from "./gateway.ts";
-import { GuestImageBake } from "./guest-image-bake.ts";
+import { BUILDER_AMI_PARAMETER, GuestImageBake } from "./guest-image-bake.ts";
 import { HostAgentRelease } from "./host-agent-release.ts";
 import { KvmHostFleet } from "./kvm-host-fleet.ts";
 import { Network } from "./network.ts";
@@ -37,7 +38,10 @@ export interface FaasPlatformArgs {
   rootVolumeGiB?: pulumi.Input<number>;
   targetPoolUtilizationPercent?: pulumi.Input<number>;
   drainTimeoutSeconds?: pulumi.Input<number>;
-  /** Override the host AMI; by default the current Amazon Linux 2023 image from SSM. */
+  /**
+   * The host AMI; by default the current Amazon Linux 2023 image from SSM. Required with the bake:
+   * it is a base version input (the stack pins it in versions.hostAmi).
+   */
   amiId?: pulumi.Input<string>;
   // Release
   firecrackerVersion: pulumi.Input<string>;
@@ -50,11 +54,15 @@ export interface FaasPlatformArgs {
   baseImageVersion?: pulumi.Input<string>;
   // Bake
   bakeEnabled?: boolean;
-  bakeRecipeHash?: pulumi.Input<string>;
-  bakeSources?: pulumi.Input<pulumi.asset.Archive>;
-  bakeOsvRef?: pulumi.Input<string>;
-  bakeNodeVersion?: pulumi.Input<string>;
-  bakeBuilderInstanceType?: string;
+  /**
+   * The base version the bake makes, computed with the bake's own rule (firecrackerBaseVersion) from
+   * the same guest, VM shape (poolSettings.vm) and host AMI (amiId) given here.
+   */
+  bakeBaseImageVersion?: pulumi.Input<string>;
+  /** Local path of the bake sources tarball (components/bake-sources.ts). */
+  bakeSourcesTarball?: string;
+  /** Guest of the base; "linux" unless set ("osv" is experimental). */
+  bakeGuest?: BakeGuest;
   bakeSshKeyName?: pulumi.Input<string>;
   bakeSshPrivateKey?: pulumi.Input<string>;
   bakeSshIngressCidr?: pulumi.Input<string>;
@@ -65,8 +73,9 @@ export interface FaasPlatformArgs {
 }
 
 const BAKE_KEYS = [
-  "bakeRecipeHash",
-  "bakeSources",
+  "amiId",
+  "bakeBaseImageVersion",
+  "bakeSourcesTarball",
   "bakeSshKeyName",
   "bakeSshPrivateKey",
   "bakeSshIngressCidr",
@@ -111,11 +120,9 @@ export class FaasPlatform extends pulumi.ComponentResource {
         listenerPort,
         ingressCidrs: args.ingressCidrs ?? ["0.0.0.0/0"],
         adminAccess: args.adminAccess ?? "none",
-        // Hosts and the builder (in the first public subnet) must be launchable in every zone.
-        instanceTypes: [
-          args.instanceType,
-          ...(args.bakeEnabled ? [args.bakeBuilderInstanceType ?? "c5.metal"] : []),
-        ],
+        // Hosts and the builder (in the first public subnet, of the fleet's type) must be launchable in
+        // every zone.
+        instanceTypes: [args.instanceType],
       },
       { parent: this },
     );
@@ -129,12 +136,18 @@ export class FaasPlatform extends pulumi.ComponentResource {
           bucketName: artifacts.bucketName,
           bucketArn: artifacts.bucketArn,
           region: args.region,
-          recipeHash: args.bakeRecipeHash!,
-          sources: args.bakeSources!,
-          ...(args.bakeOsvRef === undefined ? {} : { osvRef: args.bakeOsvRef }),
-          ...(args.bakeNodeVersion === undefined ? {} : { nodeVersion: args.bakeNodeVersion }),
-          builderInstanceType: args.bakeBuilderInstanceType ?? "c5.metal",
-          amiId,
+          baseImageVersion: args.bakeBaseImageVersion!,
+          sourcesTarball: args.bakeSourcesTarball!,
+          guest: args.bakeGuest ?? "linux",
+          // The release's VM shape and the fleet's AMI and CPU: what the snapshot is taken for.
+          vcpus: pulumi.output(args.poolSettings).apply((s) => s.vm.vcpus),
+          memoryMiB: pulumi.output(args.poolSettings).apply((s) => s.vm.memoryMiB),
+          hostAmi: args.amiId!,
+          builderInstanceType: args.instanceType,
+          ...(args.nestedVirtualization === undefined
+            ? {}
+            : { nestedVirtualization: args.nestedVirtualization }),
+          amiId: aws.ssm.getParameterOutput({ name: BUILDER_AMI_PARAMETER }, { parent: this }).value,
           vpcId: network.vpcId,
           subnetId: network.publicSubnetIds.apply((ids) => ids[0]!),
           sshKeyName: args.bakeSshKeyName!,

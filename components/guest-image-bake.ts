@@ -1,26 +1,48 @@
+import { existsSync } from "node:fs";
 import * as aws from "@pulumi/aws";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { assumeRolePolicy } from "./assume-role.ts";
-import { renderBakeScript } from "./bake-script.ts";
+import {
+  BAKE_SOURCES_REMOTE_PATH,
+  type BakeGuest,
+  BUILDER_USER,
+  renderBakeCommand,
+  renderBakeScript,
+} from "./bake-script.ts";
 import { checkKvmInstanceType } from "./instance-types.ts";
 
-export const BAKE_SOURCE_DIR = "/home/ec2-user/snapfaas-src";
+/**
+ * Canonical's public SSM parameter for the current Ubuntu 24.04 AMI: the bake's recipes and OSv's
+ * build use apt-get, which the fleet's Amazon Linux lacks. The builder's OS does not shape the
+ * snapshot; its CPU does (same instance type as the fleet) and the hosts' AMI does (a base version
+ * input).
+ */
+export const BUILDER_AMI_PARAMETER =
+  "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id";
 
 export interface GuestImageBakeArgs {
   bucketName: pulumi.Input<string>;
   bucketArn: pulumi.Input<string>;
   region: pulumi.Input<string>;
-  /** Content hash of the recipe: the base image version; a new hash re-runs the bake. */
-  recipeHash: pulumi.Input<string>;
-  /** Repository files the bake needs (package.json, lockfile, guest-images/...), copied to the builder. */
-  sources: pulumi.Input<pulumi.asset.Archive>;
-  /** Overrides of the recipe's OSv and Node pins; absent means the recipe decides. */
-  osvRef?: pulumi.Input<string>;
-  nodeVersion?: pulumi.Input<string>;
-  /** Known at construction: the builder boots Firecracker, so it needs KVM too. */
+  /**
+   * The base version this bake makes, computed by the stack with the bake's own rule
+   * (guest-images/bake/firecracker-job.ts firecrackerBaseVersion): a new version re-runs the bake
+   * on a fresh builder, and the bake fails unless it makes exactly this version.
+   */
+  baseImageVersion: pulumi.Input<string>;
+  /** Local path of the sources tarball (components/bake-sources.ts), sent as a FileAsset. */
+  sourcesTarball: string;
+  guest: BakeGuest;
+  /** The VM shape the snapshot fixes: the stack's vm.vcpus and vm.memoryMiB. */
+  vcpus: pulumi.Input<number>;
+  memoryMiB: pulumi.Input<number>;
+  /** The fleet's pinned AMI, recorded in the base version. */
+  hostAmi: pulumi.Input<string>;
+  /** Known at construction: the fleet's instance type (a snapshot restores only on the CPU it was taken on). */
   builderInstanceType: string;
   nestedVirtualization?: boolean;
+  /** The builder's own image: Ubuntu 24.04 (BUILDER_AMI_PARAMETER). */
   amiId: pulumi.Input<string>;
   vpcId: pulumi.Input<string>;
   /** A public subnet: `pulumi up` reaches the builder over SSH. */
@@ -32,9 +54,10 @@ export interface GuestImageBakeArgs {
 }
 
 /**
- * Bakes the OSv + Node base snapshot on a KVM builder host and uploads the artifacts under
- * images/<recipe hash>/ in the artifact store. The command re-runs only when the recipe hash changes and
- * exits early when that hash's artifacts are already uploaded.
+ * Bakes the base snapshot on a KVM builder host of the fleet's type and uploads it under
+ * images/<base version>/ in the artifact store. A new base version replaces the builder and re-runs
+ * the bake; the bake exits early when that version's manifest is already uploaded, and stops the
+ * builder when it is done.
  */
 export class GuestImageBake extends pulumi.ComponentResource {
   public readonly baseImageVersion: pulumi.Output<string>;
@@ -47,6 +70,12 @@ export class GuestImageBake extends pulumi.ComponentResource {
       throw new pulumi.InputPropertiesError({
         message: "Invalid arguments for GuestImageBake",
         errors: [{ propertyPath: "builderInstanceType", reason: check.reason }],
+      });
+    }
+    if (!existsSync(args.sourcesTarball)) {
+      throw new pulumi.InputPropertiesError({
+        message: "Invalid arguments for GuestImageBake",
+        errors: [{ propertyPath: "sourcesTarball", reason: `${args.sourcesTarball} does not exist` }],
       });
     }
     super("snapfaas:index:GuestImageBake", name, {}, opts);
@@ -113,6 +142,11 @@ export class GuestImageBake extends pulumi.ComponentResource {
       {
         ami: args.amiId,
         instanceType: args.builderInstanceType,
+        // One builder per base version: a new version launches a fresh one (the old one is stopped).
+        userData: pulumi.interpolate`#!/bin/bash\n# snapfaas bake builder for base ${args.baseImageVersion}\n`,
+        userDataReplaceOnChange: true,
+        // The bake stops the builder when it is done; it is not terminated, so its cache survives.
+        instanceInitiatedShutdownBehavior: "stop",
         ...(args.nestedVirtualization ? { cpuOptions: { nestedVirtualization: "enabled" } } : {}),
         subnetId: args.subnetId,
         associatePublicIpAddress: true,
@@ -123,49 +157,59 @@ export class GuestImageBake extends pulumi.ComponentResource {
         rootBlockDevice: { volumeSize: 100, volumeType: "gp3", encrypted: true, deleteOnTermination: true },
         tags: { Name: `${name}-builder`, "snapfaas:role": "bake-builder" },
       },
-      { parent: this },
+      // A newer Ubuntu AMI is no reason for a new metal builder: the builder's OS is no base input.
+      { parent: this, ignoreChanges: ["ami"] },
     );
 
+    // A fixed address: the bake stops the builder, and a stopped instance loses its public IP, so a
+    // refresh would otherwise change the connection and make the next `up` dial nobody.
+    const address = new aws.ec2.Eip(
+      `${name}-builder-ip`,
+      { domain: "vpc", instance: builder.id, tags: { Name: `${name}-builder` } },
+      { parent: this },
+    );
     const connection: command.types.input.remote.ConnectionArgs = {
-      host: builder.publicIp,
-      user: "ec2-user",
+      host: address.publicIp,
+      user: BUILDER_USER,
       privateKey: args.sshPrivateKey,
       // Metal instances take several minutes before sshd answers.
       dialErrorLimit: 120,
       perDialTimeout: 10,
     };
+    // The tarball holds only files the base version hashes, so it changes exactly when the version does.
     const upload = new command.remote.CopyToRemote(
       `${name}-upload-sources`,
-      { connection, source: args.sources, remotePath: BAKE_SOURCE_DIR, triggers: [args.recipeHash] },
+      {
+        connection,
+        // CopyToRemote takes path-based sources only (FileAsset, FileArchive of a path).
+        source: new pulumi.asset.FileAsset(args.sourcesTarball),
+        remotePath: BAKE_SOURCES_REMOTE_PATH,
+        triggers: [args.baseImageVersion],
+      },
       { parent: this },
     );
     const script = pulumi
-      .all([args.bucketName, args.recipeHash, args.region, args.nodeVersion, args.osvRef])
-      .apply(([bucketName, recipeHash, region, nodeVersion, osvRef]) =>
-        renderBakeScript({
-          bucketName,
-          recipeHash,
-          region,
-          sourceDir: BAKE_SOURCE_DIR,
-          ...(nodeVersion === undefined ? {} : { nodeVersion }),
-          ...(osvRef === undefined ? {} : { osvRef }),
-        }),
+      .all([args.bucketName, args.region, args.baseImageVersion, args.vcpus, args.memoryMiB, args.hostAmi])
+      .apply(([bucketName, region, baseVersion, vcpus, memoryMiB, hostAmi]) =>
+        renderBakeCommand(
+          renderBakeScript({ bucketName, region, baseVersion, guest: args.guest, vcpus, memoryMiB, hostAmi }),
+        ),
       );
     const bake = new command.remote.Command(
       `${name}-bake`,
       {
         connection,
-        create: pulumi.interpolate`bash -s <<'SNAPFAAS_BAKE'\n${script}SNAPFAAS_BAKE\n`,
-        // The hash is the only trigger: same recipe, no new bake.
-        triggers: [args.recipeHash],
+        create: script,
+        // The version is the only trigger: same base, no new bake.
+        triggers: [args.baseImageVersion],
       },
       { parent: this, dependsOn: [upload] },
     );
 
     // Read through the command so consumers of the version wait for the upload.
-    this.baseImageVersion = pulumi.all([bake.stdout, args.recipeHash]).apply(([, hash]) => hash);
+    this.baseImageVersion = pulumi.all([bake.stdout, args.baseImageVersion]).apply(([, version]) => version);
     this.artifactsPrefix = pulumi.interpolate`images/${this.baseImageVersion}/`;
-    this.builderPublicIp = builder.publicIp;
+    this.builderPublicIp = address.publicIp;
     this.registerOutputs({
       baseImageVersion: this.baseImageVersion,
       artifactsPrefix: this.artifactsPrefix,

@@ -2,11 +2,11 @@
  * What `pulumi up` builds for a stack: validated config in, FaasPlatform (AWS) or LocalAgent (local) out.
  * index.ts calls this with the engine's config; tests call it with each stack file's config under mocks.
  */
-import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
+import { firecrackerBaseVersion } from "../guest-images/bake/firecracker-job.ts";
+import { bakeSourcesTarball } from "./bake-sources.ts";
 import { isAwsStack, parseStackConfig, StackConfigError } from "./config.ts";
-import { hashRecipe } from "./content-hash.ts";
 import { FaasPlatform } from "./faas-platform.ts";
 import { LocalAgent } from "./local-agent.ts";
 
@@ -23,17 +23,6 @@ export interface StackOutputs {
   releaseVersion?: pulumi.Output<string>;
   baseImageVersion?: pulumi.Output<string>;
   benchmarkUrl?: pulumi.Output<string | undefined>;
-}
-
-/** Files of the repository the builder needs to run `npm run bake`. */
-function bakeSources(repoRoot: string, recipeDir: string): pulumi.asset.AssetArchive {
-  const entries: Record<string, pulumi.asset.Asset | pulumi.asset.Archive> = {
-    [recipeDir]: new pulumi.asset.FileArchive(join(repoRoot, recipeDir)),
-  };
-  for (const file of ["package.json", "package-lock.json", "tsconfig.json"]) {
-    if (existsSync(join(repoRoot, file))) entries[file] = new pulumi.asset.FileAsset(join(repoRoot, file));
-  }
-  return new pulumi.asset.AssetArchive(entries);
 }
 
 export async function buildStack(
@@ -61,13 +50,19 @@ export async function buildStack(
 
   const { fleet, network, versions, gateway, bake } = config;
   const bakeEnabled = bake?.enabled ?? false;
-  const recipeHash =
+  // The base version is computed here with the bake's own rule, from the same inputs the builder gets:
+  // preview knows it, and the bake fails unless it makes exactly this one.
+  const baked =
     bake && bakeEnabled
-      ? await hashRecipe(resolve(options.repoRoot, bake.recipeDir), {
-          osvRef: bake.osvRef ?? "",
-          nodeVersion: bake.nodeVersion ?? "",
-          firecracker: versions.firecracker,
-        })
+      ? {
+          version: await firecrackerBaseVersion({
+            guest: bake.guest,
+            repoDir: options.repoRoot,
+            machine: { vcpus: config.vm.vcpus, memMiB: config.vm.memoryMiB },
+            hostAmi: versions.hostAmi,
+          }),
+          tarball: await bakeSourcesTarball(options.repoRoot),
+        }
       : undefined;
 
   const platform = new FaasPlatform("snapfaas", {
@@ -99,6 +94,7 @@ export async function buildStack(
     rootVolumeGiB: fleet.rootVolumeGiB,
     targetPoolUtilizationPercent: fleet.targetPoolUtilizationPercent,
     drainTimeoutSeconds: fleet.drainTimeoutSeconds,
+    amiId: versions.hostAmi,
     firecrackerVersion: versions.firecracker,
     ...(versions.firecrackerTarballSha256 === undefined
       ? {}
@@ -109,13 +105,11 @@ export async function buildStack(
     poolSettings: settings,
     ...(versions.baseImage === undefined ? {} : { baseImageVersion: versions.baseImage }),
     bakeEnabled,
-    ...(bake && bakeEnabled && recipeHash !== undefined
+    ...(bake && baked
       ? {
-          bakeRecipeHash: recipeHash,
-          bakeSources: bakeSources(options.repoRoot, bake.recipeDir),
-          ...(bake.osvRef === undefined ? {} : { bakeOsvRef: bake.osvRef }),
-          ...(bake.nodeVersion === undefined ? {} : { bakeNodeVersion: bake.nodeVersion }),
-          bakeBuilderInstanceType: bake.builderInstanceType,
+          bakeBaseImageVersion: baked.version,
+          bakeSourcesTarball: baked.tarball.file,
+          bakeGuest: bake.guest,
           bakeSshKeyName: bake.sshKeyName,
           bakeSshPrivateKey: pulumi.secret(config.bakeSshPrivateKey ?? ""),
           bakeSshIngressCidr: bake.sshIngressCidr,

@@ -10,6 +10,7 @@ import {
   parseFirecrackerDriverConfig,
 } from "../host-agent/sandbox/firecracker/config.ts";
 import { HOST_NODE } from "./host-node.ts";
+import { baseImagePrefix } from "./release-manifest.ts";
 
 export interface HostUserDataInput {
   readonly region: string;
@@ -277,8 +278,8 @@ export function renderHostUserData(input: HostUserDataInput): string {
     `base_version=$(jq -er .baseImageVersion "${p(HOST_PATHS.release)}") || fail "the release manifest has no baseImageVersion"`,
     // The same rule as the agent's (host-agent/release/host-manifest.ts): one path segment, not . or ..
     `[[ "$base_version" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || fail "the release names no usable base image version: $base_version"`,
-    // The bake uploads a version under images/<version>/ (components/release-manifest.ts baseImagePrefix).
-    'base_prefix="images/$base_version/"',
+    // The bake uploads a version under this prefix: one rule for both (release-manifest.ts).
+    `base_prefix="${baseImagePrefix("$base_version")}"`,
     `bases_dir=${R}${BASES_DIR}`,
     'base_dir="$bases_dir/$base_version"',
     'aws s3 cp --only-show-errors --recursive "s3://$ARTIFACT_BUCKET/$base_prefix" "$base_dir/"',

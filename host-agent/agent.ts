@@ -10,6 +10,7 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { execa } from "execa";
+import { cpuModelOf, readCpuInfo } from "../guest-images/bake/cpu-model.ts";
 import { verifyBaseImage } from "../guest-images/bake/verify.ts";
 import { bakeProcessBase } from "../guest-images/process/bake.ts";
 import { type FleetOverrides, startFleetDuties } from "./aws/fleet.ts";
@@ -65,6 +66,10 @@ export interface AgentOverrides {
   readonly random?: () => number;
   /** VM shape and rate limiters from the host's release manifest; the driver config file's own win. */
   readonly firecrackerLimits?: Partial<FirecrackerLimits>;
+  /** The release's VM shape: a microVM base whose snapshot fixes another one is refused at start. */
+  readonly releaseMachine?: { readonly vcpus: number; readonly memMiB: number };
+  /** Where this host's CPU model is read (/proc/cpuinfo); a microVM base baked on another is refused. */
+  readonly cpuinfoPath?: string;
   /** The instance metadata service and AWS API clients the fleet duties use. */
   readonly aws?: FleetOverrides;
   /** The S3 client of an S3 registry (an S3-compatible server in tests); else one from the environment. */
@@ -154,6 +159,8 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     config.driver === "firecracker" && !overrides.base
       ? await verifyBaseImage(path.resolve(config.baseDir!), {
           hostFirecrackerVersion: await firecrackerVersion(config.firecrackerConfig),
+          hostCpuModel: cpuModelOf(await readCpuInfo(overrides.cpuinfoPath)),
+          ...(overrides.releaseMachine ? { expectedMachine: overrides.releaseMachine } : {}),
         })
       : undefined;
   // A restarted agent comes back on the release it had rolled to, when that base is still usable.

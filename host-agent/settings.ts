@@ -8,13 +8,14 @@ import { type AgentConfig, DEFAULT_BASES_DIR, loadAgentConfig, unknownAgentVaria
 import {
   firecrackerLimitsFromManifest,
   readHostManifest,
+  releaseMachine,
   withManifestDefaults,
 } from "./release/host-manifest.ts";
 
 export interface AgentSettings {
   readonly config: AgentConfig;
   /** What the manifest gives the Firecracker driver beyond the config. */
-  readonly overrides: Pick<AgentOverrides, "firecrackerLimits">;
+  readonly overrides: Pick<AgentOverrides, "firecrackerLimits" | "releaseMachine">;
   readonly warnings: string[];
 }
 
@@ -27,7 +28,10 @@ export async function loadAgentSettings(env: NodeJS.ProcessEnv): Promise<AgentSe
   const merged = withManifestDefaults(env, manifest, env.FAAS_BASES_DIR || DEFAULT_BASES_DIR);
   return {
     config: loadAgentConfig(merged),
-    overrides: { firecrackerLimits: firecrackerLimitsFromManifest(manifest) },
+    overrides: {
+      firecrackerLimits: firecrackerLimitsFromManifest(manifest),
+      releaseMachine: releaseMachine(manifest),
+    },
     warnings: unknownAgentVariables(merged),
   };
 }

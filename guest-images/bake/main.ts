@@ -1,14 +1,18 @@
 /**
  * `npm run bake -- --driver process --out DIR`
- * `npm run bake -- --driver firecracker --guest osv|linux --out DIR [--dry-run] [--upload s3://bucket/prefix]`
+ * `npm run bake -- --driver firecracker --guest linux|osv --out DIR [--work DIR] [--vcpus N --memory-mib N]
+ *    [--host-ami ami-...] [--dry-run | --rehearse] [--upload s3://bucket/prefix]`
  *
- * Bakes a base image into DIR/<base version>/ (artifacts + manifest.json), or with --dry-run prints
- * the base version and the builder-host command plan without running anything.
+ * Bakes a base image into DIR/<base version>/ (artifacts + manifest.json) and prints that folder as
+ * the last stdout line, or with --dry-run prints the base version and the builder-host command plan
+ * without running anything. --rehearse runs what needs neither KVM nor the internet (see
+ * firecracker-job.ts) and stands placeholders in for the VM artifacts: a test of the seams only.
  */
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { firecrackerBakeJob } from "./firecracker-job.ts";
+import { AMI_ID } from "./host-ami.ts";
 import { computeBaseVersion } from "./manifest.ts";
 import { bakeBaseImage } from "./pipeline.ts";
 import { formatPlan, runPlan } from "./plan.ts";
@@ -19,8 +23,16 @@ const REPO_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../
 
 const USAGE = `usage:
   npm run bake -- --driver process --out DIR [--dry-run]
-  npm run bake -- --driver firecracker --guest osv|linux --out DIR [--dry-run]
-                  [--runtime-bundle FILE] [--work DIR] [--upload s3://bucket/prefix] [--popf-seconds N]`;
+  npm run bake -- --driver firecracker --guest linux|osv --out DIR [--dry-run | --rehearse]
+                  [--vcpus N] [--memory-mib N] [--host-ami ami-...] [--runtime-bundle FILE]
+                  [--work DIR] [--upload s3://bucket/prefix] [--popf-seconds N]`;
+
+/** A positive integer flag, or an error naming it. */
+function intFlag(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^[1-9]\d*$/.test(value)) throw new Error(`--${name} must be a positive integer, got "${value}"`);
+  return Number(value);
+}
 
 export async function main(argv: string[]): Promise<number> {
   let values: ReturnType<typeof parse>["values"];
@@ -60,12 +72,30 @@ export async function main(argv: string[]): Promise<number> {
     return 64;
   }
   const popfSeconds = values["popf-seconds"] === undefined ? undefined : Number(values["popf-seconds"]);
+  let vcpus: number | undefined;
+  let memMiB: number | undefined;
+  try {
+    vcpus = intFlag("vcpus", values.vcpus);
+    memMiB = intFlag("memory-mib", values["memory-mib"]);
+    if ((vcpus === undefined) !== (memMiB === undefined))
+      throw new Error("give --vcpus and --memory-mib together");
+    if (values["host-ami"] !== undefined && !AMI_ID.test(values["host-ami"]))
+      throw new Error(`--host-ami must be an AMI id like ami-0123456789abcdef0, got "${values["host-ami"]}"`);
+    if (values["dry-run"] && values.rehearse) throw new Error("--dry-run and --rehearse exclude each other");
+  } catch (error) {
+    console.error(`${(error as Error).message}\n${USAGE}`);
+    return 64;
+  }
   const fc = await firecrackerBakeJob({
     guest,
-    workDir: path.resolve(values.work ?? path.join(out, ".work")),
+    // Outside OUT: the checkouts and downloads are a cache a retried bake reuses, never uploaded.
+    workDir: path.resolve(values.work ?? `${out}.work`),
     repoDir: REPO_DIR,
     ...(values["runtime-bundle"] ? { runtimeBundle: path.resolve(values["runtime-bundle"]) } : {}),
     dryRun: values["dry-run"] === true,
+    rehearse: values.rehearse === true,
+    ...(vcpus !== undefined && memMiB !== undefined ? { machine: { vcpus, memMiB } } : {}),
+    ...(values["host-ami"] === undefined ? {} : { hostAmi: values["host-ami"] }),
     ...(popfSeconds !== undefined && Number.isFinite(popfSeconds) ? { popfCheckSeconds: popfSeconds } : {}),
     log,
   });
@@ -100,6 +130,10 @@ function parse(argv: string[]) {
       upload: { type: "string" },
       "popf-seconds": { type: "string" },
       "dry-run": { type: "boolean" },
+      rehearse: { type: "boolean" },
+      vcpus: { type: "string" },
+      "memory-mib": { type: "string" },
+      "host-ami": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });

@@ -40,6 +40,8 @@ export const ManifestSchema = z
     artifacts: z.array(ArtifactSchema).min(1),
     /** Snapshots restore only on the Firecracker version that wrote them. */
     firecrackerVersion: firecrackerVersion.optional(),
+    /** The VM shape the snapshot fixes; a restore gets exactly this, so a release must ask for it. */
+    machine: z.strictObject({ vcpus: z.int().min(1), memMiB: z.int().min(1) }).optional(),
     /** CPU the bake ran on (/proc/cpuinfo "model name"): a snapshot restores safely only on the same model. */
     cpuModel: z.string().min(1),
     /** The guest kernel command line the snapshot was booted with ("" for the process sandbox). */

@@ -1,18 +1,7 @@
-import {
-  chmod,
-  lstat,
-  mkdir,
-  mkdtemp,
-  readdir,
-  readFile,
-  rename,
-  rm,
-  stat,
-  writeFile,
-} from "node:fs/promises";
-import os from "node:os";
+import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { sha256File } from "../hash.ts";
+import { cpuModelOf, readCpuInfo } from "./cpu-model.ts";
 import type { GuestNetwork } from "./firecracker-plan.ts";
 import {
   type Artifact,
@@ -32,6 +21,8 @@ export interface BakeJob {
   readonly kernelArgs: string;
   readonly firecrackerVersion?: string;
   readonly network?: GuestNetwork;
+  /** The VM shape the snapshot fixes (firecracker only); a release must ask for exactly this. */
+  readonly machine?: Manifest["machine"];
   /** Fills dir (empty, private to this bake) with the artifacts; every regular file becomes one. */
   build(dir: string): Promise<void>;
 }
@@ -94,7 +85,8 @@ export async function bakeBaseImage(
       inputs: job.inputs,
       artifacts,
       ...(job.firecrackerVersion ? { firecrackerVersion: job.firecrackerVersion } : {}),
-      cpuModel: await cpuModel(),
+      ...(job.machine ? { machine: job.machine } : {}),
+      cpuModel: cpuModelOf(await readCpuInfo()),
       kernelArgs: job.kernelArgs,
       ...(job.network
         ? {
@@ -148,9 +140,7 @@ async function describeArtifacts(dir: string): Promise<Artifact[]> {
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
-/** The CPU the bake ran on: /proc/cpuinfo "model name" (a snapshot restores safely only on the same model). */
+/** The CPU the bake ran on (a snapshot restores safely only on the same model). */
 export async function cpuModel(): Promise<string> {
-  const text = await readFile("/proc/cpuinfo", "utf8").catch(() => "");
-  const match = /^model name\s*:\s*(.+)$/m.exec(text);
-  return match?.[1]?.trim() || os.cpus()[0]?.model || "unknown";
+  return cpuModelOf(await readCpuInfo());
 }

@@ -67,8 +67,23 @@ export async function missingNeeds(plan: Plan): Promise<string[]> {
  * Runs a plan step by step on a builder host, stopping at the first failure. Background steps are
  * stopped (SIGTERM, then SIGKILL) when the plan ends, so a failed bake leaves no Firecracker behind.
  */
-export async function runPlan(plan: Plan, log: (line: string) => void = console.error): Promise<void> {
-  const missing = await missingNeeds(plan);
+export interface RunPlanOptions {
+  /** Returns why a step is left out (logged), or undefined to run it. Skipped steps' needs are not checked. */
+  readonly skip?: (step: PlanStep) => string | undefined;
+}
+
+export async function runPlan(
+  plan: Plan,
+  log: (line: string) => void = console.error,
+  options: RunPlanOptions = {},
+): Promise<void> {
+  const skipped = new Map<string, string>();
+  for (const s of plan.steps) {
+    const why = options.skip?.(s);
+    if (why !== undefined) skipped.set(s.step, why);
+  }
+  const runnable = { ...plan, steps: plan.steps.filter((s) => !skipped.has(s.step)) };
+  const missing = await missingNeeds(runnable);
   if (missing.length > 0) {
     throw new PlanError(
       `${plan.title} cannot run on this machine (${missing.join("; ")}): run it on a builder host, or use --dry-run`,
@@ -77,6 +92,11 @@ export async function runPlan(plan: Plan, log: (line: string) => void = console.
   const background: ResultPromise[] = [];
   try {
     for (const s of plan.steps) {
+      const why = skipped.get(s.step);
+      if (why !== undefined) {
+        log(`bake: ${s.step} skipped (${why})`);
+        continue;
+      }
       log(`bake: ${s.step}`);
       const [file, ...args] = s.argv;
       if (!file) throw new PlanError(`step ${s.step} has an empty command`);

@@ -20,6 +20,16 @@ export interface VerifyOptions {
   readonly hostFirecrackerVersion?: string;
   /** When set, the manifest must carry exactly this base version (the release the agent was told). */
   readonly expectedVersion?: string;
+  /**
+   * This host's CPU model (cpu-model.ts cpuModelOf of /proc/cpuinfo). When set, a firecracker base
+   * baked on another model is refused: its snapshot may not restore, or restore subtly wrong.
+   */
+  readonly hostCpuModel?: string;
+  /**
+   * The VM shape the release asks for. When set, a firecracker base whose snapshot fixes another
+   * shape is refused: a restore keeps the snapshot's machine, whatever the release says.
+   */
+  readonly expectedMachine?: { readonly vcpus: number; readonly memMiB: number };
 }
 
 export interface VerifiedBaseImage extends BaseImage {
@@ -84,6 +94,24 @@ export async function verifyBaseImage(dir: string, options: VerifyOptions = {}):
     if (host !== baked) {
       throw new BaseImageError(
         `base image ${manifest.version} was baked with Firecracker ${baked} but this host runs Firecracker ${host}: a snapshot only restores on the version that wrote it; install Firecracker ${baked} or bake the base again with ${host}`,
+      );
+    }
+  }
+
+  if (manifest.driver === "firecracker" && options.hostCpuModel !== undefined) {
+    if (manifest.cpuModel !== options.hostCpuModel) {
+      throw new BaseImageError(
+        `base image ${manifest.version} was baked on CPU "${manifest.cpuModel}" but this host has "${options.hostCpuModel}": bake on the fleet's instance type (bake.builderInstanceType = fleet.instanceType)`,
+      );
+    }
+  }
+  if (manifest.driver === "firecracker" && options.expectedMachine !== undefined) {
+    const want = options.expectedMachine;
+    const have = manifest.machine;
+    if (have === undefined || have.vcpus !== want.vcpus || have.memMiB !== want.memMiB) {
+      const baked = have ? `${have.vcpus} vCPU / ${have.memMiB} MiB` : "an unrecorded machine";
+      throw new BaseImageError(
+        `base image ${manifest.version} fixes ${baked} but the release asks for ${want.vcpus} vCPU / ${want.memMiB} MiB: bake again with the release's vm settings`,
       );
     }
   }

@@ -5,7 +5,7 @@
  *
  *   node --import tsx guest-images/node/fetch-cli.ts <major> <dest>
  */
-import { copyFile, link, mkdir, rm } from "node:fs/promises";
+import { copyFile, cp, link, mkdir, rm } from "node:fs/promises";
 import path from "node:path";
 import { parseNodeMajor, pinnedNodeOfMajor } from "./pinned-node.ts";
 
@@ -25,6 +25,10 @@ export async function fetchNodeInto(
   await rm(target, { force: true });
   // A hard link when the cache shares the file system; the cached release is never written to.
   await link(node.binary, target).catch(() => copyFile(node.binary, target));
+  // The headers go along: build-rootfs.sh compiles the runtime's native helper against this very node.
+  const include = path.join(dest, "include");
+  await rm(include, { recursive: true, force: true });
+  await cp(path.join(node.dir, "include"), include, { recursive: true });
   return target;
 }
 

@@ -105,6 +105,14 @@ export function firecrackerLimitsFromManifest(manifest: HostManifest): Partial<F
   };
 }
 
+/**
+ * The VM shape the release asks for, in the base manifest's terms (machine.vcpus, machine.memMiB). A
+ * restored VM keeps its snapshot's machine, so the agent refuses a base that fixes another shape.
+ */
+export function releaseMachine(manifest: HostManifest): { vcpus: number; memMiB: number } {
+  return { vcpus: manifest.config.vm.vcpus, memMiB: manifest.config.vm.memoryMiB };
+}
+
 /** The environment with the manifest's settings under it: a variable already set keeps its value. */
 export function withManifestDefaults(
   env: NodeJS.ProcessEnv,

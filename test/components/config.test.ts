@@ -5,7 +5,12 @@ const validAws: Record<string, string> = {
   "aws:region": "us-east-1",
   "snapfaas:fleet": JSON.stringify({ instanceType: "c5.metal", minHosts: 1, maxHosts: 3, desiredHosts: 2 }),
   "snapfaas:network": JSON.stringify({ availabilityZones: ["us-east-1a", "us-east-1b"] }),
-  "snapfaas:versions": JSON.stringify({ firecracker: "1.16.1", agent: "0.1.0", baseImage: "base-1" }),
+  "snapfaas:versions": JSON.stringify({
+    firecracker: "1.16.1",
+    agent: "0.1.0",
+    baseImage: "base-1",
+    hostAmi: "ami-0abc1234def567890",
+  }),
 };
 
 function problemsOf(flat: Record<string, string>): readonly string[] {
@@ -108,11 +113,73 @@ describe("parseStackConfig", () => {
       "snapfaas:bake": bake,
       "snapfaas:bakeSshPrivateKey": "KEY",
     });
-    assert.equal(config.bake?.builderInstanceType, "c5.metal");
+    assert.equal(config.bake?.guest, "linux", "the Linux guest unless OSv is asked for");
+  });
+
+  it("bakes on the fleet's instance type only, with the Firecracker the bake pins", () => {
+    const bake = (extra: Record<string, unknown>) =>
+      JSON.stringify({ sshKeyName: "builder", sshIngressCidr: "203.0.113.7/32", ...extra });
+    const secret = { "snapfaas:bakeSshPrivateKey": "KEY" };
+    assert.deepEqual(
+      problemsOf({ ...validAws, ...secret, "snapfaas:bake": bake({ builderInstanceType: "c5n.metal" }) }),
+      [
+        "snapfaas:bake.builderInstanceType: must be fleet.instanceType (c5.metal) or left out: a snapshot restores only on the CPU model it was baked on",
+      ],
+    );
+    assert.equal(
+      parseStackConfig({ ...validAws, ...secret, "snapfaas:bake": bake({ builderInstanceType: "c5.metal" }) })
+        .bake?.builderInstanceType,
+      "c5.metal",
+    );
+    const versions = JSON.stringify({
+      firecracker: "1.15.0",
+      agent: "0.1.0",
+      hostAmi: "ami-0abc1234def567890",
+    });
+    assert.deepEqual(
+      problemsOf({ ...validAws, ...secret, "snapfaas:bake": bake({}), "snapfaas:versions": versions }),
+      [
+        "snapfaas:versions.firecracker: must be 1.16.1, the Firecracker the bake pins (guest-images/bake/pins.ts): a snapshot restores only on the version that wrote it",
+      ],
+    );
+    assert.deepEqual(
+      problemsOf({
+        ...validAws,
+        ...secret,
+        "snapfaas:bake": bake({}),
+        "snapfaas:vm": JSON.stringify({ vcpus: 3 }),
+      }),
+      [
+        "snapfaas:vm.vcpus: must be 1 or an even number when the stack bakes (Firecracker boots no other count), got 3",
+      ],
+    );
+    assert.deepEqual(problemsOf({ ...validAws, ...secret, "snapfaas:bake": bake({ guest: "freebsd" }) }), [
+      'snapfaas:bake.guest: must be one of "linux", "osv"',
+    ]);
+  });
+
+  it("requires the hosts' AMI pinned, as an AMI id", () => {
+    const versions = (hostAmi?: string) =>
+      JSON.stringify({
+        firecracker: "1.16.1",
+        agent: "0.1.0",
+        baseImage: "base-1",
+        ...(hostAmi ? { hostAmi } : {}),
+      });
+    assert.deepEqual(problemsOf({ ...validAws, "snapfaas:versions": versions() }), [
+      "snapfaas:versions.hostAmi: is required (a string)",
+    ]);
+    assert.deepEqual(problemsOf({ ...validAws, "snapfaas:versions": versions("ami-XYZ") }), [
+      "snapfaas:versions.hostAmi: must be an AMI id like ami-0123456789abcdef0 (ami- and 8 to 17 hex digits)",
+    ]);
   });
 
   it("requires a base image version when nothing is baked", () => {
-    const versions = JSON.stringify({ firecracker: "1.16.1", agent: "0.1.0" });
+    const versions = JSON.stringify({
+      firecracker: "1.16.1",
+      agent: "0.1.0",
+      hostAmi: "ami-0abc1234def567890",
+    });
     assert.deepEqual(problemsOf({ ...validAws, "snapfaas:versions": versions }), [
       "snapfaas:versions.baseImage: is required when no bake section is enabled",
     ]);

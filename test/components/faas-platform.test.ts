@@ -91,24 +91,24 @@ describe("FaasPlatform", () => {
       ...args,
       baseImageVersion: undefined,
       bakeEnabled: true,
-      bakeRecipeHash: "d".repeat(64),
-      bakeSources: new pulumi.asset.AssetArchive({}),
+      amiId: "ami-0abc1234def567890",
+      bakeBaseImageVersion: "d".repeat(64),
+      bakeSourcesTarball: join(repo.root, "host-agent", "main.ts"),
       bakeSshKeyName: "builder",
       bakeSshPrivateKey: "KEY",
       bakeSshIngressCidr: "100.64.12.4/32",
-      bakeBuilderInstanceType: "m5zn.metal",
       benchmark: true,
       certificateArn: "arn:aws:acm:us-east-1:123456789012:certificate/abc",
     });
     assert.equal(await promiseOf(platform.baseImageVersion), "d".repeat(64));
     assert.equal(await promiseOf(platform.endpointUrl), "https://faas-gateway-lb.elb.mock.amazonaws.com");
-    // The zones are checked for the fleet's type and the builder's (it goes in the first public subnet).
+    // The zones are checked for the fleet's type, which the builder (in the first public subnet) shares.
     assert.deepEqual(
       invoked
         .filter((i) => i.token === "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings")
         .map((i) => (i.inputs.filters as Array<{ values: string[] }>)[0]!.values[0])
         .sort(),
-      ["c5.metal", "m5zn.metal"],
+      ["c5.metal"],
     );
     assert.equal(
       await promiseOf(platform.benchmarkUrl),
@@ -147,8 +147,9 @@ describe("FaasPlatform", () => {
         new FaasPlatform("bad", {
           ...args,
           bakeEnabled: true,
-          bakeRecipeHash: "r",
-          bakeSources: new pulumi.asset.AssetArchive({}),
+          amiId: "ami-0abc1234def567890",
+          bakeBaseImageVersion: "d".repeat(64),
+          bakeSourcesTarball: "sources.tgz",
           bakeSshKeyName: "k",
           bakeSshPrivateKey: "p",
           bakeSshIngressCidr: "192.0.2.10/32",
@@ -169,7 +170,14 @@ describe("FaasPlatform", () => {
         assert.ok(error instanceof pulumi.InputPropertiesError);
         assert.deepEqual(
           error.errors.map((e) => e.propertyPath),
-          ["bakeRecipeHash", "bakeSources", "bakeSshKeyName", "bakeSshPrivateKey", "bakeSshIngressCidr"],
+          [
+            "amiId",
+            "bakeBaseImageVersion",
+            "bakeSourcesTarball",
+            "bakeSshKeyName",
+            "bakeSshPrivateKey",
+            "bakeSshIngressCidr",
+          ],
         );
         return true;
       },

@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bundleNodeEntry, bundleObjectKey } from "../../components/bundle.ts";
-import { hashRecipe } from "../../components/content-hash.ts";
 import { buildReleaseManifest, canonicalJson } from "../../components/release-manifest.ts";
 
 describe("release helpers", () => {
@@ -57,29 +56,6 @@ describe("release helpers", () => {
     it("keys bundles by kind and hash", () => {
       assert.equal(bundleObjectKey("host-agent", "ab"), "releases/host-agent/ab.mjs");
       assert.equal(bundleObjectKey("guest-runtime", "cd"), "releases/guest-runtime/cd.mjs");
-    });
-  });
-
-  describe("hashRecipe", () => {
-    it("depends on file paths, bytes and extra inputs, and skips node_modules", async () => {
-      await mkdir(join(dir, "osv"), { recursive: true });
-      await writeFile(join(dir, "osv", "recipe.json"), '{"a":1}');
-      const first = await hashRecipe(dir, { osvCommit: "x" });
-      assert.match(first, /^[0-9a-f]{64}$/);
-      assert.equal(await hashRecipe(dir, { osvCommit: "x" }), first);
-      assert.notEqual(await hashRecipe(dir, { osvCommit: "y" }), first);
-
-      await mkdir(join(dir, "node_modules"));
-      await writeFile(join(dir, "node_modules", "junk.js"), "1");
-      assert.equal(await hashRecipe(dir, { osvCommit: "x" }), first);
-
-      await writeFile(join(dir, "osv", "recipe.json"), '{"a":2}');
-      assert.notEqual(await hashRecipe(dir, { osvCommit: "x" }), first);
-    });
-
-    it("names a missing or empty recipe folder", async () => {
-      await assert.rejects(hashRecipe(join(dir, "nope")), /recipe folder .*nope cannot be read/);
-      await assert.rejects(hashRecipe(dir), /holds no files/);
     });
   });
 

@@ -94,6 +94,8 @@ describe("pinned node", function () {
       const target = await fetchNodeInto("22", dest, () => {});
       assert.equal(target, fetchedNodeBinary(dest));
       assert.equal((await execa(target, ["--version"])).stdout, `v${PIN22.version}`);
+      // With its headers: the Linux rootfs compiles the runtime's native helper against them.
+      assert.ok((await stat(path.join(dest, "include", "node", "node_api.h"))).isFile());
     });
 
     it("unpacks a cached tarball into a fresh cache, atomically, with progress lines", async () => {

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { cpuModelOf, readCpuInfo } from "../../guest-images/bake/cpu-model.ts";
 import { computeBaseVersion } from "../../guest-images/bake/manifest.ts";
 import { type BakeJob, bakeBaseImage } from "../../guest-images/bake/pipeline.ts";
 import { BaseImageError, verifyBaseImage } from "../../guest-images/bake/verify.ts";
@@ -18,6 +19,7 @@ function fakeFirecrackerJob(
     inputs,
     kernelArgs: "--nopci /node /runtime/runtime.cjs",
     firecrackerVersion: "1.16.1",
+    machine: { vcpus: 2, memMiB: 512 },
     async build(dir) {
       calls.count += 1;
       await writeFile(path.join(dir, "vmstate"), "vmstate bytes");
@@ -184,6 +186,46 @@ describe("bake pipeline and base image verifier", () => {
       manifest.inputs.node = sha256Text("another node");
       await writeFile(file, JSON.stringify(manifest));
       await refuses(/is not the hash of its inputs/);
+    });
+
+    it("a base baked on another CPU model than this host's (read from a cpuinfo file)", async () => {
+      const cpuinfo = path.join(out, "cpuinfo");
+      await writeFile(
+        cpuinfo,
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\nflags\t: fpu\n",
+      );
+      const hostCpuModel = cpuModelOf(await readCpuInfo(cpuinfo));
+      assert.equal(hostCpuModel, "Intel(R) Xeon(R) Platinum 8488C");
+      const manifest = JSON.parse(await readFile(path.join(dir, "manifest.json"), "utf8"));
+      await assert.rejects(
+        verifyBaseImage(dir, { hostFirecrackerVersion: "1.16.1", hostCpuModel }),
+        (error: Error) => {
+          assert.ok(error instanceof BaseImageError);
+          assert.equal(
+            error.message,
+            `base image ${manifest.version} was baked on CPU "${manifest.cpuModel}" but this host has "Intel(R) Xeon(R) Platinum 8488C": bake on the fleet's instance type (bake.builderInstanceType = fleet.instanceType)`,
+          );
+          assert.ok(!error.message.includes("\n"), "one line");
+          return true;
+        },
+      );
+      // The model the bake recorded is this machine's: the same host accepts it.
+      const here = cpuModelOf(await readCpuInfo());
+      await verifyBaseImage(dir, { hostFirecrackerVersion: "1.16.1", hostCpuModel: here });
+    });
+
+    it("a base whose snapshot fixes another VM shape than the release asks for", async () => {
+      await assert.rejects(
+        verifyBaseImage(dir, {
+          hostFirecrackerVersion: "1.16.1",
+          expectedMachine: { vcpus: 2, memMiB: 1024 },
+        }),
+        /fixes 2 vCPU \/ 512 MiB but the release asks for 2 vCPU \/ 1024 MiB: bake again with the release's vm settings/,
+      );
+      await verifyBaseImage(dir, {
+        hostFirecrackerVersion: "1.16.1",
+        expectedMachine: { vcpus: 2, memMiB: 512 },
+      });
     });
 
     it("another base version than the one expected", async () => {

@@ -92,6 +92,11 @@ describe("the host's release manifest (FAAS_RELEASE_MANIFEST)", () => {
     assert.deepEqual(settings.overrides.firecrackerLimits?.networkRx, {
       bandwidth: { size: 2000, refillTimeMs: 1000 },
     });
+    assert.deepEqual(
+      settings.overrides.releaseMachine,
+      { vcpus: MANIFEST.config.vm.vcpus, memMiB: MANIFEST.config.vm.memoryMiB },
+      "the agent refuses a microVM base that fixes another shape",
+    );
     assert.deepEqual(settings.warnings, [
       "FAAS_POOL_GENRIC is not an agent variable and is ignored (did you mean FAAS_POOL_GENERIC?)",
     ]);

@@ -251,6 +251,8 @@ async function prepareHost(
     inputs: { rehearsal: sha256Text(`rehearsal ${stack}`) },
     kernelArgs: "console=ttyS0",
     firecrackerVersion: config.versions.firecracker,
+    // The machine the release asks for: the agent refuses a base whose snapshot fixes another one.
+    machine: { vcpus: config.vm.vcpus, memMiB: config.vm.memoryMiB },
     async build(dir) {
       for (const name of ["root.img", "vmstate", "memory", "kernel.elf"])
         await writeFile(join(dir, name), `${name} of the rehearsal base\n`);

@@ -17,13 +17,27 @@ export const PLATFORM_STACK_OUTPUTS = {
   endpointUrl: "https://faas.example.com",
 };
 
-export const registered: pulumi.runtime.MockResourceArgs[] = [];
+/**
+ * One record and one installation per process, even when mocha loads this module twice (once through
+ * require, once through import: a test file whose imports cannot be required is imported instead). The
+ * Pulumi runtime is a single CommonJS instance, so two copies of this module would each install mocks
+ * and the later one would take every registration away from the earlier one's record.
+ */
+interface MockState {
+  readonly registered: pulumi.runtime.MockResourceArgs[];
+  readonly invoked: Array<{ token: string; inputs: Record<string, unknown> }>;
+  readonly offeredZones: Record<string, string[]>;
+  installed: Promise<void> | undefined;
+}
+const holder = globalThis as { __snapfaasPulumiMocks?: MockState };
+holder.__snapfaasPulumiMocks ??= { registered: [], invoked: [], offeredZones: {}, installed: undefined };
+const shared: MockState = holder.__snapfaasPulumiMocks;
+export const registered: pulumi.runtime.MockResourceArgs[] = shared.registered;
 /** Invokes the program made (token and inputs), cleared with `registered`. */
-export const invoked: Array<{ token: string; inputs: Record<string, unknown> }> = [];
+export const invoked: Array<{ token: string; inputs: Record<string, unknown> }> = shared.invoked;
 /** Zones each instance type is offered in, for getInstanceTypeOfferings; tests may change it. */
-export const OFFERED_ZONES: Record<string, string[]> = {};
+export const OFFERED_ZONES: Record<string, string[]> = shared.offeredZones;
 const DEFAULT_OFFERED_ZONES = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1f"];
-let installed: Promise<void> | undefined;
 
 function computedState(args: pulumi.runtime.MockResourceArgs): Record<string, unknown> {
   const { type, name, inputs } = args;
@@ -43,6 +57,8 @@ function computedState(args: pulumi.runtime.MockResourceArgs): Record<string, un
       return { arn, arnSuffix: `targetgroup/${name}/0` };
     case "aws:ec2/launchTemplate:LaunchTemplate":
       return { arn, latestVersion: 1 };
+    case "aws:ec2/eip:Eip":
+      return { publicIp: "203.0.113.20", allocationId: `eipalloc-${name}` };
     case "aws:ec2/instance:Instance":
       return { arn, publicIp: "203.0.113.10", privateIp: "10.40.0.10" };
     case "aws:lambda/functionUrl:FunctionUrl":
@@ -56,12 +72,28 @@ function computedState(args: pulumi.runtime.MockResourceArgs): Record<string, un
   }
 }
 
+/**
+ * What pulumi-command v1.2.1 refuses in CopyToRemote's Check (provider/pkg/provider/remote/
+ * copyController.go): only path-based sources. Mocks skip providers' checks, so this one is kept here.
+ */
+export function copyToRemoteSourceProblem(source: unknown): string | undefined {
+  if (source instanceof pulumi.asset.FileAsset || source instanceof pulumi.asset.StringAsset)
+    return undefined;
+  if (source instanceof pulumi.asset.FileArchive) return undefined;
+  if (source instanceof pulumi.asset.Archive) return "archive must be a path to a file or directory";
+  return "asset must be a path to a file or a string";
+}
+
 /** Installs the mocks before the calling suite and clears the record before each test. */
 export function usePulumiMocks(): void {
   before(async () => {
-    installed ??= pulumi.runtime.setMocks(
+    shared.installed ??= pulumi.runtime.setMocks(
       {
         newResource(args) {
+          if (args.type === "command:remote:CopyToRemote") {
+            const problem = copyToRemoteSourceProblem(args.inputs.source);
+            if (problem) throw new Error(`command:remote:CopyToRemote ${args.name}: source: ${problem}`);
+          }
           registered.push(args);
           const state = { ...args.inputs, ...computedState(args) };
           return { id: args.custom ? `${args.name}-id` : undefined, state };
@@ -91,7 +123,7 @@ export function usePulumiMocks(): void {
       MOCK_STACK,
       false,
     );
-    await installed;
+    await shared.installed;
   });
   beforeEach(async () => {
     // Registrations a previous test left in flight must not land in this test's record.
