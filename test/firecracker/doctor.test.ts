@@ -154,7 +154,7 @@ describe("faas doctor", () => {
 
   it("runs on this machine and exits non-zero exactly when a check fails", async () => {
     const { report, exitCode } = await doctorMain([]);
-    assert.equal(report.checks.length, 10);
+    assert.equal(report.checks.length, 11);
     assert.equal(exitCode, report.ok ? 0 : 1);
   });
 });
