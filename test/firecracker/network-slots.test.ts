@@ -4,6 +4,8 @@ import { execaRunner } from "../../host-agent/sandbox/firecracker/command-runner
 import { networkSlotsConfigSchema } from "../../host-agent/sandbox/firecracker/config.ts";
 import {
   describeSlot,
+  hostRuleset,
+  hostTableName,
   NetworkSlotPool,
   slotRuleset,
 } from "../../host-agent/sandbox/firecracker/network-slots.ts";
@@ -54,6 +56,30 @@ describe("network slot layout (pure)", () => {
     const rules = slotRuleset(describeSlot(config, 1));
     assert.match(rules, /iifname "veth0" ip daddr 10\.201\.0\.6 dnat to 172\.16\.0\.2/);
     assert.match(rules, /oifname "veth0" ip saddr 172\.16\.0\.2 masquerade/);
+    assert.match(rules, /iifname "veth0" ct state new ip saddr != 10\.201\.0\.5 drop/);
+    assert.doesNotMatch(rules, /dport 53/, "no DNS forwarding without egress");
+  });
+
+  it("with egress off, the host forwards nothing from a slot and takes no new connection from one", () => {
+    const rules = hostRuleset(config);
+    assert.match(rules, /table ip snapfaas_fctv \{/);
+    assert.match(rules, /iifname "fctv-\*" oifname "fctv-\*" drop/);
+    assert.match(rules, /chain forward \{[^}]*iifname "fctv-\*" drop\n/);
+    assert.match(rules, /chain input \{[^}]*iifname "fctv-\*" ct state new drop/);
+    assert.doesNotMatch(rules, /masquerade|accept\n/);
+  });
+
+  it("with egress on, masquerades out of the uplink, forwards the guest's DNS, keeps metadata out", () => {
+    const egress = { enabled: true, uplink: "ens5", dnsResolver: "169.254.169.253" };
+    const host = hostRuleset({ ...config, egress });
+    assert.match(host, /oifname "ens5" ip saddr 10\.201\.0\.0\/16 masquerade/);
+    assert.match(host, /iifname "fctv-\*" ip daddr 169\.254\.0\.0\/16 ip daddr != 169\.254\.169\.253 drop/);
+    // Order matters: slot-to-slot and metadata drops come before the uplink accept.
+    assert.ok(host.indexOf('oifname "fctv-*" drop') < host.indexOf('oifname "ens5" accept'));
+    assert.ok(host.indexOf("169.254.0.0/16") < host.indexOf('oifname "ens5" accept'));
+    const slot = slotRuleset(describeSlot(config, 0), egress, "172.16.0.1");
+    assert.match(slot, /iifname "tap0" ip daddr 172\.16\.0\.1 udp dport 53 dnat to 169\.254\.169\.253/);
+    assert.match(slot, /iifname "tap0" ip daddr 172\.16\.0\.1 tcp dport 53 dnat to 169\.254\.169\.253/);
   });
 });
 
@@ -136,6 +162,79 @@ describe("network slots for real (root, ip, nft)", function () {
       assert.equal(body.slot, label, "each clone address leads to its own slot's guest");
       assert.equal(body.from, slot.hostAddress, "ingress is DNAT only: the guest sees the host's address");
     }
+  });
+
+  /** Connects from inside a slot, from the guest's address, as a guest would; true when it got an answer. */
+  async function guestReaches(netns: string, from: string, host: string, port: number): Promise<boolean> {
+    const code = `const s = require("node:net").connect({ host: ${JSON.stringify(host)}, port: ${port}, localAddress: ${JSON.stringify(from)} }); s.setTimeout(1500, () => { console.log("timeout"); process.exit(0); }); s.on("data", () => { console.log("answered"); process.exit(0); }); s.on("error", (e) => { console.log(e.code); process.exit(0); }); s.write("GET / HTTP/1.0\\r\\n\\r\\n");`;
+    const { stdout } = await execa("ip", ["netns", "exec", netns, process.execPath, "-e", code]);
+    return stdout.trim() === "answered";
+  }
+
+  /** Connects from the host, from a chosen local address; true when it got an answer. */
+  async function hostReaches(host: string, port: number, from: string): Promise<boolean> {
+    const { connect } = await import("node:net");
+    return new Promise((resolve) => {
+      const sock = connect({ host, port, localAddress: from });
+      sock.setTimeout(1500, () => {
+        sock.destroy();
+        resolve(false);
+      });
+      sock.on("data", () => {
+        sock.destroy();
+        resolve(true);
+      });
+      sock.on("error", () => resolve(false));
+      sock.write("GET / HTTP/1.0\r\n\r\n");
+    });
+  }
+
+  it("keeps guests apart: no guest reaches another slot's guest or the host; the host still reaches both", async () => {
+    pool = new NetworkSlotPool(config, execaRunner);
+    const a = await pool.acquire({ uid: 900_011, gid: 900_011 });
+    const b = await pool.acquire({ uid: 900_012, gid: 900_012 });
+    await startStandInGuest(a.netnsName, a.guestAddress, "a");
+    await startStandInGuest(b.netnsName, b.guestAddress, "b");
+    // Something the host serves on all addresses (the data plane, sshd).
+    const { createServer } = await import("node:net");
+    const hostServer = createServer((sock) => sock.end("host\n")).listen(0, "0.0.0.0");
+    await new Promise((r) => hostServer.once("listening", r));
+    const hostPort = (hostServer.address() as { port: number }).port;
+    try {
+      assert.equal(await guestReaches(a.netnsName, a.guestAddress, b.cloneAddress, 8123), false, "a -> b");
+      assert.equal(await guestReaches(b.netnsName, b.guestAddress, a.cloneAddress, 8123), false, "b -> a");
+      assert.equal(
+        await guestReaches(a.netnsName, a.guestAddress, a.hostAddress, hostPort),
+        false,
+        "a -> host",
+      );
+      assert.equal(
+        await guestReaches(a.netnsName, a.guestAddress, b.hostAddress, hostPort),
+        false,
+        "a -> host via b's veth",
+      );
+      for (const slot of [a, b]) {
+        const res = await fetch(`http://${slot.cloneAddress}:8123/`, { signal: AbortSignal.timeout(5_000) });
+        assert.equal(res.status, 200, "the host's calls into each guest still pass");
+      }
+      // The host table is there while slots exist, and goes with the pool.
+      const { stdout } = await execa("nft", ["list", "table", "ip", hostTableName(config)]);
+      assert.match(stdout, /iifname "fctv-\*" ct state new drop/);
+      // What another slot's traffic looks like when the host forwards it (this test host may not
+      // forward at all): into b's slot from an address that is not b's host address.
+      assert.equal(
+        await hostReaches(b.cloneAddress, 8123, a.hostAddress),
+        false,
+        "b's slot refuses a stranger",
+      );
+      assert.equal(await hostReaches(b.cloneAddress, 8123, b.hostAddress), true, "and takes its host");
+    } finally {
+      hostServer.close();
+    }
+    await pool.close();
+    pool = undefined;
+    const gone = await execa("nft", ["list", "table", "ip", hostTableName(config)], { reject: false });
+    assert.notEqual(gone.exitCode, 0, "close removes the host table");
   });
 
   it("recycles a released slot (tap removed) and tears everything down on close", async () => {

@@ -41,6 +41,23 @@ export const networkSlotsConfigSchema = z.object({
   poolSize: z.int().min(0).max(16_000).default(8),
   /** Hard cap on slots (and so on concurrent VMs); at most 16384 /30s fit in the /16. */
   maxSlots: z.int().min(1).max(16_384).default(1_024),
+  /**
+   * Guests' way out (off by default: a guest reaches nothing but the host's calls into it). On: the
+   * host masquerades guest traffic out of `uplink`, and DNS sent to the guest's gateway (its
+   * /etc/resolv.conf, OSv's --nameserver) is forwarded to `dnsResolver`. Link-local addresses other than
+   * the resolver (the instance metadata service) stay unreachable either way.
+   */
+  egress: z
+    .object({
+      enabled: z.boolean().default(false),
+      uplink: z
+        .string()
+        .regex(/^[A-Za-z0-9_.-]{1,15}$/, "a network interface name")
+        .default("eth0"),
+      /** The VPC resolver on AWS (reachable from any instance, answered for the ENI's address). */
+      dnsResolver: ipv4.default("169.254.169.253"),
+    })
+    .default({ enabled: false, uplink: "eth0", dnsResolver: "169.254.169.253" }),
 });
 
 /** The QEMU backend (vmm: "qemu"): the Firecracker API served by an adapter that drives QEMU over QMP. */

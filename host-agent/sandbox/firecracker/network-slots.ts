@@ -5,11 +5,16 @@
  *     - the tap (same name, MAC and address in every slot), owned by the VM's uid/gid so the jailed
  *       Firecracker can open it; recreated for each VM because a tap's owner cannot be changed;
  *     - `veth0`, the namespace end of a veth pair, with the slot's unique "clone address";
- *     - an nftables table: DNAT clone address -> guest IP (host reaches the guest), masquerade of the
- *       guest's traffic out of veth0 (egress);
+ *     - an nftables table: DNAT clone address -> guest IP (host reaches the guest), new connections
+ *       into the slot refused unless they come from the slot's host address (no other guest reaches
+ *       this one), masquerade of the guest's traffic out of veth0, and with egress on, the guest's DNS
+ *       (to its gateway) DNATed to the configured resolver;
  *   on the host the other veth end `<vethPrefix>-<i>`, with the slot's unique host address.
+ * On the host, one table for all slots (hostRuleset): nothing is forwarded from one slot to another,
+ * guests open no connection to the host itself (sshd, the data plane), and guests' traffic leaves by
+ * the uplink, masqueraded, only when egress is enabled.
  * Slot i uses the /30 at hostSubnetBase + 4i: .1 on the host end, .2 (the clone address) in the netns.
- * Forwarding is enabled inside each namespace only; the host's own ip_forward is not touched.
+ * Forwarding is enabled inside each namespace; the host's own ip_forward is the host bootstrap's.
  */
 import type { CommandRunner } from "./command-runner.ts";
 import type { NetworkSlotsConfig } from "./config.ts";
@@ -62,13 +67,38 @@ export function describeSlot(config: NetworkSlotsConfig, index: number): Network
   };
 }
 
-/** The nftables ruleset loaded into a slot namespace. */
-export function slotRuleset(slot: NetworkSlot): string {
+/** What the slot and host rules need to know about egress (NetworkSlotsConfig["egress"]). */
+export interface EgressPolicy {
+  readonly enabled: boolean;
+  readonly uplink: string;
+  readonly dnsResolver: string;
+}
+
+const NO_EGRESS: EgressPolicy = { enabled: false, uplink: "eth0", dnsResolver: "169.254.169.253" };
+
+/** The nftables ruleset loaded into a slot namespace. `tapAddress` is the guest's gateway (its DNS). */
+export function slotRuleset(
+  slot: NetworkSlot,
+  egress: EgressPolicy = NO_EGRESS,
+  tapAddress = "172.16.0.1",
+): string {
+  const dns = egress.enabled
+    ? [
+        `    iifname "${slot.tapName}" ip daddr ${tapAddress} udp dport 53 dnat to ${egress.dnsResolver}`,
+        `    iifname "${slot.tapName}" ip daddr ${tapAddress} tcp dport 53 dnat to ${egress.dnsResolver}`,
+      ]
+    : [];
   return [
     `table ip ${NFT_TABLE} {`,
+    "  chain ingress_guard {",
+    // Before DNAT, so it sees the clone address; conntrack has run, so replies to the guest pass.
+    "    type filter hook prerouting priority -150; policy accept;",
+    `    iifname "${SLOT_VETH}" ct state new ip saddr != ${slot.hostAddress} drop`,
+    "  }",
     "  chain prerouting {",
     "    type nat hook prerouting priority dstnat; policy accept;",
     `    iifname "${SLOT_VETH}" ip daddr ${slot.cloneAddress} dnat to ${slot.guestAddress}`,
+    ...dns,
     "  }",
     "  chain postrouting {",
     "    type nat hook postrouting priority srcnat; policy accept;",
@@ -79,10 +109,55 @@ export function slotRuleset(slot: NetworkSlot): string {
   ].join("\n");
 }
 
+/** The host table's name: one per veth prefix, so a test's slots never touch a real agent's. */
+export function hostTableName(config: Pick<NetworkSlotsConfig, "vethPrefix">): string {
+  return `snapfaas_${config.vethPrefix}`;
+}
+
+/** The host's nftables table for every slot: no slot-to-slot forwarding, no guest-to-host connections. */
+export function hostRuleset(
+  config: Pick<NetworkSlotsConfig, "vethPrefix" | "hostSubnetBase" | "egress">,
+): string {
+  const veths = `"${config.vethPrefix}-*"`;
+  const egress = config.egress;
+  const out = egress.enabled
+    ? [
+        // The metadata service and other link-local services are the host's, not the guests'.
+        `    iifname ${veths} ip daddr 169.254.0.0/16 ip daddr != ${egress.dnsResolver} drop`,
+        `    iifname ${veths} oifname "${egress.uplink}" accept`,
+      ]
+    : [];
+  const nat = egress.enabled
+    ? [
+        "  chain postrouting {",
+        "    type nat hook postrouting priority srcnat; policy accept;",
+        `    oifname "${egress.uplink}" ip saddr ${config.hostSubnetBase}/16 masquerade`,
+        "  }",
+      ]
+    : [];
+  return [
+    `table ip ${hostTableName(config)} {`,
+    "  chain forward {",
+    "    type filter hook forward priority filter; policy accept;",
+    `    iifname ${veths} oifname ${veths} drop`,
+    ...out,
+    `    iifname ${veths} drop`,
+    "  }",
+    "  chain input {",
+    "    type filter hook input priority filter; policy accept;",
+    `    iifname ${veths} ct state new drop`,
+    "  }",
+    ...nat,
+    "}",
+    "",
+  ].join("\n");
+}
+
 export class NetworkSlotPool {
   private readonly free: NetworkSlot[] = [];
   private readonly leased = new Map<number, NetworkSlot>();
   private building = new Set<number>();
+  private hostRulesLoaded = false;
 
   constructor(
     private readonly config: NetworkSlotsConfig,
@@ -92,6 +167,8 @@ export class NetworkSlotPool {
   /** Deletes every namespace and host veth with our prefixes: what a crashed agent left. */
   async reclaim(): Promise<string[]> {
     const removed: string[] = [];
+    // The host table is rebuilt with the first slot (a crashed agent's may hold an older policy).
+    await this.deleteHostRules();
     const netnsPattern = new RegExp(`^${this.config.netnsPrefix}-\\d+$`);
     const { stdout: nsList } = await this.run("ip", ["netns", "list"]);
     for (const line of nsList.split("\n")) {
@@ -150,6 +227,24 @@ export class NetworkSlotPool {
     const all = [...this.free.splice(0), ...this.leased.values()];
     this.leased.clear();
     for (const slot of all) await this.destroySlot(slot).catch(() => undefined);
+    await this.deleteHostRules().catch(() => undefined);
+  }
+
+  /** Loads (or replaces) the host table; runs before the first slot's veth exists. */
+  private async loadHostRules(): Promise<void> {
+    if (this.hostRulesLoaded) return;
+    const table = `ip ${hostTableName(this.config)}`;
+    // Declaring then deleting makes the load replace an existing table in one transaction.
+    await this.run("nft", ["-f", "-"], {
+      input: `table ${table}\ndelete table ${table}\n${hostRuleset(this.config)}`,
+    });
+    this.hostRulesLoaded = true;
+  }
+
+  private async deleteHostRules(): Promise<void> {
+    this.hostRulesLoaded = false;
+    const table = `ip ${hostTableName(this.config)}`;
+    await this.run("nft", ["-f", "-"], { input: `table ${table}\ndelete table ${table}\n` });
   }
 
   get freeCount(): number {
@@ -170,6 +265,7 @@ export class NetworkSlotPool {
     const slot = describeSlot(this.config, index);
     this.building.add(index);
     try {
+      await this.loadHostRules();
       await this.run("ip", ["netns", "add", slot.netnsName]);
       await this.run("ip", [
         "link",
@@ -195,7 +291,9 @@ export class NetworkSlotPool {
         ].join("\n"),
       });
       await this.run("ip", ["netns", "exec", slot.netnsName, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-      await this.run("ip", ["netns", "exec", slot.netnsName, "nft", "-f", "-"], { input: slotRuleset(slot) });
+      await this.run("ip", ["netns", "exec", slot.netnsName, "nft", "-f", "-"], {
+        input: slotRuleset(slot, this.config.egress, this.config.tapAddress),
+      });
       return slot;
     } catch (err) {
       await this.destroySlot(slot).catch(() => undefined);
