@@ -140,7 +140,7 @@ describe("faas doctor", () => {
     const report = await runDoctor(depsFor(host));
     assert.deepEqual(failed(report), ["kernel", "tun", "ip_forward", "nftables", "snapshot disk"]);
     assert.equal(report.ok, false);
-    assert.equal(report.lines.at(-1), "doctor: 5 of 10 checks failed");
+    assert.equal(report.lines.at(-1), "doctor: 5 of 11 checks failed");
   });
 
   it("preflight turns failures into problems with a fix; ip_forward is not fatal", async () => {
