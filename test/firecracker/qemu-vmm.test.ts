@@ -231,6 +231,17 @@ describe("QEMU adapter on a real QEMU (probe guest, TCG)", function () {
       { uid: 910_002, gid: 910_002 },
       { source: codeSource, jailPath: "/code/abc.img", readOnly: true },
     );
+    // A disk larger than the baked placeholder would be read at the old size: refused by name.
+    const big = join(dir, "big.img");
+    await writeFile(big, "");
+    await truncate(big, 2 * MiB);
+    await stageFile(
+      paths,
+      { uid: 910_002, gid: 910_002 },
+      { source: big, jailPath: "/code/big.img", readOnly: true },
+    );
+    await assert.rejects(swapCodeDisk(api, "/code/big.img", limiter), /larger than the one the guest sees/);
+    assert.equal(vmm.vmm.state, "Running", "resumed after the refused swap");
     await swapCodeDisk(api, "/code/abc.img", limiter);
     assert.equal(vmm.vmm.state, "Running");
     const after = await openFiles(pid);

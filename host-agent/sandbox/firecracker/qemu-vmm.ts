@@ -340,6 +340,17 @@ export class QemuVmm {
       const hostPath = this.options.hostPath(jailPath);
       if (!(await exists(hostPath)))
         return fault("Unable to patch the block device: No such file or directory");
+      // Firecracker tells the guest the new capacity; QEMU cannot for a read-only virtio-blk, and the
+      // guest would keep reading the old size. Refused by name instead (pad the baked placeholder).
+      const [newSize, oldSize] = await Promise.all([
+        sizeOf(hostPath),
+        sizeOf(this.options.hostPath(drive.jailPath)),
+      ]);
+      if (oldSize !== undefined && newSize !== undefined && newSize > oldSize) {
+        return fault(
+          `Unable to patch the block device: the new disk (${newSize} bytes) is larger than the one the guest sees (${oldSize} bytes); the QEMU backend cannot grow a drive, so pad the baked placeholder to the largest code disk`,
+        );
+      }
       const oldNode = driveFileNodeName(driveId, drive.fileGeneration);
       const newNode = driveFileNodeName(driveId, drive.fileGeneration + 1);
       const answer = await this.qmpAnswer(async () => {
@@ -516,6 +527,13 @@ async function exists(path: string): Promise<boolean> {
   return stat(path).then(
     () => true,
     () => false,
+  );
+}
+
+async function sizeOf(path: string): Promise<number | undefined> {
+  return stat(path).then(
+    (st) => st.size,
+    () => undefined,
   );
 }
 
