@@ -5,6 +5,7 @@ import {
   buildQemuArgv,
   type QemuMachinePlan,
   tscKhzFromCpuinfo,
+  withQemuMemoryOverhead,
   withTscEarlyKhz,
 } from "../../host-agent/sandbox/firecracker/qemu-argv.ts";
 import {
@@ -47,7 +48,7 @@ describe("QEMU argv builder", () => {
     const argv = buildQemuArgv(bootPlan);
     assert.deepEqual(valuesOf(argv, "-name"), ["vm-1"]);
     assert.deepEqual(valuesOf(argv, "-M"), ["microvm,memory-backend=mem"]);
-    assert.deepEqual(valuesOf(argv, "-accel"), ["tcg"]);
+    assert.deepEqual(valuesOf(argv, "-accel"), ["tcg,tb-size=32"]);
     assert.deepEqual(valuesOf(argv, "-smp"), ["2"]);
     assert.ok(argv.includes("-S"), "starts with stopped vCPUs");
     assert.ok(argv.includes("-no-reboot"));
@@ -99,6 +100,13 @@ describe("QEMU argv builder", () => {
       /tap name/,
     );
     assert.throws(() => buildQemuArgv({ ...bootPlan, name: "../x" }), /VM name/);
+  });
+
+  it("adds QEMU's own memory to memory.max and leaves other settings alone", () => {
+    assert.deepEqual(withQemuMemoryOverhead(["cpu.max=1 2", "memory.max=1048576"], 2), [
+      "cpu.max=1 2",
+      "memory.max=3145728",
+    ]);
   });
 
   it("adds tsc_early_khz once, and reads the host TSC from /proc/cpuinfo", () => {

@@ -164,7 +164,8 @@ describe("QEMU adapter on a real QEMU (probe guest, TCG)", function () {
     assert.match(cgroups, new RegExp(`memory:/${parentCgroup}/bake-1$`, "m"));
     assert.equal(
       (await readFile(`/sys/fs/cgroup/memory/${parentCgroup}/bake-1/memory.limit_in_bytes`, "utf8")).trim(),
-      String(128 * MiB),
+      String((128 + 128) * MiB),
+      "the jailer's memory.max plus QEMU's own overhead",
     );
     assert.equal(
       (await readFile(`/sys/fs/cgroup/cpu/${parentCgroup}/bake-1/cpu.cfs_quota_us`, "utf8")).trim(),

@@ -45,6 +45,9 @@ export interface QemuMachinePlan {
   readonly runAs?: { readonly uid: number; readonly gid: number };
 }
 
+/** MiB of TCG translation cache per VM. */
+export const TCG_TB_SIZE_MIB = 32;
+
 /** QEMU node names allow letters, digits, '-', '_' and must start with a letter; ours get a prefix. */
 const DEVICE_ID = /^[A-Za-z0-9_]{1,24}$/;
 
@@ -84,7 +87,8 @@ export function buildQemuArgv(plan: QemuMachinePlan): string[] {
     "-M",
     "microvm,memory-backend=mem",
     "-accel",
-    plan.accelerator,
+    // TCG's translation cache defaults to 1 GiB; bounded so QEMU fits the VM's memory cgroup.
+    plan.accelerator === "tcg" ? `tcg,tb-size=${TCG_TB_SIZE_MIB}` : "kvm",
     ...(plan.accelerator === "kvm" ? ["-cpu", "host"] : []),
     "-smp",
     String(plan.vcpus),
@@ -161,4 +165,15 @@ export function tscKhzFromCpuinfo(cpuinfo: string): number | undefined {
   if (!match) return undefined;
   const khz = Math.round(Number(match[1]) * 1000);
   return khz > 0 ? khz : undefined;
+}
+
+/**
+ * QEMU needs more memory of its own than Firecracker (its device model, and under TCG the translation
+ * cache): adds `overheadMiB` to a `memory.max` cgroup setting, leaves the others as they are.
+ */
+export function withQemuMemoryOverhead(settings: readonly string[], overheadMiB: number): string[] {
+  return settings.map((s) => {
+    const match = /^memory\.max=(\d+)$/.exec(s);
+    return match ? `memory.max=${Number(match[1]) + overheadMiB * 1024 * 1024}` : s;
+  });
 }

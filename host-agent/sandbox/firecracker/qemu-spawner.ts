@@ -11,7 +11,7 @@ import { chown, mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { onBoundedLines } from "../bounded-lines.ts";
 import { AdapterApiServer, type BodyValidator } from "./qemu-api-server.ts";
-import type { Accelerator } from "./qemu-argv.ts";
+import { type Accelerator, withQemuMemoryOverhead } from "./qemu-argv.ts";
 import { type QemuProcess, QemuVmm } from "./qemu-vmm.ts";
 import type { SpawnVmm, VmmExit, VmmProcess } from "./vmm-process.ts";
 
@@ -203,11 +203,15 @@ export interface QemuSpawnerOptions {
   /** An additional check of every API body (tests pass the official spec's). */
   readonly extraValidator?: BodyValidator;
   readonly migrationTimeoutMs?: number;
+  /** Added to the jailer's memory.max: QEMU's own memory beyond Firecracker's (default 128 MiB). */
+  readonly memoryOverheadMiB?: number;
   /** Each line of the guest's serial console (not kept otherwise, beyond a short tail for exit reasons). */
   readonly onConsoleLine?: (id: string, line: string) => void;
 }
 
 const TAIL = 2048;
+/** QEMU's RSS beyond the guest: ~40 MiB of device model and libraries plus the bounded TCG cache, with room. */
+const QEMU_MEMORY_OVERHEAD_MIB = 128;
 
 export function qemuSpawner(options: QemuSpawnerOptions): SpawnVmm {
   let decided: Promise<Accelerator> | undefined;
@@ -222,8 +226,12 @@ export function qemuSpawner(options: QemuSpawnerOptions): SpawnVmm {
     const runDir = join(request.jailRoot, "run");
     await mkdir(runDir, { recursive: true, mode: 0o700 });
     await chown(runDir, plan.uid, plan.gid);
-    const layout = await detectCgroupLayout(options.cgroupRoot, plan.cgroups);
-    const cgroups = planCgroups(layout, options.cgroupRoot, plan.parentCgroup, plan.id, plan.cgroups);
+    const settings = withQemuMemoryOverhead(
+      plan.cgroups,
+      options.memoryOverheadMiB ?? QEMU_MEMORY_OVERHEAD_MIB,
+    );
+    const layout = await detectCgroupLayout(options.cgroupRoot, settings);
+    const cgroups = planCgroups(layout, options.cgroupRoot, plan.parentCgroup, plan.id, settings);
     let resolveExit!: (exit: VmmExit) => void;
     const exited = new Promise<VmmExit>((resolve) => {
       resolveExit = resolve;
