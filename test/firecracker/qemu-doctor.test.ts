@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { checkVmm } from "../../host-agent/doctor/vmm-check.ts";
 import type { CommandRunner } from "../../host-agent/sandbox/firecracker/command-runner.ts";
-import { decideAccelerator } from "../../host-agent/sandbox/firecracker/qemu-accel.ts";
+import { decideAccelerator, probeAccelerator } from "../../host-agent/sandbox/firecracker/qemu-accel.ts";
 import { qemuPath, requireQemu } from "./qemu-helpers.ts";
 
 const qemuVersion: CommandRunner = async () => ({
@@ -47,6 +47,18 @@ describe("doctor: vmm line", () => {
     assert.deepEqual(await decideAccelerator("kvm", kvmHangs), { accelerator: "kvm", why: "configured" });
     assert.equal((await decideAccelerator("auto", kvmRuns)).accelerator, "kvm");
     assert.equal((await decideAccelerator("auto", kvmHangs)).accelerator, "tcg");
+  });
+});
+
+describe("accelerator probe", () => {
+  it("boots the probe guest for real (under TCG here: KVM hangs guests on this host) and sees it exit", async function () {
+    this.timeout(60_000);
+    const qemu = requireQemu(this, false);
+    const probe = await probeAccelerator(qemu, "tcg", 30_000);
+    assert.deepEqual(probe, { ok: true, detail: "the probe guest ran under tcg" });
+    const absent = await probeAccelerator("/nonexistent/qemu", "tcg", 1_000);
+    assert.equal(absent.ok, false);
+    assert.match(absent.detail, /cannot run \/nonexistent\/qemu/);
   });
 });
 
