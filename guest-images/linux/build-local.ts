@@ -14,7 +14,7 @@ if (!firecrackerGuestConfig()) {
   process.exit(0);
 }
 try {
-  const image = await linuxGuestImage({ build: true, log });
+  const image = await linuxGuestImage({ build: "all", log });
   console.log(`guest:linux: kernel ${image.kernel}`);
   console.log(
     `guest:linux: rootfs ${image.rootfs} (node ${image.nodeVersion}, runtime ${image.runtimeBuild})`,

@@ -415,16 +415,18 @@ function defaultNetwork(): GuestNetwork {
 }
 
 /**
- * The built Linux guest image for the current sources. `build: true` builds what is missing (the
- * kernel takes about 12 minutes on 2 cores); otherwise a missing part is a LinuxImageUnavailable
- * whose message says to run `npm run guest:linux`.
+ * The built Linux guest image for the current sources. `build`: "all" builds what is missing (the
+ * kernel takes about 12 minutes on 2 cores), "rootfs" only the root filesystem (seconds: it follows
+ * every runtime change), "none" (the default) builds nothing. A missing part is a
+ * LinuxImageUnavailable whose message says to run `npm run guest:linux`.
  */
 export async function linuxGuestImage(
-  options: LinuxImageOptions & { build?: boolean } = {},
+  options: LinuxImageOptions & { build?: "none" | "rootfs" | "all" } = {},
 ): Promise<LinuxGuestImage> {
   const env = options.env ?? process.env;
+  const build = options.build ?? "none";
   let kernel: { path: string; key: string };
-  if (options.build) {
+  if (build === "all") {
     kernel = await ensureLinuxKernel(options);
   } else {
     const config = requireFirecrackerConfig(env);
@@ -436,7 +438,7 @@ export async function linuxGuestImage(
       );
     kernel = { path: vmlinux, key };
   }
-  const rootfs = await ensureLinuxRootfs({ ...options, build: options.build === true });
+  const rootfs = await ensureLinuxRootfs({ ...options, build: build !== "none" });
   if (!rootfs)
     throw new LinuxImageUnavailable(
       `no Linux guest rootfs built for the current sources (npm run guest:linux builds it)`,
