@@ -10,18 +10,21 @@
  *   linux-kernel/downloads/         the linux-source-6.1 .deb
  *   linux-kernel/logs/<key>.log     the build log
  *   linux-rootfs/<key>/rootfs.img   key: node + its libraries + busybox + runtime bundle + the init scripts
+ * The guest's node is the Linux base's pinned release (NODE_PIN, guest-images/node/pinned-node.ts).
  */
 import { spawn } from "node:child_process";
 import { closeSync, constants, existsSync, openSync } from "node:fs";
 import { access, mkdir, mkdtemp, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
-import { homedir, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
 import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
 import { type GuestNetwork, guestNetworkOf } from "../bake/firecracker-plan.ts";
-import { FIRECRACKER_PIN, LINUX_KERNEL_PIN } from "../bake/pins.ts";
+import { FIRECRACKER_PIN, LINUX_KERNEL_PIN, NODE_PIN } from "../bake/pins.ts";
 import { canonicalJson, sha256File, sha256Files, sha256Text } from "../hash.ts";
+import { snapfaasCacheDir } from "../node/cache-dir.ts";
+import { pinnedNode } from "../node/pinned-node.ts";
 import { bundleStampedRuntime } from "../runtime/build.ts";
 import { linuxKernelArgs } from "./recipe.ts";
 
@@ -70,13 +73,14 @@ export interface LinuxImageOptions {
   readonly log?: (line: string) => void;
 }
 
-export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
-  return env.SNAPFAAS_CACHE_DIR || path.join(homedir(), ".cache", "snapfaas");
-}
+const cacheRoot = snapfaasCacheDir;
 
-/** The node put into the guest. The machine's own node until the pinned guest Node fetch exists. */
-export async function guestNodeBinary(): Promise<string> {
-  return "/usr/bin/node";
+/** The node put into the guest: the Linux base's pinned release (fetched from the npm registry once). */
+export async function guestNodeBinary(
+  env: NodeJS.ProcessEnv = process.env,
+  log?: (line: string) => void,
+): Promise<string> {
+  return (await pinnedNode(NODE_PIN, { cacheRoot: cacheRoot(env), ...(log ? { log } : {}) })).binary;
 }
 
 /**
@@ -352,7 +356,8 @@ export async function ensureLinuxRootfs(
 ): Promise<({ path: string; key: string } & RootfsRecord) | undefined> {
   const env = options.env ?? process.env;
   const log = options.log ?? (() => {});
-  const inputs = await rootfsInputs(options.nodeBinary ?? (await guestNodeBinary()));
+  const nodeBinary = options.nodeBinary ?? (await guestNodeBinary(env, options.log));
+  const inputs = await rootfsInputs(nodeBinary);
   try {
     const root = path.join(cacheRoot(env), "linux-rootfs");
     const dir = path.join(root, inputs.key);
@@ -375,7 +380,7 @@ export async function ensureLinuxRootfs(
           "19",
           "bash",
           path.join(HERE, "build-rootfs.sh"),
-          options.nodeBinary ?? (await guestNodeBinary()),
+          nodeBinary,
           inputs.bundlePath,
           BUSYBOX,
           path.join(tmp, "rootfs.img"),

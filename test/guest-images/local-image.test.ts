@@ -7,7 +7,6 @@ import { fileURLToPath } from "node:url";
 import { execa } from "execa";
 import { LINUX_KERNEL_PIN } from "../../guest-images/bake/pins.ts";
 import {
-  cacheRoot,
   firecrackerGuestConfig,
   hostTscKhz,
   kernelKey,
@@ -25,11 +24,6 @@ describe("local Linux guest image", () => {
   });
   after(async () => {
     await rm(dir, { recursive: true, force: true });
-  });
-
-  it("caches under SNAPFAAS_CACHE_DIR, else ~/.cache/snapfaas", () => {
-    assert.equal(cacheRoot({ SNAPFAAS_CACHE_DIR: "/var/cache/x" }), "/var/cache/x");
-    assert.match(cacheRoot({}), /\/\.cache\/snapfaas$/);
   });
 
   it("takes Firecracker's config from FIRECRACKER_GUEST_CONFIG first", () => {
