@@ -59,6 +59,30 @@ export function linuxKernelArgs(network: GuestNetwork): string {
 /** The port init.sh starts the runtime on. */
 export const LINUX_INIT_RUNTIME_PORT = 8123;
 
+/** Where build-rootfs.sh puts things in the Linux root filesystem (init.sh uses the same paths). */
+export const LINUX_GUEST_PATHS = {
+  node: "/node",
+  runtime: "/runtime/runtime.js",
+  /** The runtime's native helper (guest-images/runtime/native), built for the pinned node. */
+  native: "/runtime/guest-native.node",
+  remountCode: "/bin/remount-code",
+  code: "/code",
+} as const;
+
+/**
+ * What init.sh passes the runtime after runtimeArgs(): mount the code disk at load (it is attached
+ * after restore), reseed OpenSSL and step the wall clock at init (every clone resumes with the
+ * snapshot's random state and clock), and refuse control calls without the host's secret.
+ */
+export const LINUX_RUNTIME_FLAGS = [
+  "--code-mount",
+  LINUX_GUEST_PATHS.remountCode,
+  "--native",
+  LINUX_GUEST_PATHS.native,
+  "--set-clock",
+  "--require-control-secret",
+] as const;
+
 export function linuxRecipe(options: LinuxRecipeOptions): GuestRecipe {
   const { workDir, imageDir, repoDir } = options;
   if (options.guestPort !== LINUX_INIT_RUNTIME_PORT) {

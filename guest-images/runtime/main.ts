@@ -5,8 +5,15 @@
  *
  * Arguments: --listen unix:/path | tcp:host:port   --code /code   --base-version <version>
  *            --console stdout | channel   (channel: console lines wait for the host at GET /_faas/console)
+ * microVM guests only (the process sandbox passes none of these):
+ *            --code-mount CMD   run CMD (no arguments) on load, before the entry is resolved: the code disk
+ *                               is attached after restore (Linux: /bin/remount-code)
+ *            --native PATH      the native helper (guest-native.node): init reseeds OpenSSL with it
+ *            --set-clock        init steps the wall clock to the host's (needs --native; root)
+ *            --require-control-secret   init must carry a control secret (the port is on a network)
  */
 import type * as AsyncHooks from "node:async_hooks";
+import type * as ChildProcess from "node:child_process";
 import type * as Crypto from "node:crypto";
 import type * as Fs from "node:fs";
 import type * as Http from "node:http";
@@ -15,7 +22,7 @@ import type * as Util from "node:util";
 import type * as V8 from "node:v8";
 import { ConsoleQueue } from "./console-queue.ts";
 import { dispatchRpc, exportedClasses, isAnswer, parseRpcRequest } from "./jsonrpc.ts";
-import { createRuntimeServer } from "./server.ts";
+import { createRuntimeServer, type GuestSteps } from "./server.ts";
 
 /** Console kept for the host between its reads (channel mode): four calls' worth of the per-call budget. */
 const CONSOLE_QUEUE_BYTES = 256 * 1024;
@@ -28,6 +35,16 @@ interface Args {
   code: string;
   baseVersion: string;
   console: "stdout" | "channel";
+  codeMount: string | null;
+  native: string | null;
+  setClock: boolean;
+  requireControlSecret: boolean;
+}
+
+/** What the native helper (native/guest-native.cc) exports. */
+interface GuestNative {
+  reseed(entropy: Buffer): void;
+  setClock(unixTimeMs: number): void;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -41,18 +58,76 @@ function parseArgs(argv: string[]): Args {
   const consoleTo = get("--console", "stdout");
   if (consoleTo !== "stdout" && consoleTo !== "channel")
     throw new Error(`--console must be stdout or channel, got ${consoleTo}`);
-  if (listen.startsWith("unix:"))
-    return { listen: { kind: "unix", path: listen.slice(5) }, code, baseVersion, console: consoleTo };
+  const codeMount = get("--code-mount", "") || null;
+  const native = get("--native", "") || null;
+  const setClock = argv.includes("--set-clock");
+  if (setClock && !native)
+    throw new Error("--set-clock needs --native PATH (the native helper sets the clock)");
+  const rest = {
+    code,
+    baseVersion,
+    console: consoleTo,
+    codeMount,
+    native,
+    setClock,
+    requireControlSecret: argv.includes("--require-control-secret"),
+  } as const;
+  if (listen.startsWith("unix:")) return { listen: { kind: "unix", path: listen.slice(5) }, ...rest };
   const m = /^tcp:(.+):(\d+)$/.exec(listen);
   if (!m) throw new Error(`--listen must be unix:/path or tcp:host:port, got ${listen}`);
-  return { listen: { kind: "tcp", host: m[1]!, port: Number(m[2]) }, code, baseVersion, console: consoleTo };
+  return { listen: { kind: "tcp", host: m[1]!, port: Number(m[2]) }, ...rest };
+}
+
+/** The microVM-only steps the flags ask for. A helper that cannot load is a startup error. */
+function guestSteps(args: Args, loadNative: (path: string) => GuestNative): GuestSteps {
+  const native = args.native ? loadNative(args.native) : null;
+  const steps: { -readonly [K in keyof GuestSteps]: GuestSteps[K] } = {};
+  if (native) steps.reseedOpenssl = (entropy) => native.reseed(entropy);
+  if (native && args.setClock) steps.setClock = (ms) => native.setClock(ms);
+  const cmd = args.codeMount;
+  if (cmd) {
+    const { execFile } = require("node:child_process") as typeof ChildProcess;
+    steps.mountCode = () =>
+      new Promise<void>((resolve, reject) => {
+        execFile(cmd, [], { timeout: 30_000 }, (err, _stdout, stderr) => {
+          if (!err) resolve();
+          else
+            reject(
+              new Error(
+                `${cmd} ${err.code ?? err.signal ?? "failed"}: ${String(stderr).trim() || err.message}`,
+              ),
+            );
+        });
+      });
+  }
+  return steps;
 }
 
 function run(): void {
   const http = require("node:http") as typeof Http;
   const fs = require("node:fs") as typeof Fs;
   // Flags are looked up by name: a snapshot-started process has no script path in argv.
-  const args = parseArgs(process.argv.slice(1));
+  const crypto = require("node:crypto") as typeof Crypto;
+  let args: Args;
+  let guest: GuestSteps;
+  try {
+    args = parseArgs(process.argv.slice(1));
+    guest = guestSteps(args, (p) => {
+      const mod = { exports: {} as GuestNative };
+      try {
+        process.dlopen(mod, p);
+      } catch (err) {
+        throw new Error(
+          `--native ${p} does not load (build it for this node with guest-images/runtime/native/build-native.sh): ${(err as Error).message}`,
+        );
+      }
+      return mod.exports;
+    });
+  } catch (err) {
+    // One line for whoever reads the console: the runtime cannot start as asked.
+    process.stderr.write(`runtime: ${(err as Error).message}\n`);
+    process.exit(2);
+  }
   const writeStdout = (line: string) => {
     try {
       fs.writeSync(1, line);
@@ -67,9 +142,12 @@ function run(): void {
       createRequire: (require("node:module") as typeof Module).createRequire,
       fs,
       format: (require("node:util") as typeof Util).format,
-      randomUUID: (require("node:crypto") as typeof Crypto).randomUUID,
+      randomUUID: crypto.randomUUID,
       writeStdout,
       now: Date.now,
+      crypto,
+      math: Math,
+      guest,
       ...(args.console === "channel" ? { consoleQueue: new ConsoleQueue(CONSOLE_QUEUE_BYTES) } : {}),
     },
     {
@@ -78,6 +156,7 @@ function run(): void {
       runtimeBuild: typeof __RUNTIME_BUILD__ === "string" ? __RUNTIME_BUILD__ : "dev",
       logBytesPerCall: 64 * 1024,
       maxBodyBytes: 1024 * 1024,
+      requireControlSecret: args.requireControlSecret,
     },
   );
   const announce = () => writeStdout(`${JSON.stringify({ type: "ready", pid: process.pid })}\n`);

@@ -17,9 +17,25 @@ export interface InitRequest {
   readonly instanceId: string;
   /** The host's wall clock; the guest's may be stale after a snapshot restore. */
   readonly unixTimeMs: number;
-  /** 32 random bytes, base64: mixed into the runtime's own randomness after a restore. */
+  /**
+   * 32 random bytes, base64: every clone of one snapshot starts with the same random state, so the
+   * runtime reseeds user space from these (OpenSSL's DRBG, Math.random, node's UUID and randomInt caches).
+   */
   readonly entropy: string;
+  /**
+   * The instance's control secret (at least 32 characters), known only to the host that started it. The
+   * first init sets it; every later control call (all of /_faas/ but health) must carry it in
+   * CONTROL_SECRET_HEADER. A runtime started with --require-control-secret refuses an init without one.
+   */
+  readonly controlSecret?: string;
 }
+
+/** Header carrying the instance's control secret on /_faas/ calls after the first init. */
+export const CONTROL_SECRET_HEADER = "x-faas-control-secret";
+/** Shortest control secret the runtime accepts (the host sends 32 random bytes, base64url: 43). */
+export const CONTROL_SECRET_MIN_LENGTH = 32;
+/** Bytes of entropy /_faas/init must carry. */
+export const INIT_ENTROPY_BYTES = 32;
 
 /** POST /_faas/load: import the function's code from the read-only code path. */
 export interface LoadRequest {

@@ -14,8 +14,11 @@ import {
   BASE_VERSION_HEADER,
   CONSOLE_PENDING_HEADER,
   CONTROL_PREFIX,
+  CONTROL_SECRET_HEADER,
+  CONTROL_SECRET_MIN_LENGTH,
   type GuestLogLine,
   type HealthResponse,
+  INIT_ENTROPY_BYTES,
   type InitRequest,
   type LoadRequest,
   type LoadResponse,
@@ -23,6 +26,20 @@ import {
   TIMEOUT_HEADER,
 } from "./protocol.ts";
 import type { CreateRequireFn } from "./require-type.ts";
+import { type CachingCrypto, drainCryptoCaches, reseedMathRandom } from "./reseed.ts";
+
+/**
+ * Steps only a microVM guest takes (main.ts wires them from its flags; the process sandbox has none):
+ * there /code is a bind mount, the host's clock is the process's and each process seeds itself.
+ */
+export interface GuestSteps {
+  /** Mounts the code disk the host attached at /code (Linux: /bin/remount-code). Throws why it failed. */
+  readonly mountCode?: () => Promise<void>;
+  /** Mixes the host's entropy into OpenSSL's DRBGs (the native helper). */
+  readonly reseedOpenssl?: (entropy: Buffer) => void;
+  /** Steps the guest's wall clock to the host's (the native helper; the runtime is root in the VM). */
+  readonly setClock?: (unixTimeMs: number) => void;
+}
 
 export interface RuntimeDeps {
   readonly http: typeof Http;
@@ -33,6 +50,11 @@ export interface RuntimeDeps {
   readonly randomUUID: () => string;
   readonly writeStdout: (line: string) => void;
   readonly now: () => number;
+  /** node:crypto as the function's code gets it: its caches of random bytes are drained at init. */
+  readonly crypto: CachingCrypto;
+  /** The realm's Math: its random is replaced at init with one seeded from the host's entropy. */
+  readonly math: { random: () => number };
+  readonly guest?: GuestSteps;
   /** Keeps console lines for GET /_faas/console instead of writing them to stdout (VMs). */
   readonly consoleQueue?: ConsoleQueue;
 }
@@ -45,6 +67,11 @@ export interface RuntimeOptions {
   readonly logBytesPerCall: number;
   /** Largest control request body, bytes. */
   readonly maxBodyBytes: number;
+  /**
+   * Refuse an init without a control secret (microVMs: their port is on a network). Without it, an
+   * instance whose host sends none (the process sandbox: only the agent reaches its socket) needs none.
+   */
+  readonly requireControlSecret?: boolean;
 }
 
 interface LoadedFunction {
@@ -62,6 +89,8 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
   /** The host's clock minus ours, learnt at init: a restored guest's clock may be stale. */
   let clockSkewMs = 0;
   const now = () => deps.now() + clockSkewMs;
+  /** Set by the first init; every later control call but health must carry it. */
+  let controlSecret: string | null = null;
 
   const queue = deps.consoleQueue;
   installConsoleCapture(
@@ -152,6 +181,11 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
         sendJson(res, 200, health);
         return;
       }
+      const refused = checkControlSecret(req, route);
+      if (refused) {
+        controlError(res, 403, "protocol", refused);
+        return;
+      }
       if (route === "console" && req.method === "GET") {
         sendJson(res, 200, queue ? queue.take() : { lines: [], dropped: 0 });
         return;
@@ -161,6 +195,29 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
         if (typeof body.instanceId !== "string" || typeof body.unixTimeMs !== "number") {
           controlError(res, 400, "protocol", "init needs instanceId (string) and unixTimeMs (number)");
           return;
+        }
+        const entropy = typeof body.entropy === "string" ? Buffer.from(body.entropy, "base64") : null;
+        if (!entropy || entropy.length !== INIT_ENTROPY_BYTES) {
+          controlError(
+            res,
+            400,
+            "protocol",
+            `init needs entropy: ${INIT_ENTROPY_BYTES} random bytes, base64 (got ${entropy ? `${entropy.length} bytes` : "none"})`,
+          );
+          return;
+        }
+        const secretProblem = initSecretProblem(body.controlSecret);
+        if (secretProblem) {
+          controlError(res, 400, "protocol", secretProblem);
+          return;
+        }
+        // OpenSSL first: node's caches are refilled from it when they are drained.
+        deps.guest?.reseedOpenssl?.(entropy);
+        drainCryptoCaches(deps.crypto);
+        reseedMathRandom(deps.math, entropy.subarray(0, 16));
+        deps.guest?.setClock?.(body.unixTimeMs);
+        if (controlSecret === null && typeof body.controlSecret === "string") {
+          controlSecret = body.controlSecret;
         }
         instanceId = body.instanceId;
         clockSkewMs = body.unixTimeMs - deps.now();
@@ -178,6 +235,15 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
           return;
         }
         const started = performance.now();
+        if (deps.guest?.mountCode) {
+          try {
+            await deps.guest.mountCode();
+          } catch (err) {
+            throw new LoadError(
+              `mounting the code disk at ${opts.codePath} failed: ${(err as Error).message}`,
+            );
+          }
+        }
         const fsProbe = {
           exists: deps.fs.existsSync,
           readFile: (p: string) => deps.fs.readFileSync(p, "utf8"),
@@ -219,6 +285,35 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
       else if (err instanceof SyntaxError) controlError(res, 400, "protocol", `bad JSON: ${err.message}`);
       else controlError(res, 500, "protocol", (err as Error).message);
     }
+  }
+
+  /** Why a control call is refused (null: it may go on). Health is open: the host polls it before init. */
+  function checkControlSecret(req: Http.IncomingMessage, route: string): string | null {
+    if (controlSecret === null) {
+      if (!opts.requireControlSecret || route === "init") return null;
+      return `${CONTROL_PREFIX}${route} is refused before the host's init`;
+    }
+    const given = req.headers[CONTROL_SECRET_HEADER];
+    if (typeof given !== "string")
+      return `${CONTROL_PREFIX}${route} needs the ${CONTROL_SECRET_HEADER} header`;
+    return sameSecret(given, controlSecret)
+      ? null
+      : `wrong ${CONTROL_SECRET_HEADER} for ${CONTROL_PREFIX}${route}`;
+  }
+
+  function initSecretProblem(given: unknown): string | null {
+    if (given === undefined) {
+      return opts.requireControlSecret && controlSecret === null
+        ? "init needs controlSecret: this runtime refuses control calls without one"
+        : null;
+    }
+    if (typeof given !== "string" || given.length < CONTROL_SECRET_MIN_LENGTH) {
+      return `controlSecret must be a string of at least ${CONTROL_SECRET_MIN_LENGTH} characters`;
+    }
+    if (controlSecret !== null && !sameSecret(given, controlSecret)) {
+      return "controlSecret cannot change after the first init";
+    }
+    return null;
   }
 
   async function handleCall(req: Http.IncomingMessage, res: Http.ServerResponse, url: string): Promise<void> {
@@ -315,4 +410,11 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
   }
 
   return server;
+}
+
+/** Compares in time independent of where the strings differ (a guest on the network may time it). */
+function sameSecret(a: string, b: string): boolean {
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < b.length; i++) diff |= (a.charCodeAt(i % Math.max(1, a.length)) || 0) ^ b.charCodeAt(i);
+  return diff === 0;
 }

@@ -5,6 +5,7 @@
 import { Client, type Dispatcher } from "undici";
 import {
   CONSOLE_PENDING_HEADER,
+  CONTROL_SECRET_HEADER,
   type ConsoleResponse,
   type ControlError,
   type HealthResponse,
@@ -79,11 +80,13 @@ export class GuestClient {
   private functionName: string | null = null;
   private draining: Promise<void> | undefined;
   private drainAgain = false;
+  private readonly secretHeader: Record<string, string>;
 
   constructor(
     endpoint: GuestEndpoint,
     private readonly opts: GuestClientOptions = {},
   ) {
+    this.secretHeader = endpoint.controlSecret ? { [CONTROL_SECRET_HEADER]: endpoint.controlSecret } : {};
     this.client =
       endpoint.kind === "unix"
         ? new Client("http://guest", {
@@ -98,8 +101,15 @@ export class GuestClient {
     return (await this.control("GET", "health", undefined, signal)) as HealthResponse;
   }
 
+  /** Sends init; the endpoint's control secret, if any, goes with it (the first init sets it). */
   async init(body: InitRequest, signal?: AbortSignal): Promise<void> {
-    await this.control("POST", "init", body, signal);
+    const secret = this.secretHeader[CONTROL_SECRET_HEADER];
+    await this.control(
+      "POST",
+      "init",
+      secret && !body.controlSecret ? { ...body, controlSecret: secret } : body,
+      signal,
+    );
   }
 
   /**
@@ -140,7 +150,10 @@ export class GuestClient {
     const res = await this.client.request({
       method,
       path: `/_faas/${route}`,
-      headers: body === undefined ? {} : { "content-type": "application/json" },
+      headers:
+        body === undefined
+          ? { ...this.secretHeader }
+          : { ...this.secretHeader, "content-type": "application/json" },
       body: body === undefined ? null : JSON.stringify(body),
       signal,
     });

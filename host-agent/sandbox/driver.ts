@@ -3,10 +3,14 @@
  * they never know whether an instance is a bubblewrap jail or a jailed Firecracker microVM.
  */
 
-/** How the host reaches the guest runtime inside an instance (HTTP over this transport). */
-export type GuestEndpoint =
+/**
+ * How the host reaches the guest runtime inside an instance (HTTP over this transport), and the
+ * instance's control secret when its driver gave it one at init (sent on every /_faas/ call).
+ */
+export type GuestEndpoint = (
   | { readonly kind: "unix"; readonly socketPath: string }
-  | { readonly kind: "tcp"; readonly host: string; readonly port: number };
+  | { readonly kind: "tcp"; readonly host: string; readonly port: number }
+) & { readonly controlSecret?: string };
 
 /** Resource limits applied to one instance before any guest code runs. */
 export interface SandboxLimits {

@@ -212,10 +212,17 @@ describe("FirecrackerDriver against the strict fake", function () {
     assert.deepEqual(load.network_overrides, [{ iface_id: "eth0", host_dev_name: "tap0" }]);
     assert.deepEqual(fake.calls[2]!.body, { state: "Resumed" });
     assert.equal(fake.state, "Running");
+    const controlSecret = Buffer.alloc(32, 7).toString("base64url");
     assert.deepEqual(inits, [
-      { instanceId: "vm-a", unixTimeMs: 1_764_000_000_000, entropy: Buffer.alloc(32, 7).toString("base64") },
+      {
+        instanceId: "vm-a",
+        unixTimeMs: 1_764_000_000_000,
+        entropy: Buffer.alloc(32, 7).toString("base64"),
+        controlSecret,
+      },
     ]);
-    assert.deepEqual(instance.endpoint, { kind: "tcp", host: "127.0.3.10", port: guestPort });
+    // The secret given at init goes with the endpoint, so the host's later control calls carry it.
+    assert.deepEqual(instance.endpoint, { kind: "tcp", host: "127.0.3.10", port: guestPort, controlSecret });
     assert.ok(timings.jailSetupMs >= 0 && timings.restoreMs >= 0 && timings.guestReadyMs >= 0);
     // Jailed as its own user, in its slot's netns, with cgroup limits and rlimits.
     const argv = spawned[0]!.jailerArgv;

@@ -8,6 +8,7 @@ export interface GuestInitCall {
   readonly instanceId: string;
   readonly unixTimeMs: number;
   readonly entropy: string;
+  readonly controlSecret?: string;
 }
 
 export class FakeGuest {

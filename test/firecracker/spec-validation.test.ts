@@ -103,6 +103,13 @@ describe("firecracker request bodies against the official API spec", () => {
     assert.deepEqual(body.mem_backend.backend_type, "File");
     assert.equal(body.resume_vm, false);
     assert.deepEqual(body.network_overrides, [{ iface_id: "eth0", host_dev_name: "tap0" }]);
+    // A clone's kvmclock is advanced to now, not left at the snapshot's time.
+    assert.equal(body.clock_realtime, true);
+    assert.equal(spec.validateDefinition("SnapshotLoadParams", body), null);
+    assert.match(
+      spec.validateDefinition("SnapshotLoadParams", { ...body, clock_realtime: "yes" }) ?? "",
+      /clock_realtime/,
+    );
     assert.equal(
       "mem_file_path" in body,
       false,

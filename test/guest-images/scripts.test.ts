@@ -198,6 +198,8 @@ describe("Linux guest root filesystem (build-rootfs.sh)", () => {
       /-rwxr-xr-x 0\/0 .* squashfs-root\/bin\/remount-code$/m,
       /squashfs-root\/bin\/mount -> busybox$/m,
       /squashfs-root\/runtime\/runtime\.js$/m,
+      /squashfs-root\/runtime\/guest-native\.node$/m,
+      /squashfs-root\/etc\/resolv\.conf$/m,
       /^d.* squashfs-root\/code$/m,
       /^d.* squashfs-root\/proc$/m,
       /squashfs-root\/lib.*\/libc\.so\.6$/m,

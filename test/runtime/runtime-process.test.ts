@@ -102,7 +102,11 @@ describe("guest runtime process", function () {
     assert.equal(health.baseVersion, "b-test");
     assert.equal(health.runtimeBuild, runtime.buildId);
     assert.equal(health.functionName, null);
-    await g.client.init({ instanceId: "inst-1", unixTimeMs: Date.now(), entropy: "AAAA" });
+    await g.client.init({
+      instanceId: "inst-1",
+      unixTimeMs: Date.now(),
+      entropy: Buffer.alloc(32, 7).toString("base64"),
+    });
     const loaded = await g.client.load({ functionName: "fa", entry: "index.js" });
     assert.deepEqual(loaded.classes, ["A"]);
     assert.equal(loaded.style, "jsonrpc");

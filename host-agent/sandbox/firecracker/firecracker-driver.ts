@@ -6,6 +6,7 @@
 import { randomBytes as nodeRandomBytes } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
+import { INIT_ENTROPY_BYTES } from "../../../guest-images/runtime/protocol.ts";
 import type {
   BaseImage,
   CodeArtifact,
@@ -190,8 +191,15 @@ export class FirecrackerDriver implements SandboxDriver {
       const guest = new GuestChannel(held.slot.cloneAddress, cfg.guestPort);
       await guest.waitHealthy(cfg.guestReadyTimeoutMs);
       stage = "initialising the guest runtime";
+      // Only this host learns the secret: the guest refuses later control calls without it.
+      const controlSecret = this.randomBytes(32).toString("base64url");
       await guest.init(
-        { instanceId: spec.id, unixTimeMs: this.now(), entropy: this.randomBytes(32).toString("base64") },
+        {
+          instanceId: spec.id,
+          unixTimeMs: this.now(),
+          entropy: this.randomBytes(INIT_ENTROPY_BYTES).toString("base64"),
+          controlSecret,
+        },
         cfg.guestReadyTimeoutMs,
       );
       const t4 = performance.now();
@@ -201,6 +209,7 @@ export class FirecrackerDriver implements SandboxDriver {
       const instance = new FirecrackerInstance(spec, {
         held: held as Required<Held>,
         guestPort: cfg.guestPort,
+        controlSecret,
         codeDiskLimiter: this.limiters.codeDisk,
         slots: this.deps.slots,
         ids: this.ids,
@@ -297,6 +306,8 @@ async function killLeftoverVmm(paths: JailPaths, id: string): Promise<void> {
 interface InstanceContext {
   readonly held: Required<Held>;
   readonly guestPort: number;
+  /** Given to the guest at init; every later control call carries it (GuestClient reads the endpoint). */
+  readonly controlSecret: string;
   readonly codeDiskLimiter: VmRateLimiters["codeDisk"];
   readonly slots: SlotProvider;
   readonly ids: IdRangeAllocator;
@@ -321,7 +332,12 @@ export class FirecrackerInstance implements SandboxInstance {
     this.id = spec.id;
     this.base = spec.base;
     this.held = context.held;
-    this.endpoint = { kind: "tcp", host: this.held.slot.cloneAddress, port: context.guestPort };
+    this.endpoint = {
+      kind: "tcp",
+      host: this.held.slot.cloneAddress,
+      port: context.guestPort,
+      controlSecret: context.controlSecret,
+    };
     this.exited = new Promise((resolve) => {
       this.resolveExited = resolve;
     });

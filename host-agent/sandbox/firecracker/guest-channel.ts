@@ -2,17 +2,14 @@
  * Host side of the channel to the guest runtime inside a VM: HTTP over TCP to the slot's clone
  * address (NATed to the guest IP). After a restore nothing from the bake survives on the host side,
  * so the channel is new for every instance; /_faas/init then gives the guest a fresh identity, the
- * current wall clock (a restored guest clock resumes at bake time) and a new entropy seed (every
- * clone starts from the same memory image, including its random state).
+ * current wall clock (a restored guest clock resumes at bake time), a new entropy seed (every
+ * clone starts from the same memory image, including its random state) and its control secret.
  */
 import { request } from "undici";
+import type { InitRequest } from "../../../guest-images/runtime/protocol.ts";
 
-export interface GuestInit {
-  readonly instanceId: string;
-  readonly unixTimeMs: number;
-  /** Base64 of 32 random bytes. */
-  readonly entropy: string;
-}
+/** What the driver sends at init: the runtime protocol's init, with the secret always set. */
+export type GuestInit = InitRequest & { readonly controlSecret: string };
 
 export class GuestChannelError extends Error {
   override readonly name = "GuestChannelError";

@@ -93,13 +93,18 @@ export function snapshotCreateBody(type: "Full" | "Diff" = "Full"): SnapshotCrea
   };
 }
 
-/** Restore paused, memory mapped from the file (not copied), the NIC re-pointed at this slot's tap. */
+/**
+ * Restore paused, memory mapped from the file (not copied), the NIC re-pointed at this slot's tap, and
+ * kvmclock advanced by the wall time since the snapshot (clock_realtime; host kernel >= 5.16): without
+ * it a clone's clock resumes at bake time. The runtime also steps the clock at init (Linux guests).
+ */
 export function snapshotLoadBody(ifaceId: string, tapName: string): SnapshotLoadParams {
   return {
     snapshot_path: baseFiles.vmstate.jailPath,
     mem_backend: { backend_type: "File", backend_path: baseFiles.memory.jailPath },
     resume_vm: false,
     network_overrides: [{ iface_id: ifaceId, host_dev_name: tapName }],
+    clock_realtime: true,
   };
 }
 
