@@ -9,12 +9,24 @@
  *   linux-kernel/work/              the unpacked, built tree (a config change rebuilds only what it touches)
  *   linux-kernel/downloads/         the linux-source-6.1 .deb
  *   linux-kernel/logs/<key>.log     the build log
- *   linux-rootfs/<key>/rootfs.img   key: node + its libraries + busybox + runtime bundle + the init scripts
+ *   linux-rootfs/<key>/rootfs.img   key: node + its headers and libraries + busybox + runtime bundle +
+ *                                   init scripts + the native helper's source + g++ and mksquashfs versions
  * The guest's node is the Linux base's pinned release (NODE_PIN, guest-images/node/pinned-node.ts).
  */
 import { spawn } from "node:child_process";
 import { closeSync, constants, existsSync, openSync } from "node:fs";
-import { access, mkdir, mkdtemp, readFile, rename, rm, stat, unlink, writeFile } from "node:fs/promises";
+import {
+  access,
+  mkdir,
+  mkdtemp,
+  readFile,
+  realpath,
+  rename,
+  rm,
+  stat,
+  unlink,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -22,7 +34,7 @@ import { execa } from "execa";
 import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
 import { type GuestNetwork, guestNetworkOf } from "../bake/firecracker-plan.ts";
 import { FIRECRACKER_PIN, LINUX_KERNEL_PIN, NODE_PIN } from "../bake/pins.ts";
-import { canonicalJson, sha256File, sha256Files, sha256Text } from "../hash.ts";
+import { canonicalJson, listFiles, sha256File, sha256Files, sha256Text } from "../hash.ts";
 import { snapfaasCacheDir } from "../node/cache-dir.ts";
 import { pinnedNode } from "../node/pinned-node.ts";
 import { bundleStampedRuntime } from "../runtime/build.ts";
@@ -32,7 +44,14 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
 const KERNEL_SCRIPT = path.join(HERE, "build-kernel.sh");
 const KERNEL_FRAGMENT = path.join(HERE, "kernel.config");
-const ROOTFS_SCRIPTS = ["build-rootfs.sh", "init.sh", "remount-code.sh"].map((f) => path.join(HERE, f));
+/** Files build-rootfs.sh copies or runs besides node and busybox (the native helper is compiled from source). */
+const ROOTFS_SOURCES = [
+  "linux/build-rootfs.sh",
+  "linux/init.sh",
+  "linux/remount-code.sh",
+  "runtime/native/build-native.sh",
+  "runtime/native/guest-native.cc",
+].map((f) => path.join(HERE, "..", f));
 const BUSYBOX = "/bin/busybox";
 /** Roughly what `make vmlinux` compiles with this config (6.1.192: 2,3xx), for progress lines. */
 const KERNEL_BUILD_FILES = 2300;
@@ -195,11 +214,14 @@ function isAlive(pid: number): boolean {
   }
 }
 
-/** Runs a command with stdout and stderr appended to a log file; resolves with its exit code. */
+/** Runs a command (this process's environment plus `env`) with stdout and stderr appended to a log file. */
 function runLogged(argv: string[], logFile: string, env: NodeJS.ProcessEnv): Promise<number> {
   const fd = openSync(logFile, "a");
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", fd, fd], env });
+    const child = spawn(argv[0]!, argv.slice(1), {
+      stdio: ["ignore", fd, fd],
+      env: { ...process.env, ...env },
+    });
     child.on("error", (err) => {
       closeSync(fd);
       reject(err);
@@ -313,24 +335,29 @@ interface RootfsInputs {
 }
 
 /** Bundles the runtime (into a scratch folder the caller removes) and hashes every rootfs input. */
-async function rootfsInputs(nodeBinary: string): Promise<RootfsInputs> {
+async function rootfsInputs(nodeBinary: string, env: NodeJS.ProcessEnv): Promise<RootfsInputs> {
   const scratch = await mkdtemp(path.join(tmpdir(), "snapfaas-rootfs-"));
   try {
     const bundle = await bundleStampedRuntime(scratch);
     const node = await realBinary(nodeBinary);
+    const nodeIncludes = path.join(path.dirname(node), "..", "include", "node");
     const nodeVersion = (await execa(node, ["--version"])).stdout.trim();
     const libs: Record<string, string> = {};
     for (const lib of await sharedLibraries(node)) libs[lib] = await sha256File(lib);
-    const mksquashfs =
-      (await execa("mksquashfs", ["-version"], { reject: false })).stdout.split("\n")[0] ?? "";
+    const firstLine = async (cmd: string, args: string[]) =>
+      (await execa(cmd, args, { reject: false })).stdout.split("\n")[0] ?? "";
     const key = sha256Text(
       canonicalJson({
         node: await sha256File(node),
         libs,
         busybox: await sha256File(BUSYBOX),
         runtime: bundle.bundleHash,
-        scripts: await sha256Files(HERE, ROOTFS_SCRIPTS),
-        mksquashfs,
+        sources: await sha256Files(path.join(HERE, ".."), ROOTFS_SOURCES),
+        // The native helper is compiled against node's own headers (hashed with node's release).
+        nodeHeaders: await sha256Files(nodeIncludes, await listFiles(nodeIncludes).catch(() => [])),
+        gxx: await firstLine("g++", ["--version"]),
+        mksquashfs: await firstLine("mksquashfs", ["-version"]),
+        nameserver: env.GUEST_NAMESERVER ?? "",
       }),
     ).slice(0, 16);
     return { key, bundlePath: bundle.bundlePath, buildId: bundle.buildId, nodeVersion, scratch };
@@ -342,7 +369,8 @@ async function rootfsInputs(nodeBinary: string): Promise<RootfsInputs> {
 
 async function realBinary(file: string): Promise<string> {
   if (!(await fileExists(file))) throw new LinuxImageUnavailable(`guest node binary ${file} does not exist`);
-  return file;
+  // build-rootfs.sh resolves it the same way (and finds the headers beside the real file).
+  return realpath(file);
 }
 
 interface RootfsRecord {
@@ -357,7 +385,7 @@ export async function ensureLinuxRootfs(
   const env = options.env ?? process.env;
   const log = options.log ?? (() => {});
   const nodeBinary = options.nodeBinary ?? (await guestNodeBinary(env, options.log));
-  const inputs = await rootfsInputs(nodeBinary);
+  const inputs = await rootfsInputs(nodeBinary, env);
   try {
     const root = path.join(cacheRoot(env), "linux-rootfs");
     const dir = path.join(root, inputs.key);

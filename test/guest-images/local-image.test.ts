@@ -1,6 +1,7 @@
 /** The local Linux guest image build's cache rules and the kernel script's refusals (no kernel build here). */
 import assert from "node:assert/strict";
-import { copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -57,8 +58,21 @@ describe("local Linux guest image", () => {
     await writeFile(config, "CONFIG_B=y\n");
     const cache = path.join(dir, "cache2");
     const env = { SNAPFAAS_CACHE_DIR: cache, FIRECRACKER_GUEST_CONFIG: config };
-    // A small dynamically linked binary stands in for node: the cache rules do not depend on what it is.
-    const nodeBinary = "/bin/echo";
+    // A small dynamically linked binary stands in for node (the cache rules do not depend on what it
+    // is), with this node's headers beside it for the runtime's native helper.
+    const headers = path.join(path.dirname(process.execPath), "..", "include", "node");
+    if (!existsSync(path.join(headers, "node_api.h"))) {
+      console.log(
+        `      skipped: no node headers at ${headers} (the native helper is compiled against them)`,
+      );
+      this.skip();
+    }
+    const prefix = path.join(dir, "node-prefix");
+    await mkdir(path.join(prefix, "bin"), { recursive: true });
+    await mkdir(path.join(prefix, "include"), { recursive: true });
+    await copyFile("/bin/echo", path.join(prefix, "bin", "node"));
+    await symlink(headers, path.join(prefix, "include", "node"));
+    const nodeBinary = path.join(prefix, "bin", "node");
     const kernelDir = path.join(cache, "linux-kernel", await kernelKey(config));
     await mkdir(kernelDir, { recursive: true });
     await writeFile(path.join(kernelDir, "vmlinux"), "not really a kernel");

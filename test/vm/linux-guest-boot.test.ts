@@ -8,6 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -140,7 +141,13 @@ describe("Linux guest image booted under QEMU/TCG (microvm)", function () {
     void exited.then(() => {
       gone = true;
     });
-    const guest = new GuestClient({ kind: "tcp", host: "127.0.0.1", port });
+    // init.sh starts the runtime with --require-control-secret: the first init sets the secret.
+    const guest = new GuestClient({
+      kind: "tcp",
+      host: "127.0.0.1",
+      port,
+      controlSecret: randomBytes(24).toString("hex"),
+    });
     client = guest;
     const deadline = started + BOOT_TIMEOUT_MS;
     for (;;) {
@@ -181,7 +188,7 @@ describe("Linux guest image booted under QEMU/TCG (microvm)", function () {
   it("runs hello-world from a squashfs code disk on /dev/vdb: init, load, call", async () => {
     const g = client!;
     await g.init(
-      { instanceId: "tcg-1", unixTimeMs: Date.now(), entropy: Buffer.alloc(32, 7).toString("base64") },
+      { instanceId: "tcg-1", unixTimeMs: Date.now(), entropy: randomBytes(32).toString("base64") },
       AbortSignal.timeout(30_000),
     );
     const loaded = await g.load(
