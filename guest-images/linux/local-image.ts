@@ -82,12 +82,11 @@ export interface LinuxGuestImage {
 }
 
 export interface LinuxImageOptions {
-  /** Default: SNAPFAAS_CACHE_DIR, else ~/.cache/snapfaas. */
-  readonly cacheDir?: string;
   /** The guest's node binary. Default: guestNodeBinary(). */
   readonly nodeBinary?: string;
   /** The network the boot arguments configure. Default: the firecracker driver's default slots. */
   readonly network?: GuestNetwork;
+  /** Where SNAPFAAS_CACHE_DIR (the cache root, else ~/.cache/snapfaas) and FIRECRACKER_GUEST_CONFIG come from. */
   readonly env?: NodeJS.ProcessEnv;
   readonly log?: (line: string) => void;
 }
