@@ -190,6 +190,14 @@ describe("FirecrackerDriver on QEMU/TCG with the Linux guest: bake, two clones, 
     }
     const instances = started.map((s) => s.instance);
     assert.notEqual(instances[0]!.slot.cloneAddress, instances[1]!.slot.cloneAddress);
+    // Each clone is its own QEMU, running as its own VM uid.
+    const clonePids = vmms.slice(-2).map((v) => v.pid!);
+    const uids = await Promise.all(
+      clonePids.map(async (pid) =>
+        Number(/^Uid:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, "utf8"))?.[1]),
+      ),
+    );
+    assert.deepEqual(uids.sort(), instances.map((i) => i.uid).sort());
 
     const answers = await Promise.all(instances.map((i) => attachLoadCall(i, hello)));
     assert.deepEqual(answers, ["Hello world!", "Hello world!"]);
