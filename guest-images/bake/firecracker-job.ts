@@ -134,7 +134,12 @@ export async function firecrackerBakeJob(options: FirecrackerJobOptions): Promis
       ? { osv: sha256Text(canonicalJson(OSV_PIN)) }
       : {
           "linux-kernel": sha256Text(
-            canonicalJson({ version: LINUX_KERNEL_PIN.version, url: LINUX_KERNEL_PIN.tarball }),
+            canonicalJson({
+              package: LINUX_KERNEL_PIN.package,
+              version: LINUX_KERNEL_PIN.version,
+              sha256: LINUX_KERNEL_PIN.debSha256,
+              firecrackerConfigSha256: LINUX_KERNEL_PIN.firecrackerConfigSha256,
+            }),
           ),
         }),
     "kernel-args": sha256Text(kernelArgs),

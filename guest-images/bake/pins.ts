@@ -67,12 +67,28 @@ export const NODE_MAJOR_FOR_BASE = { process: 24, linux: 24, osv: 22 } as const 
   NodeMajor
 >;
 
-/** Linux guest kernel: the 6.1 LTS line Firecracker supports as a guest, built with its CI config as base. */
+/**
+ * Linux guest kernel: the 6.1 LTS line Firecracker supports as a guest, built with its CI config as
+ * base. The source is Debian's linux-source-6.1 package (what every Debian builder and CI can reach;
+ * apt checks it against the archive's signed Release file, the build against `debSha256`); Debian's
+ * security archive keeps several 6.1 versions, so a pin lasts a few updates. The Firecracker config
+ * is fetched at the pinned Firecracker tag on a builder, or read from a vendored copy; both are
+ * checked against `firecrackerConfigSha256`.
+ */
 export const LINUX_KERNEL_PIN = {
-  version: "6.1.158",
-  tarball: "https://cdn.kernel.org/pub/linux/kernel/v6.x/linux-6.1.158.tar.xz",
-  shasums: "https://cdn.kernel.org/pub/linux/kernel/v6.x/sha256sums.asc",
+  /** What the pin is, in one line (printed and recorded in the base's inputs). */
+  label: "Debian linux-source-6.1 6.1.192-3",
+  package: "linux-source-6.1",
+  /** Debian package version; the kernel inside is 6.1.192. */
+  version: "6.1.192-3",
+  /** sha256 of linux-source-6.1_6.1.192-3_all.deb (bookworm-security, downloaded 2026-12-01). */
+  debSha256: "5259c57ca92092da39bd2ea803046da0e3c28f2b6a11ea20f6297468188ceb67",
   /** Firecracker's own guest config for 6.1, fetched at the pinned Firecracker tag. */
   firecrackerConfig: (fcVersion: string) =>
     `https://raw.githubusercontent.com/firecracker-microvm/firecracker/v${fcVersion}/resources/guest_configs/microvm-kernel-ci-x86_64-6.1.config`,
+  /** The file name of that config at the pinned tag (how a vendored copy is named). */
+  firecrackerConfigFile: (fcVersion: string) =>
+    `firecracker-v${fcVersion}-microvm-kernel-ci-x86_64-6.1.config`,
+  /** sha256 of that config at v1.16.1 (FIRECRACKER_PIN.version). */
+  firecrackerConfigSha256: "adbc70ab5e89213ba00594b12d25e09bdf8bb1ed3c252d7449326bb14c22963b",
 } as const;

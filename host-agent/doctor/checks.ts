@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import type { CommandRunner } from "../sandbox/firecracker/command-runner.ts";
+import { checkVmm, vmmDoctorConfigShape } from "./vmm-check.ts";
 
 export const doctorConfigSchema = z.object({
   firecrackerPath: z.string().default("/usr/local/bin/firecracker"),
@@ -30,6 +31,7 @@ export const doctorConfigSchema = z.object({
     .default("5.10"),
   snapshotDir: z.string().default("/var/lib/snapfaas"),
   minFreeDiskGiB: z.number().min(0).default(20),
+  ...vmmDoctorConfigShape,
 });
 export type DoctorConfig = z.infer<typeof doctorConfigSchema>;
 
@@ -289,8 +291,14 @@ export async function runDoctor(deps: DoctorDeps): Promise<DoctorReport> {
   const c = deps.config;
   const checks = [
     await checkKvm(deps.fs),
-    await checkBinary(deps, "firecracker", c.firecrackerPath, c.firecrackerSha256),
-    await checkBinary(deps, "jailer", c.jailerPath, c.jailerSha256),
+    await checkVmm(deps.exec, c),
+    // The QEMU backend runs neither binary.
+    ...(c.vmm === "firecracker"
+      ? [
+          await checkBinary(deps, "firecracker", c.firecrackerPath, c.firecrackerSha256),
+          await checkBinary(deps, "jailer", c.jailerPath, c.jailerSha256),
+        ]
+      : []),
     await checkCgroupV2(deps),
     await checkKernel(deps),
     await checkTun(deps.fs),

@@ -23,6 +23,7 @@ const KNOWN_CROSSINGS: readonly string[] = [
   "guest-images/bake/firecracker-plan.ts -> host-agent/sandbox/firecracker/config.ts",
   "guest-images/bake/verify.ts -> host-agent/sandbox/driver.ts",
   "guest-images/bake/verify.ts -> host-agent/sandbox/firecracker/base-layout.ts",
+  "guest-images/linux/local-image.ts -> host-agent/sandbox/firecracker/config.ts",
   "guest-images/process/bake.ts -> host-agent/sandbox/driver.ts",
   "host-agent/agent.ts -> guest-images/bake/cpu-model.ts",
   "host-agent/agent.ts -> guest-images/bake/verify.ts",

@@ -144,7 +144,7 @@ describe("faas doctor", () => {
     const report = await runDoctor(depsFor(host));
     assert.deepEqual(failed(report), ["kernel", "tun", "ip_forward", "nftables", "snapshot disk"]);
     assert.equal(report.ok, false);
-    assert.equal(report.lines.at(-1), "doctor: 5 of 10 checks failed");
+    assert.equal(report.lines.at(-1), "doctor: 5 of 11 checks failed");
   });
 
   it("preflight turns failures into problems with a fix; ip_forward is not fatal", async () => {
@@ -188,7 +188,7 @@ describe("faas doctor", () => {
 
   it("runs on this machine and exits non-zero exactly when a check fails", async () => {
     const { report, exitCode } = await doctorMain([]);
-    assert.equal(report.checks.length, 10);
+    assert.equal(report.checks.length, 11);
     assert.equal(exitCode, report.ok ? 0 : 1);
   });
 });

@@ -74,7 +74,26 @@ export const driverDoctorConfigSchema = z.strictObject({
   minFreeDiskGiB: z.number().min(0).optional(),
 });
 
+/** The QEMU backend (vmm: "qemu"): the Firecracker API served by an adapter that drives QEMU over QMP. */
+export const qemuConfigSchema = z.object({
+  path: absolutePath.default("/usr/bin/qemu-system-x86_64"),
+  /** "auto" boots a probe guest under KVM once and falls back to TCG when it does not run. */
+  accelerator: z.enum(["tcg", "kvm", "auto"]).default("auto"),
+  /** Host TSC for TCG guests (tsc_early_khz); read from /proc/cpuinfo when absent. */
+  tscKhz: z.int().min(1_000).optional(),
+  /** Budget of one snapshot create or load (TCG is 30-60x slower than KVM). */
+  migrationTimeoutMs: z.int().min(100).default(120_000),
+  /** How long the "auto" probe guest may take under KVM before TCG is chosen. */
+  probeTimeoutMs: z.int().min(100).default(10_000),
+});
+
 export const firecrackerDriverConfigSchema = z.object({
+  /**
+   * Which VMM runs the microVMs: Firecracker under its jailer (production), or QEMU behind the same
+   * API (hosts without Firecracker, or without working KVM: the TCG test lane).
+   */
+  vmm: z.enum(["firecracker", "qemu"]).default("firecracker"),
+  qemu: qemuConfigSchema.default(qemuConfigSchema.parse({})),
   firecrackerPath: absolutePath.default("/usr/local/bin/firecracker"),
   jailerPath: absolutePath.default("/usr/local/bin/jailer"),
   /** Must exist; the jailer puts jails at <chrootBase>/<exec file name>/<id>/root. */
@@ -102,6 +121,7 @@ export const firecrackerDriverConfigSchema = z.object({
   doctor: driverDoctorConfigSchema.default({}),
 });
 
+export type QemuConfig = z.infer<typeof qemuConfigSchema>;
 export type NetworkSlotsConfig = z.infer<typeof networkSlotsConfigSchema>;
 export type FirecrackerDriverConfig = z.infer<typeof firecrackerDriverConfigSchema>;
 /** The file's shape before defaults: what a writer of the config (the host's boot script) produces. */
@@ -124,6 +144,9 @@ export function doctorConfigOf(
     ...config.doctor,
     firecrackerPath: config.firecrackerPath,
     jailerPath: config.jailerPath,
+    vmm: config.vmm,
+    qemuPath: config.qemu.path,
+    accelerator: config.qemu.accelerator,
     ...overrides,
   });
 }
