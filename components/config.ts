@@ -4,6 +4,7 @@
  * as Pulumi stores it), so tests feed it stack files or in-memory maps without Pulumi.
  */
 import { z } from "zod";
+import { describeZodIssues } from "../contracts/zod-errors.ts";
 import { AMI_ID } from "../guest-images/bake/host-ami.ts";
 import { FIRECRACKER_PIN } from "../guest-images/bake/pins.ts";
 import { BASE_VERSION_LABEL } from "../host-agent/release/host-manifest.ts";
@@ -304,26 +305,6 @@ function keyPath(path: ReadonlyArray<PropertyKey>): string {
   return text;
 }
 
-function describeIssue(issue: z.core.$ZodIssue): string {
-  if (issue.code === "unrecognized_keys") {
-    return issue.keys
-      .map((key) => {
-        const where =
-          issue.path.length === 0 ? `${CONFIG_NAMESPACE}:${key}` : `${keyPath(issue.path)}.${key}`;
-        return `${where}: unknown key`;
-      })
-      .join("\n  - ");
-  }
-  if (issue.code === "invalid_type" && issue.message.endsWith("received undefined")) {
-    return `${keyPath(issue.path)}: is required (a ${issue.expected})`;
-  }
-  if (issue.code === "invalid_value") {
-    const allowed = issue.values.map((v) => JSON.stringify(v)).join(", ");
-    return `${keyPath(issue.path)}: must be one of ${allowed}`;
-  }
-  return `${keyPath(issue.path)}: ${issue.message}`;
-}
-
 /**
  * Validates the flat config map of a stack (keys like "snapfaas:fleet", values as Pulumi stores them).
  * Keys of other namespaces (aws:region, ...) are ignored. Throws StackConfigError listing every problem.
@@ -340,7 +321,7 @@ export function parseStackConfig(flat: Readonly<Record<string, string>>): StackC
   const result = stackSchema.safeParse(values);
   if (!result.success) {
     throw new StackConfigError(
-      result.error.issues.map(describeIssue).flatMap((line) => line.split("\n  - ")),
+      describeZodIssues(result.error.issues, { at: keyPath, root: `${CONFIG_NAMESPACE}:` }),
     );
   }
   return result.data;

@@ -1,5 +1,6 @@
 /** The agent's configuration: environment variables, validated once at start with errors that name the variable. */
 import { z } from "zod";
+import { describeZodIssues } from "../contracts/zod-errors.ts";
 import { DEFAULT_IMDS_URL } from "./aws/imds.ts";
 import type { PoolConfig } from "./pool/pool.ts";
 
@@ -196,9 +197,9 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
   );
   const parsed = agentEnvSchema.safeParse(known);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map(
-      (i) => `${i.path.join(".")}=${JSON.stringify(known[String(i.path[0])])}: ${i.message}`,
-    );
+    const lines = describeZodIssues(parsed.error.issues, {
+      at: (p) => `${p.join(".")}=${JSON.stringify(known[String(p[0])])}`,
+    });
     throw new ConfigError(`invalid agent configuration:\n  ${lines.join("\n  ")}`);
   }
   const e = parsed.data;

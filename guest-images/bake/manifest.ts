@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { describeZodIssues } from "../../contracts/zod-errors.ts";
 import { canonicalJson, sha256Text } from "../hash.ts";
 
 export const MANIFEST_FILE = "manifest.json";
@@ -118,10 +119,7 @@ export class ManifestError extends Error {
 export function parseManifest(json: unknown, source: string): Manifest {
   const result = ManifestSchema.safeParse(json);
   if (!result.success) {
-    const lines = result.error.issues.map((issue) => {
-      const at = issue.path.length === 0 ? "(top level)" : issue.path.map(String).join(".");
-      return `  ${at}: ${issue.message}`;
-    });
+    const lines = describeZodIssues(result.error.issues).map((line) => `  ${line}`);
     throw new ManifestError(`invalid base image manifest ${source}:\n${lines.join("\n")}`);
   }
   return result.data;

@@ -7,6 +7,7 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
+import { describeZodIssues } from "../../contracts/zod-errors.ts";
 import type { FirecrackerLimits } from "../sandbox/firecracker/limits.ts";
 
 const positive = z.int().positive();
@@ -50,7 +51,7 @@ export class HostManifestError extends Error {
 export function parseHostManifest(input: unknown, source: string): HostManifest {
   const parsed = hostManifestSchema.safeParse(input);
   if (parsed.success) return parsed.data;
-  const lines = parsed.error.issues.map((i) => `  ${i.path.join(".") || "(manifest)"}: ${i.message}`);
+  const lines = describeZodIssues(parsed.error.issues, { root: "(manifest)" }).map((line) => `  ${line}`);
   throw new HostManifestError(`invalid release manifest ${source}:\n${lines.join("\n")}`);
 }
 

@@ -5,6 +5,7 @@
  */
 import path from "node:path";
 import { z } from "zod";
+import { issueProblem } from "../../contracts/zod-errors.ts";
 
 export const rolloutSchema = z
   .object({
@@ -72,11 +73,7 @@ export function parseRelease(input: unknown, relativeTo?: string): Release {
           : "(release)";
     const first = issues[0]!;
     const more = issues.length > 1 ? ` (also wrong: ${issues.slice(1).map(fieldOf).join(", ")})` : "";
-    let message = first.message;
-    if (first.code === "unrecognized_keys") message = "is not a release field";
-    else if (first.code === "invalid_type" && / received undefined$/.test(first.message)) {
-      message = `is required (a ${first.expected})`;
-    }
+    const message = first.code === "unrecognized_keys" ? "is not a release field" : issueProblem(first);
     throw new ReleaseError(fieldOf(first), `${message}${more}`);
   }
   const release = parsed.data;

@@ -1,5 +1,6 @@
 import { isIPv4 } from "node:net";
 import { z } from "zod";
+import { describeZodIssues } from "../../../contracts/zod-errors.ts";
 import { type DoctorConfig, doctorConfigSchema } from "../../doctor/checks.ts";
 import { firecrackerLimitsSchema } from "./limits.ts";
 
@@ -131,7 +132,7 @@ export type FirecrackerDriverConfigInput = z.input<typeof firecrackerDriverConfi
 export function parseFirecrackerDriverConfig(input: unknown): FirecrackerDriverConfig {
   const result = firecrackerDriverConfigSchema.safeParse(input);
   if (result.success) return result.data;
-  const lines = result.error.issues.map((issue) => `  ${issue.path.join(".") || "(root)"}: ${issue.message}`);
+  const lines = describeZodIssues(result.error.issues, { root: "(root)" }).map((line) => `  ${line}`);
   throw new Error(`invalid firecracker driver config:\n${lines.join("\n")}`);
 }
 

@@ -5,6 +5,7 @@
  * the adapter's tests additionally validate every body against the official spec.
  */
 import { z } from "zod";
+import { describeZodIssues } from "../../../contracts/zod-errors.ts";
 import type {
   BootSource,
   Drive,
@@ -151,5 +152,5 @@ export function validateAdapterBody(route: AdapterRoute, body: unknown): string 
   if (schema === null) return body === undefined ? null : `${route} takes no body`;
   const result = schema.safeParse(body);
   if (result.success) return null;
-  return result.error.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; ");
+  return describeZodIssues(result.error.issues, { root: "(body)" }).join("; ");
 }
