@@ -1,5 +1,6 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import { DEFAULT_REGISTRY_PREFIX } from "../contracts/registry-layout.ts";
 import { ArtifactStore } from "./artifact-store.ts";
 import type { BakeGuest } from "./bake-script.ts";
 import { BenchmarkLambda } from "./benchmark-lambda.ts";
@@ -14,7 +15,8 @@ import { Network } from "./network.ts";
 /** Amazon Linux 2023 (kernel 6.1, a Firecracker-supported host kernel, cgroup v2, AWS CLI included). */
 export const HOST_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-6.1-x86_64";
 
-export const REGISTRY_PREFIX = "functions/";
+/** Where the platform's hosts read functions: the registry contract's default prefix. */
+export const REGISTRY_PREFIX = DEFAULT_REGISTRY_PREFIX;
 
 export interface FaasPlatformArgs {
   region: pulumi.Input<string>;

@@ -1,5 +1,6 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import { DEFAULT_REGISTRY_PREFIX, REGISTRY_PREFIX } from "../contracts/registry-layout.ts";
 import { assumeRolePolicy } from "./assume-role.ts";
 import { checkKvmInstanceType } from "./instance-types.ts";
 import { ADMIN_PORT, DATA_PORT } from "./network.ts";
@@ -62,7 +63,7 @@ export class KvmHostFleet extends pulumi.ComponentResource {
   constructor(name: string, args: KvmHostFleetArgs, opts?: pulumi.ComponentResourceOptions) {
     validateFleetArgs(args);
     super("snapfaas:index:KvmHostFleet", name, {}, opts);
-    const registryPrefix = args.registryPrefix ?? "functions/";
+    const registryPrefix = args.registryPrefix ?? DEFAULT_REGISTRY_PREFIX;
     this.drainHookName = `${name}-drain`;
 
     const role = new aws.iam.Role(
@@ -374,7 +375,7 @@ function validateFleetArgs(args: KvmHostFleetArgs): void {
   ) {
     errors.push({ propertyPath: "desiredHosts", reason: `must be between minHosts and maxHosts` });
   }
-  if (args.registryPrefix !== undefined && !/^([a-z0-9-]+\/)*$/.test(args.registryPrefix)) {
+  if (args.registryPrefix !== undefined && !REGISTRY_PREFIX.test(args.registryPrefix)) {
     errors.push({
       propertyPath: "registryPrefix",
       reason: 'must be empty or end in "/" (e.g. "functions/")',

@@ -99,6 +99,7 @@ export function firecrackerBakePlan(options: FirecrackerBakeOptions): Plan {
   const { recipe, workDir, imageDir, repoDir, firecracker } = options;
   const configFile = driverConfigPath(workDir);
   const helloDisk = path.join(workDir, "hello-world.img");
+  const helloBundle = path.join(workDir, "hello-world");
   const codeDiskCli = path.join(repoDir, "guest-images/code-disk/cli.ts");
 
   const steps: PlanStep[] = [
@@ -136,6 +137,20 @@ export function firecrackerBakePlan(options: FirecrackerBakeOptions): Plan {
       why: "the snapshot's code drive, swapped for the function's disk after every restore",
     },
     {
+      step: "hello-world-bundle",
+      argv: [
+        "node",
+        "--import",
+        "tsx",
+        path.join(repoDir, "host-agent/cli/bundle-cli.ts"),
+        path.join(repoDir, "examples/hello-world"),
+        helloBundle,
+      ],
+      cwd: repoDir,
+      needs: [],
+      why: "hello-world bundled exactly as `faas deploy` ships a function",
+    },
+    {
       step: "hello-world-code-disk",
       argv: [
         "node",
@@ -145,7 +160,7 @@ export function firecrackerBakePlan(options: FirecrackerBakeOptions): Plan {
         "--format",
         recipe.codeDiskFormat,
         "--src",
-        path.join(repoDir, "examples/hello-world"),
+        helloBundle,
         "--out",
         helloDisk,
       ],

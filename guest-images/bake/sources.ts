@@ -18,6 +18,7 @@ export const BAKE_ENTRY_POINTS = [
   "guest-images/node/fetch-cli.ts",
   "guest-images/runtime/main.ts",
   "host-agent/sandbox/firecracker/acceptance.ts",
+  "host-agent/cli/bundle-cli.ts",
 ] as const;
 
 /** Folders whose files the recipes use by path: scripts, configs, the seed function. */

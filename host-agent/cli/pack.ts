@@ -37,27 +37,37 @@ export function findEntry(dir: string): string {
   );
 }
 
+/**
+ * Bundles the function in `dir` the way `faas deploy` ships it: its entry and everything it imports in
+ * one CommonJS file, `out/index.js`, with a package.json naming it. The bake builds its hello-world code
+ * disk from this too, so the base is proven against what a deploy really sends.
+ */
+export async function bundleFunctionInto(dir: string, out: string): Promise<void> {
+  if (!existsSync(dir)) throw new PackError(`${dir}: no such folder`);
+  const entry = findEntry(dir);
+  const result = await build({
+    entryPoints: [path.resolve(dir, entry)],
+    absWorkingDir: path.resolve(dir),
+    bundle: true,
+    platform: "node",
+    format: "cjs",
+    target: "node20",
+    outfile: path.join(out, "index.js"),
+    logLevel: "silent",
+    legalComments: "none",
+  }).catch((err: Error) => {
+    throw new PackError(`esbuild could not bundle ${path.join(dir, entry)}: ${err.message}`);
+  });
+  if (result.errors.length > 0) throw new PackError(result.errors.map((e) => e.text).join("\n"));
+  await writeFile(path.join(out, "package.json"), `${JSON.stringify({ main: "index.js" })}\n`);
+}
+
 /** The tar.gz bytes of the bundled function. */
 export async function packFunction(dir: string): Promise<Buffer> {
   if (!existsSync(dir)) throw new PackError(`${dir}: no such folder`);
-  const entry = findEntry(dir);
   const out = await mkdtemp(path.join(tmpdir(), "faas-pack-"));
   try {
-    const result = await build({
-      entryPoints: [path.resolve(dir, entry)],
-      absWorkingDir: path.resolve(dir),
-      bundle: true,
-      platform: "node",
-      format: "cjs",
-      target: "node20",
-      outfile: path.join(out, "index.js"),
-      logLevel: "silent",
-      legalComments: "none",
-    }).catch((err: Error) => {
-      throw new PackError(`esbuild could not bundle ${path.join(dir, entry)}: ${err.message}`);
-    });
-    if (result.errors.length > 0) throw new PackError(result.errors.map((e) => e.text).join("\n"));
-    await writeFile(path.join(out, "package.json"), `${JSON.stringify({ main: "index.js" })}\n`);
+    await bundleFunctionInto(dir, out);
     const chunks: Buffer[] = [];
     const stream = create({ gzip: true, cwd: out, portable: true, mtime: new Date(0) }, [
       "index.js",

@@ -54,8 +54,8 @@ describe("agent start with a microVM base", () => {
       FAAS_BASE_DIR: baseDir,
       FAAS_FIRECRACKER_CONFIG: configFile,
       FAAS_STATE_DIR: path.join(dir, "state"),
-      FAAS_PORT: "0",
-      FAAS_ADMIN_PORT: "0",
+      PORT: "0",
+      ADMIN_PORT: "0",
     });
     return startAgent(config, {
       driver: new FakeDriver(),

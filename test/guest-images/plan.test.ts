@@ -130,17 +130,32 @@ describe("bake plans (dry run)", () => {
               workDir: work,
               steps: [
                 retarget("code-placeholder", "code-empty.img"),
-                retarget("hello-world-code-disk", "hello.img"),
+                retarget("hello-world-bundle", "hello-world"),
+                {
+                  ...retarget("hello-world-code-disk", "hello.img"),
+                  argv: retarget("hello-world-code-disk", "hello.img").argv.map((a) =>
+                    a === stepNamed(plan, "hello-world-bundle").argv.at(-1)
+                      ? path.join(work, "hello-world")
+                      : a,
+                  ),
+                },
               ],
             },
             () => {},
           );
           const files = (await readdir(work)).sort();
-          assert.deepEqual(files, ["code-empty.img", "hello.img"]);
+          assert.deepEqual(files, ["code-empty.img", "hello-world", "hello.img"]);
+          // The disk holds what a deploy ships: the bundle, not the TypeScript source.
+          assert.deepEqual((await readdir(path.join(work, "hello-world"))).sort(), [
+            "index.js",
+            "package.json",
+          ]);
           if (guest === "osv") {
             const { readRofsImage } = await import("../../guest-images/code-disk/rofs.ts");
             const hello = readRofsImage(await readFile(path.join(work, "hello.img")));
             assert.ok(hello.has("package.json"));
+            assert.ok(hello.has("index.js"));
+            assert.ok(!hello.has("index.ts"));
             assert.equal(readRofsImage(await readFile(path.join(work, "code-empty.img"))).size, 0);
           }
         } finally {

@@ -103,7 +103,6 @@ describe("a function deployed through FaasFunction's S3 layout reaches a running
       POLL_MS + 2000,
     );
     console.log(`      seen ${seenMs} ms after the record was written (poll every ${POLL_MS} ms)`);
-    assert.ok(seenMs <= POLL_MS + 3000, `listed after ${seenMs} ms, poll interval ${POLL_MS} ms`);
     const first = await a.call("greeter", call("hello"));
     assert.equal(first.status, 200, first.text);
     assert.equal(first.json().result, "v1");

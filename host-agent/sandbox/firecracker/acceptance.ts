@@ -4,25 +4,27 @@
  *   node --import tsx host-agent/sandbox/firecracker/acceptance.ts --base <base snapshot dir> \
  *     [--bake-from <inputs dir> --boot-args '<kernel args>'] \
  *     [--clones 20] [--config driver-config.json] [--code hello.img --code-hash <hash>] \
- *     [--invoke-path /_faas/invoke] [--invoke-body '<json>']
+ *     [--entry index.js] [--invoke-body '<json>'] [--expect-result 'Hello world!']
  *
  * With --bake-from it first boots the inputs (kernel.elf, root.img, code-empty.img) in a jail, waits
  * for the guest runtime, pauses and snapshots into --base. Then it restores N jailed clones in parallel from the base snapshot (slots built ahead of time), attaches
- * the code disk when given, calls hello-world in each, and prints restore-to-first-byte p50/p99 and
- * jail setup time. On a host without a usable /dev/kvm or without Firecracker it prints one line and
- * exits 0 without measuring anything.
+ * the code disk when given, loads it and calls hello-world in each, and prints restore-to-first-byte
+ * p50/p99 and jail setup time. It is a gate, not only a measurement (the bake's last step): it exits 1
+ * unless every clone loaded the code and answered the call with HTTP 200 and the expected JSON-RPC
+ * result. On a host that cannot run the configured VMM (Firecracker without a usable /dev/kvm, or the
+ * binaries missing) it prints one line and exits 0 without measuring anything.
  */
 import { access, constants, open, stat } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { request } from "undici";
-import { doctorConfigSchema } from "../../doctor/checks.ts";
 import { hostFs } from "../../doctor/host-fs.ts";
+import { GuestClient } from "../../guest/client.ts";
 import { bakeBaseSnapshot } from "./bake-snapshot.ts";
 import { execaRunner } from "./command-runner.ts";
-import { type FirecrackerDriverConfig, parseFirecrackerDriverConfig } from "./config.ts";
+import { doctorConfigOf, type FirecrackerDriverConfig, parseFirecrackerDriverConfig } from "./config.ts";
+import { spawnerFor } from "./create-driver.ts";
 import { FirecrackerDriver, type FirecrackerInstance } from "./firecracker-driver.ts";
 import { IdRangeAllocator } from "./id-range.ts";
-import { jailerSpawner } from "./jailer-spawner.ts";
 import { NetworkSlotPool } from "./network-slots.ts";
 import { firecrackerPreflight } from "./preflight.ts";
 
@@ -35,13 +37,18 @@ const HELLO_WORLD_CALL = JSON.stringify({
 
 /** Why this host cannot run the acceptance, or undefined when it can. */
 async function hostCannotRun(config: FirecrackerDriverConfig): Promise<string | undefined> {
-  try {
-    if (!(await stat("/dev/kvm")).isCharacterDevice()) return "/dev/kvm is not a character device";
-    await (await open("/dev/kvm", "r+")).close();
-  } catch (err) {
-    return `/dev/kvm is not usable (${(err as NodeJS.ErrnoException).code ?? String(err)})`;
+  // QEMU on TCG needs no KVM; Firecracker (and QEMU told to use KVM) does.
+  if (config.vmm === "firecracker" || config.qemu.accelerator === "kvm") {
+    try {
+      if (!(await stat("/dev/kvm")).isCharacterDevice()) return "/dev/kvm is not a character device";
+      await (await open("/dev/kvm", "r+")).close();
+    } catch (err) {
+      return `/dev/kvm is not usable (${(err as NodeJS.ErrnoException).code ?? String(err)})`;
+    }
   }
-  for (const path of [config.firecrackerPath, config.jailerPath]) {
+  const binaries =
+    config.vmm === "firecracker" ? [config.firecrackerPath, config.jailerPath] : [config.qemu.path];
+  for (const path of binaries) {
     try {
       await access(path, constants.X_OK);
     } catch {
@@ -59,6 +66,21 @@ function percentile(values: number[], p: number): number {
   );
 }
 
+/** Why an answer is not the expected JSON-RPC result, or undefined when it is. */
+export function answerProblem(status: number, body: string, expected: string): string | undefined {
+  if (status !== 200) return `answered HTTP ${status}: ${body.slice(0, 200)}`;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    return `answered 200 with a body that is not JSON: ${body.slice(0, 200)}`;
+  }
+  const result = (parsed as { result?: unknown } | null)?.result;
+  if (result !== expected)
+    return `answered ${JSON.stringify(result)} instead of ${JSON.stringify(expected)}: ${body.slice(0, 200)}`;
+  return undefined;
+}
+
 function ms(n: number): string {
   return `${n.toFixed(2)} ms`;
 }
@@ -72,8 +94,9 @@ export async function acceptance(argv: string[]): Promise<number> {
       config: { type: "string" },
       code: { type: "string" },
       "code-hash": { type: "string" },
-      "invoke-path": { type: "string", default: "/_faas/invoke" },
+      entry: { type: "string", default: "index.js" },
       "invoke-body": { type: "string", default: HELLO_WORLD_CALL },
+      "expect-result": { type: "string", default: "Hello world!" },
       "bake-from": { type: "string" },
       "boot-args": { type: "string", default: "" },
     },
@@ -94,18 +117,11 @@ export async function acceptance(argv: string[]): Promise<number> {
     { ...config.network, poolSize: Math.max(config.network.poolSize, clones) },
     execaRunner,
   );
+  const spawnVmm = spawnerFor(config);
   const driver = new FirecrackerDriver(config, {
-    spawnVmm: jailerSpawner({ jailerPath: config.jailerPath }),
+    spawnVmm,
     slots,
-    preflight: () =>
-      firecrackerPreflight({
-        fs: hostFs,
-        exec: execaRunner,
-        config: doctorConfigSchema.parse({
-          firecrackerPath: config.firecrackerPath,
-          jailerPath: config.jailerPath,
-        }),
-      }),
+    preflight: () => firecrackerPreflight({ fs: hostFs, exec: execaRunner, config: doctorConfigOf(config) }),
   });
   for (const p of await driver.preflight())
     console.log(`preflight: ${p.fatal ? "FATAL" : "warn"}: ${p.what}`);
@@ -122,7 +138,7 @@ export async function acceptance(argv: string[]): Promise<number> {
       // The bake finishes before any clone starts, so it may borrow the first id of the range.
       {
         config,
-        spawnVmm: jailerSpawner({ jailerPath: config.jailerPath }),
+        spawnVmm,
         slots,
         ids: new IdRangeAllocator(config.idRange.first, 1),
       },
@@ -155,7 +171,16 @@ export async function acceptance(argv: string[]): Promise<number> {
       }
       const endpoint = instance.endpoint;
       if (endpoint.kind !== "tcp") throw new Error("firecracker instances are reached over TCP");
-      const res = await request(`http://${endpoint.host}:${endpoint.port}${values["invoke-path"]}`, {
+      // The pool's own order: attach, then load through the guest channel (with the instance's
+      // control secret), then the call on the function's path.
+      const guest = new GuestClient(endpoint, { loadTimeoutMs: 60_000 });
+      try {
+        if (values.code) await guest.load({ functionName: "hello-world", entry: values.entry ?? "index.js" });
+      } finally {
+        await guest.close();
+      }
+      // The runtime serves the loaded function under its own name, as the data plane forwards a call.
+      const res = await request(`http://${endpoint.host}:${endpoint.port}/hello-world`, {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: values["invoke-body"],
@@ -163,6 +188,8 @@ export async function acceptance(argv: string[]): Promise<number> {
       // undici resolves once the status line and headers arrived: the first response bytes.
       const firstByte = performance.now();
       const body = await res.body.text();
+      const problem = answerProblem(res.statusCode, body, values["expect-result"] ?? "");
+      if (problem) throw new Error(`clone ${i}: ${problem}`);
       return {
         timings,
         restoreToFirstByteMs: firstByte - t0 - timings.jailSetupMs,
