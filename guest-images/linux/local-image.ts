@@ -490,19 +490,3 @@ export async function linuxGuestImage(
     rootfsKey: rootfs.key,
   };
 }
-
-/**
- * The host's TSC rate in kHz: under TCG the guest's TSC ticks at the host's rate, and a microvm
- * guest without HPET or ACPI PM timer stalls at boot when its own PIT calibration fails, unless
- * told the rate with `tsc_early_khz=` (../shared/research/microvm-lane/README.md). From the
- * kernel's "tsc: Detected" line when dmesg is readable, else /proc/cpuinfo's "cpu MHz".
- */
-export async function hostTscKhz(): Promise<number> {
-  const dmesg = await execa("dmesg", [], { reject: false });
-  const detected = /tsc: Detected ([0-9.]+) MHz/.exec(dmesg.stdout ?? "");
-  if (detected) return Math.round(Number(detected[1]) * 1000);
-  const cpuinfo = await readFile("/proc/cpuinfo", "utf8");
-  const mhz = /^cpu MHz\s*:\s*([0-9.]+)/m.exec(cpuinfo);
-  if (!mhz) throw new LinuxImageUnavailable("cannot tell the host's TSC rate: no 'cpu MHz' in /proc/cpuinfo");
-  return Math.round(Number(mhz[1]) * 1000);
-}

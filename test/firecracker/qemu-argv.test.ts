@@ -1,10 +1,10 @@
 /** Pure parts of the QEMU backend: argv, cgroup mapping, the jailer argv it reads, the vmstate header. */
 import assert from "node:assert/strict";
+import { tscKhzFromCpuinfo } from "../../host-agent/sandbox/firecracker/host-tsc.ts";
 import { buildJailerArgs } from "../../host-agent/sandbox/firecracker/jailer-args.ts";
 import {
   buildQemuArgv,
   type QemuMachinePlan,
-  tscKhzFromCpuinfo,
   withQemuMemoryOverhead,
   withTscEarlyKhz,
 } from "../../host-agent/sandbox/firecracker/qemu-argv.ts";

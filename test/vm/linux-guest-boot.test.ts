@@ -18,12 +18,12 @@ import { build } from "esbuild";
 import { LINUX_KERNEL_PIN } from "../../guest-images/bake/pins.ts";
 import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
 import {
-  hostTscKhz,
   type LinuxGuestImage,
   LinuxImageUnavailable,
   linuxGuestImage,
 } from "../../guest-images/linux/local-image.ts";
 import { GuestClient } from "../../host-agent/guest/client.ts";
+import { hostTscKhz } from "../../host-agent/sandbox/firecracker/host-tsc.ts";
 import { findOnPath } from "../../host-agent/sandbox/process/preflight.ts";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -93,6 +93,11 @@ describe("Linux guest image booted under QEMU/TCG (microvm)", function () {
     dir = await mkdtemp(path.join(tmpdir(), "faas-linux-vm-"));
     const codeDisk = await buildProbeCodeDisk(dir);
     const port = await freePort();
+    const tscKhz = hostTscKhz();
+    assert.ok(
+      tscKhz !== undefined,
+      "cannot tell the host's TSC rate: neither dmesg nor /proc/cpuinfo says it",
+    );
     const args = [
       "-accel",
       "tcg",
@@ -109,7 +114,7 @@ describe("Linux guest image booted under QEMU/TCG (microvm)", function () {
       image.kernel,
       // TCG only: microvm has no HPET or PM timer to calibrate the TSC against when the PIT check fails.
       "-append",
-      `${image.bootArgs} tsc_early_khz=${await hostTscKhz()}`,
+      `${image.bootArgs} tsc_early_khz=${tscKhz}`,
       "-drive",
       `id=root,file=${image.rootfs},format=raw,if=none,readonly=on`,
       "-device",

@@ -30,9 +30,9 @@ import {
   FirecrackerDriver,
   type FirecrackerInstance,
 } from "../../host-agent/sandbox/firecracker/firecracker-driver.ts";
+import { hostTscKhz } from "../../host-agent/sandbox/firecracker/host-tsc.ts";
 import { IdRangeAllocator } from "../../host-agent/sandbox/firecracker/id-range.ts";
 import { NetworkSlotPool } from "../../host-agent/sandbox/firecracker/network-slots.ts";
-import { hostTscKhz } from "../../host-agent/sandbox/firecracker/qemu-accel.ts";
 import { qemuSpawner } from "../../host-agent/sandbox/firecracker/qemu-spawner.ts";
 import type { SpawnVmm, VmmProcess } from "../../host-agent/sandbox/firecracker/vmm-process.ts";
 import { makeTempDir, removeDir } from "../firecracker/helpers.ts";

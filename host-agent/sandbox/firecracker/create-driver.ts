@@ -4,10 +4,11 @@ import { hostFs } from "../../doctor/host-fs.ts";
 import { type CommandRunner, execaRunner } from "./command-runner.ts";
 import { doctorConfigOf, type FirecrackerDriverConfig, parseFirecrackerDriverConfig } from "./config.ts";
 import { FirecrackerDriver } from "./firecracker-driver.ts";
+import { hostTscKhz } from "./host-tsc.ts";
 import { jailerSpawner } from "./jailer-spawner.ts";
 import { NetworkSlotPool } from "./network-slots.ts";
 import { firecrackerPreflight } from "./preflight.ts";
-import { decideAccelerator, hostTscKhz, probeAccelerator } from "./qemu-accel.ts";
+import { decideAccelerator, probeAccelerator } from "./qemu-accel.ts";
 import { qemuSpawner } from "./qemu-spawner.ts";
 import type { SpawnVmm } from "./vmm-process.ts";
 

@@ -1,15 +1,14 @@
 /**
  * Which accelerator QEMU uses on this host. `/dev/kvm` existing proves little (nested or broken
  * virtualisation can hang every guest), so "auto" boots the probe guest under KVM with a timeout and
- * uses KVM only when that guest ran to its exit; TCG otherwise. The TSC frequency the TCG guests
- * need comes from the host (`tsc_early_khz`).
+ * uses KVM only when that guest ran to its exit; TCG otherwise. The TSC rate TCG guests need is in
+ * host-tsc.ts.
  */
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type Accelerator, tscKhzFromCpuinfo } from "./qemu-argv.ts";
+import type { Accelerator } from "./qemu-argv.ts";
 import { buildProbeGuestElf, PROBE_EXIT_PORT, PROBE_EXIT_STATUS, PROBE_MARKER } from "./qemu-probe-guest.ts";
 
 export type AcceleratorChoice = Accelerator | "auto";
@@ -93,15 +92,4 @@ export async function decideAccelerator(
   return probe.ok
     ? { accelerator: "kvm", why: `auto: ${probe.detail}` }
     : { accelerator: "tcg", why: `auto: ${probe.detail}, using TCG` };
-}
-
-/** The host's TSC in kHz (for tsc_early_khz on TCG), from /proc/cpuinfo; undefined when it says nothing. */
-export function hostTscKhz(
-  readCpuinfo: () => string = () => readFileSync("/proc/cpuinfo", "utf8"),
-): number | undefined {
-  try {
-    return tscKhzFromCpuinfo(readCpuinfo());
-  } catch {
-    return undefined;
-  }
 }

@@ -159,14 +159,6 @@ export function buildQemuArgv(plan: QemuMachinePlan): string[] {
   return args;
 }
 
-/** The host TSC frequency in kHz from /proc/cpuinfo text (`cpu MHz`; under TCG the guest TSC runs at this rate). */
-export function tscKhzFromCpuinfo(cpuinfo: string): number | undefined {
-  const match = /^cpu MHz\s*:\s*([0-9]+(?:\.[0-9]+)?)/m.exec(cpuinfo);
-  if (!match) return undefined;
-  const khz = Math.round(Number(match[1]) * 1000);
-  return khz > 0 ? khz : undefined;
-}
-
 /**
  * QEMU needs more memory of its own than Firecracker (its device model, and under TCG the translation
  * cache): adds `overheadMiB` to a `memory.max` cgroup setting, leaves the others as they are.
