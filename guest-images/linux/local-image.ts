@@ -37,6 +37,7 @@ import { FIRECRACKER_PIN, LINUX_KERNEL_PIN, NODE_MAJOR_FOR_BASE, NODE_PINS } fro
 import { canonicalJson, listFiles, sha256File, sha256Files, sha256Text } from "../hash.ts";
 import { snapfaasCacheDir } from "../node/cache-dir.ts";
 import { pinnedNode } from "../node/pinned-node.ts";
+import { sharedLibraries } from "../process/bake.ts";
 import { bundleStampedRuntime } from "../runtime/build.ts";
 import { linuxKernelArgs } from "./recipe.ts";
 
@@ -319,17 +320,6 @@ export async function ensureLinuxKernel(
   });
 }
 
-/** Every shared object `ldd` reports for a binary (what build-rootfs.sh copies). */
-async function sharedLibraries(binary: string): Promise<string[]> {
-  const { stdout } = await execa("ldd", [binary]);
-  const libs = new Set<string>();
-  for (const line of stdout.split("\n")) {
-    const m = /=> (\/\S+)/.exec(line) ?? /^\s*(\/\S+) \(/.exec(line);
-    if (m) libs.add(m[1]!);
-  }
-  return [...libs].sort();
-}
-
 interface RootfsInputs {
   readonly key: string;
   readonly bundlePath: string;
@@ -347,6 +337,7 @@ async function rootfsInputs(nodeBinary: string, env: NodeJS.ProcessEnv): Promise
     const nodeIncludes = path.join(path.dirname(node), "..", "include", "node");
     const nodeVersion = (await execa(node, ["--version"])).stdout.trim();
     const libs: Record<string, string> = {};
+    // The objects ldd reports are what build-rootfs.sh copies into the root.
     for (const lib of await sharedLibraries(node)) libs[lib] = await sha256File(lib);
     const firstLine = async (cmd: string, args: string[]) =>
       (await execa(cmd, args, { reject: false })).stdout.split("\n")[0] ?? "";

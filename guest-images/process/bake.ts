@@ -7,12 +7,13 @@
  * version, nothing rebuilt.
  */
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { chmod, copyFile, link, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
 import type { BaseImage } from "../../host-agent/sandbox/driver.ts";
 import { NODE_MAJOR_FOR_BASE, type NodeMajor } from "../bake/pins.ts";
+import { sha256File } from "../hash.ts";
 import { pinnedNodeOfMajor } from "../node/pinned-node.ts";
 import { buildStartupSnapshot, bundleStampedRuntime } from "../runtime/build.ts";
 
@@ -34,12 +35,6 @@ export interface ProcessBaseInfo {
 }
 
 const MOUNT_POINTS = ["code", "tmp", "proc", "dev", "run/faas", "runtime"];
-
-async function sha256File(file: string): Promise<string> {
-  const hash = createHash("sha256");
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest("hex");
-}
 
 /**
  * sha256 of a file, remembered by (path, device, inode, size, mtime) in `cacheFile`: the node binary is
