@@ -1,5 +1,6 @@
 /** The agent's configuration: environment variables, validated once at start with errors that name the variable. */
 import { z } from "zod";
+import { REGISTRY_PREFIX } from "../contracts/registry-layout.ts";
 import { describeZodIssues } from "../contracts/zod-errors.ts";
 import { DEFAULT_IMDS_URL } from "./aws/imds.ts";
 import type { PoolConfig } from "./pool/pool.ts";
@@ -25,7 +26,15 @@ export const agentEnvSchema = z.object({
   FAAS_FIRECRACKER_CONFIG: z.string().min(1).optional(),
   FAAS_REGISTRY: z.enum(["local", "s3"]).default("local"),
   FAAS_REGISTRY_BUCKET: z.string().min(3).optional(),
-  FAAS_REGISTRY_PREFIX: z.string().default(""),
+  // The same rule FaasFunction writes under (contracts/registry-layout.ts): a prefix the writer would
+  // refuse can never hold a function, so the host refuses it at start instead of serving an empty registry.
+  FAAS_REGISTRY_PREFIX: z
+    .string()
+    .regex(
+      REGISTRY_PREFIX,
+      'must be empty or lower-case segments (a-z, 0-9, -) each ending in "/", like functions/',
+    )
+    .default(""),
   FAAS_REGISTRY_POLL_MS: int(0, 3_600_000, 5000),
   FAAS_HEALTH_START_FAILURES: int(1, 1000, 3),
   FAAS_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

@@ -75,6 +75,28 @@ describe("agent configuration for production", () => {
     assert.throws(() => loadAgentConfig({ FAAS_DRIVER: "docker" }), /FAAS_DRIVER="docker"/);
   });
 
+  it("refuses a registry prefix FaasFunction would not write under (the contract's rule)", () => {
+    for (const bad of ["functions", "/functions/", "Functions/", "a//", "fn s/"]) {
+      assert.throws(
+        () =>
+          loadAgentConfig({
+            FAAS_REGISTRY: "s3",
+            FAAS_REGISTRY_BUCKET: "artifacts",
+            FAAS_REGISTRY_PREFIX: bad,
+          }),
+        new RegExp(`FAAS_REGISTRY_PREFIX="${bad}": must be empty or lower-case segments .* ending in "/"`),
+      );
+    }
+    for (const good of ["", "functions/", "team-a/functions/"]) {
+      const c = loadAgentConfig({
+        FAAS_REGISTRY: "s3",
+        FAAS_REGISTRY_BUCKET: "artifacts",
+        FAAS_REGISTRY_PREFIX: good,
+      });
+      assert.deepEqual(c.registry, { kind: "s3", bucket: "artifacts", prefix: good });
+    }
+  });
+
   it("refuses to start the firecracker driver on a host that cannot run it, saying what is missing", async () => {
     const { mkdtemp, rm } = await import("node:fs/promises");
     const { tmpdir } = await import("node:os");
