@@ -170,7 +170,7 @@ export async function localVmBase(
         });
         await execa("rmdir", [empty]);
         log(
-          `bake: booting the Linux guest on QEMU (${accelerator}) to snapshot it; under TCG this takes a minute or two`,
+          `bake: booting the Linux guest on QEMU (${accelerator}) to snapshot it; about 10 s on an idle host under TCG, longer on a busy one`,
         );
         // The bake's own slots, closed before the agent builds its pool over the same prefixes.
         const slots = new NetworkSlotPool(config.network, execaRunner);
