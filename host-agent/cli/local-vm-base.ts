@@ -1,7 +1,7 @@
 /**
  * `faas start` with FAAS_DRIVER=firecracker and no FAAS_BASE_DIR: a Linux base baked on this machine
  * on the QEMU backend (no Firecracker binary, no KVM needed), from the guest image `npm run guest:linux`
- * caches. The bake is the pipeline's (bakeBaseImage: manifest, one rename) around the driver's own
+ * caches. The bake is guest-images/linux/local-base.ts (the pipeline: manifest, one rename) around the driver's own
  * (bakeBaseSnapshot: boot, health, pause, snapshot), keyed by a version over every input, so a restart
  * reuses the base and a new kernel, rootfs, QEMU or driver source bakes a new one. The driver config it
  * writes is the one the agent then runs with, so the bake and every restore share one network layout.
@@ -10,18 +10,13 @@
  *   <state dir>/local-vm/bases/<version>/   the baked base (manifest.json and the five base files)
  *   <state dir>/local-vm/jails/             the VMs' jails
  */
-import { chmod, copyFile, mkdir, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { chmod, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
-import { guestNetworkOf } from "../../guest-images/bake/firecracker-plan.ts";
-import { bakeBaseImage } from "../../guest-images/bake/pipeline.ts";
-import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
-import { canonicalJson, sha256Files, sha256Text } from "../../guest-images/hash.ts";
-import { LinuxImageUnavailable, linuxGuestImage } from "../../guest-images/linux/local-image.ts";
-import { linuxKernelArgs } from "../../guest-images/linux/recipe.ts";
+import { bakeLocalLinuxBase, LinuxImageUnavailable } from "../../guest-images/linux/local-base.ts";
 import { bakeBaseSnapshot } from "../sandbox/firecracker/bake-snapshot.ts";
-import { baseFiles } from "../sandbox/firecracker/base-layout.ts";
 import { execaRunner } from "../sandbox/firecracker/command-runner.ts";
 import { type FirecrackerDriverConfig, parseFirecrackerDriverConfig } from "../sandbox/firecracker/config.ts";
 import { spawnerFor } from "../sandbox/firecracker/create-driver.ts";
@@ -115,62 +110,25 @@ export async function localVmBase(
   const { accelerator } = localVmChoice(env);
   if (process.getuid?.() !== 0)
     throw new CliError("microVMs need root (jails, network namespaces, cgroups): run `faas start` as root");
-  let image: Awaited<ReturnType<typeof linuxGuestImage>>;
-  try {
-    image = await linuxGuestImage({ env });
-  } catch (err) {
-    if (err instanceof LinuxImageUnavailable)
-      throw new CliError(
-        `no Linux guest image on this machine: run \`npm run guest:linux\` first (${err.message})`,
-      );
-    throw err;
-  }
   const root = path.join(stateDir, "local-vm");
-  // QEMU is not chrooted: VM uids walk down from / to their jails and the base's files.
-  await mkdir(root, { recursive: true });
-  await chmod(root, 0o755);
   const rawConfig = localVmDriverConfig(stateDir, accelerator);
   const config = parseFirecrackerDriverConfig(rawConfig);
-  const configFile = path.join(root, "driver.json");
-  await writeFile(configFile, `${JSON.stringify(rawConfig, null, 2)}\n`);
-
-  const network = guestNetworkOf(config);
-  const kernelArgs = linuxKernelArgs(network);
-  const inputs: Record<string, string> = {
-    // The image keys are truncated hashes of every input of the kernel and the rootfs.
-    "linux-kernel": sha256Text(image.kernelKey),
-    "linux-rootfs": sha256Text(image.rootfsKey),
-    vmm: sha256Text(canonicalJson({ qemu: await qemuVersion(config), accelerator })),
-    "kernel-args": sha256Text(kernelArgs),
-    machine: sha256Text(
-      canonicalJson({ limits: config.limits, network: config.network, guestPort: config.guestPort }),
-    ),
-    "code-disk-bytes": sha256Text(String(CODE_DISK_BYTES)),
-    bake: await sha256Files(REPO, BAKE_SOURCES),
-  };
   const spawnVmm = spawnerFor(config);
-  const baked = await bakeBaseImage(
-    path.join(root, "bases"),
-    {
-      driver: "firecracker",
-      guest: "linux",
-      inputs,
-      kernelArgs,
+  let baked: Awaited<ReturnType<typeof bakeLocalLinuxBase>>;
+  try {
+    baked = await bakeLocalLinuxBase(path.join(root, "bases"), {
+      driverConfig: config,
       firecrackerVersion: QEMU_ADAPTER_API_VERSION,
-      network,
-      machine: { vcpus: config.limits.vcpus, memMiB: config.limits.memMiB },
-      async build(dir) {
-        await copyFile(image.kernel, path.join(dir, baseFiles.kernel.name));
-        await copyFile(image.rootfs, path.join(dir, baseFiles.rootDisk.name));
-        const empty = path.join(dir, ".empty");
-        await mkdir(empty);
-        await buildCodeDisk(empty, path.join(dir, baseFiles.codePlaceholder.name), {
-          format: "squashfs",
-          sizeBytes: CODE_DISK_BYTES,
-        });
-        await execa("rmdir", [empty]);
+      vmmInputs: {
+        vmm: sha256OfText(JSON.stringify({ qemu: await qemuVersion(config), accelerator })),
+        bake: await sha256OfFiles(BAKE_SOURCES),
+      },
+      codeDiskBytes: CODE_DISK_BYTES,
+      env,
+      log,
+      async snapshot(dir, kernelArgs) {
         log(
-          `bake: booting the Linux guest on QEMU (${accelerator}) to snapshot it; about 10 s on an idle host under TCG, longer on a busy one`,
+          `bake: booting the Linux guest on QEMU (${accelerator}) to snapshot it: about 10 s on an idle host under TCG, longer on a busy one`,
         );
         // The bake's own slots, closed before the agent builds its pool over the same prefixes.
         const slots = new NetworkSlotPool(config.network, execaRunner);
@@ -193,10 +151,32 @@ export async function localVmBase(
           await slots.close();
         }
       },
-    },
-    { log },
-  );
+    });
+  } catch (err) {
+    if (err instanceof LinuxImageUnavailable)
+      throw new CliError(
+        `no Linux guest image on this machine: run \`npm run guest:linux\` first (${err.message})`,
+      );
+    throw err;
+  }
+  // QEMU is not chrooted: VM uids walk down from / to their jails and the base's files.
+  await chmod(root, 0o755);
+  const configFile = path.join(root, "driver.json");
+  await writeFile(configFile, `${JSON.stringify(rawConfig, null, 2)}\n`);
   return { baseDir: baked.dir, configFile, version: baked.manifest.version, reused: baked.reused };
+}
+
+async function sha256OfFiles(files: readonly string[]): Promise<string> {
+  const entries: Record<string, string> = {};
+  for (const file of files)
+    entries[path.relative(REPO, file)] = createHash("sha256")
+      .update(await readFile(file))
+      .digest("hex");
+  return sha256OfText(JSON.stringify(Object.entries(entries).sort()));
+}
+
+function sha256OfText(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
 }
 
 /**
