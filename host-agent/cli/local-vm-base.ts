@@ -11,7 +11,7 @@
  *   <state dir>/local-vm/jails/             the VMs' jails
  */
 import { createHash } from "node:crypto";
-import { chmod, readFile, writeFile } from "node:fs/promises";
+import { chmod, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
@@ -158,6 +158,13 @@ export async function localVmBase(
         `no Linux guest image on this machine: run \`npm run guest:linux\` first (${err.message})`,
       );
     throw err;
+  }
+  // Only this agent restores from these bases, and only from the current one: earlier bakes (each the
+  // size of a rootfs plus the guest's memory) go.
+  for (const entry of await readdir(path.join(root, "bases"))) {
+    if (!/^[0-9a-f]{64}$/.test(entry) || entry === baked.manifest.version) continue;
+    await rm(path.join(root, "bases", entry), { recursive: true, force: true });
+    log(`bake: removed the earlier local base ${entry}`);
   }
   // QEMU is not chrooted: VM uids walk down from / to their jails and the base's files.
   await chmod(root, 0o755);

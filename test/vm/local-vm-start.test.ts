@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { readdir, readFile, rmdir } from "node:fs/promises";
+import { mkdir, readdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
@@ -75,6 +75,10 @@ describe("faas start on restored microVMs (QEMU/TCG, Linux guest)", function () 
 
   it("bakes, serves hello-world from a restored microVM with the base's version, and cleans up on SIGINT", async () => {
     const stateDir = join(dir!, "state");
+    // An earlier local bake: the new one replaces it.
+    const stale = join(stateDir, "local-vm", "bases", "e".repeat(64));
+    await mkdir(stale, { recursive: true });
+    await writeFile(join(stale, "memory"), "old");
     const [port, adminPort] = await freePorts(2);
     child = spawn(process.execPath, [join(REPO, "host-agent/cli/faas.js"), "start"], {
       cwd: REPO,
@@ -119,6 +123,11 @@ describe("faas start on restored microVMs (QEMU/TCG, Linux guest)", function () 
       [baseVersion, "firecracker", "linux"],
     );
     assert.ok((await qemusUnder(stateDir)).length > 0, "the warm pool runs QEMU microVMs");
+    assert.deepEqual(
+      await readdir(join(stateDir, "local-vm", "bases")),
+      [baseVersion],
+      "the earlier bake is gone",
+    );
 
     const res = await request(`${dataUrl}/hello-world`, { method: "POST", body: HELLO });
     const body = await res.body.text();
