@@ -11,6 +11,12 @@ export const REQUEST_ID_HEADER = "x-faas-request-id";
 export const TIMEOUT_HEADER = "x-faas-timeout-ms";
 /** Set by the runtime on every answer: the base version and runtime build that served it. */
 export const BASE_VERSION_HEADER = "x-faas-base-version";
+/**
+ * The base version a runtime names when it was not told one (`--base-version`): a microVM rootfs is
+ * built before the base version that hashes it exists, so the host that restored it names the version.
+ * (guest-images/runtime/main.ts spells it out: importing it there would change every rootfs key.)
+ */
+export const UNVERSIONED_BASE = "unversioned";
 
 /** POST /_faas/init: what a fresh (restored or started) instance must learn before it serves. */
 export interface InitRequest {

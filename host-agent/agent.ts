@@ -38,13 +38,18 @@ import { readReleaseRecords, writeReleaseRecords } from "./release/store.ts";
 import type { BaseImage, PreflightProblem, SandboxDriver } from "./sandbox/driver.ts";
 import { createFirecrackerDriver } from "./sandbox/firecracker/create-driver.ts";
 import type { FirecrackerLimits } from "./sandbox/firecracker/limits.ts";
+import { QEMU_ADAPTER_API_VERSION } from "./sandbox/firecracker/qemu-vmm.ts";
 import { ProcessDriver } from "./sandbox/process/driver.ts";
 
-/** `firecracker --version` of the binary the driver config names, for the base's version check. */
+/**
+ * `firecracker --version` of the binary the driver config names, for the base's version check; on
+ * the QEMU backend, the API release its adapter speaks (what a base baked on it records).
+ */
 async function firecrackerVersion(configFile: string | undefined): Promise<string> {
   const raw = configFile
-    ? (JSON.parse(await readFile(configFile, "utf8")) as { firecrackerPath?: string })
+    ? (JSON.parse(await readFile(configFile, "utf8")) as { firecrackerPath?: string; vmm?: string })
     : {};
+  if (raw.vmm === "qemu") return QEMU_ADAPTER_API_VERSION;
   const { stdout } = await execa(raw.firecrackerPath ?? "/usr/local/bin/firecracker", ["--version"]);
   return stdout.split("\n")[0] ?? "";
 }

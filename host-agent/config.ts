@@ -163,7 +163,7 @@ export class ConfigError extends Error {
 }
 
 /** FAAS_ variables the CLI reads: next to the agent's in a shell, they are not typos. */
-const CLI_VARIABLES = new Set(["FAAS_URL", "FAAS_ADMIN_URL"]);
+const CLI_VARIABLES = new Set(["FAAS_URL", "FAAS_ADMIN_URL", "FAAS_VMM", "FAAS_VMM_ACCELERATOR"]);
 
 /**
  * FAAS_ variables the agent does not know, each with the nearest name it does: a misspelt variable would

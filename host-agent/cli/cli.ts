@@ -32,7 +32,8 @@ const USAGE = `usage:
   faas release [<dir>|<release.json>]          roll the agent to a baked base folder or a release file
         [--canary <percent>] [--no-wait]       (no argument: show where the roll stands)
   faas rollback [--no-wait]                    abandon the roll in flight, or roll back to the previous base
-environment: FAAS_URL, FAAS_ADMIN_URL, FAAS_ADMIN_TOKEN, FAAS_STATE_DIR, PORT, ADMIN_PORT`;
+environment: FAAS_URL, FAAS_ADMIN_URL, FAAS_ADMIN_TOKEN, FAAS_STATE_DIR, PORT, ADMIN_PORT
+  FAAS_DRIVER=firecracker FAAS_VMM=qemu [FAAS_VMM_ACCELERATOR=tcg|kvm|auto] faas start: microVMs on QEMU, base baked here`;
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 
@@ -94,7 +95,20 @@ async function invoke(ep: Endpoints, args: string[]): Promise<number> {
 async function start(): Promise<number> {
   const { PreflightError, startAgent } = await import("../agent.ts");
   const { loadAgentSettings } = await import("../settings.ts");
-  const settings = await loadAgentSettings(process.env);
+  let env = process.env;
+  if (env.FAAS_DRIVER === "firecracker" && !env.FAAS_BASE_DIR && !env.FAAS_RELEASE_MANIFEST) {
+    // No base given: bake a local Linux base on the QEMU backend (or reuse the one baked before).
+    const { localVmBase, localVmPoolDefaults } = await import("./local-vm-base.ts");
+    const stateDir = path.resolve(env.FAAS_STATE_DIR ?? ".faas");
+    const local = await localVmBase(stateDir, env, (line) => console.log(`faas: ${line}`));
+    env = {
+      ...localVmPoolDefaults,
+      ...env,
+      FAAS_BASE_DIR: local.baseDir,
+      FAAS_FIRECRACKER_CONFIG: env.FAAS_FIRECRACKER_CONFIG ?? local.configFile,
+    };
+  }
+  const settings = await loadAgentSettings(env);
   for (const warning of settings.warnings) console.error(`faas: warning: ${warning}`);
   let agent: Awaited<ReturnType<typeof startAgent>>;
   try {

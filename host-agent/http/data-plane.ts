@@ -5,7 +5,12 @@
  */
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { REQUEST_ID_HEADER, TIMEOUT_HEADER } from "../../contracts/guest-protocol.ts";
+import {
+  BASE_VERSION_HEADER,
+  REQUEST_ID_HEADER,
+  TIMEOUT_HEADER,
+  UNVERSIONED_BASE,
+} from "../../contracts/guest-protocol.ts";
 import type { Clock } from "../clock.ts";
 import { ApiError } from "../errors.ts";
 import { ResponseTooLargeError } from "../guest/client.ts";
@@ -146,6 +151,11 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
     if (answer.status >= 500) outcome = "user_error";
     const out: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(answer.headers)) if (!HOP_BY_HOP.has(k)) out[k] = v;
+    // A microVM's runtime cannot know the base version its own rootfs is hashed into: the instance's base names it.
+    const stamped = out[BASE_VERSION_HEADER];
+    if (typeof stamped === "string" && stamped.startsWith(`${UNVERSIONED_BASE};`))
+      out[BASE_VERSION_HEADER] =
+        `${lease.instance.sandbox.base.version}${stamped.slice(UNVERSIONED_BASE.length)}`;
     out["content-length"] = String(answer.body.length);
     out[REQUEST_ID_HEADER] = requestId;
     res.writeHead(answer.status, out);

@@ -30,6 +30,7 @@ const KNOWN_CROSSINGS: readonly string[] = [
   "host-agent/agent.ts -> guest-images/process/bake.ts",
   "host-agent/cli/cli.ts -> guest-images/node/pinned-node.ts",
   "host-agent/cli/cli.ts -> guest-images/process/bake.ts",
+  "host-agent/cli/local-vm-base.ts -> guest-images/linux/local-base.ts",
   "host-agent/registry/code-disks.ts -> guest-images/bake/manifest.ts",
   "host-agent/registry/code-disks.ts -> guest-images/code-disk/build.ts",
   "host-agent/registry/code-disks.ts -> guest-images/code-disk/size.ts",

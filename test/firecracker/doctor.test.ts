@@ -134,6 +134,25 @@ describe("faas doctor", () => {
     );
   });
 
+  it("keeps the hybrid cgroup layout and a missing /dev/kvm fatal for Firecracker, not for QEMU on TCG", async () => {
+    const host = healthyHost();
+    host.files["/proc/mounts"] =
+      "cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\ncgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n";
+    host.files["/sys/fs/cgroup/unified/cgroup.controllers"] = "hugetlb\n";
+    host.charDevices = ["/dev/net/tun"];
+    host.executables["/usr/bin/qemu-system-x86_64"] = { version: "QEMU emulator version 7.2.22", sha256: "" };
+    const fatalOf = (report: Awaited<ReturnType<typeof runDoctor>>) =>
+      report.checks.filter((c) => !c.ok && c.fatal).map((c) => c.name);
+    assert.deepEqual(fatalOf(await runDoctor(depsFor(host))), ["kvm", "cgroup v2"]);
+    const tcg = await runDoctor(depsFor(host, { vmm: "qemu", accelerator: "tcg" }));
+    assert.deepEqual(failed(tcg), ["kvm", "cgroup v2"], "both still reported");
+    assert.deepEqual(fatalOf(tcg), [], "neither refuses a QEMU/TCG start");
+    assert.deepEqual(
+      (await firecrackerPreflight(depsFor(host, { vmm: "qemu", accelerator: "tcg" }))).filter((p) => p.fatal),
+      [],
+    );
+  });
+
   it("fails an old kernel, no tun device, ip_forward off, missing nft, and too little disk", async () => {
     const host = healthyHost();
     host.charDevices = ["/dev/kvm"];

@@ -313,6 +313,9 @@ function launchConfined(
   const child: ChildProcess = spawn(file, args, {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, SNAPFAAS_CGROUP_PROCS: procs.join(" ") },
+    // Its own process group: a terminal's Ctrl-C reaches only the agent, which stops its VMs in order
+    // (as the jailer's daemonized Firecracker is out of the terminal's reach).
+    detached: true,
   });
   let consoleTail = "";
   let stderrTail = "";

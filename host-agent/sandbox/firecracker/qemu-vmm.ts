@@ -20,6 +20,9 @@ import {
 } from "./qemu-argv.ts";
 import { QmpClient } from "./qemu-qmp.ts";
 
+/** The Firecracker API release this adapter speaks: what a base baked on it records as its Firecracker version. */
+export const QEMU_ADAPTER_API_VERSION = "1.16.1";
+
 export type AdapterVmState = "Not started" | "Running" | "Paused";
 
 /** A started QEMU, as the adapter sees it (the spawner starts it in the slot's netns, cgroup and uid). */
@@ -164,7 +167,7 @@ export class QemuVmm {
           json: { app_name: "snapfaas-qemu", id: this.options.id, state: this.state, vmm_version: "qemu" },
         };
       case "GET /version":
-        return { status: 200, json: { firecracker_version: "1.16.1" } };
+        return { status: 200, json: { firecracker_version: QEMU_ADAPTER_API_VERSION } };
       case "GET /machine-config":
         return { status: 200, json: { vcpu_count: this.machine.vcpus, mem_size_mib: this.machine.memMiB } };
       case "PUT /boot-source":

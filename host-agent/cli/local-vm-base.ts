@@ -1,0 +1,200 @@
+/**
+ * `faas start` with FAAS_DRIVER=firecracker and no FAAS_BASE_DIR: a Linux base baked on this machine
+ * on the QEMU backend (no Firecracker binary, no KVM needed), from the guest image `npm run guest:linux`
+ * caches. The bake is guest-images/linux/local-base.ts (the pipeline: manifest, one rename) around the driver's own
+ * (bakeBaseSnapshot: boot, health, pause, snapshot), keyed by a version over every input, so a restart
+ * reuses the base and a new kernel, rootfs, QEMU or driver source bakes a new one. The driver config it
+ * writes is the one the agent then runs with, so the bake and every restore share one network layout.
+ *
+ *   <state dir>/local-vm/driver.json        the driver config (vmm qemu)
+ *   <state dir>/local-vm/bases/<version>/   the baked base (manifest.json and the five base files)
+ *   <state dir>/local-vm/jails/             the VMs' jails
+ */
+import { createHash } from "node:crypto";
+import { chmod, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { execa } from "execa";
+import { bakeLocalLinuxBase, LinuxImageUnavailable } from "../../guest-images/linux/local-base.ts";
+import { bakeBaseSnapshot } from "../sandbox/firecracker/bake-snapshot.ts";
+import { execaRunner } from "../sandbox/firecracker/command-runner.ts";
+import { type FirecrackerDriverConfig, parseFirecrackerDriverConfig } from "../sandbox/firecracker/config.ts";
+import { spawnerFor } from "../sandbox/firecracker/create-driver.ts";
+import { IdRangeAllocator } from "../sandbox/firecracker/id-range.ts";
+import { NetworkSlotPool } from "../sandbox/firecracker/network-slots.ts";
+import { QEMU_ADAPTER_API_VERSION } from "../sandbox/firecracker/qemu-vmm.ts";
+import { CliError } from "./admin-client.ts";
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+/** Every code disk is this size (the placeholder's): QEMU cannot grow a drive under a restored guest. */
+const CODE_DISK_BYTES = 8 * 1024 * 1024;
+/** The driver's files that shape what the bake writes (boot, snapshot, the QEMU adapter and spawner). */
+const BAKE_SOURCES = [
+  "bake-snapshot.ts",
+  "jail-staging.ts",
+  "jailer-args.ts",
+  "vm-lifecycle.ts",
+  "qemu-vmm.ts",
+  "qemu-spawner.ts",
+  "qemu-argv.ts",
+].map((f) => path.join(REPO, "host-agent/sandbox/firecracker", f));
+const ACCELERATORS = ["tcg", "kvm", "auto"] as const;
+
+export interface LocalVmBase {
+  /** The baked, verified base folder (FAAS_BASE_DIR). */
+  readonly baseDir: string;
+  /** The driver config the agent runs with (FAAS_FIRECRACKER_CONFIG). */
+  readonly configFile: string;
+  readonly version: string;
+  readonly reused: boolean;
+}
+
+/** The driver config of the local microVM platform: QEMU, jails and cgroups of its own, a small pool. */
+export function localVmDriverConfig(
+  stateDir: string,
+  accelerator: (typeof ACCELERATORS)[number],
+): Record<string, unknown> {
+  return {
+    vmm: "qemu",
+    qemu: { accelerator },
+    chrootBase: path.join(stateDir, "local-vm", "jails"),
+    cgroupRoot: "/sys/fs/cgroup",
+    parentCgroup: "snapfaas-local",
+    // A TCG boot takes tens of seconds; a restore and the runtime's first answer several.
+    guestReadyTimeoutMs: 240_000,
+    apiSocketTimeoutMs: 10_000,
+    network: {
+      netnsPrefix: "sflocal",
+      vethPrefix: "sflv",
+      hostSubnetBase: "10.206.0.0",
+      poolSize: 4,
+      maxSlots: 16,
+    },
+  };
+}
+
+/** FAAS_VMM and FAAS_VMM_ACCELERATOR, checked: the local bake runs only on the QEMU backend. */
+export function localVmChoice(env: NodeJS.ProcessEnv): { accelerator: (typeof ACCELERATORS)[number] } {
+  const vmm = env.FAAS_VMM ?? "qemu";
+  if (vmm !== "qemu") {
+    throw new CliError(
+      vmm === "firecracker"
+        ? "FAAS_VMM=firecracker needs a base baked for Firecracker: set FAAS_BASE_DIR and FAAS_FIRECRACKER_CONFIG (a local bake runs only with FAAS_VMM=qemu)"
+        : `FAAS_VMM must be "qemu" or "firecracker", not "${vmm}"`,
+    );
+  }
+  // TCG by default: it runs anywhere, and KVM may be present but unable to run guests (check with `faas doctor`).
+  const accelerator = env.FAAS_VMM_ACCELERATOR ?? "tcg";
+  if (!(ACCELERATORS as readonly string[]).includes(accelerator))
+    throw new CliError(
+      `FAAS_VMM_ACCELERATOR must be one of ${ACCELERATORS.join(", ")}, not "${accelerator}"`,
+    );
+  return { accelerator: accelerator as (typeof ACCELERATORS)[number] };
+}
+
+async function qemuVersion(config: FirecrackerDriverConfig): Promise<string> {
+  const got = await execa(config.qemu.path, ["--version"], { reject: false });
+  if (got.exitCode !== 0)
+    throw new CliError(
+      `${config.qemu.path} does not run (${String(got.stderr || got.message).split("\n")[0]}): apt-get install qemu-system-x86`,
+    );
+  return got.stdout.split("\n")[0]?.trim() ?? "";
+}
+
+/** Bakes (or reuses) the local base and writes the driver config; progress goes to `log`. */
+export async function localVmBase(
+  stateDir: string,
+  env: NodeJS.ProcessEnv,
+  log: (line: string) => void,
+): Promise<LocalVmBase> {
+  const { accelerator } = localVmChoice(env);
+  if (process.getuid?.() !== 0)
+    throw new CliError("microVMs need root (jails, network namespaces, cgroups): run `faas start` as root");
+  const root = path.join(stateDir, "local-vm");
+  const rawConfig = localVmDriverConfig(stateDir, accelerator);
+  const config = parseFirecrackerDriverConfig(rawConfig);
+  const spawnVmm = spawnerFor(config);
+  let baked: Awaited<ReturnType<typeof bakeLocalLinuxBase>>;
+  try {
+    baked = await bakeLocalLinuxBase(path.join(root, "bases"), {
+      driverConfig: config,
+      firecrackerVersion: QEMU_ADAPTER_API_VERSION,
+      vmmInputs: {
+        vmm: sha256OfText(JSON.stringify({ qemu: await qemuVersion(config), accelerator })),
+        bake: await sha256OfFiles(BAKE_SOURCES),
+      },
+      codeDiskBytes: CODE_DISK_BYTES,
+      env,
+      log,
+      async snapshot(dir, kernelArgs) {
+        log(
+          `bake: booting the Linux guest on QEMU (${accelerator}) to snapshot it: about 10 s on an idle host under TCG, longer on a busy one`,
+        );
+        // The bake's own slots, closed before the agent builds its pool over the same prefixes.
+        const slots = new NetworkSlotPool(config.network, execaRunner);
+        await slots.reclaim();
+        try {
+          const result = await bakeBaseSnapshot(
+            {
+              id: "local-bake",
+              inputsDir: dir,
+              outDir: dir,
+              bootArgs: kernelArgs,
+              guestReadyTimeoutMs: 300_000,
+            },
+            { config, spawnVmm, slots, ids: new IdRangeAllocator(config.idRange.first, 1) },
+          );
+          log(
+            `bake: guest ready after ${(result.bootToReadyMs / 1000).toFixed(1)} s, snapshot in ${(result.snapshotMs / 1000).toFixed(1)} s`,
+          );
+        } finally {
+          await slots.close();
+        }
+      },
+    });
+  } catch (err) {
+    if (err instanceof LinuxImageUnavailable)
+      throw new CliError(
+        `no Linux guest image on this machine: run \`npm run guest:linux\` first (${err.message})`,
+      );
+    throw err;
+  }
+  // Only this agent restores from these bases, and only from the current one: earlier bakes (each the
+  // size of a rootfs plus the guest's memory) go.
+  for (const entry of await readdir(path.join(root, "bases"))) {
+    if (!/^[0-9a-f]{64}$/.test(entry) || entry === baked.manifest.version) continue;
+    await rm(path.join(root, "bases", entry), { recursive: true, force: true });
+    log(`bake: removed the earlier local base ${entry}`);
+  }
+  // QEMU is not chrooted: VM uids walk down from / to their jails and the base's files.
+  await chmod(root, 0o755);
+  const configFile = path.join(root, "driver.json");
+  await writeFile(configFile, `${JSON.stringify(rawConfig, null, 2)}\n`);
+  return { baseDir: baked.dir, configFile, version: baked.manifest.version, reused: baked.reused };
+}
+
+async function sha256OfFiles(files: readonly string[]): Promise<string> {
+  const entries: Record<string, string> = {};
+  for (const file of files)
+    entries[path.relative(REPO, file)] = createHash("sha256")
+      .update(await readFile(file))
+      .digest("hex");
+  return sha256OfText(JSON.stringify(Object.entries(entries).sort()));
+}
+
+function sha256OfText(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+/**
+ * Pool sizes for TCG, where every VM is an emulated CPU on this host's cores: one warm instance, a few
+ * at most, calls and warm-ups given minutes. The environment's own values win.
+ */
+export const localVmPoolDefaults: Readonly<Record<string, string>> = {
+  FAAS_POOL_GENERIC: "1",
+  FAAS_POOL_GENERIC_MAX: "2",
+  FAAS_POOL_MAX_INSTANCES: "3",
+  FAAS_POOL_MAX_STARTING: "1",
+  FAAS_CALL_TIMEOUT_MS: "120000",
+  FAAS_ROLL_WARMUP_TIMEOUT_MS: "600000",
+};

@@ -1,0 +1,149 @@
+/**
+ * The README's microVM quick start, run as written: `FAAS_DRIVER=firecracker FAAS_VMM=qemu faas start`
+ * as a child process bakes a Linux base on the QEMU backend (TCG) from the cached guest image, starts
+ * the agent on restored microVMs and deploys examples/*; hello-world answers through the data plane
+ * from a restored microVM, and SIGINT (Ctrl-C) leaves no QEMU, network namespace or jail behind.
+ * Needs root, qemu-system-x86_64 and the cached Linux image (`npm run guest:linux`).
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdir, readdir, readFile, rmdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { execa } from "execa";
+import { request } from "undici";
+import { LinuxImageUnavailable, linuxGuestImage } from "../../guest-images/linux/local-image.ts";
+import { localVmDriverConfig } from "../../host-agent/cli/local-vm-base.ts";
+import { makeTempDir, removeDir } from "../firecracker/helpers.ts";
+import { requireQemu } from "../firecracker/qemu-helpers.ts";
+import { freePorts } from "../helpers/child-agent.ts";
+
+const REPO = join(fileURLToPath(new URL(".", import.meta.url)), "../..");
+const HELLO = JSON.stringify({ jsonrpc: "2.0", method: "HelloWorldService.helloWorld", params: [], id: 1 });
+const network = localVmDriverConfig("/", "tcg").network as { netnsPrefix: string };
+const parentCgroup = localVmDriverConfig("/", "tcg").parentCgroup as string;
+
+async function localNetns(): Promise<string[]> {
+  const { stdout } = await execa("ip", ["netns", "list"]);
+  return stdout
+    .split("\n")
+    .map((l) => l.split(" ")[0] ?? "")
+    .filter((n) => n.startsWith(`${network.netnsPrefix}-`));
+}
+
+/** QEMU processes whose command line names this test's state dir (their jails live under it). */
+async function qemusUnder(stateDir: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = await readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "");
+    if (cmdline.startsWith("/usr/bin/qemu-system") && cmdline.includes(stateDir)) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+describe("faas start on restored microVMs (QEMU/TCG, Linux guest)", function () {
+  this.timeout(900_000);
+  let dir: string | undefined;
+  let child: ChildProcess | undefined;
+
+  before(async function () {
+    requireQemu(this, true);
+    try {
+      await linuxGuestImage();
+    } catch (err) {
+      if (!(err instanceof LinuxImageUnavailable)) throw err;
+      console.log(`      skipped: ${err.message}`);
+      this.skip();
+    }
+    if ((await localNetns()).length > 0) {
+      console.log(
+        `      skipped: another local microVM platform is running (netns ${network.netnsPrefix}-*)`,
+      );
+      this.skip();
+    }
+    dir = await makeTempDir("local-vm-start");
+    await execa("chmod", ["0755", dir]);
+  });
+
+  after(async () => {
+    if (child && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    for (const c of ["memory", "cpu", "pids"])
+      await rmdir(`/sys/fs/cgroup/${c}/${parentCgroup}`).catch(() => undefined);
+    await removeDir(dir);
+  });
+
+  it("bakes, serves hello-world from a restored microVM with the base's version, and cleans up on SIGINT", async () => {
+    const stateDir = join(dir!, "state");
+    // An earlier local bake: the new one replaces it.
+    const stale = join(stateDir, "local-vm", "bases", "e".repeat(64));
+    await mkdir(stale, { recursive: true });
+    await writeFile(join(stale, "memory"), "old");
+    const [port, adminPort] = await freePorts(2);
+    child = spawn(process.execPath, [join(REPO, "host-agent/cli/faas.js"), "start"], {
+      cwd: REPO,
+      env: {
+        ...process.env,
+        FAAS_DRIVER: "firecracker",
+        FAAS_VMM: "qemu",
+        FAAS_STATE_DIR: stateDir,
+        PORT: String(port),
+        ADMIN_PORT: String(adminPort),
+        FAAS_LOG_LEVEL: "warn",
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      output += d.toString();
+    });
+    child.stderr!.on("data", (d: Buffer) => {
+      output += d.toString();
+    });
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+      child!.once("exit", (code, signal) => resolve({ code, signal })),
+    );
+    const started = Date.now();
+    const running = /faas is running: data plane (\S+), admin API \S+ \(base ([0-9a-f]{64})\)/;
+    while (!running.test(output)) {
+      if (child.exitCode !== null) assert.fail(`faas start exited with ${child.exitCode}:\n${output}`);
+      if (Date.now() - started > 600_000) assert.fail(`faas start did not come up in 10 min:\n${output}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    console.log(
+      `      faas start (bake + agent + deploys) in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
+    const [, dataUrl, baseVersion] = running.exec(output)!;
+    assert.match(output, /deployed: .*hello-world/);
+    const manifest = JSON.parse(
+      await readFile(join(stateDir, "local-vm", "bases", baseVersion!, "manifest.json"), "utf8"),
+    ) as { version: string; driver: string; guest: string };
+    assert.deepEqual(
+      [manifest.version, manifest.driver, manifest.guest],
+      [baseVersion, "firecracker", "linux"],
+    );
+    assert.ok((await qemusUnder(stateDir)).length > 0, "the warm pool runs QEMU microVMs");
+    assert.deepEqual(
+      await readdir(join(stateDir, "local-vm", "bases")),
+      [baseVersion],
+      "the earlier bake is gone",
+    );
+
+    const res = await request(`${dataUrl}/hello-world`, { method: "POST", body: HELLO });
+    const body = await res.body.text();
+    assert.equal(res.statusCode, 200, body);
+    assert.deepEqual(JSON.parse(body), { jsonrpc: "2.0", result: "Hello world!", error: null, id: 1 });
+    assert.match(
+      String(res.headers["x-faas-base-version"]),
+      new RegExp(`^${baseVersion}; runtime=[0-9a-f]+$`),
+    );
+
+    child.kill("SIGINT");
+    const exit = await exited;
+    assert.deepEqual(exit, { code: 0, signal: null }, output);
+    assert.deepEqual(await qemusUnder(stateDir), [], "no QEMU is left");
+    assert.deepEqual(await localNetns(), [], "the driver's close removed its network namespaces");
+    const jails = join(stateDir, "local-vm", "jails", "firecracker");
+    assert.deepEqual(await readdir(jails).catch(() => []), [], "no jail is left");
+  });
+});
