@@ -22,9 +22,8 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { GetObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
+import { GetObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { execa } from "execa";
-import S3rver from "s3rver";
 import { parse as parseYaml } from "yaml";
 import { BUILDER_NODE } from "../../components/bake-script.ts";
 import { readStackFileConfig } from "../../components/config.ts";
@@ -35,6 +34,7 @@ import { FIRECRACKER_PIN } from "../../guest-images/bake/pins.ts";
 import { bakeImportGraph } from "../../guest-images/bake/sources.ts";
 import { verifyBaseImage } from "../../guest-images/bake/verify.ts";
 import { snapfaasCacheDir } from "../../guest-images/node/cache-dir.ts";
+import { startS3Server, type TestS3 } from "../helpers/s3-server.ts";
 import { findRegistered, promiseOf, settled, unwrapSecret, usePulumiMocks } from "../support/pulumi-mocks.ts";
 
 const REPO = join(import.meta.dirname, "..", "..");
@@ -110,8 +110,7 @@ describe("bake rehearsal: the stack's remote bake command, run here against loca
 
   const missing = missingTool();
   let scratch: string;
-  let server: S3rver | undefined;
-  let s3: S3Client | undefined;
+  let store: TestS3 | undefined;
 
   before(function () {
     if (missing) {
@@ -122,8 +121,7 @@ describe("bake rehearsal: the stack's remote bake command, run here against loca
   });
 
   after(async () => {
-    s3?.destroy();
-    await server?.close();
+    await store?.close();
     if (scratch) rmSync(scratch, { recursive: true, force: true });
   });
 
@@ -173,25 +171,8 @@ describe("bake rehearsal: the stack's remote bake command, run here against loca
     const nodeCache = snapfaasCacheDir();
     const firecracker = firecrackerMirror(join(scratch, "firecracker"));
 
-    const data = join(scratch, "s3");
-    mkdirSync(data);
-    server = new S3rver({
-      address: "127.0.0.1",
-      port: 0,
-      silent: true,
-      directory: data,
-      configureBuckets: [{ name: bucket }],
-    });
-    const { port } = await server.run();
-    const endpoint = `http://127.0.0.1:${port}`;
-    s3 = new S3Client({
-      endpoint,
-      region: "us-east-1",
-      forcePathStyle: true,
-      credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
-      requestChecksumCalculation: "WHEN_REQUIRED",
-      responseChecksumValidation: "WHEN_REQUIRED",
-    });
+    store = await startS3Server(bucket);
+    const { endpoint, client: s3 } = store;
 
     const cache = join(scratch, "cache");
     const env = (s3Endpoint: string): NodeJS.ProcessEnv => ({

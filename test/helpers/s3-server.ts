@@ -7,6 +7,8 @@ import S3rver from "s3rver";
 
 export interface TestS3 {
   readonly bucket: string;
+  /** The server's URL, for clients other than the SDK one (the aws CLI's --endpoint-url). */
+  readonly endpoint: string;
   readonly client: S3Client;
   put(key: string, body: string | Buffer): Promise<void>;
   close(): Promise<void>;
@@ -22,8 +24,9 @@ export async function startS3Server(bucket = "snapfaas-artifacts"): Promise<Test
     configureBuckets: [{ name: bucket }],
   });
   const address = await server.run();
+  const endpoint = `http://127.0.0.1:${address.port}`;
   const client = new S3Client({
-    endpoint: `http://127.0.0.1:${address.port}`,
+    endpoint,
     region: "us-east-1",
     forcePathStyle: true,
     credentials: { accessKeyId: "S3RVER", secretAccessKey: "S3RVER" },
@@ -33,6 +36,7 @@ export async function startS3Server(bucket = "snapfaas-artifacts"): Promise<Test
   });
   return {
     bucket,
+    endpoint,
     client,
     async put(key, body) {
       await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }));
