@@ -7,6 +7,7 @@ import { readFile } from "node:fs/promises";
 import { Readable } from "node:stream";
 import { Parser } from "tar";
 import yauzl from "yauzl";
+import type { BundleDescription } from "../contracts/registry-layout.ts";
 
 export interface BundleFile {
   readonly path: string;
@@ -15,14 +16,8 @@ export interface BundleFile {
   readonly text?: string;
 }
 
-export interface FunctionBundleInfo {
-  readonly codeHash: string;
-  readonly format: "tar.gz" | "zip";
-  readonly bundleBytes: number;
-  readonly unpackedBytes: number;
-  readonly fileCount: number;
-  readonly entry: string;
-}
+/** What the registry record says of a bundle (the registry contract's one definition). */
+export type FunctionBundleInfo = BundleDescription;
 
 export function bundleFormatOf(path: string): "tar.gz" | "zip" {
   if (path.endsWith(".tar.gz") || path.endsWith(".tgz")) return "tar.gz";

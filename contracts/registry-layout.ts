@@ -18,10 +18,8 @@ export const REGISTRY_PREFIX = /^([a-z0-9-]+\/)*$/;
 export const DEFAULT_REGISTRY_PREFIX = "functions/";
 export const SHA256_HEX = /^[0-9a-f]{64}$/;
 
-/** One deployed function, as persisted. */
-export interface FunctionRecord {
-  /** ^[a-z][a-z0-9-]{0,62}$ */
-  readonly name: string;
+/** What describes a bundle, as FaasFunction reads it from the archive and the record keeps it. */
+export interface BundleDescription {
   /** sha256 (hex) of the bundle bytes as uploaded: the code hash. */
   readonly codeHash: string;
   readonly format: "tar.gz" | "zip";
@@ -30,6 +28,12 @@ export interface FunctionRecord {
   readonly fileCount: number;
   /** Entry module, relative to the code root (from package.json `main`, else index.js / index.mjs). */
   readonly entry: string;
+}
+
+/** One deployed function, as persisted. */
+export interface FunctionRecord extends BundleDescription {
+  /** ^[a-z][a-z0-9-]{0,62}$ */
+  readonly name: string;
   /** ISO 8601. */
   readonly deployedAt: string;
   /** Monotonic per name: 1 for the first deploy. */
@@ -62,16 +66,6 @@ export function nameOfRecordKey(key: string, prefix = ""): string | undefined {
 /** The record's object body: what FaasFunction uploads and the agent parses. */
 export function recordBody(record: FunctionRecord): string {
   return JSON.stringify(record);
-}
-
-/** What describes a bundle, as FaasFunction reads it from the archive. */
-export interface BundleDescription {
-  readonly codeHash: string;
-  readonly format: "tar.gz" | "zip";
-  readonly bundleBytes: number;
-  readonly unpackedBytes: number;
-  readonly fileCount: number;
-  readonly entry: string;
 }
 
 /** The two objects one deploy writes: the bundle (first) and the record (second, the commit point). */
