@@ -2,6 +2,11 @@
 import { existsSync } from "node:fs";
 import { execa } from "execa";
 import type { Context } from "mocha";
+import {
+  type LinuxGuestImage,
+  LinuxImageUnavailable,
+  linuxGuestImage,
+} from "../../guest-images/linux/local-image.ts";
 import type { BodyValidator } from "../../host-agent/sandbox/firecracker/qemu-api-server.ts";
 import { findOnPath } from "../../host-agent/sandbox/process/preflight.ts";
 import { loadSpec, specPath } from "./spec-schemas.ts";
@@ -50,4 +55,18 @@ export async function makeTapNetns(name: string, uid: number): Promise<string> {
 
 export async function removeNetns(name: string): Promise<void> {
   await execa("ip", ["netns", "del", name], { reject: false });
+}
+
+/** The cached Linux guest image, or a one-line skip when this machine has none (`npm run guest:linux`). */
+export async function linuxImageOrSkip(
+  ctx: Context,
+  options?: Parameters<typeof linuxGuestImage>[0],
+): Promise<LinuxGuestImage> {
+  try {
+    return await linuxGuestImage(options);
+  } catch (err) {
+    if (!(err instanceof LinuxImageUnavailable)) throw err;
+    console.log(`      skipped: ${err.message}`);
+    ctx.skip();
+  }
 }

@@ -12,14 +12,14 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { guestNetworkOf } from "../../guest-images/bake/firecracker-plan.ts";
 import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
-import { LinuxImageUnavailable, linuxGuestImage } from "../../guest-images/linux/local-image.ts";
+import { linuxGuestImage } from "../../guest-images/linux/local-image.ts";
 import { linuxKernelArgs } from "../../guest-images/linux/recipe.ts";
 import { bundleFunctionInto } from "../../host-agent/cli/pack.ts";
 import { acceptance, answerProblem } from "../../host-agent/sandbox/firecracker/acceptance.ts";
 import { baseFiles } from "../../host-agent/sandbox/firecracker/base-layout.ts";
 import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
 import { makeTempDir, removeDir } from "../firecracker/helpers.ts";
-import { requireQemu } from "../firecracker/qemu-helpers.ts";
+import { linuxImageOrSkip, requireQemu } from "../firecracker/qemu-helpers.ts";
 
 const REPO = join(fileURLToPath(new URL(".", import.meta.url)), "../..");
 /** Placeholder and code disks share one size: QEMU cannot grow a drive under a restored guest. */
@@ -32,13 +32,7 @@ describe("the bake's acceptance gate, on QEMU/TCG with the Linux guest", functio
 
   before(async function () {
     requireQemu(this, true);
-    try {
-      await linuxGuestImage();
-    } catch (err) {
-      if (!(err instanceof LinuxImageUnavailable)) throw err;
-      console.log(`      skipped: ${err.message}`);
-      this.skip();
-    }
+    await linuxImageOrSkip(this);
     dir = await makeTempDir("acceptance-gate");
     // QEMU is not chrooted: the VM uids walk down to their jails.
     await chmod(dir, 0o755);

@@ -17,14 +17,11 @@ import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { LINUX_KERNEL_PIN } from "../../guest-images/bake/pins.ts";
 import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
-import {
-  type LinuxGuestImage,
-  LinuxImageUnavailable,
-  linuxGuestImage,
-} from "../../guest-images/linux/local-image.ts";
+import type { LinuxGuestImage } from "../../guest-images/linux/local-image.ts";
 import { GuestClient } from "../../host-agent/guest/client.ts";
 import { hostTscKhz } from "../../host-agent/sandbox/firecracker/host-tsc.ts";
 import { findOnPath } from "../../host-agent/sandbox/process/preflight.ts";
+import { linuxImageOrSkip } from "../firecracker/qemu-helpers.ts";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 /** The runtime's port in the guest (init.sh) and the guest's address (the recipe's ip= argument). */
@@ -82,14 +79,8 @@ describe("Linux guest image booted under QEMU/TCG (microvm)", function () {
       console.log("      skipped: qemu-system-x86_64 is not installed (apt-get install -y qemu-system-x86)");
       this.skip();
     }
-    try {
-      // The kernel must be cached (minutes to build); the rootfs follows the runtime's source (seconds).
-      image = await linuxGuestImage({ build: "rootfs" });
-    } catch (err) {
-      if (!(err instanceof LinuxImageUnavailable)) throw err;
-      console.log(`      skipped: ${err.message}`);
-      this.skip();
-    }
+    // The kernel must be cached (minutes to build); the rootfs follows the runtime's source (seconds).
+    image = await linuxImageOrSkip(this, { build: "rootfs" });
     dir = await mkdtemp(path.join(tmpdir(), "faas-linux-vm-"));
     const codeDisk = await buildProbeCodeDisk(dir);
     const port = await freePort();

@@ -12,10 +12,9 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
 import { request } from "undici";
-import { LinuxImageUnavailable, linuxGuestImage } from "../../guest-images/linux/local-image.ts";
 import { localVmDriverConfig } from "../../host-agent/cli/local-vm-base.ts";
 import { makeTempDir, removeDir } from "../firecracker/helpers.ts";
-import { requireQemu } from "../firecracker/qemu-helpers.ts";
+import { linuxImageOrSkip, requireQemu } from "../firecracker/qemu-helpers.ts";
 import { freePorts } from "../helpers/child-agent.ts";
 
 const REPO = join(fileURLToPath(new URL(".", import.meta.url)), "../..");
@@ -49,13 +48,7 @@ describe("faas start on restored microVMs (QEMU/TCG, Linux guest)", function () 
 
   before(async function () {
     requireQemu(this, true);
-    try {
-      await linuxGuestImage();
-    } catch (err) {
-      if (!(err instanceof LinuxImageUnavailable)) throw err;
-      console.log(`      skipped: ${err.message}`);
-      this.skip();
-    }
+    await linuxImageOrSkip(this);
     if ((await localNetns()).length > 0) {
       console.log(
         `      skipped: another local microVM platform is running (netns ${network.netnsPrefix}-*)`,

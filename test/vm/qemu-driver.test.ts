@@ -15,11 +15,7 @@ import { build } from "esbuild";
 import { execa } from "execa";
 import { guestNetworkOf } from "../../guest-images/bake/firecracker-plan.ts";
 import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
-import {
-  type LinuxGuestImage,
-  LinuxImageUnavailable,
-  linuxGuestImage,
-} from "../../guest-images/linux/local-image.ts";
+import type { LinuxGuestImage } from "../../guest-images/linux/local-image.ts";
 import { linuxKernelArgs } from "../../guest-images/linux/recipe.ts";
 import { GuestClient } from "../../host-agent/guest/client.ts";
 import { bakeBaseSnapshot } from "../../host-agent/sandbox/firecracker/bake-snapshot.ts";
@@ -36,7 +32,7 @@ import { NetworkSlotPool } from "../../host-agent/sandbox/firecracker/network-sl
 import { qemuSpawner } from "../../host-agent/sandbox/firecracker/qemu-spawner.ts";
 import type { SpawnVmm, VmmProcess } from "../../host-agent/sandbox/firecracker/vmm-process.ts";
 import { makeTempDir, removeDir } from "../firecracker/helpers.ts";
-import { requireQemu, specValidator } from "../firecracker/qemu-helpers.ts";
+import { linuxImageOrSkip, requireQemu, specValidator } from "../firecracker/qemu-helpers.ts";
 
 const REPO = join(fileURLToPath(new URL(".", import.meta.url)), "../..");
 const MiB = 1024 * 1024;
@@ -56,13 +52,7 @@ describe("FirecrackerDriver on QEMU/TCG with the Linux guest: bake, two clones, 
 
   before(async function () {
     const qemuPath = requireQemu(this, true);
-    try {
-      image = await linuxGuestImage();
-    } catch (err) {
-      if (!(err instanceof LinuxImageUnavailable)) throw err;
-      console.log(`      skipped: ${err.message}`);
-      this.skip();
-    }
+    image = await linuxImageOrSkip(this);
     dir = await makeTempDir("qemu-driver");
     // QEMU is not chrooted: the VM uids walk down to their jails (as under /srv/jailer).
     await chmod(dir, 0o755);
