@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import {
@@ -27,6 +27,7 @@ import {
   withManifestDefaults,
 } from "../../host-agent/release/host-manifest.ts";
 import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
+import { shippedAwsStacks } from "../helpers/aws-stacks.ts";
 
 const STACKS_DIR = join(import.meta.dirname, "..", "..", "stacks");
 
@@ -101,18 +102,7 @@ function hostFiles(config: AwsStackConfig, baseImageVersion: string) {
   };
 }
 
-const stacks = readdirSync(STACKS_DIR)
-  .filter((f) => /^Pulumi\.[\w-]+\.yaml$/.test(f))
-  .map((file) => {
-    const { values, secureKeys } = readStackFileConfig(
-      parseYaml(readFileSync(join(STACKS_DIR, file), "utf8")),
-    );
-    // The operator's secrets (the bake's SSH key) do not reach a host: any value stands in for them.
-    const secrets: Record<string, string> = { "snapfaas:bakeSshPrivateKey": "fixture" };
-    for (const key of secureKeys) secrets[key] = "fixture";
-    return { file, config: parseStackConfig({ ...secrets, ...values }) };
-  })
-  .flatMap((s) => (isAwsStack(s.config) ? [{ file: s.file, config: s.config }] : []));
+const stacks = shippedAwsStacks();
 
 describe("what an AWS host hands the agent", () => {
   it("covers the AWS stacks", () => {

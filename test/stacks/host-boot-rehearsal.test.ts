@@ -19,15 +19,13 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, statfsSync } from "node:fs";
+import { existsSync, readFileSync, statfsSync } from "node:fs";
 import { appendFile, chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parse as parseYaml } from "yaml";
 import { bundleNodeEntry, bundleObjectKey } from "../../components/bundle.ts";
-import { isAwsStack, parseStackConfig, readStackFileConfig } from "../../components/config.ts";
 import { HOST_NODE } from "../../components/host-node.ts";
 import { fleetHostUserDataInput } from "../../components/kvm-host-fleet.ts";
 import { buildReleaseManifest } from "../../components/release-manifest.ts";
@@ -41,29 +39,18 @@ import { bakeBaseImage } from "../../guest-images/bake/pipeline.ts";
 import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
 import { CODE_DISK_SIZE_BYTES } from "../../guest-images/code-disk/size.ts";
 import { sha256Text } from "../../guest-images/hash.ts";
+import { shippedAwsStacks } from "../helpers/aws-stacks.ts";
 import { type StandInWorld, ssmParameterFile, standInEnv, writeStandIns } from "../helpers/boot-stand-ins.ts";
 import { freePorts } from "../helpers/child-agent.ts";
 import { FakeImds } from "../helpers/fake-imds.ts";
 import { isRoot } from "../helpers/host.ts";
 
 const REPO = join(import.meta.dirname, "..", "..");
-const STACKS_DIR = join(REPO, "stacks");
+const _STACKS_DIR = join(REPO, "stacks");
 /** The controllers the doctor requires, as an AL2023 host lists them. */
 const AL2023_CONTROLLERS = "cpuset cpu io memory hugetlb pids rdma misc\n";
 
-const stacks = readdirSync(STACKS_DIR)
-  .filter((f) => /^Pulumi\.[\w-]+\.yaml$/.test(f))
-  .map((file) => {
-    const { values, secureKeys } = readStackFileConfig(
-      parseYaml(readFileSync(join(STACKS_DIR, file), "utf8")),
-    );
-    const secrets: Record<string, string> = { "snapfaas:bakeSshPrivateKey": "fixture" };
-    for (const key of secureKeys) secrets[key] = "fixture";
-    const config = parseStackConfig({ ...secrets, ...values });
-    const stack = /^Pulumi\.([\w-]+)\.yaml$/.exec(file)![1]!;
-    return { file, stack, region: values["aws:region"] ?? "us-east-1", config };
-  })
-  .flatMap((s) => (isAwsStack(s.config) ? [{ ...s, config: s.config }] : []));
+const stacks = shippedAwsStacks();
 
 /** What keeps this rehearsal from running here, or undefined. */
 function missing(): string | undefined {
