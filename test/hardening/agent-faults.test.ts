@@ -35,6 +35,21 @@ function processesMentioning(needle: string): number[] {
   return found;
 }
 
+/**
+ * Whether `pid` still runs. A killed jail stays in /proc as a zombie until its new parent (pid 1 once
+ * the agent is gone) reaps it, and some container inits take seconds to; a zombie holds no memory,
+ * namespace or file, so it counts as gone.
+ */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
 /** Instance cgroups (v1 pids hierarchy, or v2) of the agent whose state dir is `stateDir`. */
 function instanceCgroups(stateDir: string): string[] {
   const mode = detectCgroups();
@@ -163,7 +178,7 @@ describe("hardening: agent faults", function () {
       for (const p of [tornRecord, tornBundle, staging, uncommitted])
         assert.ok(!existsSync(p), `${p} removed`);
       for (const pid of [...jailsBefore, ...survivors]) {
-        assert.ok(!existsSync(`/proc/${pid}`), `jail process ${pid} of the crashed agent is gone`);
+        assert.ok(!running(pid), `jail process ${pid} of the crashed agent is gone`);
       }
       assert.match(agent.output(), /reclaimed what a previous agent left behind/);
     });
