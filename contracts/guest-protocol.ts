@@ -9,6 +9,25 @@ export const CONTROL_PREFIX = "/_faas/";
 export const REQUEST_ID_HEADER = "x-faas-request-id";
 /** Milliseconds the call may still take (a relative budget: a restored guest's clock cannot be trusted). */
 export const TIMEOUT_HEADER = "x-faas-timeout-ms";
+/**
+ * The client's address as the host resolved it: its peer, or the client a proxy the host trusts named
+ * (FAAS_TRUSTED_PROXIES). Handlers see it as requestContext.http.sourceIp; the host drops any x-faas-
+ * header a client sends, so a caller cannot claim an address with it.
+ */
+export const SOURCE_IP_HEADER = "x-faas-source-ip";
+/**
+ * Headers of one connection, not of the message (RFC 9110 section 7.6.1): the host never forwards a
+ * client's, and the runtime hides those of the host's own connection from the function.
+ */
+export const CONNECTION_HEADERS: readonly string[] = [
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+];
 /** Set by the runtime on every answer: the base version and runtime build that served it. */
 export const BASE_VERSION_HEADER = "x-faas-base-version";
 /**

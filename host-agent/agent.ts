@@ -20,6 +20,7 @@ import { GuestClient } from "./guest/client.ts";
 import { resolveAdminToken } from "./http/auth.ts";
 import { createControlPlane } from "./http/control-plane.ts";
 import { createDataPlane } from "./http/data-plane.ts";
+import { TrustedProxies } from "./http/forward-headers.ts";
 import { ServingState } from "./http/serving-state.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { FunctionLogs } from "./logs/function-logs.ts";
@@ -268,6 +269,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     maxBodyBytes: config.maxBodyBytes,
     timeouts: { headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs },
     serving,
+    trustedProxies: TrustedProxies.parse(config.trustedProxies),
   });
   const admin = createControlPlane({
     registry,

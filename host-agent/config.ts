@@ -3,6 +3,7 @@ import { z } from "zod";
 import { REGISTRY_PREFIX } from "../contracts/registry-layout.ts";
 import { describeZodIssues } from "../contracts/zod-errors.ts";
 import { DEFAULT_IMDS_URL } from "./aws/imds.ts";
+import { TrustedProxies } from "./http/forward-headers.ts";
 import type { PoolConfig } from "./pool/pool.ts";
 
 const MiB = 1024 * 1024;
@@ -36,6 +37,24 @@ export const agentEnvSchema = z.object({
     )
     .default(""),
   FAAS_REGISTRY_POLL_MS: int(0, 3_600_000, 5000),
+  // Comma-separated CIDRs of the proxies in front of the data plane (an AWS stack's load balancer):
+  // only these are believed when they name the client in X-Forwarded-For.
+  FAAS_TRUSTED_PROXIES: z
+    .string()
+    .default("")
+    .transform((v, ctx) => {
+      const cidrs = v
+        .split(",")
+        .map((c) => c.trim())
+        .filter(Boolean);
+      try {
+        TrustedProxies.parse(cidrs);
+      } catch (err) {
+        ctx.addIssue({ code: "custom", message: (err as Error).message });
+        return z.NEVER;
+      }
+      return cidrs;
+    }),
   FAAS_HEALTH_START_FAILURES: int(1, 1000, 3),
   FAAS_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   FAAS_POOL_GENERIC: int(0, 1000, 2),
@@ -112,6 +131,11 @@ export interface AgentConfig {
     | { readonly kind: "s3"; readonly bucket: string; readonly prefix: string };
   /** How often an S3 registry is re-read for functions deployed elsewhere (0: only at start). */
   readonly registryPollMs: number;
+  /**
+   * CIDRs of the proxies in front of the data plane whose X-Forwarded-For names the client (empty: the
+   * peer is the client, whatever it claims).
+   */
+  readonly trustedProxies: readonly string[];
   /** /healthz fails after this many instance starts in a row have failed (until one succeeds). */
   readonly healthStartFailures: number;
   readonly logLevel: AgentEnv["FAAS_LOG_LEVEL"];
@@ -248,6 +272,7 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
         ? { kind: "s3", bucket: e.FAAS_REGISTRY_BUCKET!, prefix: e.FAAS_REGISTRY_PREFIX }
         : { kind: "local" },
     registryPollMs: e.FAAS_REGISTRY_POLL_MS,
+    trustedProxies: e.FAAS_TRUSTED_PROXIES,
     healthStartFailures: e.FAAS_HEALTH_START_FAILURES,
     logLevel: e.FAAS_LOG_LEVEL,
     pool: {

@@ -5,12 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import {
-  BASE_VERSION_HEADER,
-  REQUEST_ID_HEADER,
-  TIMEOUT_HEADER,
-  UNVERSIONED_BASE,
-} from "../../contracts/guest-protocol.ts";
+import { BASE_VERSION_HEADER, REQUEST_ID_HEADER, UNVERSIONED_BASE } from "../../contracts/guest-protocol.ts";
 import type { Clock } from "../clock.ts";
 import { ApiError } from "../errors.ts";
 import { ResponseTooLargeError } from "../guest/client.ts";
@@ -20,6 +15,7 @@ import type { InstanceSource } from "../pool/instance-source.ts";
 import { FunctionLoadError, type Lease, PoolBusyError } from "../pool/pool.ts";
 import type { Registry } from "../registry/registry.ts";
 import { exitSoon, SandboxStartError } from "../sandbox/driver.ts";
+import { forwardHeaders, TrustedProxies } from "./forward-headers.ts";
 import {
   applyRequestTimeouts,
   checkingInterval,
@@ -43,6 +39,8 @@ export interface DataPlaneDeps {
   readonly timeouts: RequestTimeouts;
   /** Calls in flight, and what /healthz answers (503 while draining or while instances cannot start). */
   readonly serving: ServingState;
+  /** Proxies whose X-Forwarded-For names the client (FAAS_TRUSTED_PROXIES); none unless given. */
+  readonly trustedProxies?: TrustedProxies;
 }
 
 type Outcome = "ok" | "user_error" | "timeout" | "crashed" | "rejected" | "not_found" | "bad_request";
@@ -104,14 +102,15 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
       },
       deadline,
     );
-    const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(req.headers)) {
-      if (v === undefined || HOP_BY_HOP.has(k) || k.startsWith("x-faas-")) continue;
-      headers[k] = Array.isArray(v) ? v.join(", ") : v;
-    }
     const remaining = deadline - deps.clock.now();
-    headers[REQUEST_ID_HEADER] = requestId;
-    headers[TIMEOUT_HEADER] = String(Math.max(0, remaining));
+    const headers = forwardHeaders({
+      rawHeaders: req.rawHeaders,
+      peerAddress: req.socket.remoteAddress,
+      localPort: req.socket.localPort,
+      trustedProxies: deps.trustedProxies ?? TrustedProxies.none,
+      requestId,
+      timeoutMs: remaining,
+    });
     const abort = new AbortController();
     const timer = deps.clock.setTimeout(() => abort.abort(), Math.max(0, remaining));
     let answer: Awaited<ReturnType<typeof lease.instance.client.forward>>;
