@@ -23,7 +23,7 @@ import {
 import { type CallContext, installConsoleCapture } from "./console-capture.ts";
 import type { ConsoleQueue } from "./console-queue.ts";
 import { type AnyClass, dispatchRpc, exportedClasses, isAnswer, parseRpcBody, rpcError } from "./jsonrpc.ts";
-import { buildHttpEvent, resultToAnswer } from "./lambda.ts";
+import { buildHttpEvent, INTERNAL_ERROR, invokeErrorLine, resultToAnswer } from "./lambda.ts";
 import { importModule, LoadError, resolveEntry } from "./loader.ts";
 import type { CreateRequireFn } from "./require-type.ts";
 import { type CachingCrypto, drainCryptoCaches, reseedMathRandom } from "./reseed.ts";
@@ -360,21 +360,14 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
         return;
       }
       const started = deps.now();
-      const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(req.headers)) {
-        if (v === undefined || k === REQUEST_ID_HEADER || k === TIMEOUT_HEADER) continue;
-        headers[k] = Array.isArray(v) ? v.join(",") : v;
-      }
       const event = buildHttpEvent({
         method: req.method ?? "GET",
         path: fullPath.slice(prefix.length) || "/",
         rawQueryString: q === -1 ? "" : url.slice(q + 1),
-        headers,
+        rawHeaders: req.rawHeaders,
         body,
         requestId: rid,
-        sourceIp: String(req.headers["x-forwarded-for"] ?? "127.0.0.1")
-          .split(",")[0]!
-          .trim(),
+        peerAddress: req.socket.remoteAddress ?? "127.0.0.1",
         functionName: fn.name,
         nowMs: now(),
       });
@@ -397,7 +390,12 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
                 ),
               )
             : await handler(event, context);
-        const answer = resultToAnswer(result);
+        let answer = INTERNAL_ERROR;
+        try {
+          answer = resultToAnswer(result, prefix);
+        } catch (err) {
+          console.error(`Invalid response: ${(err as Error).message}`);
+        }
         // The header is the runtime's: a handler's own copy of it would hide waiting lines from the host.
         const headers = Object.fromEntries(
           Object.entries(answer.headers).filter(([k]) => k.toLowerCase() !== CONSOLE_PENDING_HEADER),
@@ -406,10 +404,14 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
         res.writeHead(answer.status, { ...headers, "content-length": answer.body.length });
         res.end(answer.body);
       } catch (err) {
-        const message = err instanceof Error ? err.message : String(err);
-        console.error(`handler failed: ${err instanceof Error ? (err.stack ?? message) : message}`);
+        // As on AWS: the client learns only that the call failed; the error goes to the function's logs.
+        console.error(invokeErrorLine(err));
         markConsole(res);
-        sendJson(res, 500, { message: "Internal Server Error", error: message, requestId: rid });
+        res.writeHead(INTERNAL_ERROR.status, {
+          ...INTERNAL_ERROR.headers,
+          "content-length": INTERNAL_ERROR.body.length,
+        });
+        res.end(INTERNAL_ERROR.body);
       }
     });
   }
