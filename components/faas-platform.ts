@@ -199,6 +199,10 @@ export class FaasPlatform extends pulumi.ComponentResource {
         subnetIds: network.privateSubnetIds,
         securityGroupIds: [network.hostSecurityGroupId],
         targetGroupArns: [gateway.targetGroupArn],
+        // An ALB names the client in X-Forwarded-For; only it reaches the data port (the host group
+        // admits the load balancer's group), so its VPC range is trusted. An NLB keeps the client's
+        // own address as the agent's peer: nothing to trust.
+        ...((args.gatewayKind ?? "alb") === "alb" ? { trustedProxyCidrs: [network.vpcCidr] } : {}),
         bucketName: artifacts.bucketName,
         bucketArn: artifacts.bucketArn,
         registryPrefix: REGISTRY_PREFIX,

@@ -1,5 +1,6 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import { addressRangeProblem } from "../contracts/address-range.ts";
 import { DEFAULT_REGISTRY_PREFIX, REGISTRY_PREFIX } from "../contracts/registry-layout.ts";
 import { assumeRolePolicy } from "./assume-role.ts";
 import { checkKvmInstanceType } from "./instance-types.ts";
@@ -34,6 +35,11 @@ export interface KvmHostFleetArgs {
   releaseParameterVersion?: pulumi.Input<number>;
   /** "vpc": the agent's admin API listens beyond loopback (the host security group admits the VPC). */
   adminAccess?: "vpc" | "none";
+  /**
+   * Proxies in front of the agents whose X-Forwarded-For names the client (an ALB: the VPC's range, as
+   * only the load balancer reaches the data port). Default none: the agent's peer is the client.
+   */
+  trustedProxyCidrs?: pulumi.Input<pulumi.Input<string>[]>;
   firecrackerVersion: pulumi.Input<string>;
   firecrackerTarballSha256?: pulumi.Input<string>;
   minHosts: pulumi.Input<number>;
@@ -92,6 +98,7 @@ export class KvmHostFleet extends pulumi.ComponentResource {
           args.firecrackerVersion,
           args.firecrackerTarballSha256,
           args.releaseParameterName,
+          args.trustedProxyCidrs ?? [],
         ]),
         pulumi.all([
           args.releaseParameterVersion,
@@ -103,7 +110,7 @@ export class KvmHostFleet extends pulumi.ComponentResource {
       ])
       .apply(
         ([
-          [region, firecrackerVersion, sha256, parameterName],
+          [region, firecrackerVersion, sha256, parameterName, trustedProxyCidrs],
           [parameterVersion, releaseVersion, bucketName, maxVmsPerHost, drainTimeoutSeconds],
         ]) => ({
           region,
@@ -115,6 +122,7 @@ export class KvmHostFleet extends pulumi.ComponentResource {
           bucketName,
           maxVmsPerHost,
           drainTimeoutSeconds,
+          trustedProxyCidrs,
         }),
       )
       .apply((v) =>
@@ -133,6 +141,7 @@ export class KvmHostFleet extends pulumi.ComponentResource {
               drainTimeoutSeconds: v.drainTimeoutSeconds,
               lifecycleHookName: this.drainHookName,
               adminAccess: args.adminAccess ?? "none",
+              trustedProxyCidrs: v.trustedProxyCidrs,
             }),
           ),
         ).toString("base64"),
@@ -329,6 +338,7 @@ export interface FleetUserDataValues {
   readonly drainTimeoutSeconds: number;
   readonly lifecycleHookName: string;
   readonly adminAccess: "vpc" | "none";
+  readonly trustedProxyCidrs?: readonly string[];
 }
 
 /** The boot script's input for one fleet host: pure, so the rehearsal renders exactly what hosts get. */
@@ -356,12 +366,21 @@ export function fleetHostUserDataInput(values: FleetUserDataValues): HostUserDat
     drainTimeoutSeconds: values.drainTimeoutSeconds,
     metricNamespace: METRIC_NAMESPACE,
     adminAccess: values.adminAccess,
+    ...(values.trustedProxyCidrs && values.trustedProxyCidrs.length > 0
+      ? { trustedProxyCidrs: values.trustedProxyCidrs }
+      : {}),
   };
 }
 
 function validateFleetArgs(args: KvmHostFleetArgs): void {
   const errors: pulumi.InputPropertyErrorDetails[] = [];
   const check = checkKvmInstanceType(args.instanceType, args.nestedVirtualization ?? false);
+  if (Array.isArray(args.trustedProxyCidrs)) {
+    args.trustedProxyCidrs.forEach((cidr, i) => {
+      const problem = typeof cidr === "string" ? addressRangeProblem(cidr) : undefined;
+      if (problem) errors.push({ propertyPath: `trustedProxyCidrs[${i}]`, reason: problem });
+    });
+  }
   if (!check.ok) errors.push({ propertyPath: "instanceType", reason: check.reason });
   const { minHosts, maxHosts, desiredHosts } = args;
   if (typeof minHosts === "number" && typeof maxHosts === "number" && minHosts > maxHosts) {

@@ -40,6 +40,11 @@ export interface HostUserDataInput {
   readonly releaseParameterVersion?: number;
   /** "vpc": the admin API listens on every interface (the security group admits the VPC only). */
   readonly adminAccess?: "vpc" | "none";
+  /**
+   * CIDRs of the proxies in front of the data port whose X-Forwarded-For names the client (the ALB's
+   * subnets); none: the agent's peer is the client.
+   */
+  readonly trustedProxyCidrs?: readonly string[];
 }
 
 /**
@@ -307,6 +312,9 @@ export function renderHostUserData(input: HostUserDataInput): string {
     "HOST=0.0.0.0",
     ...(input.adminAccess === "vpc" ? ["ADMIN_HOST=0.0.0.0"] : []),
     `PORT=${safe("dataPort", input.dataPort)}`,
+    ...(input.trustedProxyCidrs && input.trustedProxyCidrs.length > 0
+      ? [`FAAS_TRUSTED_PROXIES=${safe("trustedProxyCidrs", input.trustedProxyCidrs.join(","))}`]
+      : []),
     `ADMIN_PORT=${safe("adminPort", input.adminPort)}`,
     `FAAS_LIFECYCLE_HOOK=${safe("lifecycleHookName", input.lifecycleHookName)}`,
     `FAAS_DRAIN_TIMEOUT_MS=${safe("drainTimeoutSeconds", agentDrainTimeoutMs(input.drainTimeoutSeconds))}`,

@@ -10,6 +10,7 @@
  * appended to, so a caller can put anything in it and still be seen from where it really is.
  */
 import { BlockList, isIP } from "node:net";
+import { addressRangeProblem, parseAddressRange } from "../../contracts/address-range.ts";
 import {
   CONNECTION_HEADERS,
   REQUEST_ID_HEADER,
@@ -27,8 +28,9 @@ export class TrustedProxies {
   private readonly list = new BlockList();
   private constructor(readonly cidrs: readonly string[]) {
     for (const cidr of cidrs) {
-      const { address, prefix, family } = parseCidr(cidr);
-      this.list.addSubnet(address, prefix, family);
+      const range = parseAddressRange(cidr);
+      if (!range) throw new TrustedProxyError(`trusted proxy ${addressRangeProblem(cidr)}`);
+      this.list.addSubnet(range.address, range.prefix, range.family);
     }
   }
 
@@ -44,19 +46,6 @@ export class TrustedProxies {
     if (family === 0 || this.cidrs.length === 0) return false;
     return this.list.check(address, family === 4 ? "ipv4" : "ipv6");
   }
-}
-
-function parseCidr(cidr: string): { address: string; prefix: number; family: "ipv4" | "ipv6" } {
-  const [address = "", bits, extra] = cidr.split("/");
-  const family = isIP(address);
-  const max = family === 4 ? 32 : 128;
-  const prefix = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : Number.NaN;
-  if (family === 0 || extra !== undefined || !(prefix >= 0 && prefix <= max)) {
-    throw new TrustedProxyError(
-      `trusted proxy ${JSON.stringify(cidr)} is not an address range: give IPv4 or IPv6 CIDRs such as 10.0.0.0/16 or fd00::/8 (a bare address means just that address)`,
-    );
-  }
-  return { address, prefix, family: family === 4 ? "ipv4" : "ipv6" };
 }
 
 /** "::ffff:10.0.0.1", as a dual-stack socket names an IPv4 peer, is 10.0.0.1. */

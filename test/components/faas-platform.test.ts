@@ -70,6 +70,11 @@ describe("FaasPlatform", () => {
       "faas-fleet-launch-template",
     ).inputs;
     assert.equal(template.imageId, "ami-0123456789abcdef0", "AMI from the Amazon Linux 2023 SSM parameter");
+    // Behind the ALB the agents believe the X-Forwarded-For of the VPC's range (only the LB reaches them).
+    assert.match(
+      Buffer.from(template.userData as string, "base64").toString("utf8"),
+      /\nFAAS_TRUSTED_PROXIES=10\.40\.0\.0\/16\n/,
+    );
     assert.deepEqual(template.vpcSecurityGroupIds, ["faas-network-host-sg-id"]);
     const group = findRegistered("aws:autoscaling/group:Group", "faas-fleet-group").inputs;
     assert.deepEqual(group.targetGroupArns, [

@@ -109,7 +109,7 @@ describe("KvmHostFleet", () => {
     assert.ok(scriptOf().includes("\nADMIN_HOST=0.0.0.0\n"));
   });
 
-  it("keeps the admin API on loopback by default", async () => {
+  it("keeps the admin API on loopback and trusts no proxy by default", async () => {
     await build();
     const script = Buffer.from(
       findRegistered("aws:ec2/launchTemplate:LaunchTemplate", "fleet-launch-template").inputs
@@ -117,6 +117,29 @@ describe("KvmHostFleet", () => {
       "base64",
     ).toString("utf8");
     assert.ok(!script.includes("ADMIN_HOST"));
+    assert.ok(!script.includes("FAAS_TRUSTED_PROXIES"));
+  });
+
+  it("hands the agents the proxies it trusts, and refuses one that is no address range, naming it", async () => {
+    await build({ trustedProxyCidrs: [pulumi.output("10.40.0.0/16"), "fd00::/8"] });
+    const script = Buffer.from(
+      findRegistered("aws:ec2/launchTemplate:LaunchTemplate", "fleet-launch-template").inputs
+        .userData as string,
+      "base64",
+    ).toString("utf8");
+    assert.ok(script.includes("\nFAAS_TRUSTED_PROXIES=10.40.0.0/16,fd00::/8\n"));
+    assert.throws(
+      () => new KvmHostFleet("bad", { ...args, trustedProxyCidrs: ["10.0.0.0/8", "10.0.0.0/40"] }),
+      (error: unknown) => {
+        assert.ok(error instanceof pulumi.InputPropertiesError);
+        assert.deepEqual(
+          error.errors.map((e) => e.propertyPath),
+          ["trustedProxyCidrs[1]"],
+        );
+        assert.match(error.errors[0]?.reason ?? "", /"10\.0\.0\.0\/40" is not an address range/);
+        return true;
+      },
+    );
   });
 
   it("enables nested virtualization on c8i when configured", async () => {
