@@ -125,8 +125,9 @@ export function forwardHeaders(origin: ForwardedCallOrigin): Record<string, stri
   for (const [name, values] of seen) {
     if (dropped.has(name) || name.startsWith("x-faas-")) continue;
     if (name === "x-forwarded-for" || name === "x-forwarded-proto" || name === "x-forwarded-port") continue;
-    // API Gateway joins repeats with ","; cookies keep their own separator, as one Cookie header has it.
-    headers[name] = values.join(name === "cookie" ? "; " : ",");
+    // API Gateway joins repeats with ","; cookies keep their own separator, as one Cookie header has it,
+    // and a second Host is dropped (as Node does): a call names one host.
+    headers[name] = name === "host" ? values[0]! : values.join(name === "cookie" ? "; " : ",");
   }
   headers["x-forwarded-for"] = forwardedFor.join(", ");
   headers["x-forwarded-proto"] = proto ?? "http";

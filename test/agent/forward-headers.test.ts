@@ -92,6 +92,8 @@ describe("forwarded call headers (host-agent/http/forward-headers.ts)", () => {
         "forged",
         "User-Agent",
         "curl/8",
+        "Host",
+        "other.example",
       ],
       "203.0.113.9",
     );
