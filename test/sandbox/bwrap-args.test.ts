@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
+import { preflightLines } from "../../host-agent/sandbox/preflight-report.ts";
 import { jailCommand } from "../../host-agent/sandbox/process/bwrap-args.ts";
 import { detectCgroups, ownCgroupPaths } from "../../host-agent/sandbox/process/cgroups.ts";
-import { bwrapDisablesUserns, processSandboxProblems } from "../../host-agent/sandbox/process/preflight.ts";
+import {
+  bwrapDisablesUserns,
+  firstUnsearchableAncestor,
+  processSandboxProblems,
+} from "../../host-agent/sandbox/process/preflight.ts";
 
 const LIMITS = { memoryMiB: 256, cpuPercent: 50, pids: 64, tmpMiB: 32, openFiles: 512, fileSizeMiB: 8 };
 const input = {
@@ -150,8 +155,75 @@ describe("process sandbox preflight", () => {
       has: (t) => t !== "bwrap",
     });
     assert.deepEqual(problems, [
-      { what: "bubblewrap (bwrap) is not installed", fix: "sudo apt-get install -y bubblewrap", fatal: true },
+      {
+        what: "bubblewrap (bwrap) is not installed",
+        fix: "apt-get install -y bubblewrap",
+        fatal: true,
+        packages: ["bubblewrap"],
+      },
     ]);
+  });
+
+  it("folds every missing Debian package into one install command, sudo only when not root", () => {
+    const problems = processSandboxProblems({
+      isRoot: false,
+      cgroups: { version: 0, why: "x" },
+      has: (t) => t === "prlimit",
+    });
+    assert.deepEqual(
+      preflightLines(
+        problems.filter((p) => p.fatal),
+        false,
+      ),
+      [
+        "bubblewrap (bwrap) is not installed; setpriv (util-linux) is not installed. Install them all with: sudo apt-get install -y bubblewrap util-linux",
+      ],
+    );
+    const asRoot = processSandboxProblems({
+      isRoot: true,
+      cgroups: { version: 0, why: "x" },
+      has: () => false,
+    });
+    assert.deepEqual(
+      preflightLines(
+        asRoot.filter((p) => p.fatal),
+        true,
+      )
+        .at(0)
+        ?.split(": ")
+        .at(-1),
+      "apt-get install -y bubblewrap util-linux",
+    );
+    // Problems no package fixes keep their own line and fix.
+    assert.deepEqual(preflightLines([{ what: "no kvm", fix: "use a metal host", fatal: true }], true), [
+      "no kvm. Fix: use a metal host",
+    ]);
+  });
+
+  it("refuses, as root, a state folder below a folder other users cannot search", () => {
+    const modes: Record<string, number> = { "/": 0o755, "/tmp": 0o1777, "/tmp/tmp.x": 0o700 };
+    const blockedAt = firstUnsearchableAncestor("/tmp/tmp.x/state/deeper", (d) => modes[d]);
+    assert.equal(blockedAt, "/tmp/tmp.x", "missing folders are skipped: the agent creates them searchable");
+    assert.equal(
+      firstUnsearchableAncestor("/tmp/ok/state", (d) => modes[d]),
+      undefined,
+    );
+    const facts = { cgroups: { version: 0 as const, why: "x" }, has: () => true };
+    const stateDir = { dir: "/tmp/tmp.x/state", blockedAt };
+    const [problem, ...rest] = processSandboxProblems({ ...facts, isRoot: true, stateDir }).filter(
+      (p) => p.fatal,
+    );
+    assert.equal(rest.length, 0);
+    assert.equal(
+      problem?.what,
+      "the jails cannot reach the state folder /tmp/tmp.x/state: /tmp/tmp.x is not searchable by other users",
+    );
+    assert.equal(problem?.fix, "chmod o+x /tmp/tmp.x, or set FAAS_STATE_DIR to a folder under /var/lib");
+    // Without root every jail runs as the agent's own uid, which reaches what the agent reaches.
+    assert.deepEqual(
+      processSandboxProblems({ ...facts, isRoot: false, stateDir }).filter((p) => p.fatal),
+      [],
+    );
   });
 
   it("warns, without failing, when not root", () => {

@@ -35,7 +35,7 @@ import {
   cgroupScope as scopeOf,
 } from "./cgroups.ts";
 import { linkCodeTree } from "./code-link.ts";
-import { bwrapDisablesUserns, findOnPath, processSandboxProblems } from "./preflight.ts";
+import { bwrapDisablesUserns, findOnPath, processSandboxProblems, stateDirFact } from "./preflight.ts";
 import { hostSeccompFilter } from "./seccomp.ts";
 
 export interface ProcessDriverOptions {
@@ -97,6 +97,7 @@ export class ProcessDriver implements SandboxDriver {
       cgroups: detectCgroups(),
       has: (tool) => findOnPath(tool) !== undefined,
       bwrapDisablesUserns: await this.detectDisableUserns(),
+      stateDir: stateDirFact(this.opts.stateDir),
     });
   }
 
