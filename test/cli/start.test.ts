@@ -5,11 +5,12 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
+import { PROCESS_SANDBOX_TOOLS } from "../../host-agent/sandbox/process/preflight.ts";
 import { isRoot } from "../helpers/host.ts";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -103,5 +104,15 @@ describe("faas start on a host that is not ready", function () {
       "faas: bubblewrap (bwrap) is not installed. Install them all with: apt-get install -y bubblewrap",
     ]);
     assert.equal(res.out, "");
+  });
+});
+
+describe("the README's quick start", () => {
+  it("installs exactly the Debian packages the process sandbox's preflight asks for, then starts", async () => {
+    const readme = await readFile(path.join(REPO, "README.md"), "utf8");
+    const quickStart = readme.slice(readme.indexOf("## Quick start"));
+    const first = /```sh\n([^\n]+)\n```/.exec(quickStart)?.[1];
+    const packages = [...new Set(PROCESS_SANDBOX_TOOLS.map((t) => t.debianPackage))];
+    assert.equal(first, `apt-get install -y ${packages.join(" ")} && npm ci && npm start`);
   });
 });
