@@ -23,6 +23,8 @@ export interface OptionSpec {
   /** The value's placeholder in help, e.g. `<name>` (string options only). */
   readonly value?: string;
   readonly short?: string;
+  /** A string option that may be given more than once (`--env A=1 --env B=2`): its values in order. */
+  readonly multiple?: boolean;
   readonly description: string;
 }
 
@@ -35,7 +37,7 @@ export interface PositionalSpec {
 export interface ParsedLine {
   /** Positionals by the names of the command's PositionalSpecs; absent optional ones are undefined. */
   readonly args: Readonly<Record<string, string | undefined>>;
-  readonly options: Readonly<Record<string, string | boolean | undefined>>;
+  readonly options: Readonly<Record<string, string | readonly string[] | boolean | undefined>>;
   readonly json: boolean;
 }
 
@@ -99,7 +101,7 @@ export function optionsOf(cmd: CommandSpec): Record<string, OptionSpec> {
 }
 
 function optionLabel(name: string, spec: OptionSpec): string {
-  const long = `--${name}${spec.type === "string" ? ` ${spec.value ?? "<value>"}` : ""}`;
+  const long = `--${name}${spec.type === "string" ? ` ${spec.value ?? "<value>"}` : ""}${spec.multiple ? " ..." : ""}`;
   return spec.short ? `-${spec.short}, ${long}` : long;
 }
 
@@ -152,7 +154,7 @@ export function parseLine(cmd: CommandSpec, argv: readonly string[]): ParsedLine
     allowPositionals: true,
     tokens: true,
   });
-  const values: Record<string, string | boolean | undefined> = {};
+  const values: Record<string, string | string[] | boolean | undefined> = {};
   const positionals: string[] = [];
   for (const token of tokens) {
     if (token.kind === "positional") {
@@ -178,7 +180,12 @@ export function parseLine(cmd: CommandSpec, argv: readonly string[]): ParsedLine
     if (token.value === undefined || (!token.inlineValue && token.value.startsWith("--"))) {
       throw new UsageError(`${shown} needs a value`, cmd);
     }
-    values[token.name] = token.value;
+    if (!spec.multiple) {
+      values[token.name] = token.value;
+      continue;
+    }
+    const earlier = values[token.name];
+    values[token.name] = [...(Array.isArray(earlier) ? earlier : []), token.value];
   }
   const help = values.help === true;
   const args: Record<string, string | undefined> = {};
@@ -214,4 +221,10 @@ export function printJson(value: unknown): void {
 export function stringOption(line: ParsedLine, name: string): string | undefined {
   const value = line.options[name];
   return typeof value === "string" ? value : undefined;
+}
+
+/** Every value of a `multiple` option, in the order given; none when it was not given. */
+export function stringsOption(line: ParsedLine, name: string): readonly string[] {
+  const value = line.options[name];
+  return Array.isArray(value) ? value : [];
 }

@@ -11,7 +11,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { watchBrokenPipe } from "../../host-agent/cli/broken-pipe.ts";
 import { COMMANDS } from "../../host-agent/cli/cli.ts";
-import { optionsOf, parseLine, UsageError } from "../../host-agent/cli/command.ts";
+import { optionsOf, parseLine, stringsOption, UsageError } from "../../host-agent/cli/command.ts";
 import { HELLO_CALL, startTestAgent, type TestAgent } from "../helpers/agent.ts";
 import { runCli } from "../helpers/cli.ts";
 import { requireJailHost } from "../helpers/host.ts";
@@ -139,6 +139,15 @@ describe("faas command line", function () {
       params: "-1",
     });
     assert.throws(() => parseLine(deploy, []), UsageError);
+    // An option given twice: the last one wins, unless it is declared `multiple` (then all, in order).
+    assert.equal(parseLine(deploy, ["d", "--name", "a", "--name", "b"]).options.name, "b");
+    const withEnv = {
+      ...deploy,
+      options: { ...deploy.options, env: { type: "string", multiple: true, description: "KEY=VALUE" } },
+    } as const;
+    const line = parseLine(withEnv, ["--env", "A=1", "d", "--env=B=2"]);
+    assert.deepEqual(stringsOption(line, "env"), ["A=1", "B=2"]);
+    assert.deepEqual(stringsOption(parseLine(withEnv, ["d"]), "env"), []);
     // --help wins over a missing argument: `faas deploy --help` shows the help.
     assert.equal(parseLine(deploy, ["--help"]).help, true);
   });
