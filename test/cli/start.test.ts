@@ -51,7 +51,7 @@ describe("faas start on a host that is not ready", function () {
     if (work) await rm(work, { recursive: true, force: true });
   });
 
-  it("refuses a state folder the jails cannot reach in one line (a mktemp -d parent), creating nothing", async () => {
+  it("refuses a state or base folder the jails cannot reach in one line (a mktemp -d parent), creating nothing", async () => {
     // mktemp -d makes its folder 0700: no jail uid can walk through it.
     const parent = path.join(work, "private");
     await execa("mkdir", ["-m", "0700", parent]);
@@ -64,6 +64,22 @@ describe("faas start on a host that is not ready", function () {
     assert.ok(!/^\s+at /m.test(res.err), `no stack trace:\n${res.err}`);
     assert.equal(res.out, "", "nothing fetched or baked");
     assert.equal(existsSync(stateDir), false);
+
+    // The same for a base folder of its own (FAAS_BASE_DIR): the jails read the base's root there.
+    await chmod(work, 0o711);
+    const baseDir = path.join(parent, "bases");
+    const base = await run(process.execPath, [FAAS, "start"], {
+      FAAS_STATE_DIR: path.join(work, "state-ok"),
+      FAAS_BASE_DIR: baseDir,
+    });
+    assert.equal(base.code, 3, base.err);
+    assert.ok(
+      base.err.includes(
+        `faas: the jails cannot reach the base folder ${baseDir}: ${parent} is not searchable by other users. Fix: chmod o+x ${parent}, or set FAAS_BASE_DIR to a folder under /var/lib\n`,
+      ),
+      base.err,
+    );
+    assert.equal(existsSync(baseDir), false);
   });
 
   it("without bubblewrap, prints the one command that installs every missing package, and exits", async function () {

@@ -200,28 +200,41 @@ describe("process sandbox preflight", () => {
     ]);
   });
 
-  it("refuses, as root, a state folder below a folder other users cannot search", () => {
-    const modes: Record<string, number> = { "/": 0o755, "/tmp": 0o1777, "/tmp/tmp.x": 0o700 };
-    const blockedAt = firstUnsearchableAncestor("/tmp/tmp.x/state/deeper", (d) => modes[d]);
+  it("refuses, as root, a state or base folder below a folder other users cannot search", () => {
+    const modes: Record<string, number> = {
+      "/": 0o755,
+      "/tmp": 0o1777,
+      "/tmp/tmp.x": 0o700,
+      "/srv/b": 0o700,
+    };
+    const modeOf = (d: string) => modes[d];
+    const blockedAt = firstUnsearchableAncestor("/tmp/tmp.x/state/deeper", modeOf);
     assert.equal(blockedAt, "/tmp/tmp.x", "missing folders are skipped: the agent creates them searchable");
-    assert.equal(
-      firstUnsearchableAncestor("/tmp/ok/state", (d) => modes[d]),
-      undefined,
-    );
+    assert.equal(firstUnsearchableAncestor("/tmp/ok/state", modeOf), undefined);
+    // The state folder itself the agent makes 0711; a base folder must be searchable itself.
+    assert.equal(firstUnsearchableAncestor("/srv/b", modeOf), undefined);
+    assert.equal(firstUnsearchableAncestor("/srv/b", modeOf, true), "/srv/b");
     const facts = { cgroups: { version: 0 as const, why: "x" }, has: () => true };
-    const stateDir = { dir: "/tmp/tmp.x/state", blockedAt };
-    const [problem, ...rest] = processSandboxProblems({ ...facts, isRoot: true, stateDir }).filter(
-      (p) => p.fatal,
-    );
-    assert.equal(rest.length, 0);
-    assert.equal(
-      problem?.what,
-      "the jails cannot reach the state folder /tmp/tmp.x/state: /tmp/tmp.x is not searchable by other users",
-    );
-    assert.equal(problem?.fix, "chmod o+x /tmp/tmp.x, or set FAAS_STATE_DIR to a folder under /var/lib");
+    const jailFolders = [
+      { what: "state folder", variable: "FAAS_STATE_DIR", dir: "/tmp/tmp.x/state", blockedAt },
+      { what: "base folder", variable: "FAAS_BASE_DIR", dir: "/srv/b", blockedAt: "/srv/b" },
+    ] as const;
+    const problems = processSandboxProblems({ ...facts, isRoot: true, jailFolders }).filter((p) => p.fatal);
+    assert.deepEqual(problems, [
+      {
+        what: "the jails cannot reach the state folder /tmp/tmp.x/state: /tmp/tmp.x is not searchable by other users",
+        fix: "chmod o+x /tmp/tmp.x, or set FAAS_STATE_DIR to a folder under /var/lib",
+        fatal: true,
+      },
+      {
+        what: "the jails cannot reach the base folder /srv/b: /srv/b is not searchable by other users",
+        fix: "chmod o+x /srv/b, or set FAAS_BASE_DIR to a folder under /var/lib",
+        fatal: true,
+      },
+    ]);
     // Without root every jail runs as the agent's own uid, which reaches what the agent reaches.
     assert.deepEqual(
-      processSandboxProblems({ ...facts, isRoot: false, stateDir }).filter((p) => p.fatal),
+      processSandboxProblems({ ...facts, isRoot: false, jailFolders }).filter((p) => p.fatal),
       [],
     );
   });

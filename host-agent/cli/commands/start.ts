@@ -64,7 +64,8 @@ export const startCommand: CommandSpec = {
     };
     if (settings.config.driver === "process") {
       // Before the first start fetches anything (the base's node is about 50 MB): is the host ready?
-      const fatal = (await inspectProcessHost(stateDir)).filter((p) => p.fatal);
+      const folders = { stateDir, baseDir: settings.config.baseDir };
+      const fatal = (await inspectProcessHost(folders)).filter((p) => p.fatal);
       if (fatal.length > 0) return notReady(fatal);
     }
     await makeStateDir(stateDir);

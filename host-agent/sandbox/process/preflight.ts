@@ -26,8 +26,17 @@ export interface HostFacts {
   readonly has: (tool: string) => boolean;
   /** Whether the installed bwrap knows --disable-userns (0.8 and newer); undefined when not checked. */
   readonly bwrapDisablesUserns?: boolean;
-  /** The state folder, and the first folder above it that other uids cannot search, if there is one. */
-  readonly stateDir?: { readonly dir: string; readonly blockedAt: string | undefined };
+  /** Folders the jails' uids must reach, each with the first folder on its way they cannot search. */
+  readonly jailFolders?: readonly JailFolder[];
+}
+
+/** A folder every jail reads below: the state folder (instance folders), the base folder (the root). */
+export interface JailFolder {
+  readonly what: "state folder" | "base folder";
+  /** The setting that chooses another one. */
+  readonly variable: "FAAS_STATE_DIR" | "FAAS_BASE_DIR";
+  readonly dir: string;
+  readonly blockedAt: string | undefined;
 }
 
 /** The Debian package that provides each host tool the process sandbox runs. */
@@ -39,14 +48,16 @@ export const PROCESS_SANDBOX_TOOLS: ReadonlyArray<{ readonly tool: string; reado
   ];
 
 /**
- * The first folder above `dir` (existing ones only: the agent creates the rest with o+x) whose mode
- * lets other users not search it; a jail's uid cannot reach anything below such a folder.
+ * The first folder above `dir` (and `dir` itself with `fromSelf`; existing ones only: the agent
+ * creates the rest with o+x) that other users cannot search; a jail's uid reaches nothing below it.
  */
 export function firstUnsearchableAncestor(
   dir: string,
   modeOf: (folder: string) => number | undefined,
+  fromSelf = false,
 ): string | undefined {
-  for (let d = path.dirname(path.resolve(dir)); ; d = path.dirname(d)) {
+  const start = path.resolve(dir);
+  for (let d = fromSelf ? start : path.dirname(start); ; d = path.dirname(d)) {
     const mode = modeOf(d);
     if (mode !== undefined && (mode & 0o001) === 0) return d;
     if (d === path.dirname(d)) return undefined;
@@ -80,12 +91,13 @@ export function processSandboxProblems(facts: HostFacts): PreflightProblem[] {
       fatal: false,
     });
   }
-  // As root each jail runs as its own uid, which must be able to walk down to its instance folder.
-  if (facts.isRoot && facts.stateDir?.blockedAt) {
-    const { dir, blockedAt } = facts.stateDir;
+  // As root each jail runs as its own uid, which must be able to walk down to its instance folder
+  // and to the base's root.
+  for (const { what, variable, dir, blockedAt } of facts.isRoot ? (facts.jailFolders ?? []) : []) {
+    if (!blockedAt) continue;
     problems.push({
-      what: `the jails cannot reach the state folder ${dir}: ${blockedAt} is not searchable by other users`,
-      fix: `chmod o+x ${blockedAt}, or set FAAS_STATE_DIR to a folder under /var/lib`,
+      what: `the jails cannot reach the ${what} ${dir}: ${blockedAt} is not searchable by other users`,
+      fix: `chmod o+x ${blockedAt}, or set ${variable} to a folder under /var/lib`,
       fatal: true,
     });
   }
@@ -106,7 +118,10 @@ export function processSandboxProblems(facts: HostFacts): PreflightProblem[] {
 }
 
 /** Inspects this host for the process sandbox; changes nothing. */
-export async function inspectProcessHost(stateDir: string): Promise<PreflightProblem[]> {
+export async function inspectProcessHost(folders: {
+  readonly stateDir: string;
+  readonly baseDir?: string | undefined;
+}): Promise<PreflightProblem[]> {
   const bwrap = findOnPath("bwrap");
   const help = bwrap ? await execa(bwrap, ["--help"], { reject: false }) : undefined;
   return processSandboxProblems({
@@ -114,12 +129,15 @@ export async function inspectProcessHost(stateDir: string): Promise<PreflightPro
     cgroups: detectCgroups(),
     has: (tool) => findOnPath(tool) !== undefined,
     ...(help ? { bwrapDisablesUserns: bwrapDisablesUserns(`${help.stdout}\n${help.stderr}`) } : {}),
-    stateDir: stateDirFact(stateDir),
+    jailFolders: jailFolderFacts(folders),
   });
 }
 
-/** The state folder fact of HostFacts, read from the real filesystem. */
-export function stateDirFact(stateDir: string): NonNullable<HostFacts["stateDir"]> {
+/** HostFacts' jailFolders, read from the real filesystem. */
+export function jailFolderFacts(folders: {
+  readonly stateDir: string;
+  readonly baseDir?: string | undefined;
+}): JailFolder[] {
   const modeOf = (d: string) => {
     try {
       return statSync(d).mode;
@@ -127,5 +145,22 @@ export function stateDirFact(stateDir: string): NonNullable<HostFacts["stateDir"
       return undefined;
     }
   };
-  return { dir: path.resolve(stateDir), blockedAt: firstUnsearchableAncestor(stateDir, modeOf) };
+  const facts: JailFolder[] = [
+    {
+      what: "state folder",
+      variable: "FAAS_STATE_DIR",
+      dir: path.resolve(folders.stateDir),
+      // The agent makes the state folder itself 0711.
+      blockedAt: firstUnsearchableAncestor(folders.stateDir, modeOf),
+    },
+  ];
+  if (folders.baseDir) {
+    facts.push({
+      what: "base folder",
+      variable: "FAAS_BASE_DIR",
+      dir: path.resolve(folders.baseDir),
+      blockedAt: firstUnsearchableAncestor(folders.baseDir, modeOf, true),
+    });
+  }
+  return facts;
 }
