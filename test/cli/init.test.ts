@@ -39,7 +39,7 @@ describe("faas init", function () {
       assert.deepEqual((await readdir(dir)).sort(), FILES);
       const readme = await readFile(path.join(dir, "README.md"), "utf8");
       assert.equal(readme.trimEnd().split("\n").length, 3, readme);
-      assert.match(readme, new RegExp(`faas deploy \\. --name typed-${template}`));
+      assert.match(readme, new RegExp(`npx faas deploy <this folder> --name typed-${template}`));
       const pkg = JSON.parse(await readFile(path.join(dir, "package.json"), "utf8"));
       assert.equal(pkg.name, `typed-${template}`);
       // The project's own devDependencies, borrowed from this checkout for the check, then removed.

@@ -62,8 +62,9 @@ export async function functionFiles(
     }),
     "README.md": [
       `# ${name}: ${TEMPLATES[template].about} (index.ts)`,
-      `Deploy it with \`faas deploy . --name ${name}\` while the agent runs (\`npm start\` in snapfaas).`,
-      `Call it: \`${TEMPLATES[template].call(`${url}/${name}`)}\`, then \`faas logs ${name}\`.`,
+      // From the checkout: its .faas/admin-token is where faas finds the token npm start wrote.
+      `Deploy it from the snapfaas checkout while \`npm start\` runs there: \`npx faas deploy <this folder> --name ${name}\`.`,
+      `Call it: \`${TEMPLATES[template].call(`${url}/${name}`)}\`, then \`npx faas logs ${name}\`.`,
       "",
     ].join("\n"),
   };
