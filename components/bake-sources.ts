@@ -68,9 +68,12 @@ export async function packBakeSources(
   }
 }
 
-/** Where the stack keeps its tarballs: outside the repository, so a bake never packs its own output. */
+/**
+ * Where the stack keeps its tarballs: outside the repository, so a bake never packs its own output.
+ * One folder per user: another user's folder in a shared /tmp can be neither written nor trusted.
+ */
 export function defaultBakeSourcesDir(): string {
-  return path.join(tmpdir(), "snapfaas-bake-sources");
+  return path.join(tmpdir(), `snapfaas-bake-sources-${process.getuid?.() ?? "user"}`);
 }
 
 /** The tarball of everything the bake reads (guest-images/bake/sources.ts decides what that is). */

@@ -147,6 +147,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
         )
       : new ProcessDriver({
           stateDir,
+          baseDir: config.baseDir,
           uidBase: config.uidBase,
           // A roll runs two pools side by side, plus one probe instance.
           uidCount: config.pool.maxInstances * 3 + 1,

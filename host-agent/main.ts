@@ -2,6 +2,7 @@
 import { PreflightError, startAgent } from "./agent.ts";
 import { ConfigError } from "./config.ts";
 import { HostManifestError } from "./release/host-manifest.ts";
+import { preflightLines } from "./sandbox/preflight-report.ts";
 import { type AgentSettings, loadAgentSettings } from "./settings.ts";
 
 export async function runAgent(env: NodeJS.ProcessEnv = process.env): Promise<void> {
@@ -21,7 +22,8 @@ export async function runAgent(env: NodeJS.ProcessEnv = process.env): Promise<vo
     agent = await startAgent(settings.config, settings.overrides);
   } catch (err) {
     if (err instanceof PreflightError) {
-      for (const p of err.problems) console.error(`faas: ${p.what}. Fix: ${p.fix}`);
+      for (const line of preflightLines(err.problems, process.getuid?.() === 0))
+        console.error(`faas: ${line}`);
       process.exit(3);
     }
     throw err;

@@ -3,5 +3,8 @@
 import { register } from "tsx/esm/api";
 
 register();
+const { watchBrokenPipe } = await import("./broken-pipe.ts");
 const { main } = await import("./cli.ts");
-process.exitCode = await main(process.argv.slice(2));
+// `faas ls | head -1`: when the reader goes away, end quietly (exit 0), or stop `faas start` cleanly.
+const pipe = watchBrokenPipe(process.stdout);
+process.exitCode = await main(process.argv.slice(2), { onBrokenPipe: (stop) => pipe.onBrokenPipe(stop) });

@@ -1,9 +1,9 @@
-/** `faas release` and `faas rollback`: build a release from a base folder or a release file, and roll. */
+/** The release `faas release` posts, from a base folder or a release file, and how a roll's status reads. */
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { parseRelease, type Release, ReleaseError } from "../release/release.ts";
 import type { RolloutStatus } from "../release/rollout.ts";
-import { adminRequest, CliError, type Endpoints } from "./admin-client.ts";
+import { CliError } from "./admin-client.ts";
 
 /**
  * A release from the command line's argument: a baked base folder (its base.json names the version) or
@@ -62,40 +62,4 @@ export function describeStatus(s: RolloutStatus): string {
     );
   }
   return lines.join("\n");
-}
-
-/** faas release [<dir-or-release.json>] [--canary <percent>] [--no-wait] */
-export async function releaseCommand(ep: Endpoints, args: string[]): Promise<number> {
-  const target = args.find((a, i) => !a.startsWith("--") && args[i - 1] !== "--canary");
-  if (!target) {
-    const { json } = await adminRequest(ep, "GET", "/v1/release");
-    console.log(describeStatus(json as unknown as RolloutStatus));
-    return 0;
-  }
-  const ci = args.indexOf("--canary");
-  let canaryPercent: number | undefined;
-  if (ci >= 0) {
-    canaryPercent = Number(args[ci + 1]);
-    if (!Number.isFinite(canaryPercent)) throw new CliError("--canary needs a percentage, 0-100");
-  }
-  const release = await releaseFromArg(target, canaryPercent === undefined ? {} : { canaryPercent });
-  const wait = !args.includes("--no-wait");
-  const { json } = await adminRequest(ep, "POST", `/v1/release${wait ? "?wait=1" : ""}`, {
-    bytes: Buffer.from(JSON.stringify(release)),
-    type: "application/json",
-  });
-  const status = json as unknown as RolloutStatus;
-  console.log(describeStatus(status));
-  return status.state === "rolled-back" ? 1 : 0;
-}
-
-/** faas rollback [--no-wait] */
-export async function rollbackCommand(ep: Endpoints, args: string[]): Promise<number> {
-  const wait = !args.includes("--no-wait");
-  const { json } = await adminRequest(ep, "POST", `/v1/release/rollback${wait ? "?wait=1" : ""}`, {
-    bytes: Buffer.alloc(0),
-    type: "application/json",
-  });
-  console.log(describeStatus(json as unknown as RolloutStatus));
-  return 0;
 }

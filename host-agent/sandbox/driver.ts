@@ -98,6 +98,8 @@ export interface PreflightProblem {
   readonly fix: string;
   /** Fatal problems stop the agent; the others degrade isolation and are logged. */
   readonly fatal: boolean;
+  /** Debian packages that provide what is missing: the CLI folds them into one install command. */
+  readonly packages?: readonly string[];
 }
 
 export interface SandboxDriver {

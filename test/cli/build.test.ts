@@ -37,8 +37,12 @@ describe("faas build --node", function () {
     assert.equal(res.code, 1);
     assert.deepEqual(res.err, ['faas: --node: node major "20" is not pinned: choose one of 22, 24']);
     const bare = await faas(["build", "--out", work, "--node"]);
-    assert.equal(bare.code, 1);
-    assert.deepEqual(bare.err, ["faas: --node needs a value"]);
+    // A line that cannot be read is a usage error (exit 2), with the command's usage line.
+    assert.equal(bare.code, 2);
+    assert.deepEqual(bare.err, [
+      "faas build: --node needs a value",
+      "usage: faas build [--out <dir>] [--node <major>] [--runtime-variant <name>] [--json] (faas build --help for more)",
+    ]);
   });
 
   it("bakes a base whose node is the chosen pin", async function () {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { execa } from "execa";
 import { CliError } from "../../host-agent/cli/admin-client.ts";
 import { localVmBase, localVmChoice, localVmDriverConfig } from "../../host-agent/cli/local-vm-base.ts";
 import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
@@ -35,6 +36,11 @@ describe("faas start's local microVM base", () => {
   it("says in one line to run npm run guest:linux when the image is not cached", async function () {
     if (process.getuid?.() !== 0) {
       console.log("      skipped: needs root (the root check comes first)");
+      this.skip();
+    }
+    // QEMU's version is one of the base's inputs, so a missing QEMU is what it says first.
+    if ((await execa("qemu-system-x86_64", ["--version"], { reject: false })).exitCode === undefined) {
+      console.log("      skipped: qemu-system-x86_64 is not installed (apt-get install -y qemu-system-x86)");
       this.skip();
     }
     const empty = await makeTempDir("local-vm-nocache");

@@ -13,6 +13,7 @@ import {
   LinuxImageUnavailable,
   linuxGuestImage,
 } from "../../guest-images/linux/local-image.ts";
+import { hasCommand } from "./helpers.ts";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const SCRIPT = path.join(REPO, "guest-images/linux/build-kernel.sh");
@@ -60,6 +61,13 @@ describe("local Linux guest image", () => {
     // A small dynamically linked binary stands in for node (the cache rules do not depend on what it
     // is), with this node's headers beside it for the runtime's native helper.
     const headers = path.join(path.dirname(process.execPath), "..", "include", "node");
+    // build-rootfs.sh packs a squashfs root around a static busybox.
+    if (!(await hasCommand("mksquashfs", ["-version"])) || !(await hasCommand("busybox"))) {
+      console.log(
+        "      skipped: needs mksquashfs and busybox (apt-get install -y squashfs-tools busybox-static)",
+      );
+      this.skip();
+    }
     if (!existsSync(path.join(headers, "node_api.h"))) {
       console.log(
         `      skipped: no node headers at ${headers} (the native helper is compiled against them)`,

@@ -1,10 +1,10 @@
 /** Compression bombs against the bundle unpacker itself (no agent needed): refused fast, event loop free. */
 import assert from "node:assert/strict";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
-import { BundleError, unpackBundle } from "../../host-agent/registry/bundle.ts";
+import { BundleError, forceRemove, unpackBundle } from "../../host-agent/registry/bundle.ts";
 import { HELLO_MODULE, tarGz } from "../helpers/tar-builder.ts";
 
 const LIMITS = { maxBundleBytes: 50 * 1024 * 1024, maxUnpackedBytes: 8 * 1024 * 1024, maxFiles: 100 };
@@ -24,7 +24,7 @@ describe("hardening: compression bombs", function () {
   });
 
   after(async () => {
-    await rm(dir, { recursive: true, force: true });
+    await forceRemove(dir);
   });
 
   // protection: bundle.ts inflateTar gunzips in zlib's thread pool with maxOutputLength from the limits

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { lstat, mkdtemp, readFile, readlink, rm, stat } from "node:fs/promises";
+import { lstat, mkdtemp, readFile, readlink, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { BundleError, MAX_PATH_DEPTH, unpackBundle } from "../../host-agent/registry/bundle.ts";
+import { BundleError, forceRemove, MAX_PATH_DEPTH, unpackBundle } from "../../host-agent/registry/bundle.ts";
 import { HELLO_MODULE, tarGz } from "../helpers/tar-builder.ts";
 import { zip } from "../helpers/zip-builder.ts";
 
@@ -15,7 +15,7 @@ describe("bundle unpacking", () => {
     dir = await mkdtemp(path.join(tmpdir(), "faas-bundle-"));
   });
   afterEach(async () => {
-    await rm(dir, { recursive: true, force: true });
+    await forceRemove(dir);
   });
   const dest = () => path.join(dir, `out-${n++}`);
 

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, stat } from "node:fs/promises";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -23,6 +23,7 @@ import { ServingState } from "../../host-agent/http/serving-state.ts";
 import { createMetrics } from "../../host-agent/metrics.ts";
 import type { InstanceSource } from "../../host-agent/pool/instance-source.ts";
 import { type FunctionCode, PoolBusyError } from "../../host-agent/pool/pool.ts";
+import { forceRemove } from "../../host-agent/registry/bundle.ts";
 import { codeDisksForBase } from "../../host-agent/registry/code-disks.ts";
 import { LocalRegistryBackend } from "../../host-agent/registry/local-backend.ts";
 import { Registry } from "../../host-agent/registry/registry.ts";
@@ -132,7 +133,7 @@ describe("code disks for microVM bases", () => {
           server?.closeAllConnections();
         });
       }
-      await rm(state, { recursive: true, force: true });
+      await forceRemove(state);
     });
 
     const put = async (name: string, body: Buffer) => {

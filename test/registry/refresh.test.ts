@@ -12,6 +12,7 @@ import { DeleteObjectCommand, GetObjectCommand, type S3Client } from "@aws-sdk/c
 import { bundleKey, type FunctionRecord, recordKey } from "../../contracts/registry-layout.ts";
 import type { Manifest } from "../../guest-images/bake/manifest.ts";
 import type { StoredRecordRef } from "../../host-agent/registry/backend.ts";
+import { forceRemove } from "../../host-agent/registry/bundle.ts";
 import { codeDisksForBase } from "../../host-agent/registry/code-disks.ts";
 import { LocalRegistryBackend } from "../../host-agent/registry/local-backend.ts";
 import { RegistryPoller } from "../../host-agent/registry/poller.ts";
@@ -56,7 +57,7 @@ describe("registry refresh over a shared S3 store", () => {
     prefix = `r${prefixSeq++}/`;
   });
   afterEach(async () => {
-    await rm(state, { recursive: true, force: true });
+    await forceRemove(state);
   });
 
   /** What FaasFunction does: the bundle first, then the record. */

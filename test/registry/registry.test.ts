@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { forceRemove } from "../../host-agent/registry/bundle.ts";
 import { LocalRegistryBackend } from "../../host-agent/registry/local-backend.ts";
 import { checkFunctionName, Registry, RegistryError } from "../../host-agent/registry/registry.ts";
 import { FakeClock } from "../helpers/fake-clock.ts";
@@ -18,7 +19,7 @@ describe("function registry", () => {
     state = await mkdtemp(path.join(tmpdir(), "faas-reg-"));
   });
   afterEach(async () => {
-    await rm(state, { recursive: true, force: true });
+    await forceRemove(state);
   });
 
   it("accepts the documented names and refuses the rest", () => {
@@ -48,7 +49,7 @@ describe("function registry", () => {
     const reg = open();
     await reg.init();
     const record = await reg.commit(await reg.prepare("hello", helloBundle()));
-    await rm(path.join(state, "code"), { recursive: true, force: true });
+    await forceRemove(path.join(state, "code"));
     const again = open();
     await again.init();
     assert.match(

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
+import { preflightLines } from "../../host-agent/sandbox/preflight-report.ts";
 import { jailCommand } from "../../host-agent/sandbox/process/bwrap-args.ts";
 import { detectCgroups, ownCgroupPaths } from "../../host-agent/sandbox/process/cgroups.ts";
-import { bwrapDisablesUserns, processSandboxProblems } from "../../host-agent/sandbox/process/preflight.ts";
+import {
+  bwrapDisablesUserns,
+  firstUnsearchableAncestor,
+  processSandboxProblems,
+} from "../../host-agent/sandbox/process/preflight.ts";
 
 const LIMITS = { memoryMiB: 256, cpuPercent: 50, pids: 64, tmpMiB: 32, openFiles: 512, fileSizeMiB: 8 };
 const input = {
@@ -150,8 +155,88 @@ describe("process sandbox preflight", () => {
       has: (t) => t !== "bwrap",
     });
     assert.deepEqual(problems, [
-      { what: "bubblewrap (bwrap) is not installed", fix: "sudo apt-get install -y bubblewrap", fatal: true },
+      {
+        what: "bubblewrap (bwrap) is not installed",
+        fix: "apt-get install -y bubblewrap",
+        fatal: true,
+        packages: ["bubblewrap"],
+      },
     ]);
+  });
+
+  it("folds every missing Debian package into one install command, sudo only when not root", () => {
+    const problems = processSandboxProblems({
+      isRoot: false,
+      cgroups: { version: 0, why: "x" },
+      has: (t) => t === "prlimit",
+    });
+    assert.deepEqual(
+      preflightLines(
+        problems.filter((p) => p.fatal),
+        false,
+      ),
+      [
+        "bubblewrap (bwrap) is not installed; setpriv (util-linux) is not installed. Install them all with: sudo apt-get install -y bubblewrap util-linux",
+      ],
+    );
+    const asRoot = processSandboxProblems({
+      isRoot: true,
+      cgroups: { version: 0, why: "x" },
+      has: () => false,
+    });
+    assert.deepEqual(
+      preflightLines(
+        asRoot.filter((p) => p.fatal),
+        true,
+      )
+        .at(0)
+        ?.split(": ")
+        .at(-1),
+      "apt-get install -y bubblewrap util-linux",
+    );
+    // Problems no package fixes keep their own line and fix.
+    assert.deepEqual(preflightLines([{ what: "no kvm", fix: "use a metal host", fatal: true }], true), [
+      "no kvm. Fix: use a metal host",
+    ]);
+  });
+
+  it("refuses, as root, a state or base folder below a folder other users cannot search", () => {
+    const modes: Record<string, number> = {
+      "/": 0o755,
+      "/tmp": 0o1777,
+      "/tmp/tmp.x": 0o700,
+      "/srv/b": 0o700,
+    };
+    const modeOf = (d: string) => modes[d];
+    const blockedAt = firstUnsearchableAncestor("/tmp/tmp.x/state/deeper", modeOf);
+    assert.equal(blockedAt, "/tmp/tmp.x", "missing folders are skipped: the agent creates them searchable");
+    assert.equal(firstUnsearchableAncestor("/tmp/ok/state", modeOf), undefined);
+    // The state folder itself the agent makes 0711; a base folder must be searchable itself.
+    assert.equal(firstUnsearchableAncestor("/srv/b", modeOf), undefined);
+    assert.equal(firstUnsearchableAncestor("/srv/b", modeOf, true), "/srv/b");
+    const facts = { cgroups: { version: 0 as const, why: "x" }, has: () => true };
+    const jailFolders = [
+      { what: "state folder", variable: "FAAS_STATE_DIR", dir: "/tmp/tmp.x/state", blockedAt },
+      { what: "base folder", variable: "FAAS_BASE_DIR", dir: "/srv/b", blockedAt: "/srv/b" },
+    ] as const;
+    const problems = processSandboxProblems({ ...facts, isRoot: true, jailFolders }).filter((p) => p.fatal);
+    assert.deepEqual(problems, [
+      {
+        what: "the jails cannot reach the state folder /tmp/tmp.x/state: /tmp/tmp.x is not searchable by other users",
+        fix: "chmod o+x /tmp/tmp.x, or set FAAS_STATE_DIR to a folder under /var/lib",
+        fatal: true,
+      },
+      {
+        what: "the jails cannot reach the base folder /srv/b: /srv/b is not searchable by other users",
+        fix: "chmod o+x /srv/b, or set FAAS_BASE_DIR to a folder under /var/lib",
+        fatal: true,
+      },
+    ]);
+    // Without root every jail runs as the agent's own uid, which reaches what the agent reaches.
+    assert.deepEqual(
+      processSandboxProblems({ ...facts, isRoot: false, jailFolders }).filter((p) => p.fatal),
+      [],
+    );
   });
 
   it("warns, without failing, when not root", () => {

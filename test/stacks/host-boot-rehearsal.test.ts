@@ -56,6 +56,13 @@ const stacks = shippedAwsStacks();
 function missing(): string | undefined {
   if (!isRoot) return "needs root (the boot script and the agent's preflight run as root)";
   if (spawnSync("unshare", ["--version"]).status !== 0) return "needs unshare (util-linux)";
+  // The bake of the base's code placeholder runs mksquashfs; the boot script reads its manifest with jq.
+  for (const [tool, pkg] of [
+    ["mksquashfs", "squashfs-tools"],
+    ["jq", "jq"],
+  ] as const) {
+    if (spawnSync(tool, ["--help"]).error) return `needs ${tool} (apt-get install -y ${pkg})`;
+  }
   for (const dev of ["/dev/kvm", "/dev/net/tun"]) {
     if (spawnSync("test", ["-c", dev]).status !== 0) return `needs ${dev} (the preflight opens it)`;
   }

@@ -35,12 +35,14 @@ import {
   cgroupScope as scopeOf,
 } from "./cgroups.ts";
 import { linkCodeTree } from "./code-link.ts";
-import { bwrapDisablesUserns, findOnPath, processSandboxProblems } from "./preflight.ts";
+import { bwrapDisablesUserns, findOnPath, jailFolderFacts, processSandboxProblems } from "./preflight.ts";
 import { hostSeccompFilter } from "./seccomp.ts";
 
 export interface ProcessDriverOptions {
   /** Instance folders live under <stateDir>/run/instances. */
   readonly stateDir: string;
+  /** Where the agent's bases are kept, when it is not under the state folder: preflight checks the jails reach it. */
+  readonly baseDir?: string | undefined;
   /** First host uid of the range jails run as; one uid per live instance. */
   readonly uidBase: number;
   readonly uidCount: number;
@@ -97,6 +99,7 @@ export class ProcessDriver implements SandboxDriver {
       cgroups: detectCgroups(),
       has: (tool) => findOnPath(tool) !== undefined,
       bwrapDisablesUserns: await this.detectDisableUserns(),
+      jailFolders: jailFolderFacts(this.opts),
     });
   }
 
