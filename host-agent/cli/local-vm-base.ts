@@ -141,6 +141,7 @@ export async function localVmBase(
     baked = await bakeLocalLinuxBase(path.join(root, "bases"), {
       driverConfig: config,
       firecrackerVersion: QEMU_ADAPTER_API_VERSION,
+      vmm: "qemu",
       vmmInputs: {
         vmm: sha256OfText(JSON.stringify({ qemu: await qemuVersion(config), accelerator })),
         bake: await sha256OfFiles(BAKE_SOURCES),
