@@ -56,7 +56,7 @@ describe("QEMU argv builder", () => {
       valuesOf(argv, "-object")[0],
       "memory-backend-file,id=mem,size=256M,mem-path=/jail/run/mem,share=on",
     );
-    assert.deepEqual(valuesOf(argv, "-append"), ["console=ttyS0 reboot=k tsc_early_khz=2100000"]);
+    assert.deepEqual(valuesOf(argv, "-append"), ["console=ttyS0 reboot=k tsc_early_khz=2100000 tsc=reliable"]);
     assert.deepEqual(valuesOf(argv, "-device"), [
       "virtio-blk-device,drive=drive-root,id=dev-root",
       "virtio-blk-device,drive=drive-code,id=dev-code",
@@ -109,8 +109,10 @@ describe("QEMU argv builder", () => {
     ]);
   });
 
-  it("adds tsc_early_khz once, and reads the host TSC from /proc/cpuinfo", () => {
-    assert.equal(withTscEarlyKhz("a tsc_early_khz=5", 7), "a tsc_early_khz=5");
+  it("adds tsc_early_khz and tsc=reliable once, and reads the host TSC from /proc/cpuinfo", () => {
+    assert.equal(withTscEarlyKhz("a tsc_early_khz=5 tsc=reliable", 7), "a tsc_early_khz=5 tsc=reliable");
+    assert.equal(withTscEarlyKhz("a tsc_early_khz=5", 7), "a tsc_early_khz=5 tsc=reliable");
+    assert.equal(withTscEarlyKhz("a", 7), "a tsc_early_khz=7 tsc=reliable");
     assert.equal(withTscEarlyKhz("a", undefined), "a");
     assert.equal(tscKhzFromCpuinfo("processor\t: 0\ncpu MHz\t\t: 2445.406\n"), 2_445_406);
     assert.equal(tscKhzFromCpuinfo("processor\t: 0\n"), undefined);

@@ -65,10 +65,19 @@ export function escapeOptionValue(value: string): string {
   return value.replaceAll(",", ",,");
 }
 
-/** Adds `tsc_early_khz` to a kernel command line unless the caller already set one. */
+/**
+ * The TCG guest's clock arguments, each unless the caller set it already: `tsc_early_khz` (microvm has
+ * no HPET or PM timer to calibrate the TSC against) and `tsc=reliable`. Without a reference timer the
+ * kernel never makes the TSC its clocksource and keeps refined-jiffies, which loses time whenever the
+ * emulated CPU misses ticks (a busy host): a clone's Date.now() fell 45 s behind the host's within a
+ * minute here. Under TCG the guest's TSC is the host's, so it is as reliable as the host's clock.
+ */
 export function withTscEarlyKhz(cmdline: string, tscKhz: number | undefined): string {
-  if (tscKhz === undefined || /(^|\s)tsc_early_khz=/.test(cmdline)) return cmdline;
-  return `${cmdline} tsc_early_khz=${tscKhz}`.trim();
+  if (tscKhz === undefined) return cmdline;
+  let out = cmdline;
+  if (!/(^|\s)tsc_early_khz=/.test(out)) out = `${out} tsc_early_khz=${tscKhz}`;
+  if (!/(^|\s)tsc=/.test(out)) out = `${out} tsc=reliable`;
+  return out.trim();
 }
 
 export function buildQemuArgv(plan: QemuMachinePlan): string[] {
