@@ -80,6 +80,17 @@ export function withTscEarlyKhz(cmdline: string, tscKhz: number | undefined): st
   return out.trim();
 }
 
+/**
+ * `reboot=t` last on the kernel command line (the last `reboot=` wins): a guest that panics (its PID 1,
+ * the runtime, exited) or reboots ends by a triple fault, which `-no-reboot` turns into QEMU's exit.
+ * The recipe's `reboot=k` is Firecracker's way (its i8042 reset line); microvm has no i8042, and in a
+ * clone restored from a snapshot the kernel's fallbacks (EFI, a real-mode jump to the BIOS) spin for
+ * good: the VM stayed up and its call waited out its deadline.
+ */
+export function withTripleFaultReboot(cmdline: string): string {
+  return /(^|\s)reboot=t(\s|$)/.test(cmdline) ? cmdline : `${cmdline} reboot=t`.trim();
+}
+
 export function buildQemuArgv(plan: QemuMachinePlan): string[] {
   if (!/^[A-Za-z0-9-]{1,64}$/.test(plan.name))
     throw new Error(`VM name must be 1-64 letters, digits or '-': ${plan.name}`);
@@ -124,7 +135,9 @@ export function buildQemuArgv(plan: QemuMachinePlan): string[] {
       "-kernel",
       plan.boot.kernelHostPath,
       "-append",
-      plan.accelerator === "tcg" ? withTscEarlyKhz(plan.boot.cmdline, plan.tscKhz) : plan.boot.cmdline,
+      withTripleFaultReboot(
+        plan.accelerator === "tcg" ? withTscEarlyKhz(plan.boot.cmdline, plan.tscKhz) : plan.boot.cmdline,
+      ),
     );
   } else {
     args.push("-incoming", "defer");
