@@ -21,6 +21,7 @@ import { execaRunner } from "../sandbox/firecracker/command-runner.ts";
 import { type FirecrackerDriverConfig, parseFirecrackerDriverConfig } from "../sandbox/firecracker/config.ts";
 import { spawnerFor } from "../sandbox/firecracker/create-driver.ts";
 import { IdRangeAllocator } from "../sandbox/firecracker/id-range.ts";
+import { removeParentCgroup } from "../sandbox/firecracker/jail-staging.ts";
 import { NetworkSlotPool } from "../sandbox/firecracker/network-slots.ts";
 import { QEMU_ADAPTER_API_VERSION } from "../sandbox/firecracker/qemu-vmm.ts";
 import { CliError } from "./admin-client.ts";
@@ -172,6 +173,8 @@ export async function localVmBase(
           );
         } finally {
           await slots.close();
+          // The VMs' parent cgroup is made again by the agent's first restore; a failed bake leaves none.
+          await removeParentCgroup(config.cgroupRoot, config.parentCgroup);
         }
       },
     });
