@@ -32,6 +32,7 @@ import {
   stopChild,
 } from "./lib/processes.ts";
 import { HELLO_WORLD_CALL, percentile } from "./rtt-stats.ts";
+import { vmLane, vmLaneRows } from "./vm-lane.ts";
 
 const { values: args } = parseArgs({
   options: { seconds: { type: "string", default: "5" }, quick: { type: "boolean", default: false } },
@@ -324,6 +325,9 @@ async function main(): Promise<void> {
       overheadRatio: round(overheadMany / overhead1),
       manyFunctionsRps: round(many1.rps, 0),
     };
+
+    // 8. The microVM lane (its own module; one line when QEMU or the guest image is absent).
+    results.vm = await vmLane({ seconds: SECONDS, quick: QUICK, hello, log });
   } finally {
     await rm(work, { recursive: true, force: true });
   }
@@ -385,6 +389,7 @@ function printTable(r: Record<string, any>): void {
       `ratio ${r.scale.overheadRatio}`,
     ],
   ];
+  rows.push(...vmLaneRows(r.vm));
   const w0 = Math.max(...rows.map((x) => x[0].length));
   const w1 = Math.max(...rows.map((x) => x[1].length));
   console.log(

@@ -55,6 +55,12 @@ async function firecrackerVersion(configFile: string | undefined): Promise<strin
   return stdout.split("\n")[0] ?? "";
 }
 
+/** The VMM the driver config restores with (its `vmm`, Firecracker unless it says QEMU). */
+async function hostVmm(configFile: string | undefined): Promise<"firecracker" | "qemu"> {
+  const raw = configFile ? (JSON.parse(await readFile(configFile, "utf8")) as { vmm?: string }) : {};
+  return raw.vmm === "qemu" ? "qemu" : "firecracker";
+}
+
 export class PreflightError extends Error {
   override readonly name = "PreflightError";
   constructor(readonly problems: PreflightProblem[]) {
@@ -166,6 +172,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     config.driver === "firecracker" && !overrides.base
       ? await verifyBaseImage(path.resolve(config.baseDir!), {
           hostFirecrackerVersion: await firecrackerVersion(config.firecrackerConfig),
+          hostVmm: await hostVmm(config.firecrackerConfig),
           hostCpuModel: cpuModelOf(await readCpuInfo(overrides.cpuinfoPath)),
           ...(overrides.releaseMachine ? { expectedMachine: overrides.releaseMachine } : {}),
         })

@@ -41,6 +41,11 @@ export const ManifestSchema = z
     artifacts: z.array(ArtifactSchema).min(1),
     /** Snapshots restore only on the Firecracker version that wrote them. */
     firecrackerVersion: firecrackerVersion.optional(),
+    /**
+     * The VMM that wrote the snapshot (firecracker driver only; absent = "firecracker", as every base
+     * was before the QEMU backend): a QEMU snapshot does not restore under Firecracker, nor the reverse.
+     */
+    vmm: z.enum(["firecracker", "qemu"]).optional(),
     /** The VM shape the snapshot fixes; a restore gets exactly this, so a release must ask for it. */
     machine: z.strictObject({ vcpus: z.int().min(1), memMiB: z.int().min(1) }).optional(),
     /** CPU the bake ran on (/proc/cpuinfo "model name"): a snapshot restores safely only on the same model. */
@@ -89,6 +94,9 @@ export const ManifestSchema = z
           message: "only allowed when driver is firecracker",
         });
       }
+      if (m.vmm !== undefined) {
+        ctx.addIssue({ code: "custom", path: ["vmm"], message: "only allowed when driver is firecracker" });
+      }
     }
     const seen = new Set<string>();
     m.artifacts.forEach((artifact, i) => {
@@ -104,6 +112,7 @@ export const ManifestSchema = z
   });
 
 export type Manifest = z.infer<typeof ManifestSchema>;
+export type SnapshotVmm = NonNullable<Manifest["vmm"]>;
 export type Artifact = z.infer<typeof ArtifactSchema>;
 
 /** Base version = sha256 over the canonical JSON of the input hashes: same inputs, same version. */

@@ -20,6 +20,8 @@ export interface BakeJob {
   readonly inputs: Readonly<Record<string, string>>;
   readonly kernelArgs: string;
   readonly firecrackerVersion?: string;
+  /** The VMM the snapshot is taken on (firecracker driver); recorded so a host on the other one refuses it. */
+  readonly vmm?: Manifest["vmm"];
   readonly network?: GuestNetwork;
   /** The VM shape the snapshot fixes (firecracker only); a release must ask for exactly this. */
   readonly machine?: Manifest["machine"];
@@ -61,6 +63,7 @@ export async function bakeBaseImage(
       const verified = await verifyBaseImage(finalDir, {
         expectedVersion: version,
         ...(job.firecrackerVersion ? { hostFirecrackerVersion: job.firecrackerVersion } : {}),
+        ...(job.vmm ? { hostVmm: job.vmm } : {}),
       });
       log(`base ${version}: already baked and intact, nothing rebuilt`);
       return { dir: finalDir, manifest: verified.manifest, reused: true };
@@ -85,6 +88,7 @@ export async function bakeBaseImage(
       inputs: job.inputs,
       artifacts,
       ...(job.firecrackerVersion ? { firecrackerVersion: job.firecrackerVersion } : {}),
+      ...(job.vmm ? { vmm: job.vmm } : {}),
       ...(job.machine ? { machine: job.machine } : {}),
       cpuModel: cpuModelOf(await readCpuInfo()),
       kernelArgs: job.kernelArgs,
@@ -105,6 +109,7 @@ export async function bakeBaseImage(
     const theirs = await verifyBaseImage(finalDir, {
       expectedVersion: version,
       ...(job.firecrackerVersion ? { hostFirecrackerVersion: job.firecrackerVersion } : {}),
+      ...(job.vmm ? { hostVmm: job.vmm } : {}),
     }).catch(() => undefined);
     if (theirs) {
       await rm(partial, { recursive: true, force: true });

@@ -10,6 +10,7 @@ import {
   ManifestError,
   normaliseFirecrackerVersion,
   parseManifest,
+  type SnapshotVmm,
 } from "./manifest.ts";
 
 export interface VerifyOptions {
@@ -18,6 +19,11 @@ export interface VerifyOptions {
    * accept a firecracker base image: a snapshot restores only on the version that wrote it.
    */
   readonly hostFirecrackerVersion?: string;
+  /**
+   * The VMM this host restores with (the driver config's `vmm`). When set, a firecracker base whose
+   * snapshot another VMM wrote is refused (a manifest without `vmm` was written by Firecracker).
+   */
+  readonly hostVmm?: SnapshotVmm;
   /** When set, the manifest must carry exactly this base version (the release the agent was told). */
   readonly expectedVersion?: string;
   /**
@@ -82,6 +88,15 @@ export async function verifyBaseImage(dir: string, options: VerifyOptions = {}):
     throw new BaseImageError(
       `base image ${dir}: holds base version ${manifest.version}, expected ${options.expectedVersion}`,
     );
+  }
+  if (manifest.driver === "firecracker" && options.hostVmm !== undefined) {
+    const bakedOn = manifest.vmm ?? "firecracker";
+    if (bakedOn !== options.hostVmm) {
+      const name = (v: SnapshotVmm) => (v === "qemu" ? "QEMU" : "Firecracker");
+      throw new BaseImageError(
+        `base image ${manifest.version} was snapshotted by ${name(bakedOn)} (vmm "${bakedOn}") but this host restores with ${name(options.hostVmm)} (vmm "${options.hostVmm}"): a snapshot only restores on the VMM that wrote it; set vmm: "${bakedOn}" in the driver config or bake the base on ${name(options.hostVmm)}`,
+      );
+    }
   }
   if (manifest.driver === "firecracker") {
     const baked = manifest.firecrackerVersion ?? "";

@@ -25,6 +25,8 @@ export interface LocalLinuxBaseJob {
   readonly driverConfig: DriverShape;
   /** What the base records as its Firecracker version (the API release the VMM speaks). */
   readonly firecrackerVersion: string;
+  /** The VMM the snapshot step runs on (recorded in the manifest: the other VMM refuses the base). */
+  readonly vmm: "firecracker" | "qemu";
   /** Inputs of the VMM side (its version, accelerator, the driver sources that write the snapshot). */
   readonly vmmInputs: Readonly<Record<string, string>>;
   /** Size of the empty code disk, and so of every code disk (a drive cannot grow under a restored guest). */
@@ -60,6 +62,7 @@ export async function bakeLocalLinuxBase(outRoot: string, job: LocalLinuxBaseJob
       inputs,
       kernelArgs,
       firecrackerVersion: job.firecrackerVersion,
+      vmm: job.vmm,
       network,
       machine: { vcpus: config.limits.vcpus, memMiB: config.limits.memMiB },
       async build(dir) {

@@ -21,6 +21,7 @@ import { execaRunner } from "../sandbox/firecracker/command-runner.ts";
 import { type FirecrackerDriverConfig, parseFirecrackerDriverConfig } from "../sandbox/firecracker/config.ts";
 import { spawnerFor } from "../sandbox/firecracker/create-driver.ts";
 import { IdRangeAllocator } from "../sandbox/firecracker/id-range.ts";
+import { removeParentCgroup } from "../sandbox/firecracker/jail-staging.ts";
 import { NetworkSlotPool } from "../sandbox/firecracker/network-slots.ts";
 import { QEMU_ADAPTER_API_VERSION } from "../sandbox/firecracker/qemu-vmm.ts";
 import { CliError } from "./admin-client.ts";
@@ -49,24 +50,46 @@ export interface LocalVmBase {
   readonly reused: boolean;
 }
 
+/**
+ * Names and addresses of one local platform's host resources, from its state dir: two agents on one
+ * machine (a `faas start` and a test, two checkouts) never reclaim each other's network namespaces,
+ * veths or cgroups. The subnet is one of 1024 /26 blocks of 10.206.0.0/16 (16 slots of a /30 each).
+ */
+export function localVmHostNames(stateDir: string): {
+  netnsPrefix: string;
+  vethPrefix: string;
+  parentCgroup: string;
+  hostSubnetBase: string;
+} {
+  const tag = createHash("sha256").update(path.resolve(stateDir)).digest("hex").slice(0, 5);
+  const block = Number.parseInt(tag, 16) % 1024;
+  return {
+    netnsPrefix: `sfl${tag}`,
+    vethPrefix: `sfv${tag}`,
+    parentCgroup: `snapfaas-local-${tag}`,
+    hostSubnetBase: `10.206.${block >> 2}.${(block & 3) * 64}`,
+  };
+}
+
 /** The driver config of the local microVM platform: QEMU, jails and cgroups of its own, a small pool. */
 export function localVmDriverConfig(
   stateDir: string,
   accelerator: (typeof ACCELERATORS)[number],
 ): Record<string, unknown> {
+  const names = localVmHostNames(stateDir);
   return {
     vmm: "qemu",
     qemu: { accelerator },
     chrootBase: path.join(stateDir, "local-vm", "jails"),
     cgroupRoot: "/sys/fs/cgroup",
-    parentCgroup: "snapfaas-local",
+    parentCgroup: names.parentCgroup,
     // A TCG boot takes tens of seconds; a restore and the runtime's first answer several.
     guestReadyTimeoutMs: 240_000,
     apiSocketTimeoutMs: 10_000,
     network: {
-      netnsPrefix: "sflocal",
-      vethPrefix: "sflv",
-      hostSubnetBase: "10.206.0.0",
+      netnsPrefix: names.netnsPrefix,
+      vethPrefix: names.vethPrefix,
+      hostSubnetBase: names.hostSubnetBase,
       poolSize: 4,
       maxSlots: 16,
     },
@@ -119,6 +142,7 @@ export async function localVmBase(
     baked = await bakeLocalLinuxBase(path.join(root, "bases"), {
       driverConfig: config,
       firecrackerVersion: QEMU_ADAPTER_API_VERSION,
+      vmm: "qemu",
       vmmInputs: {
         vmm: sha256OfText(JSON.stringify({ qemu: await qemuVersion(config), accelerator })),
         bake: await sha256OfFiles(BAKE_SOURCES),
@@ -149,6 +173,8 @@ export async function localVmBase(
           );
         } finally {
           await slots.close();
+          // The VMs' parent cgroup is made again by the agent's first restore; a failed bake leaves none.
+          await removeParentCgroup(config.cgroupRoot, config.parentCgroup);
         }
       },
     });

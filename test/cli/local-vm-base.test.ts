@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { execa } from "execa";
 import { CliError } from "../../host-agent/cli/admin-client.ts";
-import { localVmBase, localVmChoice, localVmDriverConfig } from "../../host-agent/cli/local-vm-base.ts";
+import {
+  localVmBase,
+  localVmChoice,
+  localVmDriverConfig,
+  localVmHostNames,
+} from "../../host-agent/cli/local-vm-base.ts";
 import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
 import { makeTempDir, removeDir } from "../firecracker/helpers.ts";
 
@@ -31,6 +36,29 @@ describe("faas start's local microVM base", () => {
     assert.equal(config.qemu.accelerator, "tcg");
     assert.equal(config.chrootBase, "/var/tmp/state/local-vm/jails");
     assert.notEqual(config.network.netnsPrefix, parseFirecrackerDriverConfig({}).network.netnsPrefix);
+  });
+
+  it("gives each state dir its own netns and veth prefixes, cgroup and slot subnet", () => {
+    const a = parseFirecrackerDriverConfig(localVmDriverConfig("/var/tmp/one", "tcg"));
+    const b = parseFirecrackerDriverConfig(localVmDriverConfig("/var/tmp/two", "tcg"));
+    const again = parseFirecrackerDriverConfig(localVmDriverConfig("/var/tmp/one/", "tcg"));
+    assert.deepEqual(localVmHostNames("/var/tmp/one"), localVmHostNames("/var/tmp/one/"));
+    assert.deepEqual(
+      again.network,
+      a.network,
+      "the same state dir, the same names (a restart reclaims them)",
+    );
+    assert.notEqual(a.network.netnsPrefix, b.network.netnsPrefix);
+    assert.notEqual(a.network.vethPrefix, b.network.vethPrefix);
+    assert.notEqual(a.parentCgroup, b.parentCgroup);
+    assert.notEqual(a.network.hostSubnetBase, b.network.hostSubnetBase);
+    for (const c of [a, b]) {
+      // Every slot's /30 stays inside the platform's block of 10.206.0.0/16.
+      const [, , third, fourth] = c.network.hostSubnetBase.split(".").map(Number);
+      const last = third! * 256 + fourth! + 4 * c.network.maxSlots - 1;
+      assert.ok(c.network.hostSubnetBase.startsWith("10.206.") && last < 65_536);
+      assert.equal(fourth! % 64, 0);
+    }
   });
 
   it("says in one line to run npm run guest:linux when the image is not cached", async function () {

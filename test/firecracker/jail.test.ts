@@ -3,7 +3,12 @@ import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { IdRangeAllocator } from "../../host-agent/sandbox/firecracker/id-range.ts";
-import { prepareJail, removeJail, stageFile } from "../../host-agent/sandbox/firecracker/jail-staging.ts";
+import {
+  prepareJail,
+  removeJail,
+  removeParentCgroup,
+  stageFile,
+} from "../../host-agent/sandbox/firecracker/jail-staging.ts";
 import { buildJailerArgs, cgroupDir, jailPaths } from "../../host-agent/sandbox/firecracker/jailer-args.ts";
 import { isRoot, makeTempDir, removeDir } from "./helpers.ts";
 
@@ -196,5 +201,18 @@ describe("chroot staging on real files", () => {
     assert.equal(existsSync(join(dir!, "m")), true, "the base file itself stays");
     await removeJail(paths, cgroup);
     await rm(join(dir!, "m"));
+  });
+
+  it("on close, removes the parent cgroup in v2 and every v1 hierarchy, but not one a VM still holds", async () => {
+    const root = join(dir!, "cgroups");
+    // v2 folder and two v1 hierarchies emptied; one v1 hierarchy still holds another agent's VM.
+    for (const d of ["local/a", "memory/local/a", "cpu/local/a", "pids/local/a/vm-9"])
+      await mkdir(join(root, d), { recursive: true });
+    await removeParentCgroup(root, "local/a");
+    assert.equal(existsSync(join(root, "local")), false);
+    assert.equal(existsSync(join(root, "memory", "local")), false);
+    assert.equal(existsSync(join(root, "cpu", "local")), false);
+    assert.equal(existsSync(join(root, "pids", "local", "a", "vm-9")), true, "a held cgroup stays");
+    await removeParentCgroup(root, "local/a");
   });
 });

@@ -252,6 +252,32 @@ describe("network slots for real (root, ip, nft)", function () {
     assert.equal((await hostLinks()).filter((n) => n.startsWith("fctv-")).length, 0);
   });
 
+  it("a released slot ends the host's connections to it: a call in flight fails at once, not at its deadline", async () => {
+    pool = new NetworkSlotPool(config, execaRunner);
+    const a = await pool.acquire({ uid: 900_005, gid: 900_005 });
+    // A guest that takes the call and never answers (a VM that died mid-call sends nothing either).
+    await execa("ip", ["-n", a.netnsName, "addr", "add", `${a.guestAddress}/32`, "dev", "lo"]);
+    const code = `require("node:net").createServer(() => {}).listen(8123, ${JSON.stringify(a.guestAddress)}, () => console.log("listening"));`;
+    const guest = execa("ip", ["netns", "exec", a.netnsName, process.execPath, "-e", code]);
+    guests.push(guest);
+    await new Promise<void>((resolve, reject) => {
+      guest.stdout?.on("data", (chunk: Buffer) => {
+        if (chunk.toString().includes("listening")) resolve();
+      });
+      guest.catch(reject);
+    });
+    const call = fetch(`http://${a.cloneAddress}:8123/`, { signal: AbortSignal.timeout(20_000) }).then(
+      () => "answered",
+      (err: Error) => String((err.cause as Error | undefined)?.message ?? err.message),
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    await pool.release(a);
+    const outcome = await call;
+    assert.ok(Date.now() - t0 < 5_000, `the call ended ${Date.now() - t0} ms after the release`);
+    assert.match(outcome, /ECONNABORTED|ECONNRESET|closed/, `the call failed on its connection: ${outcome}`);
+  });
+
   it("the reclaim pass removes slots leaked by a crash and nothing else", async () => {
     await execa("ip", ["netns", "add", "fctest-5"]);
     // A host veth end whose peer never reached a namespace (a crash mid-build).

@@ -124,7 +124,9 @@ describe("QEMU adapter: call order and the boot it derives", () => {
     const joined = argv.join(" ");
     assert.match(
       joined,
-      new RegExp(`-kernel ${join(dir, "base/kernel.elf")} -append console=ttyS0 tsc_early_khz=1234567`),
+      new RegExp(
+        `-kernel ${join(dir, "base/kernel.elf")} -append console=ttyS0 tsc_early_khz=1234567 tsc=reliable reboot=t`,
+      ),
     );
     assert.match(joined, /-m 256M/);
     assert.match(joined, /drive-root.*drive-code/);

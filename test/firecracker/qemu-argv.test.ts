@@ -6,6 +6,7 @@ import {
   buildQemuArgv,
   type QemuMachinePlan,
   withQemuMemoryOverhead,
+  withTripleFaultReboot,
   withTscEarlyKhz,
 } from "../../host-agent/sandbox/firecracker/qemu-argv.ts";
 import {
@@ -56,7 +57,9 @@ describe("QEMU argv builder", () => {
       valuesOf(argv, "-object")[0],
       "memory-backend-file,id=mem,size=256M,mem-path=/jail/run/mem,share=on",
     );
-    assert.deepEqual(valuesOf(argv, "-append"), ["console=ttyS0 reboot=k tsc_early_khz=2100000"]);
+    assert.deepEqual(valuesOf(argv, "-append"), [
+      "console=ttyS0 reboot=k tsc_early_khz=2100000 tsc=reliable reboot=t",
+    ]);
     assert.deepEqual(valuesOf(argv, "-device"), [
       "virtio-blk-device,drive=drive-root,id=dev-root",
       "virtio-blk-device,drive=drive-code,id=dev-code",
@@ -86,7 +89,7 @@ describe("QEMU argv builder", () => {
     assert.equal(argv.includes("-kernel"), false);
     assert.match(valuesOf(argv, "-object")[0]!, /mem-path=\/jail\/base\/memory,share=off$/);
     const kvmBoot = buildQemuArgv({ ...bootPlan, accelerator: "kvm" });
-    assert.deepEqual(valuesOf(kvmBoot, "-append"), ["console=ttyS0 reboot=k"]);
+    assert.deepEqual(valuesOf(kvmBoot, "-append"), ["console=ttyS0 reboot=k reboot=t"]);
   });
 
   it("refuses root, bad ids and bad tap names by name", () => {
@@ -109,8 +112,12 @@ describe("QEMU argv builder", () => {
     ]);
   });
 
-  it("adds tsc_early_khz once, and reads the host TSC from /proc/cpuinfo", () => {
-    assert.equal(withTscEarlyKhz("a tsc_early_khz=5", 7), "a tsc_early_khz=5");
+  it("adds tsc_early_khz and tsc=reliable once, and reads the host TSC from /proc/cpuinfo", () => {
+    assert.equal(withTscEarlyKhz("a tsc_early_khz=5 tsc=reliable", 7), "a tsc_early_khz=5 tsc=reliable");
+    assert.equal(withTscEarlyKhz("a tsc_early_khz=5", 7), "a tsc_early_khz=5 tsc=reliable");
+    assert.equal(withTscEarlyKhz("a", 7), "a tsc_early_khz=7 tsc=reliable");
+    assert.equal(withTripleFaultReboot("a reboot=k"), "a reboot=k reboot=t");
+    assert.equal(withTripleFaultReboot("a reboot=t"), "a reboot=t");
     assert.equal(withTscEarlyKhz("a", undefined), "a");
     assert.equal(tscKhzFromCpuinfo("processor\t: 0\ncpu MHz\t\t: 2445.406\n"), 2_445_406);
     assert.equal(tscKhzFromCpuinfo("processor\t: 0\n"), undefined);

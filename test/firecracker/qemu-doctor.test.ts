@@ -1,8 +1,12 @@
 /** The doctor's VMM line and the QEMU wiring of createFirecrackerDriver. */
 import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { execa } from "execa";
 import { checkVmm } from "../../host-agent/doctor/vmm-check.ts";
 import type { CommandRunner } from "../../host-agent/sandbox/firecracker/command-runner.ts";
 import { decideAccelerator, probeAccelerator } from "../../host-agent/sandbox/firecracker/qemu-accel.ts";
+import { makeTempDir, removeDir } from "./helpers.ts";
 import { qemuPath, requireQemu } from "./qemu-helpers.ts";
 
 const qemuVersion: CommandRunner = async () => ({
@@ -77,6 +81,27 @@ describe("createFirecrackerDriver with vmm qemu", () => {
       undefined,
       "QEMU is installed and TCG needs no probe",
     );
+  });
+
+  it("faas doctor on a QEMU driver config prints the vmm line: QEMU's own version, accelerator tcg", async function () {
+    requireQemu(this, false);
+    const { doctorMain } = await import("../../host-agent/doctor/main.ts");
+    const dir = await makeTempDir("qemu-doctor");
+    try {
+      const file = join(dir, "firecracker.json");
+      await writeFile(
+        file,
+        JSON.stringify({ vmm: "qemu", qemu: { path: qemuPath, accelerator: "tcg" }, doctor: {} }),
+      );
+      const { report } = await doctorMain([file]);
+      const version = /version (\S+)/.exec((await execa(qemuPath!, ["--version"])).stdout)?.[1];
+      assert.ok(version, "qemu --version names its version");
+      const vmm = report.lines.filter((l) => /^\S+\s+vmm\s/.test(l));
+      assert.deepEqual(vmm, [`ok    vmm           qemu ${version}, accelerator tcg (configured)`]);
+      assert.equal(report.lines.filter((l) => /^\S+\s+(firecracker|jailer)\s/.test(l)).length, 0);
+    } finally {
+      await removeDir(dir);
+    }
   });
 
   it("refuses an unknown vmm or accelerator by key", async () => {

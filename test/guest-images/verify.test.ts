@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { cpuModelOf, readCpuInfo } from "../../guest-images/bake/cpu-model.ts";
-import { computeBaseVersion } from "../../guest-images/bake/manifest.ts";
+import { computeBaseVersion, parseManifest } from "../../guest-images/bake/manifest.ts";
 import { type BakeJob, bakeBaseImage } from "../../guest-images/bake/pipeline.ts";
 import { BaseImageError, verifyBaseImage } from "../../guest-images/bake/verify.ts";
 import { sha256Text } from "../../guest-images/hash.ts";
@@ -226,6 +226,43 @@ describe("bake pipeline and base image verifier", () => {
         hostFirecrackerVersion: "1.16.1",
         expectedMachine: { vcpus: 2, memMiB: 512 },
       });
+    });
+
+    it("a base snapshotted by the other VMM: QEMU's on a Firecracker host and the reverse, in one line", async () => {
+      const manifest = JSON.parse(await readFile(path.join(dir, "manifest.json"), "utf8"));
+      // No vmm in the manifest: Firecracker wrote it (every base before the QEMU backend).
+      assert.equal(manifest.vmm, undefined);
+      await verifyBaseImage(dir, { hostFirecrackerVersion: "1.16.1", hostVmm: "firecracker" });
+      await assert.rejects(
+        verifyBaseImage(dir, { hostFirecrackerVersion: "1.16.1", hostVmm: "qemu" }),
+        (error: Error) => {
+          assert.ok(error instanceof BaseImageError);
+          assert.equal(
+            error.message,
+            `base image ${manifest.version} was snapshotted by Firecracker (vmm "firecracker") but this host restores with QEMU (vmm "qemu"): a snapshot only restores on the VMM that wrote it; set vmm: "firecracker" in the driver config or bake the base on QEMU`,
+          );
+          return true;
+        },
+      );
+      const qemu = await bakeBaseImage(path.join(out, "qemu"), {
+        ...fakeFirecrackerJob({ count: 0 }),
+        vmm: "qemu",
+      });
+      assert.equal(qemu.manifest.vmm, "qemu");
+      await verifyBaseImage(qemu.dir, { hostFirecrackerVersion: "1.16.1", hostVmm: "qemu" });
+      await assert.rejects(
+        verifyBaseImage(qemu.dir, { hostFirecrackerVersion: "1.16.1", hostVmm: "firecracker" }),
+        /snapshotted by QEMU \(vmm "qemu"\) but this host restores with Firecracker \(vmm "firecracker"\): .*set vmm: "qemu" in the driver config or bake the base on Firecracker$/,
+      );
+      // A process base has no VMM to record.
+      assert.throws(
+        () =>
+          parseManifest(
+            { ...manifest, driver: "process", guest: "process", firecrackerVersion: undefined, vmm: "qemu" },
+            "m.json",
+          ),
+        /vmm: only allowed when driver is firecracker/,
+      );
     });
 
     it("another base version than the one expected", async () => {

@@ -105,7 +105,7 @@ describe("Linux guest image booted under QEMU/TCG (microvm)", function () {
       image.kernel,
       // TCG only: microvm has no HPET or PM timer to calibrate the TSC against when the PIT check fails.
       "-append",
-      `${image.bootArgs} tsc_early_khz=${tscKhz}`,
+      `${image.bootArgs} tsc_early_khz=${tscKhz} tsc=reliable`,
       "-drive",
       `id=root,file=${image.rootfs},format=raw,if=none,readonly=on`,
       "-device",

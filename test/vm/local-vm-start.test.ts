@@ -7,27 +7,35 @@
  */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdir, readdir, readFile, rmdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rmdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
 import { request } from "undici";
-import { localVmDriverConfig } from "../../host-agent/cli/local-vm-base.ts";
+import { localVmHostNames } from "../../host-agent/cli/local-vm-base.ts";
 import { makeTempDir, removeDir } from "../firecracker/helpers.ts";
 import { linuxImageOrSkip, requireQemu } from "../firecracker/qemu-helpers.ts";
 import { freePorts } from "../helpers/child-agent.ts";
 
 const REPO = join(fileURLToPath(new URL(".", import.meta.url)), "../..");
 const HELLO = JSON.stringify({ jsonrpc: "2.0", method: "HelloWorldService.helloWorld", params: [], id: 1 });
-const network = localVmDriverConfig("/", "tcg").network as { netnsPrefix: string };
-const parentCgroup = localVmDriverConfig("/", "tcg").parentCgroup as string;
+const CGROUP_HIERARCHIES = ["", "memory", "cpu", "pids"];
 
-async function localNetns(): Promise<string[]> {
+async function localNetns(netnsPrefix: string): Promise<string[]> {
   const { stdout } = await execa("ip", ["netns", "list"]);
   return stdout
     .split("\n")
     .map((l) => l.split(" ")[0] ?? "")
-    .filter((n) => n.startsWith(`${network.netnsPrefix}-`));
+    .filter((n) => n.startsWith(`${netnsPrefix}-`));
+}
+
+async function cgroupsLeft(parentCgroup: string): Promise<string[]> {
+  const left: string[] = [];
+  for (const h of CGROUP_HIERARCHIES) {
+    const dir = join("/sys/fs/cgroup", h, parentCgroup);
+    if (await stat(dir).catch(() => undefined)) left.push(dir);
+  }
+  return left;
 }
 
 /** QEMU processes whose command line names this test's state dir (their jails live under it). */
@@ -45,24 +53,20 @@ describe("faas start on restored microVMs (QEMU/TCG, Linux guest)", function () 
   this.timeout(900_000);
   let dir: string | undefined;
   let child: ChildProcess | undefined;
+  let names: ReturnType<typeof localVmHostNames> | undefined;
 
   before(async function () {
     requireQemu(this, true);
     await linuxImageOrSkip(this);
-    if ((await localNetns()).length > 0) {
-      console.log(
-        `      skipped: another local microVM platform is running (netns ${network.netnsPrefix}-*)`,
-      );
-      this.skip();
-    }
     dir = await makeTempDir("local-vm-start");
     await execa("chmod", ["0755", dir]);
+    names = localVmHostNames(join(dir, "state"));
   });
 
   after(async () => {
     if (child && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-    for (const c of ["memory", "cpu", "pids"])
-      await rmdir(`/sys/fs/cgroup/${c}/${parentCgroup}`).catch(() => undefined);
+    if (names)
+      for (const cgroup of await cgroupsLeft(names.parentCgroup)) await rmdir(cgroup).catch(() => undefined);
     await removeDir(dir);
   });
 
@@ -135,7 +139,12 @@ describe("faas start on restored microVMs (QEMU/TCG, Linux guest)", function () 
     const exit = await exited;
     assert.deepEqual(exit, { code: 0, signal: null }, output);
     assert.deepEqual(await qemusUnder(stateDir), [], "no QEMU is left");
-    assert.deepEqual(await localNetns(), [], "the driver's close removed its network namespaces");
+    assert.deepEqual(
+      await localNetns(names!.netnsPrefix),
+      [],
+      "the driver's close removed its network namespaces",
+    );
+    assert.deepEqual(await cgroupsLeft(names!.parentCgroup), [], "the driver's close removed its cgroups");
     const jails = join(stateDir, "local-vm", "jails", "firecracker");
     assert.deepEqual(await readdir(jails).catch(() => []), [], "no jail is left");
   });

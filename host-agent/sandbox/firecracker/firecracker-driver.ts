@@ -23,7 +23,7 @@ import { baseFiles, codeDiskJailPath } from "./base-layout.ts";
 import type { FirecrackerDriverConfig } from "./config.ts";
 import { GuestChannel } from "./guest-channel.ts";
 import { IdRangeAllocator } from "./id-range.ts";
-import { type FileToStage, prepareJail, removeJail, stageFile } from "./jail-staging.ts";
+import { type FileToStage, prepareJail, removeJail, removeParentCgroup, stageFile } from "./jail-staging.ts";
 import {
   API_SOCKET_JAIL_PATH,
   buildJailerArgs,
@@ -233,6 +233,8 @@ export class FirecrackerDriver implements SandboxDriver {
     // Restores in flight see the close at their hand-over and release their jail, slot and VMM.
     await Promise.allSettled([...this.starting.values()]);
     await this.deps.slots.close();
+    // The VMs' parent cgroup is this driver's: an agent that stops leaves no empty cgroup behind.
+    await removeParentCgroup(this.config.cgroupRoot, this.config.parentCgroup);
   }
 
   /** Ids of instances that hold host resources right now. */

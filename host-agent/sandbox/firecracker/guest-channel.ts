@@ -35,6 +35,9 @@ export class GuestChannel {
       try {
         const res = await request(`${this.base}/_faas/health`, {
           method: "GET",
+          // Closed after the answer: a bake snapshots right after this call, and a connection still
+          // open then would be resumed, half-dead, by every clone (in each guest's socket table).
+          reset: true,
           headersTimeout: Math.min(remaining, 1_000),
           bodyTimeout: Math.min(remaining, 1_000),
         });
@@ -60,6 +63,8 @@ export class GuestChannel {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: JSON.stringify(body),
+        // One call per instance: no idle connection to keep to it.
+        reset: true,
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
       });

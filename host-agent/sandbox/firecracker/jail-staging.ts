@@ -103,3 +103,24 @@ export async function removeJail(paths: JailPaths, cgroupPath: string | undefine
     });
   }
 }
+
+/** The v1 hierarchies a VM's cgroup settings can land in (qemu-spawner.ts planCgroups maps onto these). */
+const CGROUP_V1_CONTROLLERS = ["memory", "cpu", "pids", "blkio"] as const;
+
+/**
+ * Removes the driver's parent cgroup (and each of its own parents, deepest first) once no VM's cgroup
+ * is left in it: the v2 folder and the v1 one in each controller's hierarchy, whichever exist. A folder
+ * that still holds a cgroup (another agent's VM) stays: rmdir refuses it, and that is not an error.
+ */
+export async function removeParentCgroup(cgroupRoot: string, parent: string): Promise<void> {
+  const root = cgroupRoot.replace(/\/+$/, "");
+  const parts = parent.split("/").filter((p) => p.length > 0);
+  for (let depth = parts.length; depth > 0; depth--) {
+    const relative = parts.slice(0, depth).join("/");
+    for (const hierarchy of [root, ...CGROUP_V1_CONTROLLERS.map((c) => `${root}/${c}`)]) {
+      await rmdir(`${hierarchy}/${relative}`).catch((err: NodeJS.ErrnoException) => {
+        if (!["ENOENT", "EBUSY", "ENOTEMPTY", "ENOTDIR"].includes(err.code ?? "")) throw err;
+      });
+    }
+  }
+}

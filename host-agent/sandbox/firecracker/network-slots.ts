@@ -210,7 +210,13 @@ export class NetworkSlotPool {
     return slot;
   }
 
-  /** Takes the VM's tap away and puts the slot back in the pool. */
+  /**
+   * Takes the VM's tap away, ends the host's connections to the slot and puts the slot back in the
+   * pool. A VM that dies sends no reset: without this, a call in flight to it waits for an answer
+   * that cannot come until its deadline, and a keep-alive connection would be reused by the slot's
+   * next VM. (`ss -K` needs the host kernel's INET_DIAG_DESTROY; without it the call still ends at
+   * its deadline.)
+   */
   async release(slot: NetworkSlot): Promise<void> {
     if (!this.leased.delete(slot.index)) return;
     try {
@@ -220,6 +226,7 @@ export class NetworkSlotPool {
       // A slot we cannot clean is not reused: delete it whole.
       await this.destroySlot(slot).catch(() => undefined);
     }
+    await this.run("ss", ["-K", "-t", "dst", slot.cloneAddress]).catch(() => undefined);
   }
 
   /** Deletes every slot this pool built. */

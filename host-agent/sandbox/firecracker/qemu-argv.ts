@@ -65,10 +65,30 @@ export function escapeOptionValue(value: string): string {
   return value.replaceAll(",", ",,");
 }
 
-/** Adds `tsc_early_khz` to a kernel command line unless the caller already set one. */
+/**
+ * The TCG guest's clock arguments, each unless the caller set it already: `tsc_early_khz` (microvm has
+ * no HPET or PM timer to calibrate the TSC against) and `tsc=reliable`. Without a reference timer the
+ * kernel never makes the TSC its clocksource and keeps refined-jiffies, which loses time whenever the
+ * emulated CPU misses ticks (a busy host): a clone's Date.now() fell 45 s behind the host's within a
+ * minute here. Under TCG the guest's TSC is the host's, so it is as reliable as the host's clock.
+ */
 export function withTscEarlyKhz(cmdline: string, tscKhz: number | undefined): string {
-  if (tscKhz === undefined || /(^|\s)tsc_early_khz=/.test(cmdline)) return cmdline;
-  return `${cmdline} tsc_early_khz=${tscKhz}`.trim();
+  if (tscKhz === undefined) return cmdline;
+  let out = cmdline;
+  if (!/(^|\s)tsc_early_khz=/.test(out)) out = `${out} tsc_early_khz=${tscKhz}`;
+  if (!/(^|\s)tsc=/.test(out)) out = `${out} tsc=reliable`;
+  return out.trim();
+}
+
+/**
+ * `reboot=t` last on the kernel command line (the last `reboot=` wins): a guest that panics (its PID 1,
+ * the runtime, exited) or reboots ends by a triple fault, which `-no-reboot` turns into QEMU's exit.
+ * The recipe's `reboot=k` is Firecracker's way (its i8042 reset line); microvm has no i8042, and in a
+ * clone restored from a snapshot the kernel's fallbacks (EFI, a real-mode jump to the BIOS) spin for
+ * good: the VM stayed up and its call waited out its deadline.
+ */
+export function withTripleFaultReboot(cmdline: string): string {
+  return /(^|\s)reboot=t(\s|$)/.test(cmdline) ? cmdline : `${cmdline} reboot=t`.trim();
 }
 
 export function buildQemuArgv(plan: QemuMachinePlan): string[] {
@@ -115,7 +135,9 @@ export function buildQemuArgv(plan: QemuMachinePlan): string[] {
       "-kernel",
       plan.boot.kernelHostPath,
       "-append",
-      plan.accelerator === "tcg" ? withTscEarlyKhz(plan.boot.cmdline, plan.tscKhz) : plan.boot.cmdline,
+      withTripleFaultReboot(
+        plan.accelerator === "tcg" ? withTscEarlyKhz(plan.boot.cmdline, plan.tscKhz) : plan.boot.cmdline,
+      ),
     );
   } else {
     args.push("-incoming", "defer");
