@@ -159,7 +159,13 @@ export function parseConfigPatch(input: unknown, limits: ConfigLimits): Function
     patch.memoryMiB =
       input.memoryMiB === null
         ? null
-        : checkInteger("memoryMiB", input.memoryMiB, MIN_MEMORY_MIB, limits.maxMemoryMiB, "MiB");
+        : checkInteger(
+            "memoryMiB",
+            input.memoryMiB,
+            Math.min(MIN_MEMORY_MIB, limits.maxMemoryMiB),
+            limits.maxMemoryMiB,
+            "MiB",
+          );
   }
   if (input.timeoutMs !== undefined) {
     patch.timeoutMs =

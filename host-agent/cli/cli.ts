@@ -14,7 +14,15 @@ import { readdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { request } from "undici";
-import { adminRequest, CliError, type Endpoints, endpointsFromEnv } from "./admin-client.ts";
+import {
+  adminRequest,
+  CliError,
+  configPatchOf,
+  deployConfigHeaders,
+  type Endpoints,
+  endpointsFromEnv,
+  repeatedFlag,
+} from "./admin-client.ts";
 import { PackError, packFunction } from "./pack.ts";
 import { releaseCommand, rollbackCommand } from "./release.ts";
 
@@ -24,6 +32,8 @@ const USAGE = `usage:
         [--node <major>]                       the base's pinned Node LTS: 22 or 24 (default 24)
         [--runtime-variant <name>]             (a variant stamps another runtime build: a new base version)
   faas deploy <dir> [--name <name>]            bundle <dir> with esbuild and deploy it
+        [--env K=V]... [--secret K=V]...       the function's environment and secrets (names listed, values never)
+        [--memory <MiB>] [--timeout <seconds>] within the host's instance memory and call timeout
   faas invoke <name> <Class.method> [params]   call a JSON-RPC method; params is a JSON array
   faas ls                                      list deployed functions
   faas logs <name> [--limit <n>]               the function's last console lines (at most 500)
@@ -37,11 +47,19 @@ environment: FAAS_URL, FAAS_ADMIN_URL, FAAS_ADMIN_TOKEN, FAAS_STATE_DIR, PORT, A
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 
-export async function deployFolder(ep: Endpoints, dir: string, name: string) {
+export async function deployFolder(ep: Endpoints, dir: string, name: string, args: string[] = []) {
   const bytes = await packFunction(dir);
+  const flag = (f: string) => (args.includes(f) ? args[args.indexOf(f) + 1] : undefined);
+  const patch = configPatchOf({
+    env: repeatedFlag(args, "--env"),
+    secrets: repeatedFlag(args, "--secret"),
+    memory: flag("--memory"),
+    timeout: flag("--timeout"),
+  });
   const { json } = await adminRequest(ep, "PUT", `/v1/functions/${encodeURIComponent(name)}`, {
     bytes,
     type: "application/gzip",
+    headers: deployConfigHeaders(patch),
   });
   return json as { function: { name: string; revision: number; codeHash: string }; load: { style: string } };
 }
@@ -203,7 +221,7 @@ export async function main(argv: string[]): Promise<number> {
         const i = rest.indexOf("--name");
         const name = i >= 0 ? rest[i + 1] : defaultName(dir);
         if (!name) throw new CliError("--name needs a value");
-        const out = await deployFolder(ep, dir, name);
+        const out = await deployFolder(ep, dir, name, rest);
         console.log(
           `deployed ${out.function.name} (revision ${out.function.revision}, ${out.load.style}, code ${out.function.codeHash.slice(0, 12)})`,
         );
