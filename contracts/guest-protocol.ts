@@ -3,6 +3,8 @@
  * the host's; every other path is a call to the loaded function, forwarded as the client sent it.
  */
 
+import type { CorsConfig } from "./function-config.ts";
+
 export const CONTROL_PREFIX = "/_faas/";
 
 /** Headers the host adds to every forwarded call. */
@@ -63,10 +65,30 @@ export const CONTROL_SECRET_MIN_LENGTH = 32;
 export const INIT_ENTROPY_BYTES = 32;
 
 /** POST /_faas/load: import the function's code from the read-only code path. */
-export interface LoadRequest {
+export interface LoadRequest extends LoadSettings {
   readonly functionName: string;
   /** Entry module relative to the code path. */
   readonly entry: string;
+}
+
+/**
+ * What a load carries besides the code: the function's configuration, as data in the body (never on a
+ * command line, where /proc shows it). Every field is optional: a runtime given none serves as before.
+ */
+export interface LoadSettings {
+  /**
+   * The function's own variables and secrets, set in process.env before its module is imported. The
+   * runtime adds the AWS_LAMBDA_* ones from the fields below (the host has checked the names).
+   */
+  readonly env?: Readonly<Record<string, string>>;
+  /** What AWS_LAMBDA_FUNCTION_VERSION and context.functionVersion say (the record's revision). */
+  readonly functionVersion?: string;
+  /** The instance's memory, MiB: AWS_LAMBDA_FUNCTION_MEMORY_SIZE and context.memoryLimitInMB. */
+  readonly memoryMiB?: number;
+  /** The host's region, when it has one: AWS_REGION, AWS_DEFAULT_REGION and the ARN in the context. */
+  readonly region?: string;
+  /** Browser origins allowed to call; the runtime answers preflights and sets the CORS headers. */
+  readonly cors?: CorsConfig;
 }
 
 export interface LoadResponse {

@@ -8,6 +8,8 @@
  *   <prefix>bundles/<sha256>       the bundle bytes (tar.gz or zip), by content hash
  */
 
+import { type FunctionConfig, storedConfigProblem } from "./function-config.ts";
+
 /** Function names: what callers put in the URL, and the record's key. */
 export const FUNCTION_NAME = /^[a-z][a-z0-9-]{0,62}$/;
 /** Names that match FUNCTION_NAME but that the data plane keeps for its own routes. */
@@ -36,8 +38,10 @@ export interface FunctionRecord extends BundleDescription {
   readonly name: string;
   /** ISO 8601. */
   readonly deployedAt: string;
-  /** Monotonic per name: 1 for the first deploy. */
+  /** Monotonic per name: 1 for the first deploy; every deploy and configuration change adds one. */
   readonly revision: number;
+  /** Environment, secrets' names, memory, timeout, CORS; absent: the host's defaults. */
+  readonly config?: FunctionConfig;
 }
 
 /** The folder (key prefix) that holds every record. */
@@ -145,6 +149,10 @@ export function parseRecord(body: Buffer | string, key: string): FunctionRecord 
   if (!SHA256_HEX.test(fields.codeHash as string)) {
     throw new RecordFormatError(`registry object ${key}: "codeHash" must be 64 lowercase hex digits`);
   }
+  if (fields.config !== undefined) {
+    const problem = storedConfigProblem(fields.config);
+    if (problem) throw new RecordFormatError(`registry object ${key}: "config": ${problem}`);
+  }
   return {
     name: fields.name as string,
     codeHash: fields.codeHash as string,
@@ -155,5 +163,11 @@ export function parseRecord(body: Buffer | string, key: string): FunctionRecord 
     entry: fields.entry as string,
     deployedAt: fields.deployedAt as string,
     revision: fields.revision as number,
+    ...(fields.config !== undefined ? { config: fields.config as FunctionConfig } : {}),
   };
+}
+
+/** The object key of a function's secrets (its own object: never in the record, never in a bundle). */
+export function secretsKey(name: string, prefix = ""): string {
+  return `${prefix}secrets/${name}.json`;
 }

@@ -26,6 +26,7 @@ import { createLogger, type Logger } from "./log.ts";
 import { FunctionLogs } from "./logs/function-logs.ts";
 import { createMetrics } from "./metrics.ts";
 import type { InstanceSource } from "./pool/instance-source.ts";
+import { functionVersion } from "./pool/pool.ts";
 import { codeDisksForBase } from "./registry/code-disks.ts";
 import { LocalRegistryBackend } from "./registry/local-backend.ts";
 import { RegistryPoller } from "./registry/poller.ts";
@@ -206,6 +207,11 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
       log,
       // MicroVMs get each function's code as a disk image, built at deploy and cached by code hash.
       codeDisks: codeDisksForBase(base, path.join(stateDir, "code-disks")),
+      functionDefaults: {
+        memoryMiB: config.limits.memoryMiB,
+        callTimeoutMs: config.pool.callTimeoutMs,
+        ...(config.aws.region ? { region: config.aws.region } : {}),
+      },
     },
   );
   await registry.init();
@@ -259,7 +265,11 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
   rollout.start();
   // Functions another writer replaced or deleted: their instances finish the call they serve, then stop.
   registry.changeListener = (name, record) => {
-    rollout.retireFunction(name, record?.codeHash);
+    rollout.retireFunction(
+      name,
+      record &&
+        functionVersion({ codeHash: record.codeHash, settingsHash: registry.settingsFor(record).hash }),
+    );
     if (!record) functionLogs.forget(name);
   };
 
@@ -288,6 +298,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     adminToken: token.token,
     maxBundleBytes: config.bundle.maxBundleBytes,
     deployTimeoutMs: Math.max(config.pool.callTimeoutMs, 30_000),
+    configLimits: { maxMemoryMiB: config.limits.memoryMiB, maxTimeoutMs: config.pool.callTimeoutMs },
     rollout,
     health: () => ({
       baseVersion: rollout.currentBase.version,

@@ -4,6 +4,8 @@ export const PARSE_ERROR = -32700;
 export const INVALID_REQUEST = -32600;
 export const METHOD_NOT_FOUND = -32601;
 export const SERVER_ERROR = -32000;
+/** A method's answer that JSON cannot carry (a BigInt, a circular object). */
+export const INTERNAL_ERROR = -32603;
 
 export type JsonRpcId = string | number | null;
 
@@ -38,8 +40,73 @@ export function exportedClasses(moduleExports: Record<string, unknown>): Map<str
   return classes;
 }
 
-export function rpcError(status: number, code: number, message: string, id: JsonRpcId): JsonRpcAnswer {
-  return { status, body: { jsonrpc: "2.0", error: { code, message }, id } };
+export function rpcError(
+  status: number,
+  code: number,
+  message: string,
+  id: JsonRpcId,
+  info?: unknown,
+): JsonRpcAnswer {
+  const error: Record<string, unknown> = { code, message };
+  if (info !== undefined) error.info = info;
+  return { status, body: { jsonrpc: "2.0", error, id } };
+}
+
+/**
+ * What the call's first argument is given when the client sent a GnzContext there. Genezio's runtime
+ * (genezio CLI 3.x, src/bundlers/node/genezioRuntimeHandlerGenerator.ts) fills a first parameter whose
+ * `isGnzContext` is true with `requestContext` ({ http, url }) and the request's `headers`; its
+ * generated client sends `{ token, isGnzContext: true }` there for methods that declare a GnzContext.
+ */
+export interface RpcRequestInfo {
+  readonly headers: Record<string, string>;
+  readonly http: {
+    readonly method: string;
+    readonly path: string;
+    readonly protocol: string;
+    readonly userAgent: string;
+    readonly sourceIp: string;
+  };
+  readonly url: URL;
+}
+
+function fillGnzContext(params: unknown[], request: RpcRequestInfo | undefined): void {
+  const first = params[0];
+  if (!request || typeof first !== "object" || first === null || Array.isArray(first)) return;
+  const ctx = first as Record<string, unknown>;
+  if (ctx.isGnzContext !== true) return;
+  ctx.requestContext = { http: { ...request.http }, url: request.url };
+  ctx.headers = { ...request.headers };
+}
+
+/**
+ * A thrown value as Genezio's client reads it back (its Remote turns `error` into an Error with
+ * `code` and `info`): a GenezioError's integer code and its info, else -32000 with the message.
+ */
+export function thrownToAnswer(err: unknown, id: JsonRpcId): JsonRpcAnswer {
+  if (!(err instanceof Error)) return rpcError(500, SERVER_ERROR, String(err), id);
+  const { code, info } = err as Error & { code?: unknown; info?: unknown };
+  return rpcError(500, Number.isInteger(code) ? (code as number) : SERVER_ERROR, err.message, id, info);
+}
+
+/**
+ * The answer as the bytes sent. A result (or an error's info) JSON cannot carry, a BigInt or a circular
+ * object, becomes an internal error naming why: the call is answered and the instance goes on serving.
+ */
+export function serializeAnswer(answer: JsonRpcAnswer): { status: number; text: string } {
+  try {
+    return { status: answer.status, text: JSON.stringify(answer.body) };
+  } catch (err) {
+    const id = (answer.body.id ?? null) as JsonRpcId;
+    const what = "error" in answer.body && answer.body.error ? "error's info" : "result";
+    const fallback = rpcError(
+      500,
+      INTERNAL_ERROR,
+      `the method's ${what} cannot be sent as JSON: ${(err as Error).message}`,
+      id,
+    );
+    return { status: fallback.status, text: JSON.stringify(fallback.body) };
+  }
 }
 
 export function rpcResult(result: unknown, id: JsonRpcId): JsonRpcAnswer {
@@ -107,12 +174,14 @@ export function isAnswer(v: RpcCall | JsonRpcAnswer): v is JsonRpcAnswer {
 
 /**
  * Runs one call against lazily created class instances (one per class, kept for the instance's life, as
- * a warm Lambda keeps its module state). User throws become server errors carrying the message.
+ * a warm Lambda keeps its module state). User throws become errors carrying the message (and a
+ * GenezioError's code and info); `request` fills a GnzContext first argument.
  */
 export async function dispatchRpc(
   call: RpcCall,
   classes: Map<string, AnyClass>,
   instances: Map<string, unknown>,
+  request?: RpcRequestInfo,
 ): Promise<JsonRpcAnswer> {
   const cls = classes.get(call.className);
   if (!cls) {
@@ -135,10 +204,10 @@ export async function dispatchRpc(
       target = new cls();
       instances.set(call.className, target);
     }
+    fillGnzContext(call.params, request);
     const result = await (method as (...a: unknown[]) => unknown).apply(target, call.params);
     return rpcResult(result, call.id);
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
-    return rpcError(500, SERVER_ERROR, message, call.id);
+    return thrownToAnswer(err, call.id);
   }
 }

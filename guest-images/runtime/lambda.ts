@@ -201,3 +201,38 @@ export function resultToAnswer(result: unknown, mount = ""): HttpAnswer {
   else body = Buffer.from(JSON.stringify(r.body));
   return { status, headers, body };
 }
+
+/** Who the loaded function is, as a Lambda handler's context and AWS_LAMBDA_* variables name it. */
+export interface FunctionIdentity {
+  readonly functionName: string;
+  readonly functionVersion: string;
+  /** Unknown when the host did not say (an older host): memoryLimitInMB is then "". */
+  readonly memoryMiB: number | undefined;
+  readonly region: string | undefined;
+  readonly logGroupName: string;
+  readonly logStreamName: string;
+}
+
+/**
+ * The `context` a Lambda handler gets: the fields AWS documents for Node.js, with an ARN in AWS's shape
+ * (account 000000000000: there is no AWS account behind it) so code that parses it works.
+ */
+export function lambdaContext(
+  id: FunctionIdentity,
+  awsRequestId: string,
+  remainingMs: () => number,
+): Record<string, unknown> {
+  return {
+    functionName: id.functionName,
+    functionVersion: id.functionVersion,
+    invokedFunctionArn: `arn:aws:lambda:${id.region ?? "local"}:000000000000:function:${id.functionName}`,
+    memoryLimitInMB: id.memoryMiB === undefined ? "" : String(id.memoryMiB),
+    awsRequestId,
+    logGroupName: id.logGroupName,
+    logStreamName: id.logStreamName,
+    identity: undefined,
+    clientContext: undefined,
+    callbackWaitsForEmptyEventLoop: false,
+    getRemainingTimeInMillis: () => Math.max(0, Math.round(remainingMs())),
+  };
+}

@@ -5,6 +5,7 @@
  */
 import type { AsyncLocalStorage } from "node:async_hooks";
 import type * as Http from "node:http";
+import type { CorsConfig } from "../../contracts/function-config.ts";
 import {
   BASE_VERSION_HEADER,
   CONSOLE_PENDING_HEADER,
@@ -18,12 +19,31 @@ import {
   type LoadRequest,
   type LoadResponse,
   REQUEST_ID_HEADER,
+  SOURCE_IP_HEADER,
   TIMEOUT_HEADER,
 } from "../../contracts/guest-protocol.ts";
 import { type CallContext, installConsoleCapture } from "./console-capture.ts";
 import type { ConsoleQueue } from "./console-queue.ts";
-import { type AnyClass, dispatchRpc, exportedClasses, isAnswer, parseRpcBody, rpcError } from "./jsonrpc.ts";
-import { buildHttpEvent, INTERNAL_ERROR, invokeErrorLine, resultToAnswer } from "./lambda.ts";
+import { corsFor, GENEZIO_DEFAULT_CORS } from "./cors.ts";
+import { functionEnvironment, functionIdentity } from "./function-env.ts";
+import {
+  type AnyClass,
+  dispatchRpc,
+  exportedClasses,
+  isAnswer,
+  parseRpcBody,
+  type RpcRequestInfo,
+  rpcError,
+  serializeAnswer,
+} from "./jsonrpc.ts";
+import {
+  buildHttpEvent,
+  type FunctionIdentity,
+  INTERNAL_ERROR,
+  invokeErrorLine,
+  lambdaContext,
+  resultToAnswer,
+} from "./lambda.ts";
 import { importModule, LoadError, resolveEntry } from "./loader.ts";
 import type { CreateRequireFn } from "./require-type.ts";
 import { type CachingCrypto, drainCryptoCaches, reseedMathRandom } from "./reseed.ts";
@@ -80,6 +100,10 @@ interface LoadedFunction {
   readonly classes: Map<string, AnyClass>;
   readonly instances: Map<string, unknown>;
   readonly handler?: (...args: unknown[]) => unknown;
+  /** Who the function is, for the Lambda context. */
+  readonly identity: FunctionIdentity;
+  /** The load's CORS, else Genezio's default for classes, else none (a handler does its own). */
+  readonly cors: CorsConfig | undefined;
 }
 
 /** A guest clock this far from the host's at init is stepped (--set-clock); closer ones are left alone. */
@@ -254,6 +278,14 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
           readFile: (p: string) => deps.fs.readFileSync(p, "utf8"),
         };
         const entry = typeof body.entry === "string" ? body.entry : resolveEntry(opts.codePath, fsProbe);
+        const place = {
+          codePath: opts.codePath,
+          instanceId,
+          nowMs: now(),
+          nodeVersion: process.versions.node,
+        };
+        // Before the import: module-level code reads its configuration from process.env.
+        Object.assign(process.env, functionEnvironment(body, place, entry));
         const ctx: CallContext = {
           fn: body.functionName,
           rid: "load",
@@ -272,6 +304,8 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
           classes,
           instances: new Map(),
           handler: typeof handler === "function" ? (handler as (...a: unknown[]) => unknown) : undefined,
+          identity: functionIdentity(body, place),
+          cors: body.cors ?? (typeof handler === "function" ? undefined : GENEZIO_DEFAULT_CORS),
         };
         const answer: LoadResponse = {
           functionName: loaded.name,
@@ -334,6 +368,13 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
       controlError(res, 404, "state", `this instance serves /${fn.name}, not ${fullPath}`);
       return;
     }
+    const cors = corsFor(fn.cors, req.method ?? "GET", req.headers);
+    for (const [k, v] of Object.entries(cors.headers)) res.setHeader(k, v);
+    if (cors.preflight) {
+      req.resume();
+      res.writeHead(204).end();
+      return;
+    }
     const rid = String(req.headers[REQUEST_ID_HEADER] ?? deps.randomUUID());
     const timeoutMs = Number(req.headers[TIMEOUT_HEADER] ?? 30_000);
     const ctx: CallContext = { fn: fn.name, rid, logBudget: opts.logBytesPerCall, truncated: false };
@@ -354,9 +395,16 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
           return;
         }
         const call = parseRpcBody(body);
-        const answer = isAnswer(call) ? call : await dispatchRpc(call, fn.classes, fn.instances);
+        const answer = isAnswer(call)
+          ? call
+          : await dispatchRpc(call, fn.classes, fn.instances, rpcRequestInfo(req, url, fullPath));
         markConsole(res);
-        sendJson(res, answer.status, answer.body);
+        const out = serializeAnswer(answer);
+        res.writeHead(out.status, {
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(out.text),
+        });
+        res.end(out.text);
         return;
       }
       const started = deps.now();
@@ -371,15 +419,7 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
         functionName: fn.name,
         nowMs: now(),
       });
-      const context = {
-        functionName: fn.name,
-        functionVersion: "$LATEST",
-        awsRequestId: rid,
-        invokedFunctionArn: `arn:snapfaas:function:${fn.name}`,
-        memoryLimitInMB: String(process.env.FAAS_MEMORY_MIB ?? ""),
-        callbackWaitsForEmptyEventLoop: false,
-        getRemainingTimeInMillis: () => Math.max(0, timeoutMs - (deps.now() - started)),
-      };
+      const context = lambdaContext(fn.identity, rid, () => timeoutMs - (deps.now() - started));
       try {
         const handler = fn.handler!;
         const result =
@@ -417,6 +457,42 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
   }
 
   return server;
+}
+
+/** The caller's address as the handler event's requestContext.http.sourceIp and a GnzContext give it. */
+/** The caller's address as the host saw it (SOURCE_IP_HEADER), else this runtime's own peer. */
+function sourceIpOf(req: Http.IncomingMessage): string {
+  const named = req.headers[SOURCE_IP_HEADER];
+  return (typeof named === "string" && named) || (req.socket.remoteAddress ?? "127.0.0.1");
+}
+
+/** The request as a GnzContext first argument is given it (headers without the host's own). */
+function rpcRequestInfo(req: Http.IncomingMessage, url: string, path: string): RpcRequestInfo {
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (v === undefined || k.startsWith("x-faas-")) continue;
+    headers[k] = Array.isArray(v) ? v.join(",") : v;
+  }
+  return {
+    headers,
+    http: {
+      method: req.method ?? "POST",
+      path,
+      protocol: `HTTP/${req.httpVersion}`,
+      userAgent: headers["user-agent"] ?? "",
+      sourceIp: sourceIpOf(req),
+    },
+    url: callUrl(url, headers.host),
+  };
+}
+
+function callUrl(url: string, host: string | undefined): URL {
+  try {
+    return new URL(url, `http://${host ?? "localhost"}`);
+  } catch {
+    // A Host header no URL can carry: the path is still worth giving.
+    return new URL(url, "http://localhost");
+  }
 }
 
 /** Compares in time independent of where the strings differ (a guest on the network may time it). */

@@ -1,7 +1,9 @@
 /** The CLI's client for the agent's two planes, with errors that carry the agent's own message. */
+
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { request } from "undici";
+import type { FunctionConfigPatch } from "../../contracts/function-config.ts";
 
 export class CliError extends Error {
   override readonly name = "CliError";
@@ -32,9 +34,9 @@ export function endpointsFromEnv(env: NodeJS.ProcessEnv): Endpoints {
 
 export async function adminRequest(
   ep: Endpoints,
-  method: "GET" | "PUT" | "POST" | "DELETE",
+  method: "GET" | "PUT" | "POST" | "PATCH" | "DELETE",
   route: string,
-  body?: { bytes: Buffer; type: string },
+  body?: { bytes: Buffer; type: string; headers?: Record<string, string> },
 ): Promise<{ status: number; json: Record<string, unknown> }> {
   if (!ep.token) {
     throw new CliError(
@@ -45,7 +47,10 @@ export async function adminRequest(
   try {
     res = await request(`${ep.adminUrl}${route}`, {
       method,
-      headers: { authorization: `Bearer ${ep.token}`, ...(body ? { "content-type": body.type } : {}) },
+      headers: {
+        authorization: `Bearer ${ep.token}`,
+        ...(body ? { "content-type": body.type, ...body.headers } : {}),
+      },
       body: body?.bytes,
     });
   } catch (err) {
@@ -65,4 +70,60 @@ export async function adminRequest(
     throw new CliError(`${method} ${route} failed (${res.statusCode}): ${err?.message ?? text}`);
   }
   return { status: res.statusCode, json };
+}
+
+/** What `--env`, `--secret`, `--memory` and `--timeout` ask for, as the agent's configuration change. */
+export interface ConfigFlags {
+  /** "NAME=value" each; "NAME=" sets an empty value. */
+  readonly env?: readonly string[];
+  readonly secrets?: readonly string[];
+  /** MiB. */
+  readonly memory?: string;
+  /** Seconds, as Lambda counts its timeout. */
+  readonly timeout?: string;
+}
+
+function pairs(flag: string, items: readonly string[] | undefined): Record<string, string> | undefined {
+  if (!items || items.length === 0) return undefined;
+  const out: Record<string, string> = {};
+  for (const item of items) {
+    const eq = item.indexOf("=");
+    if (eq <= 0) throw new CliError(`${flag} takes NAME=value, not ${JSON.stringify(item)}`);
+    out[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return out;
+}
+
+/** The configuration change flags ask for (undefined: none); the agent checks names and bounds. */
+export function configPatchOf(flags: ConfigFlags): FunctionConfigPatch | undefined {
+  const patch: { -readonly [K in keyof FunctionConfigPatch]: FunctionConfigPatch[K] } = {};
+  const env = pairs("--env", flags.env);
+  if (env) patch.env = env;
+  const secrets = pairs("--secret", flags.secrets);
+  if (secrets) patch.secrets = secrets;
+  if (flags.memory !== undefined) {
+    if (!/^\d+$/.test(flags.memory))
+      throw new CliError(`--memory takes MiB as a whole number, not ${flags.memory}`);
+    patch.memoryMiB = Number(flags.memory);
+  }
+  if (flags.timeout !== undefined) {
+    if (!/^\d+(\.\d+)?$/.test(flags.timeout))
+      throw new CliError(`--timeout takes seconds, not ${flags.timeout}`);
+    patch.timeoutMs = Math.round(Number(flags.timeout) * 1000);
+  }
+  return Object.keys(patch).length > 0 ? patch : undefined;
+}
+
+/** The deploy header that carries a configuration change with the bundle (the agent's x-faas-config). */
+export function deployConfigHeaders(patch: FunctionConfigPatch | undefined): Record<string, string> {
+  return patch ? { "x-faas-config": Buffer.from(JSON.stringify(patch)).toString("base64") } : {};
+}
+
+/** Changes a deployed function's configuration without a new upload (PATCH /v1/functions/<name>/config). */
+export async function updateConfig(ep: Endpoints, name: string, patch: FunctionConfigPatch) {
+  const { json } = await adminRequest(ep, "PATCH", `/v1/functions/${encodeURIComponent(name)}/config`, {
+    bytes: Buffer.from(JSON.stringify(patch)),
+    type: "application/json",
+  });
+  return json as { function: { name: string; revision: number; config: Record<string, unknown> } };
 }

@@ -5,15 +5,27 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import path from "node:path";
+import {
+  ConfigError,
+  type ConfigLimits,
+  type FunctionConfigPatch,
+  parseConfigPatch,
+} from "../../contracts/function-config.ts";
 import type { Clock } from "../clock.ts";
 import { ApiError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { FunctionLogs } from "../logs/function-logs.ts";
 import type { AgentMetrics } from "../metrics.ts";
 import type { InstanceSource } from "../pool/instance-source.ts";
-import { FunctionLoadError, PoolBusyError } from "../pool/pool.ts";
+import { FunctionLoadError, functionVersion, PoolBusyError } from "../pool/pool.ts";
 import { BundleError } from "../registry/bundle.ts";
-import { checkFunctionName, type Registry, RegistryError } from "../registry/registry.ts";
+import {
+  checkFunctionName,
+  type PreparedDeploy,
+  publicRecord,
+  type Registry,
+  RegistryError,
+} from "../registry/registry.ts";
 import { parseRelease, ReleaseError } from "../release/release.ts";
 import { type Rollout, RolloutConflictError } from "../release/rollout.ts";
 import { SandboxStartError } from "../sandbox/driver.ts";
@@ -44,7 +56,16 @@ export interface ControlPlaneDeps {
   readonly timeouts: RequestTimeouts;
   /** The last console lines of each function (GET /v1/functions/<name>/logs). */
   readonly functionLogs?: FunctionLogs;
+  /** The most memory and the longest timeout a function may ask for on this host. */
+  readonly configLimits?: ConfigLimits;
 }
+
+/** Header of a deploy carrying a configuration change: base64 of the JSON a PATCH .../config takes. */
+export const DEPLOY_CONFIG_HEADER = "x-faas-config";
+/** Largest configuration body: the secrets' and environment's limits and room for the rest. */
+const MAX_CONFIG_BODY = 64 * 1024;
+/** Without limits from the agent: the defaults of the agent's own configuration. */
+const DEFAULT_CONFIG_LIMITS: ConfigLimits = { maxMemoryMiB: 256, maxTimeoutMs: 30_000 };
 
 /** Most lines one GET /v1/functions/<name>/logs returns. */
 const MAX_LOG_LINES = 500;
@@ -149,7 +170,19 @@ async function route(deps: ControlPlaneDeps, req: IncomingMessage, res: ServerRe
   }
   if (parts[0] === "v1" && parts[1] === "functions" && parts.length === 2) {
     allow(["GET"]);
-    sendJson(res, 200, { functions: deps.registry.list() });
+    sendJson(res, 200, { functions: deps.registry.list().map(publicRecord) });
+    return;
+  }
+  if (parts[0] === "v1" && parts[1] === "functions" && parts.length === 4 && parts[3] === "config") {
+    allow(["GET", "PATCH"]);
+    const name = functionNameOf(parts[2]!, url.pathname);
+    if (method === "GET") {
+      const record = deps.registry.get(name);
+      if (!record) throw new ApiError(404, "function_not_found", `no function named ${name}`);
+      sendJson(res, 200, { function: name, revision: record.revision, config: publicRecord(record).config });
+      return;
+    }
+    await configure(deps, name, req, res);
     return;
   }
   if (parts[0] === "v1" && parts[1] === "functions" && parts.length === 4 && parts[3] === "logs") {
@@ -191,7 +224,7 @@ async function route(deps: ControlPlaneDeps, req: IncomingMessage, res: ServerRe
       const record = deps.registry.get(name);
       if (!record) throw new ApiError(404, "function_not_found", `no function named ${name}`);
       sendJson(res, 200, {
-        function: record,
+        function: publicRecord(record),
         pool: deps.pool.snapshot().functions[name] ?? { idle: 0, busy: 0 },
       });
       return;
@@ -324,6 +357,21 @@ async function deploy(
       `send the bundle as application/gzip (tar.gz) or application/zip, not ${type}`,
     );
   }
+  let patch: FunctionConfigPatch | undefined;
+  const header = req.headers[DEPLOY_CONFIG_HEADER];
+  if (header !== undefined) {
+    try {
+      patch = configPatchOf(
+        Buffer.from(String(header), "base64").toString("utf8"),
+        deps.configLimits ?? DEFAULT_CONFIG_LIMITS,
+        `the ${DEPLOY_CONFIG_HEADER} header (base64 of a JSON object)`,
+      );
+    } catch (err) {
+      req.resume();
+      deps.metrics.deploys.inc({ result: "rejected" });
+      throw err;
+    }
+  }
   const bytes = await readBody(req, deps.maxBundleBytes).catch((err: ApiError) => {
     deps.metrics.deploys.inc({ result: "rejected" });
     throw new ApiError(413, "bundle_too_large", `${err.message} (bundle limit)`);
@@ -332,21 +380,13 @@ async function deploy(
   await deps.registry.withNameLock(name, async () => {
     let prepared: Awaited<ReturnType<Registry["prepare"]>> | undefined;
     try {
-      prepared = await deps.registry.prepare(name, bytes);
+      prepared = await deps.registry.prepare(name, bytes, patch);
       const previous = deps.registry.get(name);
-      const code = {
-        name,
-        codeHash: prepared.record.codeHash,
-        entry: prepared.record.entry,
-        hostPath: prepared.artifactPath,
-      };
-      const loaded = await deps.pool.prespecialize(code, started + deps.deployTimeoutMs);
-      const record = await deps.registry.commit(prepared);
-      deps.pool.retireFunction(name, record.codeHash);
+      const { record, loaded } = await proveAndCommit(deps, prepared, started);
       deps.metrics.deploys.inc({ result: "ok" });
       deps.log.info({ fn: name, codeHash: record.codeHash, revision: record.revision }, "function deployed");
       sendJson(res, previous ? 200 : 201, {
-        function: record,
+        function: publicRecord(record),
         load: { style: loaded.style, classes: loaded.classes, initMs: Math.round(loaded.initMs * 100) / 100 },
         url: `/${name}`,
       });
@@ -354,6 +394,7 @@ async function deploy(
       deps.metrics.deploys.inc({ result: "rejected" });
       if (prepared) await deps.registry.discard(prepared);
       if (err instanceof BundleError) throw new ApiError(err.status, "invalid_bundle", err.message);
+      if (err instanceof ConfigError) throw new ApiError(400, "invalid_config", err.message);
       if (err instanceof RegistryError) throw new ApiError(err.status, "invalid_name", err.message);
       if (err instanceof FunctionLoadError) {
         throw new ApiError(422, "function_load_failed", `the function failed to load: ${err.message}`);
@@ -377,6 +418,83 @@ async function deploy(
             "retry-after": "5",
           },
         );
+      }
+      throw err;
+    }
+  });
+}
+
+/** A configuration change from JSON text, checked; 400 naming the field and what is allowed. */
+function configPatchOf(text: string, limits: ConfigLimits, what: string): FunctionConfigPatch {
+  let input: unknown;
+  try {
+    input = JSON.parse(text);
+  } catch (err) {
+    throw new ApiError(400, "invalid_config", `${what} is not JSON: ${(err as Error).message}`);
+  }
+  try {
+    return parseConfigPatch(input, limits);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ApiError(400, "invalid_config", err.message);
+    throw err;
+  }
+}
+
+/**
+ * Loads a prepared deploy (new code, or new configuration) in a fresh instance, commits it once it
+ * loads, and retires the instances of the version it replaces: they finish their call and stop.
+ */
+async function proveAndCommit(deps: ControlPlaneDeps, prepared: PreparedDeploy, started: number) {
+  const settings = deps.registry.settingsFor(prepared.record, prepared.secrets);
+  const code = {
+    name: prepared.record.name,
+    codeHash: prepared.record.codeHash,
+    entry: prepared.record.entry,
+    hostPath: prepared.artifactPath,
+    settings: settings.load,
+    settingsHash: settings.hash,
+  };
+  const loaded = await deps.pool.prespecialize(code, started + deps.deployTimeoutMs);
+  const record = await deps.registry.commit(prepared);
+  deps.pool.retireFunction(record.name, functionVersion(code));
+  return { record, loaded };
+}
+
+/**
+ * PATCH /v1/functions/<name>/config: environment, secrets, memory, timeout, CORS changed without a new
+ * upload. Proven by a load with the new settings first; calls after the answer run on instances loaded
+ * with them, and instances of the old settings are retired.
+ */
+async function configure(
+  deps: ControlPlaneDeps,
+  name: string,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  const body = await readBody(req, MAX_CONFIG_BODY).catch(() => {
+    throw new ApiError(413, "config_too_large", `the configuration is larger than ${MAX_CONFIG_BODY} bytes`);
+  });
+  const patch = configPatchOf(body.toString("utf8"), deps.configLimits ?? DEFAULT_CONFIG_LIMITS, "the body");
+  const started = deps.clock.now();
+  await deps.registry.withNameLock(name, async () => {
+    try {
+      const prepared = deps.registry.prepareConfig(name, patch);
+      const { record } = await proveAndCommit(deps, prepared, started);
+      // Names only: values of variables and secrets are never logged.
+      deps.log.info({ fn: name, revision: record.revision }, "function configuration changed");
+      sendJson(res, 200, { function: publicRecord(record) });
+    } catch (err) {
+      if (err instanceof ConfigError) throw new ApiError(400, "invalid_config", err.message);
+      if (err instanceof RegistryError) throw new ApiError(err.status, "function_not_found", err.message);
+      if (err instanceof FunctionLoadError) {
+        throw new ApiError(
+          422,
+          "function_load_failed",
+          `the function failed to load with the new configuration (it runs as before): ${err.message}`,
+        );
+      }
+      if (err instanceof PoolBusyError) {
+        throw new ApiError(503, "no_capacity", err.message, { "retry-after": String(err.retryAfterSeconds) });
       }
       throw err;
     }

@@ -91,7 +91,9 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
   const callEnded = deps.serving.callStarted();
   try {
     const body = await readBody(req, deps.maxBodyBytes);
-    const deadline = received + deps.callTimeoutMs;
+    // The function's own timeout, environment and memory (within the host's bounds).
+    const settings = deps.registry.settingsFor(record);
+    const deadline = received + settings.timeoutMs;
     lease = await deps.pool.acquire(
       {
         name,
@@ -99,6 +101,8 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
         entry: record.entry,
         // The folder for the process sandbox, the function's code disk image for microVMs.
         hostPath: deps.registry.artifactPath(record.codeHash),
+        settings: settings.load,
+        settingsHash: settings.hash,
       },
       deadline,
     );
@@ -130,7 +134,7 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
         throw new ApiError(
           504,
           "call_timeout",
-          `the call did not finish within its deadline of ${deps.callTimeoutMs} ms; its instance was stopped`,
+          `the call did not finish within its deadline of ${settings.timeoutMs} ms; its instance was stopped`,
         );
       }
       if (err instanceof ResponseTooLargeError) {

@@ -8,7 +8,7 @@
  * function waits for the instances already being prepared instead of each starting its own. Idle
  * specialized instances stop after a TTL (scale to zero); generics refill in the background.
  */
-import type { LoadResponse } from "../../contracts/guest-protocol.ts";
+import type { LoadResponse, LoadSettings } from "../../contracts/guest-protocol.ts";
 import type { Clock, TimerHandle } from "../clock.ts";
 import { GuestClient, GuestError } from "../guest/client.ts";
 import type { Logger } from "../log.ts";
@@ -47,6 +47,15 @@ export interface FunctionCode {
   readonly entry: string;
   /** Host path of the code, as the driver attaches it. */
   readonly hostPath: string;
+  /** The function's configuration, carried by the load call (memoryMiB also caps the instance). */
+  readonly settings?: LoadSettings;
+  /** Identifies `settings`: instances loaded with other settings do not serve this version. */
+  readonly settingsHash?: string;
+}
+
+/** What one version of a function is to the pool: its code and the settings it was loaded with. */
+export function functionVersion(fn: Pick<FunctionCode, "codeHash" | "settingsHash">): string {
+  return fn.settingsHash ? `${fn.codeHash}+${fn.settingsHash}` : fn.codeHash;
 }
 
 export type InstanceState = "starting" | "generic" | "specializing" | "idle" | "busy" | "stopping";
@@ -339,7 +348,8 @@ export class Pool implements InstanceSource {
   private takeWarm(fn: FunctionCode): PoolInstance | undefined {
     let best: PoolInstance | undefined;
     for (const i of this.instances.values()) {
-      if (i.state !== "idle" || i.fn?.name !== fn.name || i.fn.codeHash !== fn.codeHash) continue;
+      if (i.state !== "idle" || i.fn?.name !== fn.name || functionVersion(i.fn) !== functionVersion(fn))
+        continue;
       // Most recently used first: the others age out and stop.
       if (!best || i.lastUsedAt > best.lastUsedAt) best = i;
     }
@@ -478,7 +488,9 @@ export class Pool implements InstanceSource {
         codeHash: fn.codeHash,
         hostPath: fn.hostPath,
       });
-      const loaded = await instance.client.load({ functionName: fn.name, entry: fn.entry });
+      // Before any of the function's code runs: the instance gets the function's memory, not the base's.
+      if (fn.settings?.memoryMiB !== undefined) await instance.sandbox.limitMemory?.(fn.settings.memoryMiB);
+      const loaded = await instance.client.load({ ...fn.settings, functionName: fn.name, entry: fn.entry });
       const ms = this.deps.clock.now() - t0;
       this.deps.metrics.specialize.observe(ms / 1000);
       this.traffic.specializeMs.add(ms);
@@ -587,7 +599,10 @@ export class Pool implements InstanceSource {
     instance.state = "idle";
     instance.lastUsedAt = now;
     const waiter = this.waiters.find(
-      (w) => !w.served && w.fn.name === instance.fn?.name && w.fn.codeHash === instance.fn.codeHash,
+      (w) =>
+        !w.served &&
+        w.fn.name === instance.fn?.name &&
+        functionVersion(w.fn) === functionVersion(instance.fn),
     );
     if (waiter) {
       this.markBusy(instance);
@@ -679,11 +694,16 @@ export class Pool implements InstanceSource {
     this.pump();
   }
 
-  /** Stops instances serving `name` with code other than `keepHash` (all of them when undefined). */
+  /**
+   * Stops instances serving `name` in a version other than `keepHash` (all of them when undefined): a
+   * code hash, or functionVersion() of the code and settings the function now has.
+   */
   retireFunction(name: string, keepHash?: string): number {
     let n = 0;
     for (const i of this.instances.values()) {
-      if (i.fn?.name !== name || i.fn.codeHash === keepHash || i.state === "stopping") continue;
+      if (i.fn?.name !== name || i.state === "stopping") continue;
+      if (keepHash !== undefined && (functionVersion(i.fn) === keepHash || i.fn.codeHash === keepHash))
+        continue;
       n++;
       if (i.state === "idle") void this.stop(i, "its function was redeployed or deleted");
       else i.retireOnRelease = true;

@@ -42,4 +42,29 @@ export interface RegistryBackend {
   putRecord(record: FunctionRecord): Promise<void>;
   /** Removes one record (bundles stay until garbage-collected). */
   deleteRecord(name: string): Promise<void>;
+  /**
+   * The secret store, apart from records and bundles: one function's secrets, replaced whole. Values
+   * are never logged; an empty set removes the stored object.
+   */
+  putSecrets(name: string, secrets: Readonly<Record<string, string>>): Promise<void>;
+  /** A function's secrets, {} when none are stored (StoreAccessError when unreadable). */
+  getSecrets(name: string): Promise<Record<string, string>>;
+}
+
+/** Parses a stored secrets object: names to string values, else a message naming the key (never a value). */
+export function parseSecrets(body: Buffer | string, key: string): Record<string, string> {
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString());
+  } catch {
+    throw new StoreAccessError(`the secrets object ${key} is not JSON`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new StoreAccessError(`the secrets object ${key} is not a JSON object`);
+  }
+  for (const [k, v] of Object.entries(value)) {
+    if (typeof v !== "string")
+      throw new StoreAccessError(`the secrets object ${key}: "${k}" is not a string`);
+  }
+  return value as Record<string, string>;
 }

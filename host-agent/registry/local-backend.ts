@@ -1,18 +1,21 @@
 /** The registry on the local disk: one JSON record per function, bundles by content hash. */
-import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
+import { chmod, mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { nameOfRecordKey, parseRecord, RecordFormatError } from "../../contracts/registry-layout.ts";
 import { writeFileAtomic } from "./atomic-file.ts";
-import type { FunctionRecord, RegistryBackend, StoredRecordRef } from "./backend.ts";
+import { type FunctionRecord, parseSecrets, type RegistryBackend, type StoredRecordRef } from "./backend.ts";
 
 export class LocalRegistryBackend implements RegistryBackend {
   private readonly recordsDir: string;
   private readonly bundlesDir: string;
+  /** The secret store: one file per function, 0600 in a 0700 folder, beside (not in) the records. */
+  private readonly secretsDir: string;
   private prepared = false;
 
   constructor(stateDir: string) {
     this.recordsDir = path.join(stateDir, "registry");
     this.bundlesDir = path.join(stateDir, "bundles");
+    this.secretsDir = path.join(stateDir, "secrets");
   }
 
   get location(): string {
@@ -83,6 +86,29 @@ export class LocalRegistryBackend implements RegistryBackend {
 
   async deleteRecord(name: string): Promise<void> {
     await rm(path.join(this.recordsDir, `${name}.json`), { force: true });
+  }
+
+  async putSecrets(name: string, secrets: Readonly<Record<string, string>>): Promise<void> {
+    const file = path.join(this.secretsDir, `${name}.json`);
+    if (Object.keys(secrets).length === 0) {
+      await rm(file, { force: true });
+      return;
+    }
+    await mkdir(this.secretsDir, { recursive: true, mode: 0o700 });
+    await chmod(this.secretsDir, 0o700);
+    await writeFileAtomic(file, JSON.stringify(secrets), 0o600);
+  }
+
+  async getSecrets(name: string): Promise<Record<string, string>> {
+    const file = path.join(this.secretsDir, `${name}.json`);
+    let body: Buffer;
+    try {
+      body = await readFile(file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return {};
+      throw err;
+    }
+    return parseSecrets(body, file);
   }
 }
 

@@ -6,9 +6,12 @@
  * that cannot be used (bad JSON, fails the contract, bundle missing or broken) is skipped and logged,
  * never fatal.
  */
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
+import { applyConfigPatch, type FunctionConfigPatch, publicConfig } from "../../contracts/function-config.ts";
+import type { LoadSettings } from "../../contracts/guest-protocol.ts";
 import {
   FUNCTION_NAME,
   RESERVED_FUNCTION_NAMES,
@@ -62,7 +65,34 @@ export interface PreparedDeploy {
   readonly codePath: string;
   /** What the driver attaches: the code folder, or its code disk image for microVMs. */
   readonly artifactPath: string;
-  readonly bytes: Buffer;
+  /** The bundle to store; undefined for a change of configuration only (the code stays). */
+  readonly bytes: Buffer | undefined;
+  /** The secrets to store with the record; undefined when they stay as they are. */
+  readonly secrets: Record<string, string> | undefined;
+}
+
+/** What the host gives every function unless its configuration says otherwise. */
+export interface HostFunctionDefaults {
+  /** The instance memory the host reserves (the most a function may have), MiB. */
+  readonly memoryMiB?: number;
+  /** The host's call timeout (the longest a function may have), ms. */
+  readonly callTimeoutMs: number;
+  /** The host's AWS region, when it has one. */
+  readonly region?: string;
+}
+
+/** How the pool loads a function and how long its calls may take, from its record and secrets. */
+export interface FunctionSettings {
+  /** The load call's settings: environment (variables and secrets), version, memory, region, CORS. */
+  readonly load: LoadSettings;
+  /** Identifies `load`: an instance loaded with other settings is not reused for this function. */
+  readonly hash: string;
+  readonly timeoutMs: number;
+}
+
+/** A record as the admin API shows it: the configuration's names, never its values. */
+export function publicRecord(record: FunctionRecord): Record<string, unknown> {
+  return { ...record, config: publicConfig(record.config) };
 }
 
 /** What one refresh changed, by function name. */
@@ -80,6 +110,8 @@ export interface RegistryOptions {
   readonly codeDisks?: CodeDisks;
   /** Called after a refresh added, replaced (with the new record) or removed (undefined) a function. */
   readonly onChange?: (name: string, record: FunctionRecord | undefined) => void;
+  /** Defaults and bounds of memory and timeout, and the region (default: 30 s, memory unknown). */
+  readonly functionDefaults?: HostFunctionDefaults;
 }
 
 /** A record that cannot be served: logged and left out, never fatal. */
@@ -109,6 +141,10 @@ export class Registry {
   /** The last skip logged per name (etag and reason): a record retried every poll is logged once. */
   private readonly lastSkip = new Map<string, string>();
   private onChange: RegistryOptions["onChange"];
+  /** Each function's secrets, read from the secret store with its record. Never logged. */
+  private readonly secrets = new Map<string, Record<string, string>>();
+  /** The settings of each record object, computed once (the data plane asks on every call). */
+  private readonly settingsCache = new WeakMap<FunctionRecord, FunctionSettings>();
 
   constructor(
     private readonly backend: RegistryBackend,
@@ -178,6 +214,7 @@ export class Registry {
       await this.withNameLock(name, async () => {
         if (writtenSince(name)) return;
         this.seen.delete(name);
+        this.secrets.delete(name);
         if (this.records.delete(name)) {
           changes.removed.push(name);
           this.options.log?.info({ fn: name }, "function removed from the registry");
@@ -192,9 +229,17 @@ export class Registry {
   private async adopt(ref: StoredRecordRef, changes: RegistryChanges): Promise<void> {
     const previous = this.records.get(ref.name);
     let record: FunctionRecord | undefined;
+    let secrets: Record<string, string> = {};
     try {
       record = await this.backend.readRecord(ref);
       if (record) await this.materialize(record);
+      if (record?.config?.secretNames?.length) {
+        secrets = await this.backend.getSecrets(record.name);
+        const missing = record.config.secretNames.filter((n) => !(n in secrets));
+        // Not final: the writer stores the secrets first, so they may still be on their way.
+        if (missing.length > 0)
+          throw new SkippedRecord(`its secrets ${missing.join(", ")} are not stored`, false);
+      }
     } catch (err) {
       const skipped = toSkipped(err);
       const reason = skipped.message;
@@ -226,6 +271,7 @@ export class Registry {
     this.seen.set(ref.name, ref.etag);
     this.lastSkip.delete(ref.name);
     if (previous && sameRecord(previous, record)) return;
+    this.secrets.set(record.name, secrets);
     this.records.set(record.name, record);
     (previous ? changes.replaced : changes.added).push(record.name);
     this.options.log?.info(
@@ -271,6 +317,40 @@ export class Registry {
     return this.records.size;
   }
 
+  /** A function's stored secrets ({} for none). */
+  secretsOf(name: string): Readonly<Record<string, string>> {
+    return this.secrets.get(name) ?? {};
+  }
+
+  /**
+   * How a record's function is loaded and called here: its configuration within this host's bounds (a
+   * record another writer made may ask for more), its secrets (given for a deploy not committed yet).
+   */
+  settingsFor(record: FunctionRecord, secrets?: Readonly<Record<string, string>>): FunctionSettings {
+    const cached = secrets === undefined ? this.settingsCache.get(record) : undefined;
+    if (cached) return cached;
+    const host = this.options.functionDefaults ?? { callTimeoutMs: 30_000 };
+    const config = record.config;
+    const asked = config?.memoryMiB ?? host.memoryMiB;
+    const memoryMiB =
+      asked === undefined || host.memoryMiB === undefined ? asked : Math.min(asked, host.memoryMiB);
+    const env = { ...(config?.env ?? {}), ...(secrets ?? this.secretsOf(record.name)) };
+    const load: LoadSettings = {
+      env,
+      functionVersion: String(record.revision),
+      ...(memoryMiB !== undefined ? { memoryMiB } : {}),
+      ...(host.region ? { region: host.region } : {}),
+      ...(config?.cors ? { cors: config.cors } : {}),
+    };
+    const settings: FunctionSettings = {
+      load,
+      hash: createHash("sha256").update(JSON.stringify(load)).digest("hex").slice(0, 16),
+      timeoutMs: Math.min(config?.timeoutMs ?? host.callTimeoutMs, host.callTimeoutMs),
+    };
+    if (secrets === undefined) this.settingsCache.set(record, settings);
+    return settings;
+  }
+
   codePath(codeHash: string): string {
     return path.join(this.codeRoot, codeHash);
   }
@@ -293,8 +373,11 @@ export class Registry {
     }
   }
 
-  /** Checks and unpacks a bundle. Nothing already stored changes. */
-  async prepare(name: string, bytes: Buffer): Promise<PreparedDeploy> {
+  /**
+   * Checks and unpacks a bundle, with a change of configuration when given (else the previous
+   * deployment's stays). Nothing already stored changes.
+   */
+  async prepare(name: string, bytes: Buffer, patch?: FunctionConfigPatch): Promise<PreparedDeploy> {
     checkFunctionName(name);
     const format = sniffFormat(bytes);
     const codeHash = hashBundle(bytes);
@@ -327,6 +410,9 @@ export class Registry {
       }
     }
     const previous = this.records.get(name);
+    const configured = patch
+      ? applyConfigPatch(previous?.config, this.secretsOf(name), patch)
+      : { config: previous?.config, secrets: undefined };
     const record: FunctionRecord = {
       name,
       codeHash,
@@ -337,8 +423,35 @@ export class Registry {
       entry,
       deployedAt: new Date(this.clock.now()).toISOString(),
       revision: (previous?.revision ?? 0) + 1,
+      ...(configured.config && Object.keys(configured.config).length > 0
+        ? { config: configured.config }
+        : {}),
     };
-    return { record, codePath, artifactPath, bytes };
+    return { record, codePath, artifactPath, bytes, secrets: configured.secrets };
+  }
+
+  /**
+   * A change of a deployed function's configuration, same code, next revision: checked (ConfigError),
+   * not stored yet. Commit it like a deploy; until then the function runs as before.
+   */
+  prepareConfig(name: string, patch: FunctionConfigPatch): PreparedDeploy {
+    checkFunctionName(name);
+    const previous = this.records.get(name);
+    if (!previous) throw new RegistryError(404, `no function named ${name}`);
+    const { config, secrets } = applyConfigPatch(previous.config, this.secretsOf(name), patch);
+    const { config: _old, ...rest } = previous;
+    const record: FunctionRecord = {
+      ...rest,
+      revision: previous.revision + 1,
+      ...(Object.keys(config).length > 0 ? { config } : {}),
+    };
+    return {
+      record,
+      codePath: this.codePath(record.codeHash),
+      artifactPath: this.artifactPath(record.codeHash),
+      bytes: undefined,
+      secrets,
+    };
   }
 
   private async unpackFresh(bytes: Buffer, codePath: string) {
@@ -356,17 +469,21 @@ export class Registry {
     }
   }
 
-  /** Stores a prepared deploy: bundle first, then the record (the commit point). */
+  /** Stores a prepared deploy: bundle and secrets first, then the record (the commit point). */
   async commit(prepared: PreparedDeploy): Promise<FunctionRecord> {
-    await this.backend.putBundle(prepared.record.codeHash, prepared.bytes);
-    this.lastWrite.set(prepared.record.name, ++this.writeSeq);
+    const name = prepared.record.name;
+    if (prepared.bytes) await this.backend.putBundle(prepared.record.codeHash, prepared.bytes);
+    this.lastWrite.set(name, ++this.writeSeq);
+    if (prepared.secrets) await this.backend.putSecrets(name, prepared.secrets);
     await this.backend.putRecord(prepared.record);
-    this.records.set(prepared.record.name, prepared.record);
+    if (prepared.secrets) this.secrets.set(name, prepared.secrets);
+    this.records.set(name, prepared.record);
     return prepared.record;
   }
 
   /** Drops the unpacked code of a deploy that was not committed, unless some function uses those bytes. */
   async discard(prepared: PreparedDeploy): Promise<void> {
+    if (!prepared.bytes) return;
     if ([...this.records.values()].some((r) => r.codeHash === prepared.record.codeHash)) return;
     await forceRemove(prepared.codePath);
     if (prepared.artifactPath !== prepared.codePath) await forceRemove(prepared.artifactPath);
@@ -378,7 +495,9 @@ export class Registry {
     if (!record) throw new RegistryError(404, `no function named ${name}`);
     this.lastWrite.set(name, ++this.writeSeq);
     await this.backend.deleteRecord(name);
+    if (record.config?.secretNames?.length) await this.backend.putSecrets(name, {});
     this.records.delete(name);
+    this.secrets.delete(name);
     this.seen.delete(name);
     return record;
   }

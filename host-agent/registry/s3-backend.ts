@@ -25,9 +25,11 @@ import {
   recordKey,
   recordsPrefix,
   SHA256_HEX,
+  secretsKey,
 } from "../../contracts/registry-layout.ts";
 import {
   type FunctionRecord,
+  parseSecrets,
   type RegistryBackend,
   StoreAccessError,
   type StoredRecordRef,
@@ -145,6 +147,30 @@ export class S3RegistryBackend implements RegistryBackend {
     await this.client.send(
       new DeleteObjectCommand({ Bucket: this.bucket, Key: recordKey(name, this.prefix) }),
     );
+  }
+
+  async putSecrets(name: string, secrets: Readonly<Record<string, string>>): Promise<void> {
+    assertName(name);
+    const Key = secretsKey(name, this.prefix);
+    if (Object.keys(secrets).length === 0) {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key }));
+      return;
+    }
+    await this.client.send(
+      new PutObjectCommand({
+        Bucket: this.bucket,
+        Key,
+        Body: JSON.stringify(secrets),
+        ContentType: "application/json",
+      }),
+    );
+  }
+
+  async getSecrets(name: string): Promise<Record<string, string>> {
+    assertName(name);
+    const key = secretsKey(name, this.prefix);
+    const body = await this.getObject(key);
+    return body ? parseSecrets(body, key) : {};
   }
 
   private async exists(key: string): Promise<boolean> {

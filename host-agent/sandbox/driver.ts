@@ -90,6 +90,11 @@ export interface SandboxInstance {
   destroy(reason: string): Promise<void>;
   /** Memory the instance uses now, bytes, where the driver can measure it (cgroup accounting). */
   memoryBytes?(): Promise<number>;
+  /**
+   * Lowers the instance's memory limit to a function's own (at most the limit it started with), before
+   * the function's code loads. Drivers whose memory is fixed at start (a VM's) leave it out.
+   */
+  limitMemory?(memoryMiB: number): Promise<void>;
 }
 
 /** A host prerequisite that is missing, with the exact command that fixes it. */

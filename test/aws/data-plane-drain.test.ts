@@ -40,6 +40,7 @@ function stubs() {
   const registry = {
     get: (name: string) => (name === "slow" ? RECORD : undefined),
     artifactPath: () => "/code/slow",
+    settingsFor: () => ({ load: {}, hash: "", timeoutMs: 30_000 }),
   } as unknown as Registry;
   const lease = {
     acquired: "warm",

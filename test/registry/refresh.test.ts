@@ -9,7 +9,7 @@ import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { DeleteObjectCommand, GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
-import { bundleKey, type FunctionRecord, recordKey } from "../../contracts/registry-layout.ts";
+import { bundleKey, type FunctionRecord, recordKey, secretsKey } from "../../contracts/registry-layout.ts";
 import type { Manifest } from "../../guest-images/bake/manifest.ts";
 import type { StoredRecordRef } from "../../host-agent/registry/backend.ts";
 import { forceRemove } from "../../host-agent/registry/bundle.ts";
@@ -153,6 +153,43 @@ describe("registry refresh over a shared S3 store", () => {
       ["hello", recordFor("hello", v2).codeHash],
       ["hello", undefined],
     ]);
+  });
+
+  it("reads a configured record's secrets from their own object, and waits for secrets not stored yet", async () => {
+    const bytes = helloBundle();
+    const configured: FunctionRecord = {
+      ...recordFor("vault", bytes),
+      config: { env: { MODE: "prod" }, secretNames: ["TOKEN"], secretsRevision: 1, memoryMiB: 9999 },
+    };
+    await deploy(configured, bytes);
+    const { registry, captured } = open();
+    await registry.init();
+    assert.deepEqual(registry.list(), [], "no secrets stored yet: not served");
+    assert.match(
+      String(captured.find("registry record skipped")[0]?.reason),
+      /its secrets TOKEN are not stored/,
+    );
+    await s3.put(secretsKey("vault", prefix), JSON.stringify({ TOKEN: "tok" }));
+    await registry.refresh();
+    const record = registry.get("vault");
+    assert.ok(record, "served once its secrets are there");
+    assert.deepEqual(registry.secretsOf("vault"), { TOKEN: "tok" });
+    const registryWithHost = new Registry(
+      new S3RegistryBackend({ bucket: s3.bucket, prefix, client: s3.client }),
+      path.join(state, "code2"),
+      LIMITS,
+      new FakeClock(),
+      { functionDefaults: { memoryMiB: 512, callTimeoutMs: 10_000, region: "eu-west-1" } },
+    );
+    await registryWithHost.init();
+    const settings = registryWithHost.settingsFor(registryWithHost.get("vault")!);
+    assert.deepEqual(settings.load, {
+      env: { MODE: "prod", TOKEN: "tok" },
+      functionVersion: "1",
+      memoryMiB: 512,
+      region: "eu-west-1",
+    });
+    assert.equal(settings.timeoutMs, 10_000, "this host's bounds apply to a record another writer made");
   });
 
   it("stops serving a function whose record is replaced by a broken one, on a poll, without throwing", async () => {

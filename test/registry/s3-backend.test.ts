@@ -3,9 +3,9 @@ import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import S3rver from "s3rver";
-import { bundleKey, type FunctionRecord, recordKey } from "../../contracts/registry-layout.ts";
+import { bundleKey, type FunctionRecord, recordKey, secretsKey } from "../../contracts/registry-layout.ts";
 import { S3RegistryBackend } from "../../host-agent/registry/s3-backend.ts";
 
 const BUCKET = "snapfaas-artifacts";
@@ -87,6 +87,32 @@ describe("S3RegistryBackend against a local S3-compatible server (s3rver)", () =
     assert.deepEqual(await loadAll(backend), [record("hello", "2".repeat(64), 2)]);
     await backend.deleteRecord("hello");
     assert.deepEqual(await loadAll(backend), []);
+  });
+
+  it("keeps a record's config, and its secrets in their own object that the record never holds", async () => {
+    const backend = new S3RegistryBackend({ bucket: BUCKET, prefix: "t9/", client });
+    const configured: FunctionRecord = {
+      ...record("vault", "c".repeat(64)),
+      config: { env: { MODE: "prod" }, secretNames: ["TOKEN"], secretsRevision: 1, memoryMiB: 256 },
+    };
+    assert.deepEqual(await backend.getSecrets("vault"), {});
+    await backend.putSecrets("vault", { TOKEN: "t-0p-s3cret" });
+    await backend.putRecord(configured);
+    assert.deepEqual(await loadAll(backend), [configured]);
+    assert.deepEqual(await backend.getSecrets("vault"), { TOKEN: "t-0p-s3cret" });
+    const stored = await client.send(
+      new GetObjectCommand({ Bucket: BUCKET, Key: recordKey("vault", "t9/") }),
+    );
+    assert.ok(
+      !(await stored.Body!.transformToString()).includes("t-0p-s3cret"),
+      "the record holds no secret",
+    );
+    const secrets = await client.send(
+      new GetObjectCommand({ Bucket: BUCKET, Key: secretsKey("vault", "t9/") }),
+    );
+    assert.deepEqual(JSON.parse(await secrets.Body!.transformToString()), { TOKEN: "t-0p-s3cret" });
+    await backend.putSecrets("vault", {});
+    assert.deepEqual(await backend.getSecrets("vault"), {}, "an empty set removes the object");
   });
 
   it("stores bundles by content hash, idempotently, and returns undefined for unknown hashes", async () => {

@@ -1,7 +1,8 @@
 /** `faas deploy <dir>`: bundle a function's folder and deploy it through the admin API. */
 import path from "node:path";
-import { adminRequest, type Endpoints } from "../admin-client.ts";
-import { type CommandSpec, printJson, stringOption } from "../command.ts";
+import type { FunctionConfigPatch } from "../../../contracts/function-config.ts";
+import { adminRequest, configPatchOf, deployConfigHeaders, type Endpoints } from "../admin-client.ts";
+import { type CommandSpec, printJson, stringOption, stringsOption } from "../command.ts";
 import { packFunction } from "../pack.ts";
 
 /** What `PUT /v1/functions/<name>` answers. */
@@ -10,11 +11,17 @@ export interface DeployAnswer {
   load: { style: string };
 }
 
-export async function deployFolder(ep: Endpoints, dir: string, name: string): Promise<DeployAnswer> {
+export async function deployFolder(
+  ep: Endpoints,
+  dir: string,
+  name: string,
+  config?: FunctionConfigPatch,
+): Promise<DeployAnswer> {
   const bytes = await packFunction(dir);
   const { json } = await adminRequest(ep, "PUT", `/v1/functions/${encodeURIComponent(name)}`, {
     bytes,
     type: "application/gzip",
+    headers: deployConfigHeaders(config),
   });
   return json as unknown as DeployAnswer;
 }
@@ -41,14 +48,46 @@ export const deployCommand: CommandSpec = {
       value: "<name>",
       description: "the function's name (default: the folder's name, lower-cased)",
     },
+    env: {
+      type: "string",
+      multiple: true,
+      value: "<NAME=value>",
+      description: "an environment variable of the function (repeat for more; listed by name only)",
+    },
+    secret: {
+      type: "string",
+      multiple: true,
+      value: "<NAME=value>",
+      description: "a secret, stored apart from the code and never shown (repeat for more)",
+    },
+    memory: {
+      type: "string",
+      value: "<MiB>",
+      description: "the instance memory, from 128 to the host's instance memory",
+    },
+    timeout: {
+      type: "string",
+      value: "<seconds>",
+      description: "the call deadline, from 1 s to the host's call timeout",
+    },
   },
   json: true,
-  examples: ["faas deploy examples/hello-world", "faas deploy ./my-fn --name api --json"],
+  examples: [
+    "faas deploy examples/hello-world",
+    "faas deploy ./my-fn --name api --json",
+    "faas deploy ./my-fn --env STAGE=prod --secret API_KEY=... --memory 256 --timeout 10",
+  ],
   async run(line, ctx) {
     const dir = line.args.dir!;
     const name = stringOption(line, "name") ?? defaultName(dir);
     const ep = ctx.endpoints();
-    const out = await deployFolder(ep, dir, name);
+    const config = configPatchOf({
+      env: stringsOption(line, "env"),
+      secrets: stringsOption(line, "secret"),
+      memory: stringOption(line, "memory"),
+      timeout: stringOption(line, "timeout"),
+    });
+    const out = await deployFolder(ep, dir, name, config);
     if (line.json) {
       printJson({ ...out, url: `${ep.dataUrl}/${out.function.name}` });
       return 0;

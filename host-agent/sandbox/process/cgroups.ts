@@ -83,6 +83,8 @@ export interface InstanceCgroup {
   oomKilled(): Promise<boolean>;
   /** Current memory use in bytes (0 when unknown). */
   memoryBytes(): Promise<number>;
+  /** Sets the memory limit (and the swap limit with it), bytes. */
+  setMemoryLimit(bytes: number): Promise<void>;
   /** Kills every process in the cgroup (the whole jail), leaving the cgroup in place. */
   kill(): Promise<void>;
   /** Kills whatever is left in the cgroup and removes it. */
@@ -173,6 +175,9 @@ export async function createInstanceCgroup(
       async memoryBytes() {
         return Number(await readFile(path.join(dir, "memory.current"), "utf8").catch(() => "0"));
       },
+      async setMemoryLimit(bytes) {
+        await writeFile(path.join(dir, "memory.max"), String(bytes));
+      },
       async kill() {
         await writeFile(path.join(dir, "cgroup.kill"), "1").catch(() => undefined);
         await killAll(procs);
@@ -209,6 +214,13 @@ export async function createInstanceCgroup(
           await readFile(path.join(dirs.memory, "memory.usage_in_bytes"), "utf8").catch(() => "0"),
         );
       },
+      async setMemoryLimit(bytes) {
+        // memsw may never be below the memory limit: lowering, the memory limit goes first.
+        await writeFile(path.join(dirs.memory, "memory.limit_in_bytes"), String(bytes));
+        await writeFile(path.join(dirs.memory, "memory.memsw.limit_in_bytes"), String(bytes)).catch(
+          () => undefined,
+        );
+      },
       async kill() {
         await killAll(path.join(dirs.pids, "cgroup.procs"));
       },
@@ -224,6 +236,7 @@ export async function createInstanceCgroup(
     procsFiles: [],
     oomKilled: async () => false,
     memoryBytes: async () => 0,
+    setMemoryLimit: async () => undefined,
     kill: async () => undefined,
     remove: async () => undefined,
   };

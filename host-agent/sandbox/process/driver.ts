@@ -295,6 +295,8 @@ class ProcessInstance implements SandboxInstance {
   private stderrTail = "";
   private rawBudget: number;
   private codeAttached = false;
+  /** The memory limit now: the base's at start, the function's once limitMemory set it. */
+  private memoryMiB: number;
   /** The function whose code this instance runs: its log lines are attributed to it, whatever they say. */
   private functionName: string | null = null;
 
@@ -312,6 +314,7 @@ class ProcessInstance implements SandboxInstance {
     this.endpoint = { kind: "unix" as const, socketPath: path.join(dir, "run", GUEST_SOCKET_NAME) };
     this.client = new GuestClient(this.endpoint);
     this.rawBudget = opts.rawOutputBudget ?? 1024 * 1024;
+    this.memoryMiB = spec.limits.memoryMiB;
     const log = opts.log.child({ instance: spec.id });
     onBoundedLines(child.stdout!, MAX_LINE_BYTES, (line, truncated) => {
       if (truncated) this.raw(log, "stdout", line);
@@ -322,7 +325,7 @@ class ProcessInstance implements SandboxInstance {
       this.raw(log, "stderr", line);
     });
     this.exited = child.then(async (result) => {
-      const exit = await this.explain(result.exitCode ?? null, result.signal ?? null, spec.limits.memoryMiB);
+      const exit = await this.explain(result.exitCode ?? null, result.signal ?? null, this.memoryMiB);
       this.readyWaiter?.reject(new Error(exit.reason));
       await this.cleanup();
       log.info({ cause: exit.cause, code: exit.code, signal: exit.signal }, `instance gone: ${exit.reason}`);
@@ -444,6 +447,13 @@ class ProcessInstance implements SandboxInstance {
     }
     if (existsSync(this.dir)) await forceRemove(this.dir);
     this.onGone();
+  }
+
+  /** A function's own memory, within what the instance started with (the pool reserved that much). */
+  async limitMemory(memoryMiB: number): Promise<void> {
+    const mib = Math.min(memoryMiB, this.memoryMiB);
+    await this.cgroup.setMemoryLimit(mib * 1024 * 1024);
+    this.memoryMiB = mib;
   }
 
   memoryBytes(): Promise<number> {
