@@ -16,7 +16,8 @@ process.on("exit", () => {
   for (const c of children) c.kill("SIGKILL");
 });
 
-function track(child: ChildProcess): ChildProcess {
+/** Killed when the bench exits, however it exits. */
+export function track(child: ChildProcess): ChildProcess {
   children.add(child);
   child.once("exit", () => children.delete(child));
   return child;
@@ -44,7 +45,7 @@ export async function startBaseline(): Promise<{ origin: string; child: ChildPro
   return { origin: `http://127.0.0.1:${(JSON.parse(line) as { port: number }).port}`, child };
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const s = createServer().listen(0, "127.0.0.1", () => {
       const port = (s.address() as { port: number }).port;
