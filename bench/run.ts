@@ -190,8 +190,11 @@ async function main(): Promise<void> {
 
     // 2. Warm calls: the bare server, the peers (one-hop proxy, workerd) and the agent, each at c=1 and
     // c=16, with the CPU each process spends per call.
-    const warmPhases = async (origin: string, roles: () => CpuRole[]) => {
+    const warmPhases = async (origin: string, roles: () => CpuRole[], settled?: () => Promise<boolean>) => {
       await runLoad(origin, "/hello-world", HELLO_WORLD_CALL, 16, 1);
+      // Warm means no instance starts during the phase: the agent's pool grows to c=16 first.
+      for (let i = 0; settled && i < 20 && !(await settled()); i++)
+        await runLoad(origin, "/hello-world", HELLO_WORLD_CALL, 16, 1);
       const c1 = await cpuPerCall(roles(), () =>
         runLoad(origin, "/hello-world", HELLO_WORLD_CALL, 1, SECONDS),
       );
@@ -239,11 +242,23 @@ async function main(): Promise<void> {
     log("warm calls: through the agent");
     const agentA = await startAgent({ FAAS_BASE_DIR: baseDir });
     await deploy(agentA, "hello-world", hello);
-    const agentWarm = await warmPhases(agentA.origin, () => [
-      { name: "agent", pids: [agentA.child.pid!] },
-      // The jails: bwrap and the runtime's node, everything the agent started.
-      { name: "guest", pids: descendants(agentA.child.pid!) },
-    ]);
+    const starts = () => metric(agentA, "faas_instance_starts_total", 'result="ok"');
+    let startsSeen = -1;
+    const agentWarm = await warmPhases(
+      agentA.origin,
+      () => [
+        { name: "agent", pids: [agentA.child.pid!] },
+        // The jails: bwrap and the runtime's node, everything the agent started.
+        { name: "guest", pids: descendants(agentA.child.pid!) },
+      ],
+      async () => {
+        const now = await starts();
+        const same = now === startsSeen;
+        startsSeen = now;
+        return same;
+      },
+    );
+    const startsDuringPhases = (await starts()) - startsSeen;
     await stopChild(agentA.child);
     const warm1 = agentWarm.c1.result;
     const base1 = bareWarm.c1.result;
@@ -283,6 +298,8 @@ async function main(): Promise<void> {
     results.warm = {
       c1: level("c1"),
       c16: level("c16"),
+      /** Instances the agent started during its two measured phases (0: every call was warm). */
+      agentInstanceStartsDuringPhases: startsDuringPhases,
       ...(typeof workerdWarm === "string" ? { workerdSkipped: workerdWarm } : {}),
     };
 
@@ -507,6 +524,12 @@ function warmRows(w: Record<string, any>): Array<[string, string, string]> {
       ]);
     }
     const q = l.ratios;
+    if (c === "c16")
+      rows.push([
+        "warm: agent instance starts",
+        `${w.agentInstanceStartsDuringPhases} during the measured phases`,
+        "",
+      ]);
     rows.push([
       `warm ${label}: ratios`,
       `agent/bare ${q.agentToBare}, proxy/bare ${q.proxyToBare}, workerd/bare ${q.workerdToBare ?? "-"}`,
