@@ -305,6 +305,7 @@ async function main(): Promise<void> {
 
     if (WARM_ONLY) {
       printWarm(results);
+      console.log(`\nresults: ${path.relative(process.cwd(), await writeResults(results))}`);
       return;
     }
 
@@ -426,12 +427,18 @@ async function main(): Promise<void> {
     await rm(work, { recursive: true, force: true });
   }
 
+  const file = await writeResults(results);
+  printTable(results);
+  console.log(`\nresults: ${path.relative(process.cwd(), file)}`);
+}
+
+/** bench/results/<date>.json (not committed). */
+async function writeResults(results: Record<string, unknown>): Promise<string> {
   const outDir = path.join(REPO_ROOT, "bench", "results");
   await mkdir(outDir, { recursive: true });
   const file = path.join(outDir, `${(results.date as string).replace(/[:.]/g, "-")}.json`);
   await writeFile(file, `${JSON.stringify(results, null, 2)}\n`);
-  printTable(results);
-  console.log(`\nresults: ${path.relative(process.cwd(), file)}`);
+  return file;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: the results object is plain JSON built above.
