@@ -1,6 +1,7 @@
 /**
  * The benchmark's baseline: a bare Node HTTP server answering the hello-world JSON-RPC call in-process,
- * with the same class the example deploys. What the agent adds is measured against this.
+ * with the same class the example deploys. What the agent adds is measured against this. With
+ * `--listen unix:/path` it is also the minimal runtime behind the one-hop proxy (bench/peers/).
  */
 import { createServer } from "node:http";
 
@@ -9,6 +10,9 @@ class HelloWorldService {
     return "Hello world!";
   }
 }
+
+const i = process.argv.indexOf("--listen");
+const listen = i >= 0 ? process.argv[i + 1] : undefined;
 
 const service = new HelloWorldService();
 const server = createServer((req, res) => {
@@ -23,10 +27,12 @@ const server = createServer((req, res) => {
   });
 });
 server.keepAliveTimeout = 60_000;
-server.listen(0, "127.0.0.1", () => {
+const announce = () => {
   const address = server.address();
   process.stdout.write(
     `${JSON.stringify({ port: typeof address === "object" && address ? address.port : 0 })}\n`,
   );
-});
+};
+if (listen?.startsWith("unix:")) server.listen(listen.slice("unix:".length), announce);
+else server.listen(0, "127.0.0.1", announce);
 process.on("SIGTERM", () => server.close(() => process.exit(0)));

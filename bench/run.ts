@@ -22,7 +22,9 @@ import { unpackBundle } from "../host-agent/registry/bundle.ts";
 import { LocalRegistryBackend } from "../host-agent/registry/local-backend.ts";
 import { Registry } from "../host-agent/registry/registry.ts";
 import { findOnPath } from "../host-agent/sandbox/process/preflight.ts";
+import { type CpuPerCall, type CpuRole, cpuPerCall, descendants } from "./lib/cpu.ts";
 import { type LoadResult, runLoad, timeFirstByte } from "./lib/load.ts";
+import { startOneHopProxy, startWorkerd, workerdBinary } from "./lib/peers.ts";
 import {
   type AgentProcess,
   metric,
@@ -35,10 +37,16 @@ import { HELLO_WORLD_CALL, percentile } from "./rtt-stats.ts";
 import { vmLane, vmLaneRows } from "./vm-lane.ts";
 
 const { values: args } = parseArgs({
-  options: { seconds: { type: "string", default: "5" }, quick: { type: "boolean", default: false } },
+  options: {
+    seconds: { type: "string", default: "5" },
+    quick: { type: "boolean", default: false },
+    "warm-only": { type: "boolean", default: false },
+  },
 });
 const SECONDS = Number(args.seconds);
 const QUICK = args.quick === true;
+/** Only the warm phases (bare server, peers, agent): for working on the warm path. */
+const WARM_ONLY = args["warm-only"] === true;
 
 interface Summary {
   readonly n: number;
@@ -154,7 +162,7 @@ async function main(): Promise<void> {
     const runtime = await buildRuntime(path.join(work, "runtime"), guestNode);
     const helloDir = path.join(work, "hello-code");
     await unpackBundle(hello, helloDir, LIMITS);
-    const runs = QUICK ? 5 : 20;
+    const runs = WARM_ONLY ? 1 : QUICK ? 5 : 20;
     const bare: number[] = [];
     const fromSnapshot: number[] = [];
     for (let i = 0; i < runs; i++)
@@ -181,35 +189,126 @@ async function main(): Promise<void> {
         : "mksquashfs missing",
     };
 
-    // 2. Baseline server: warm calls in-process.
-    log("baseline server");
+    // 2. Warm calls: the bare server, the peers (one-hop proxy, workerd) and the agent, each at c=1 and
+    // c=16, with the CPU each process spends per call.
+    const warmPhases = async (origin: string, roles: () => CpuRole[], settled?: () => Promise<boolean>) => {
+      await runLoad(origin, "/hello-world", HELLO_WORLD_CALL, 16, 1);
+      // Warm means no instance starts during the phase: the agent's pool grows to c=16 first.
+      for (let i = 0; settled && i < 20 && !(await settled()); i++)
+        await runLoad(origin, "/hello-world", HELLO_WORLD_CALL, 16, 1);
+      const c1 = await cpuPerCall(roles(), () =>
+        runLoad(origin, "/hello-world", HELLO_WORLD_CALL, 1, SECONDS),
+      );
+      const c16 = await cpuPerCall(roles(), () =>
+        runLoad(origin, "/hello-world", HELLO_WORLD_CALL, 16, SECONDS),
+      );
+      return { c1, c16 };
+    };
+    log("warm calls: bare server");
     const baseline = await startBaseline();
-    await runLoad(baseline.origin, "/hello-world", HELLO_WORLD_CALL, 4, 1);
-    const base1 = await runLoad(baseline.origin, "/hello-world", HELLO_WORLD_CALL, 1, SECONDS);
-    const base16 = await runLoad(baseline.origin, "/hello-world", HELLO_WORLD_CALL, 16, SECONDS);
+    const bareWarm = await warmPhases(baseline.origin, () => [
+      { name: "server", pids: [baseline.child.pid!] },
+    ]);
     await stopChild(baseline.child);
 
-    // 3. Warm calls through the agent.
-    log("warm calls through the agent");
+    log("warm calls: one-hop proxy");
+    const proxy = await startOneHopProxy();
+    const proxyWarm = await warmPhases(proxy.origin, () => {
+      const [front, runtime] = proxy.pids();
+      return [
+        { name: "proxy", pids: [front!] },
+        { name: "runtime", pids: [runtime!] },
+      ];
+    });
+    await proxy.stop();
+
+    const workerdBin = workerdBinary();
+    let workerdWarm: Awaited<ReturnType<typeof warmPhases>> | string;
+    if ("missing" in workerdBin) workerdWarm = workerdBin.missing;
+    else {
+      log("warm calls: workerd");
+      try {
+        const workerd = await startWorkerd(workerdBin.path);
+        try {
+          workerdWarm = await warmPhases(workerd.origin, () => [{ name: "workerd", pids: workerd.pids() }]);
+        } finally {
+          await workerd.stop();
+        }
+      } catch (err) {
+        workerdWarm = (err as Error).message;
+      }
+    }
+    if (typeof workerdWarm === "string") log(`workerd skipped: ${workerdWarm}`);
+
+    log("warm calls: through the agent");
     const agentA = await startAgent({ FAAS_BASE_DIR: baseDir });
     await deploy(agentA, "hello-world", hello);
-    await runLoad(agentA.origin, "/hello-world", HELLO_WORLD_CALL, 16, 1);
-    const warm1 = await runLoad(agentA.origin, "/hello-world", HELLO_WORLD_CALL, 1, SECONDS);
-    const warm16 = await runLoad(agentA.origin, "/hello-world", HELLO_WORLD_CALL, 16, SECONDS);
+    const starts = () => metric(agentA, "faas_instance_starts_total", 'result="ok"');
+    let startsSeen = -1;
+    const agentWarm = await warmPhases(
+      agentA.origin,
+      () => [
+        { name: "agent", pids: [agentA.child.pid!] },
+        // The jails: bwrap and the runtime's node, everything the agent started.
+        { name: "guest", pids: descendants(agentA.child.pid!) },
+      ],
+      async () => {
+        const now = await starts();
+        const same = now === startsSeen;
+        startsSeen = now;
+        return same;
+      },
+    );
+    const startsDuringPhases = (await starts()) - startsSeen;
     await stopChild(agentA.child);
-    const warmRow = (b: LoadResult, a: LoadResult) => ({
-      baselineRps: round(b.rps, 0),
-      agentRps: round(a.rps, 0),
-      throughputRatio: round(a.rps / b.rps),
-      baselineP50Ms: round(b.p50Ms, 3),
-      agentP50Ms: round(a.p50Ms, 3),
-      addedP50Ms: round(a.p50Ms - b.p50Ms, 3),
-      baselineP99Ms: round(b.p99Ms, 3),
-      agentP99Ms: round(a.p99Ms, 3),
-      addedP99Ms: round(a.p99Ms - b.p99Ms, 3),
-      errors: a.errors,
+    const warm1 = agentWarm.c1.result;
+    const base1 = bareWarm.c1.result;
+    const row = (r: LoadResult, bare: LoadResult) => ({
+      rps: round(r.rps, 0),
+      p50Ms: round(r.p50Ms, 3),
+      p99Ms: round(r.p99Ms, 3),
+      addedP50Ms: round(r.p50Ms - bare.p50Ms, 3),
+      addedP99Ms: round(r.p99Ms - bare.p99Ms, 3),
+      errors: r.errors,
     });
-    results.warm = { c1: warmRow(base1, warm1), c16: warmRow(base16, warm16) };
+    const level = (c: "c1" | "c16") => {
+      const bare = bareWarm[c].result;
+      const agent = agentWarm[c].result;
+      const prox = proxyWarm[c].result;
+      const wd = typeof workerdWarm === "string" ? undefined : workerdWarm[c].result;
+      return {
+        bare: row(bare, bare),
+        proxy: row(prox, bare),
+        ...(wd ? { workerd: row(wd, bare) } : {}),
+        agent: row(agent, bare),
+        ratios: {
+          agentToBare: round(agent.rps / bare.rps),
+          proxyToBare: round(prox.rps / bare.rps),
+          ...(wd ? { workerdToBare: round(wd.rps / bare.rps) } : {}),
+          agentToProxy: round(agent.rps / prox.rps),
+          ...(wd ? { agentToWorkerd: round(agent.rps / wd.rps) } : {}),
+        },
+        cpuPerCallUs: {
+          bare: bareWarm[c].cpu,
+          proxy: proxyWarm[c].cpu,
+          ...(typeof workerdWarm === "string" ? {} : { workerd: workerdWarm[c].cpu }),
+          agent: agentWarm[c].cpu,
+        },
+      };
+    };
+    results.warm = {
+      c1: level("c1"),
+      c16: level("c16"),
+      /** Instances the agent started during its two measured phases (0: every call was warm). */
+      agentInstanceStartsDuringPhases: startsDuringPhases,
+      ...(typeof workerdWarm === "string" ? { workerdSkipped: workerdWarm } : {}),
+    };
+
+    if (WARM_ONLY) {
+      printWarm(results);
+      console.log(`\nresults: ${path.relative(process.cwd(), await writeResults(results))}`);
+      return;
+    }
 
     // 4. First call of never-called functions while the generic pool is warm.
     log("first calls with a warm generic pool");
@@ -332,12 +431,18 @@ async function main(): Promise<void> {
     await rm(work, { recursive: true, force: true });
   }
 
+  const file = await writeResults(results);
+  printTable(results);
+  console.log(`\nresults: ${path.relative(process.cwd(), file)}`);
+}
+
+/** bench/results/<date>.json (not committed). */
+async function writeResults(results: Record<string, unknown>): Promise<string> {
   const outDir = path.join(REPO_ROOT, "bench", "results");
   await mkdir(outDir, { recursive: true });
   const file = path.join(outDir, `${(results.date as string).replace(/[:.]/g, "-")}.json`);
   await writeFile(file, `${JSON.stringify(results, null, 2)}\n`);
-  printTable(results);
-  console.log(`\nresults: ${path.relative(process.cwd(), file)}`);
+  return file;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: the results object is plain JSON built above.
@@ -358,16 +463,7 @@ function printTable(r: Record<string, any>): void {
       `p50 ${r.codeDiskBuild.rofs.p50Ms.toFixed(1)} ms / ${typeof r.codeDiskBuild.squashfs === "string" ? r.codeDiskBuild.squashfs : `${r.codeDiskBuild.squashfs.p50Ms.toFixed(1)} ms`}`,
       `${r.codeDiskBuild.rofs.ratioToCopy} x a plain copy (p50 ${r.codeDiskBuild.folderCopy.p50Ms.toFixed(2)} ms)`,
     ],
-    [
-      "warm c=1: agent / baseline throughput",
-      `${r.warm.c1.throughputRatio} x (${r.warm.c1.agentRps} / ${r.warm.c1.baselineRps} rps)`,
-      `added p50 ${r.warm.c1.addedP50Ms} ms, p99 ${r.warm.c1.addedP99Ms} ms`,
-    ],
-    [
-      "warm c=16: agent / baseline throughput",
-      `${r.warm.c16.throughputRatio} x (${r.warm.c16.agentRps} / ${r.warm.c16.baselineRps} rps)`,
-      `added p50 ${r.warm.c16.addedP50Ms} ms, p99 ${r.warm.c16.addedP99Ms} ms`,
-    ],
+    ...warmRows(r.warm),
     [
       `first call, warm generic pool (${r.firstCallWarmPool.functions} fns)`,
       `p50 ${r.firstCallWarmPool.p50Ms.toFixed(2)} ms`,
@@ -396,6 +492,63 @@ function printTable(r: Record<string, any>): void {
     `\nmachine: ${r.machine.cpus} x ${r.machine.cpuModel}, ${r.machine.memoryGiB} GiB, node ${r.machine.node} (agent), ${r.guestNode} (jails)`,
   );
   for (const [a, b, c] of rows) console.log(`${a.padEnd(w0)}  ${b.padEnd(w1)}  ${c}`);
+  printCpu(r.warm);
+}
+
+function printWarm(r: Record<string, unknown>): void {
+  const rows = warmRows(r.warm as Record<string, unknown>);
+  for (const [a, b, c] of rows) console.log(`${a.padEnd(30)}  ${b.padEnd(40)}  ${c}`);
+  printCpu(r.warm as Record<string, unknown>);
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: the results object is plain JSON built above.
+function printCpu(w: Record<string, any>): void {
+  console.log(
+    "\nCPU per warm call, µs (user+kernel by process; machine = all CPUs' busy time, other work included):",
+  );
+  for (const c of ["c1", "c16"] as const) {
+    for (const [target, cpu] of Object.entries(w[c].cpuPerCallUs) as Array<[string, CpuPerCall]>) {
+      const parts = Object.entries(cpu.roles).map(([role, t]) => `${role} ${t.userUs}+${t.sysUs}`);
+      console.log(`  ${c.padEnd(3)} ${target.padEnd(8)} ${parts.join(", ")}; machine ${cpu.machineUs}`);
+    }
+  }
+}
+
+/** The warm rows: every target's throughput and latency against the bare server, and every ratio. */
+// biome-ignore lint/suspicious/noExplicitAny: the results object is plain JSON built above.
+function warmRows(w: Record<string, any>): Array<[string, string, string]> {
+  const rows: Array<[string, string, string]> = [];
+  for (const c of ["c1", "c16"] as const) {
+    const l = w[c];
+    const label = c === "c1" ? "c=1" : "c=16";
+    for (const target of ["bare", "proxy", "workerd", "agent"]) {
+      const t = l[target];
+      if (!t) {
+        if (target === "workerd") rows.push([`warm ${label}: workerd`, "skipped", w.workerdSkipped]);
+        continue;
+      }
+      rows.push([
+        `warm ${label}: ${target === "bare" ? "bare server" : target === "proxy" ? "one-hop proxy" : target}`,
+        `${t.rps} rps, p50 ${t.p50Ms} ms`,
+        target === "bare"
+          ? `p99 ${t.p99Ms} ms`
+          : `added p50 ${t.addedP50Ms} ms, p99 ${t.addedP99Ms} ms, errors ${t.errors}`,
+      ]);
+    }
+    const q = l.ratios;
+    if (c === "c16")
+      rows.push([
+        "warm: agent instance starts",
+        `${w.agentInstanceStartsDuringPhases} during the measured phases`,
+        "",
+      ]);
+    rows.push([
+      `warm ${label}: ratios`,
+      `agent/bare ${q.agentToBare}, proxy/bare ${q.proxyToBare}, workerd/bare ${q.workerdToBare ?? "-"}`,
+      `agent/proxy ${q.agentToProxy}, agent/workerd ${q.agentToWorkerd ?? "-"}`,
+    ]);
+  }
+  return rows;
 }
 
 main().then(

@@ -1,6 +1,7 @@
 /**
  * The host <-> guest runtime contract, shared by the agent and the runtime. Everything under /_faas/ is
- * the host's; every other path is a call to the loaded function, forwarded as the client sent it.
+ * the host's; every other path is a call to the loaded function, forwarded as the client sent it. The
+ * host carries these requests in frames (guest-channel.ts); any other client reaches them over HTTP.
  */
 
 import type { CorsConfig } from "./function-config.ts";
@@ -125,8 +126,9 @@ export interface GuestLogLine {
 }
 
 /**
- * Set on a call's answer by a runtime that keeps its console for the host (`--console channel`, in VMs,
- * whose stdout is a serial console the host does not read): how many lines wait at GET /_faas/console.
+ * Set on an HTTP answer by a runtime that keeps its console for the host (`--console channel`): how many
+ * lines wait at GET /_faas/console. On the framed channel (guest-channel.ts) the lines come to the host
+ * in console batches instead, and no answer carries this header.
  */
 export const CONSOLE_PENDING_HEADER = "x-faas-console";
 

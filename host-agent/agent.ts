@@ -236,13 +236,14 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
         new GuestClient(sandbox.endpoint, {
           loadTimeoutMs: config.pool.callTimeoutMs,
           exited: sandbox.exited,
-          // A VM's runtime keeps the user's console for the host (its stdout is a serial console).
+          // Every runtime keeps the user's console for the host: a VM's stdout is a serial console, and
+          // a jail's lines come in batches on its framed connection instead of one pipe write each.
           onConsole: (line) => {
             log[line.level]({ instance: sandbox.id, fn: line.fn, rid: line.rid, user: true }, line.msg);
             const { fn, ...rest } = line;
             if (fn) functionLogs.record(fn, { ...rest, instance: sandbox.id });
           },
-          consoleChannel: driver.kind === "firecracker",
+          consoleChannel: true,
         }),
       checkBase: checkProcessBase,
       probeBase: driverProbe({ driver, limits: config.limits, newInstanceId }),

@@ -16,7 +16,8 @@ process.on("exit", () => {
   for (const c of children) c.kill("SIGKILL");
 });
 
-function track(child: ChildProcess): ChildProcess {
+/** Killed when the bench exits, however it exits. */
+export function track(child: ChildProcess): ChildProcess {
   children.add(child);
   child.once("exit", () => children.delete(child));
   return child;
@@ -44,7 +45,7 @@ export async function startBaseline(): Promise<{ origin: string; child: ChildPro
   return { origin: `http://127.0.0.1:${(JSON.parse(line) as { port: number }).port}`, child };
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const s = createServer().listen(0, "127.0.0.1", () => {
       const port = (s.address() as { port: number }).port;
@@ -62,24 +63,34 @@ export interface AgentProcess {
   adminCall(method: string, route: string, body?: Buffer): Promise<{ status: number; text: string }>;
 }
 
+/**
+ * Extra node flags for every agent the bench starts, from BENCH_AGENT_NODE_ARGS (space-separated): for
+ * example `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile the agent under the bench's load.
+ */
+const AGENT_NODE_ARGS = (process.env.BENCH_AGENT_NODE_ARGS ?? "").split(" ").filter(Boolean);
+
 /** Starts `node host-agent/main.ts` with its own state dir and ports; resolves once it answers. */
 export async function startAgent(env: Record<string, string>, stateDir?: string): Promise<AgentProcess> {
   const dir = stateDir ?? (await mkdtemp(path.join(tmpdir(), "faas-bench-")));
   const [port, adminPort] = [await freePort(), await freePort()];
   const token = randomBytes(24).toString("base64url");
   const child = track(
-    spawn(process.execPath, ["--import", "tsx", path.join(REPO_ROOT, "host-agent", "main.ts")], {
-      env: {
-        ...process.env,
-        PORT: String(port),
-        ADMIN_PORT: String(adminPort),
-        FAAS_STATE_DIR: dir,
-        FAAS_ADMIN_TOKEN: token,
-        FAAS_LOG_LEVEL: "warn",
-        ...env,
+    spawn(
+      process.execPath,
+      [...AGENT_NODE_ARGS, "--import", "tsx", path.join(REPO_ROOT, "host-agent", "main.ts")],
+      {
+        env: {
+          ...process.env,
+          PORT: String(port),
+          ADMIN_PORT: String(adminPort),
+          FAAS_STATE_DIR: dir,
+          FAAS_ADMIN_TOKEN: token,
+          FAAS_LOG_LEVEL: "warn",
+          ...env,
+        },
+        stdio: ["ignore", "ignore", "inherit"],
       },
-      stdio: ["ignore", "ignore", "inherit"],
-    }),
+    ),
   );
   const admin = `http://127.0.0.1:${adminPort}`;
   const adminCall = async (method: string, route: string, body?: Buffer) => {

@@ -38,11 +38,13 @@ export function installConsoleCapture(
       let msg = format(args);
       if (ctx) {
         if (ctx.truncated) return;
-        if (Buffer.byteLength(msg) > ctx.logBudget) {
+        let bytes = Buffer.byteLength(msg);
+        if (bytes > ctx.logBudget) {
           ctx.truncated = true;
           msg = `${msg.slice(0, Math.max(0, ctx.logBudget))} [console output truncated: per-call log limit reached]`;
+          bytes = Buffer.byteLength(msg);
         }
-        ctx.logBudget -= Buffer.byteLength(msg);
+        ctx.logBudget -= bytes;
       }
       const line: GuestLogLine = {
         type: "log",

@@ -17,7 +17,9 @@ export class ConsoleQueue {
   }
 
   push(line: GuestLogLine): void {
-    const bytes = Buffer.byteLength(JSON.stringify(line));
+    // What the line costs to keep: its message, and about what its other fields and framing take (the
+    // message dominates; a second serialisation of every line just to weigh it is not worth its CPU).
+    const bytes = Buffer.byteLength(line.msg) + (line.fn?.length ?? 0) + (line.rid?.length ?? 0) + 64;
     this.lines.push({ line, bytes });
     this.bytes += bytes;
     while (this.bytes > this.maxBytes && this.lines.length > 0) {

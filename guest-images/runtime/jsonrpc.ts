@@ -116,6 +116,9 @@ export function rpcResult(result: unknown, id: JsonRpcId): JsonRpcAnswer {
   };
 }
 
+/** One decoder for every call (a decode without `stream` keeps no state); made on first use, after the snapshot. */
+let strictUtf8: InstanceType<typeof TextDecoder> | undefined;
+
 /**
  * Decodes a request body as strict UTF-8 and parses it: bytes that are not UTF-8 are a parse error, not
  * silently replaced by U+FFFD (which would hand the method arguments the caller never sent).
@@ -123,7 +126,8 @@ export function rpcResult(result: unknown, id: JsonRpcId): JsonRpcAnswer {
 export function parseRpcBody(body: Uint8Array): RpcCall | JsonRpcAnswer {
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(body);
+    strictUtf8 ??= new TextDecoder("utf-8", { fatal: true });
+    text = strictUtf8.decode(body);
   } catch {
     return rpcError(400, PARSE_ERROR, "Parse error: the body is not valid UTF-8", null);
   }

@@ -4,7 +4,8 @@
  * with `node runtime.js`, it behaves the same, only slower to start.
  *
  * Arguments: --listen unix:/path | tcp:host:port   --code /code   --base-version <version>
- *            --console stdout | channel   (channel: console lines wait for the host at GET /_faas/console)
+ *            --console stdout | channel   (channel: console lines are kept for the host, which gets them in
+ *                                          batches on its framed connection, or at GET /_faas/console)
  * microVM guests only (the process sandbox passes none of these):
  *            --code-mount CMD   run CMD (no arguments) on load, before the entry is resolved: the code disk
  *                               is attached after restore (Linux: /bin/remount-code)
@@ -18,6 +19,7 @@ import type * as Crypto from "node:crypto";
 import type * as Fs from "node:fs";
 import type * as Http from "node:http";
 import type * as Module from "node:module";
+import type * as Net from "node:net";
 import type * as Util from "node:util";
 import type * as V8 from "node:v8";
 import { ConsoleQueue } from "./console-queue.ts";
@@ -138,6 +140,7 @@ function run(): void {
   const server = createRuntimeServer(
     {
       http,
+      net: require("node:net") as typeof Net,
       AsyncLocalStorage: (require("node:async_hooks") as typeof AsyncHooks).AsyncLocalStorage,
       createRequire: (require("node:module") as typeof Module).createRequire,
       fs,

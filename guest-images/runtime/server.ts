@@ -1,11 +1,22 @@
 /**
- * The guest runtime's HTTP server: /_faas/ control routes for the host, and calls to the loaded function.
- * Node built-ins arrive through `deps` because this module is evaluated while the V8 startup snapshot is
- * built, when some of them (node:http) cannot be loaded yet.
+ * The guest runtime's server: /_faas/ control routes for the host, and calls to the loaded function. One
+ * listener serves two transports: the host's framed channel (contracts/guest-channel.ts: a connection
+ * that opens with its preamble) and HTTP (every other connection). Both hand the same handler a request
+ * and write its reply. Node built-ins arrive through `deps` because this module is evaluated while the V8
+ * startup snapshot is built, when some of them (node:http, node:net) cannot be loaded yet.
  */
 import type { AsyncLocalStorage } from "node:async_hooks";
 import type * as Http from "node:http";
+import type * as Net from "node:net";
 import type { CorsConfig } from "../../contracts/function-config.ts";
+import {
+  CHANNEL_PREAMBLE,
+  decodeRequest,
+  encodeConsole,
+  encodeResponse,
+  FrameReader,
+  FrameType,
+} from "../../contracts/guest-channel.ts";
 import {
   BASE_VERSION_HEADER,
   CONSOLE_PENDING_HEADER,
@@ -63,6 +74,7 @@ export interface GuestSteps {
 
 export interface RuntimeDeps {
   readonly http: typeof Http;
+  readonly net: typeof Net;
   readonly AsyncLocalStorage: typeof AsyncLocalStorage;
   readonly createRequire: CreateRequireFn;
   readonly fs: { existsSync(p: string): boolean; readFileSync(p: string, enc: "utf8"): string };
@@ -75,7 +87,10 @@ export interface RuntimeDeps {
   /** The realm's Math: its random is replaced at init with one seeded from the host's entropy. */
   readonly math: { random: () => number };
   readonly guest?: GuestSteps;
-  /** Keeps console lines for GET /_faas/console instead of writing them to stdout (VMs). */
+  /**
+   * Keeps console lines for the host instead of writing them to stdout: pushed in batches on the framed
+   * connection that serves the function, or fetched at GET /_faas/console by an HTTP host.
+   */
   readonly consoleQueue?: ConsoleQueue;
 }
 
@@ -109,7 +124,32 @@ interface LoadedFunction {
 /** A guest clock this far from the host's at init is stepped (--set-clock); closer ones are left alone. */
 export const CLOCK_STEP_THRESHOLD_MS = 100;
 
-export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Http.Server {
+/** A request as either transport hands it over: the body already read whole. */
+interface GuestRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly body: Buffer;
+  /** Names as sent, repeats kept (HTTP only: a frame's headers are the host's, already joined). */
+  readonly rawHeaders?: readonly string[];
+  /** The connection's peer (HTTP only: over frames the host names the caller in SOURCE_IP_HEADER). */
+  readonly peerAddress?: string;
+  readonly httpVersion?: string;
+}
+
+/** What the handler answers, written by the transport that brought the request. */
+interface Reply {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | number>;
+  readonly body: string | Buffer;
+}
+
+/** Largest frame the runtime reads from the host (the host bounds call bodies far below this). */
+const MAX_REQUEST_FRAME_BYTES = 256 * 1024 * 1024;
+/** Routes whose HTTP answers do not carry the pending-console count (the host polls them before load). */
+const UNMARKED_ROUTES = new Set(["health", "init", "console"]);
+
+export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Net.Server {
   const storage = new deps.AsyncLocalStorage<CallContext>();
   let instanceId: string | null = null;
   let loaded: LoadedFunction | null = null;
@@ -118,19 +158,34 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
   const now = () => deps.now() + clockSkewMs;
   /** Set by the first init; every later control call but health must carry it. */
   let controlSecret: string | null = null;
+  const baseHeader = `${opts.baseVersion}; runtime=${opts.runtimeBuild}`;
 
   const queue = deps.consoleQueue;
+  /** The framed connection that loaded or last called the function: console batches go to it. */
+  let consoleLink: FramedLink | null = null;
   installConsoleCapture(
     console,
     storage,
     (args) => deps.format(...args),
-    queue ? (line) => queue.push(line) : (line) => deps.writeStdout(`${JSON.stringify(line)}\n`),
+    queue
+      ? (line) => {
+          queue.push(line);
+          consoleLink?.lineWaiting();
+        }
+      : (line) => deps.writeStdout(`${JSON.stringify(line)}\n`),
     () => loaded?.name ?? null,
   );
-  /** Tells the host, on a call's answer, that console lines wait for it. */
-  const markConsole = (res: Http.ServerResponse) => {
-    if (queue && queue.pending > 0) res.setHeader(CONSOLE_PENDING_HEADER, String(queue.pending));
+  /** Lines still kept when the process ends go to stdout, which the process sandbox's host reads. */
+  const spillConsole = () => {
+    if (!queue || queue.pending === 0) return;
+    const { lines, dropped } = queue.take();
+    for (const line of lines) deps.writeStdout(`${JSON.stringify(line)}\n`);
+    if (dropped > 0)
+      deps.writeStdout(
+        `${JSON.stringify({ type: "log", fn: loaded?.name ?? null, rid: null, level: "warn", msg: `${dropped} console lines dropped` })}\n`,
+      );
   };
+  process.on("exit", spillConsole);
 
   const fatal = (what: string, err: unknown) => {
     const ctx = storage.getStore();
@@ -141,6 +196,7 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
       level: "error",
       msg: `${what}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
     };
+    spillConsole();
     deps.writeStdout(`${JSON.stringify(line)}\n`);
     // The function's state can no longer be trusted: the host replaces the instance.
     process.exit(70);
@@ -148,29 +204,49 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
   process.on("uncaughtException", (err) => fatal("uncaught exception", err));
   process.on("unhandledRejection", (err) => fatal("unhandled promise rejection", err));
 
-  const server = deps.http.createServer((req, res) => {
-    res.setHeader(BASE_VERSION_HEADER, `${opts.baseVersion}; runtime=${opts.runtimeBuild}`);
+  /** Every request of either transport. `controlLimit` bounds a control body (HTTP reads it bounded itself). */
+  function handle(req: GuestRequest): Promise<Reply> | Reply {
+    const url = req.url;
+    if (url.startsWith(CONTROL_PREFIX)) return handleControl(req, url.slice(CONTROL_PREFIX.length));
+    return handleCall(req, url);
+  }
+
+  // --- HTTP ---------------------------------------------------------------------------------------------
+  const http = deps.http.createServer((req, res) => {
+    res.setHeader(BASE_VERSION_HEADER, baseHeader);
     const url = req.url ?? "/";
-    if (url.startsWith(CONTROL_PREFIX)) {
-      void handleControl(req, res, url.slice(CONTROL_PREFIX.length));
-      return;
-    }
-    void handleCall(req, res, url);
+    const route = url.startsWith(CONTROL_PREFIX) ? url.slice(CONTROL_PREFIX.length) : null;
+    readBody(req, route === null ? Number.POSITIVE_INFINITY : opts.maxBodyBytes).then(
+      async (body) => {
+        const reply = await handle({
+          method: req.method ?? "GET",
+          url,
+          headers: req.headers,
+          body,
+          rawHeaders: req.rawHeaders,
+          peerAddress: req.socket.remoteAddress ?? "127.0.0.1",
+          httpVersion: req.httpVersion,
+        });
+        // Tells an HTTP host, on an answer, that console lines wait for it at GET /_faas/console.
+        if (queue && queue.pending > 0 && (route === null || !UNMARKED_ROUTES.has(route)))
+          res.setHeader(CONSOLE_PENDING_HEADER, String(queue.pending));
+        const body2 = reply.body;
+        res.writeHead(reply.status, {
+          ...reply.headers,
+          "content-length": typeof body2 === "string" ? Buffer.byteLength(body2) : body2.length,
+        });
+        res.end(body2);
+      },
+      (err: Error) => {
+        // A call's body that broke off has no one to answer; a control body over its limit is refused.
+        if (route === null) return;
+        const reply = errorReply(500, "protocol", err.message);
+        res.writeHead(reply.status, reply.headers);
+        res.end(reply.body);
+      },
+    );
   });
-  server.keepAliveTimeout = 60_000;
-
-  function sendJson(res: Http.ServerResponse, status: number, body: unknown): void {
-    const payload = JSON.stringify(body);
-    res.writeHead(status, {
-      "content-type": "application/json",
-      "content-length": Buffer.byteLength(payload),
-    });
-    res.end(payload);
-  }
-
-  function controlError(res: Http.ServerResponse, status: number, kind: string, message: string): void {
-    sendJson(res, status, { error: { kind, message } });
-  }
+  http.keepAliveTimeout = 60_000;
 
   function readBody(req: Http.IncomingMessage, limit: number): Promise<Buffer> {
     return new Promise((resolve, reject) => {
@@ -185,16 +261,144 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
         }
         chunks.push(chunk);
       });
-      req.on("end", () => resolve(Buffer.concat(chunks)));
+      req.on("end", () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
       req.on("error", reject);
     });
   }
 
-  async function handleControl(
-    req: Http.IncomingMessage,
-    res: Http.ServerResponse,
-    route: string,
-  ): Promise<void> {
+  // --- frames -------------------------------------------------------------------------------------------
+  /** One framed connection from the host: requests in, console batches and responses out. */
+  class FramedLink {
+    /** Calls of the function in flight on this link: their answers carry the waiting lines. */
+    private calls = 0;
+    private flushScheduled = false;
+    private closed = false;
+    private readonly reader: FrameReader;
+
+    constructor(private readonly socket: Net.Socket) {
+      this.reader = new FrameReader(
+        (type, id, payload) => this.onFrame(type, id, payload),
+        () => MAX_REQUEST_FRAME_BYTES,
+        () => socket.destroy(),
+      );
+      socket.on("data", (chunk: Buffer) => this.reader.push(chunk));
+      socket.on("close", () => {
+        this.closed = true;
+        if (consoleLink === this) consoleLink = null;
+      });
+      socket.on("error", () => undefined);
+    }
+
+    push(chunk: Buffer): void {
+      this.reader.push(chunk);
+    }
+
+    private onFrame(type: number, id: number, payload: Buffer): void {
+      if (type !== FrameType.request) {
+        this.socket.destroy();
+        return;
+      }
+      let req: GuestRequest;
+      try {
+        const r = decodeRequest(payload);
+        req = { method: r.method, url: r.path, headers: r.headers, body: r.body };
+      } catch {
+        this.socket.destroy();
+        return;
+      }
+      const route = req.url.startsWith(CONTROL_PREFIX) ? req.url.slice(CONTROL_PREFIX.length) : null;
+      // The connection that loads or calls the function is the host's console channel from then on.
+      const claims = route === null || route === "load";
+      if (claims) {
+        consoleLink = this;
+        this.calls++;
+      }
+      if (route !== null && req.body.length > opts.maxBodyBytes) {
+        this.answer(id, errorReply(500, "protocol", `body larger than ${opts.maxBodyBytes} bytes`), claims);
+        return;
+      }
+      const reply = handle(req);
+      if (reply instanceof Promise)
+        reply.then(
+          (r) => this.answer(id, r, claims),
+          (err: Error) => this.answer(id, errorReply(500, "protocol", err.message), claims),
+        );
+      else this.answer(id, reply, claims);
+    }
+
+    private answer(id: number, reply: Reply, claimed: boolean): void {
+      if (claimed) this.calls--;
+      if (this.closed) return;
+      const frame = encodeResponse(
+        id,
+        reply.status,
+        { [BASE_VERSION_HEADER]: baseHeader, ...reply.headers },
+        reply.body,
+      );
+      if (queue && queue.pending > 0 && consoleLink === this) {
+        // The call's lines first, in the same write: the host has them when it has the answer.
+        const { lines, dropped } = queue.take();
+        this.socket.cork();
+        this.socket.write(encodeConsole(lines, dropped));
+        this.socket.write(frame);
+        this.socket.uncork();
+      } else this.socket.write(frame);
+    }
+
+    /** A line was kept: outside a call nothing else would carry it, so it goes on its own soon. */
+    lineWaiting(): void {
+      if (this.calls > 0 || this.flushScheduled) return;
+      this.flushScheduled = true;
+      setImmediate(() => {
+        this.flushScheduled = false;
+        if (this.closed || !queue || queue.pending === 0 || this.calls > 0) return;
+        const { lines, dropped } = queue.take();
+        this.socket.write(encodeConsole(lines, dropped));
+      });
+    }
+  }
+
+  // --- the listener: frames or HTTP, by the connection's first bytes -------------------------------------
+  const server = deps.net.createServer((socket) => {
+    socket.once("data", function sniff(first: Buffer) {
+      if (first[0] !== CHANNEL_PREAMBLE[0]) {
+        // Not the host's preamble: an HTTP client. Hand it the bytes read so far and the socket.
+        socket.pause();
+        socket.unshift(first);
+        http.emit("connection", socket);
+        process.nextTick(() => socket.resume());
+        return;
+      }
+      // The preamble may come in pieces: wait for all of it.
+      const settle = (bytes: Buffer) => {
+        if (bytes.length < CHANNEL_PREAMBLE.length) {
+          if (!CHANNEL_PREAMBLE.subarray(0, bytes.length).equals(bytes)) socket.destroy();
+          else socket.once("data", (more: Buffer) => settle(Buffer.concat([bytes, more])));
+          return;
+        }
+        if (!bytes.subarray(0, CHANNEL_PREAMBLE.length).equals(CHANNEL_PREAMBLE)) {
+          socket.destroy();
+          return;
+        }
+        socket.setNoDelay(true);
+        const link = new FramedLink(socket);
+        const rest = bytes.subarray(CHANNEL_PREAMBLE.length);
+        if (rest.length > 0) link.push(rest);
+      };
+      settle(first);
+    });
+    socket.on("error", () => undefined);
+  });
+
+  function jsonReply(status: number, body: unknown): Reply {
+    return { status, headers: { "content-type": "application/json" }, body: JSON.stringify(body) };
+  }
+
+  function errorReply(status: number, kind: string, message: string): Reply {
+    return jsonReply(status, { error: { kind, message } });
+  }
+
+  async function handleControl(req: GuestRequest, route: string): Promise<Reply> {
     try {
       if (route === "health" && req.method === "GET") {
         const health: HealthResponse = {
@@ -205,39 +409,28 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
           functionName: loaded?.name ?? null,
           pid: process.pid,
         };
-        sendJson(res, 200, health);
-        return;
+        return jsonReply(200, health);
       }
       const refused = checkControlSecret(req, route);
-      if (refused) {
-        controlError(res, 403, "protocol", refused);
-        return;
-      }
+      if (refused) return errorReply(403, "protocol", refused);
       if (route === "console" && req.method === "GET") {
-        sendJson(res, 200, queue ? queue.take() : { lines: [], dropped: 0 });
-        return;
+        return jsonReply(200, queue ? queue.take() : { lines: [], dropped: 0 });
       }
       if (route === "init" && req.method === "POST") {
-        const body = JSON.parse((await readBody(req, opts.maxBodyBytes)).toString("utf8")) as InitRequest;
+        const body = JSON.parse(req.body.toString("utf8")) as InitRequest;
         if (typeof body.instanceId !== "string" || typeof body.unixTimeMs !== "number") {
-          controlError(res, 400, "protocol", "init needs instanceId (string) and unixTimeMs (number)");
-          return;
+          return errorReply(400, "protocol", "init needs instanceId (string) and unixTimeMs (number)");
         }
         const entropy = typeof body.entropy === "string" ? Buffer.from(body.entropy, "base64") : null;
         if (!entropy || entropy.length !== INIT_ENTROPY_BYTES) {
-          controlError(
-            res,
+          return errorReply(
             400,
             "protocol",
             `init needs entropy: ${INIT_ENTROPY_BYTES} random bytes, base64 (got ${entropy ? `${entropy.length} bytes` : "none"})`,
           );
-          return;
         }
         const secretProblem = initSecretProblem(body.controlSecret);
-        if (secretProblem) {
-          controlError(res, 400, "protocol", secretProblem);
-          return;
-        }
+        if (secretProblem) return errorReply(400, "protocol", secretProblem);
         // OpenSSL first: node's caches are refilled from it when they are drained.
         deps.guest?.reseedOpenssl?.(entropy);
         drainCryptoCaches(deps.crypto);
@@ -250,18 +443,13 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
         }
         instanceId = body.instanceId;
         clockSkewMs = body.unixTimeMs - deps.now();
-        res.writeHead(204).end();
-        return;
+        return { status: 204, headers: {}, body: "" };
       }
       if (route === "load" && req.method === "POST") {
-        const body = JSON.parse((await readBody(req, opts.maxBodyBytes)).toString("utf8")) as LoadRequest;
-        if (loaded) {
-          controlError(res, 409, "state", `this instance already serves ${loaded.name}`);
-          return;
-        }
+        const body = JSON.parse(req.body.toString("utf8")) as LoadRequest;
+        if (loaded) return errorReply(409, "state", `this instance already serves ${loaded.name}`);
         if (typeof body.functionName !== "string") {
-          controlError(res, 400, "protocol", "load needs functionName (string)");
-          return;
+          return errorReply(400, "protocol", "load needs functionName (string)");
         }
         const started = performance.now();
         if (deps.guest?.mountCode) {
@@ -313,21 +501,18 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
           initMs: performance.now() - started,
           classes: [...new Set([...classes.values()].map((c) => c.name))],
         };
-        markConsole(res);
-        sendJson(res, 200, answer);
-        return;
+        return jsonReply(200, answer);
       }
-      controlError(res, 404, "protocol", `no control route ${req.method} ${CONTROL_PREFIX}${route}`);
+      return errorReply(404, "protocol", `no control route ${req.method} ${CONTROL_PREFIX}${route}`);
     } catch (err) {
-      markConsole(res);
-      if (err instanceof LoadError) controlError(res, 422, "load", err.message);
-      else if (err instanceof SyntaxError) controlError(res, 400, "protocol", `bad JSON: ${err.message}`);
-      else controlError(res, 500, "protocol", (err as Error).message);
+      if (err instanceof LoadError) return errorReply(422, "load", err.message);
+      if (err instanceof SyntaxError) return errorReply(400, "protocol", `bad JSON: ${err.message}`);
+      return errorReply(500, "protocol", (err as Error).message);
     }
   }
 
   /** Why a control call is refused (null: it may go on). Health is open: the host polls it before init. */
-  function checkControlSecret(req: Http.IncomingMessage, route: string): string | null {
+  function checkControlSecret(req: GuestRequest, route: string): string | null {
     if (controlSecret === null) {
       if (!opts.requireControlSecret || route === "init") return null;
       return `${CONTROL_PREFIX}${route} is refused before the host's init`;
@@ -355,119 +540,120 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
     return null;
   }
 
-  async function handleCall(req: Http.IncomingMessage, res: Http.ServerResponse, url: string): Promise<void> {
+  function handleCall(req: GuestRequest, url: string): Promise<Reply> | Reply {
     const fn = loaded;
-    if (!fn) {
-      controlError(res, 503, "state", "no function is loaded in this instance");
-      return;
-    }
+    if (!fn) return errorReply(503, "state", "no function is loaded in this instance");
+    const cors = corsFor(fn.cors, req.method, req.headers);
+    if (cors.preflight) return { status: 204, headers: cors.headers, body: "" };
+    const reply = routeCall(req, url, fn);
+    if (Object.keys(cors.headers).length === 0) return reply;
+    const withCors = (r: Reply): Reply => ({ ...r, headers: { ...cors.headers, ...r.headers } });
+    return reply instanceof Promise ? reply.then(withCors) : withCors(reply);
+  }
+
+  function routeCall(req: GuestRequest, url: string, fn: LoadedFunction): Promise<Reply> | Reply {
     const q = url.indexOf("?");
     const fullPath = q === -1 ? url : url.slice(0, q);
     const prefix = `/${fn.name}`;
     if (fullPath !== prefix && !fullPath.startsWith(`${prefix}/`)) {
-      controlError(res, 404, "state", `this instance serves /${fn.name}, not ${fullPath}`);
-      return;
-    }
-    const cors = corsFor(fn.cors, req.method ?? "GET", req.headers);
-    for (const [k, v] of Object.entries(cors.headers)) res.setHeader(k, v);
-    if (cors.preflight) {
-      req.resume();
-      res.writeHead(204).end();
-      return;
+      return errorReply(404, "state", `this instance serves /${fn.name}, not ${fullPath}`);
     }
     const rid = String(req.headers[REQUEST_ID_HEADER] ?? deps.randomUUID());
-    const timeoutMs = Number(req.headers[TIMEOUT_HEADER] ?? 30_000);
     const ctx: CallContext = { fn: fn.name, rid, logBudget: opts.logBytesPerCall, truncated: false };
-    let body: Buffer;
-    try {
-      body = await readBody(req, Number.POSITIVE_INFINITY);
-    } catch {
-      return;
-    }
-    await storage.run(ctx, async () => {
-      if (fn.style === "jsonrpc") {
-        if (req.method !== "POST" || (fullPath !== prefix && fullPath !== `${prefix}/`)) {
-          sendJson(
-            res,
-            405,
-            rpcError(405, -32600, `this function speaks JSON-RPC 2.0: POST ${prefix}`, null).body,
-          );
-          return;
-        }
-        const call = parseRpcBody(body);
+    if (fn.style === "jsonrpc") {
+      if (req.method !== "POST" || (fullPath !== prefix && fullPath !== `${prefix}/`)) {
+        return jsonReply(
+          405,
+          rpcError(405, -32600, `this function speaks JSON-RPC 2.0: POST ${prefix}`, null).body,
+        );
+      }
+      return storage.run(ctx, async () => {
+        const call = parseRpcBody(req.body);
         const answer = isAnswer(call)
           ? call
           : await dispatchRpc(call, fn.classes, fn.instances, rpcRequestInfo(req, url, fullPath));
-        markConsole(res);
         const out = serializeAnswer(answer);
-        res.writeHead(out.status, {
-          "content-type": "application/json",
-          "content-length": Buffer.byteLength(out.text),
-        });
-        res.end(out.text);
-        return;
-      }
-      const started = deps.now();
-      const event = buildHttpEvent({
-        method: req.method ?? "GET",
-        path: fullPath.slice(prefix.length) || "/",
-        rawQueryString: q === -1 ? "" : url.slice(q + 1),
-        rawHeaders: req.rawHeaders,
-        body,
-        requestId: rid,
-        peerAddress: req.socket.remoteAddress ?? "127.0.0.1",
-        functionName: fn.name,
-        nowMs: now(),
+        return { status: out.status, headers: { "content-type": "application/json" }, body: out.text };
       });
-      const context = lambdaContext(fn.identity, rid, () => timeoutMs - (deps.now() - started));
-      try {
-        const handler = fn.handler!;
-        const result =
-          handler.length >= 3
-            ? await new Promise((resolve, reject) =>
-                handler(event, context, (err: unknown, value: unknown) =>
-                  err ? reject(err) : resolve(value),
-                ),
-              )
-            : await handler(event, context);
-        let answer = INTERNAL_ERROR;
-        try {
-          answer = resultToAnswer(result, prefix);
-        } catch (err) {
-          console.error(`Invalid response: ${(err as Error).message}`);
-        }
-        // The header is the runtime's: a handler's own copy of it would hide waiting lines from the host.
-        const headers = Object.fromEntries(
-          Object.entries(answer.headers).filter(([k]) => k.toLowerCase() !== CONSOLE_PENDING_HEADER),
-        );
-        markConsole(res);
-        res.writeHead(answer.status, { ...headers, "content-length": answer.body.length });
-        res.end(answer.body);
-      } catch (err) {
-        // As on AWS: the client learns only that the call failed; the error goes to the function's logs.
-        console.error(invokeErrorLine(err));
-        markConsole(res);
-        res.writeHead(INTERNAL_ERROR.status, {
-          ...INTERNAL_ERROR.headers,
-          "content-length": INTERNAL_ERROR.body.length,
-        });
-        res.end(INTERNAL_ERROR.body);
-      }
+    }
+    return storage.run(ctx, () => handleHandlerCall(req, fn, url, q, fullPath, prefix, rid));
+  }
+
+  async function handleHandlerCall(
+    req: GuestRequest,
+    fn: LoadedFunction,
+    url: string,
+    q: number,
+    fullPath: string,
+    prefix: string,
+    rid: string,
+  ): Promise<Reply> {
+    const timeoutMs = Number(req.headers[TIMEOUT_HEADER] ?? 30_000);
+    const started = deps.now();
+    const event = buildHttpEvent({
+      method: req.method,
+      path: fullPath.slice(prefix.length) || "/",
+      rawQueryString: q === -1 ? "" : url.slice(q + 1),
+      rawHeaders: req.rawHeaders ?? flatHeaders(req.headers),
+      body: req.body,
+      requestId: rid,
+      peerAddress: req.peerAddress ?? "127.0.0.1",
+      functionName: fn.name,
+      nowMs: now(),
     });
+    const context = lambdaContext(fn.identity, rid, () => timeoutMs - (deps.now() - started));
+    try {
+      const handler = fn.handler!;
+      const result =
+        handler.length >= 3
+          ? await new Promise((resolve, reject) =>
+              handler(event, context, (err: unknown, value: unknown) => (err ? reject(err) : resolve(value))),
+            )
+          : await handler(event, context);
+      let answer = INTERNAL_ERROR;
+      try {
+        answer = resultToAnswer(result, prefix);
+      } catch (err) {
+        console.error(`Invalid response: ${(err as Error).message}`);
+      }
+      // The header is the runtime's: a handler's own copy of it would hide waiting lines from the host.
+      const out = Object.fromEntries(
+        Object.entries(answer.headers).filter(([k]) => k.toLowerCase() !== CONSOLE_PENDING_HEADER),
+      );
+      return { status: answer.status, headers: out, body: answer.body };
+    } catch (err) {
+      // As on AWS: the client learns only that the call failed; the error goes to the function's logs.
+      console.error(invokeErrorLine(err));
+      return {
+        status: INTERNAL_ERROR.status,
+        headers: { ...INTERNAL_ERROR.headers },
+        body: INTERNAL_ERROR.body,
+      };
+    }
   }
 
   return server;
 }
 
-/** The caller's address as the handler event's requestContext.http.sourceIp and a GnzContext give it. */
+/** A frame's header record as IncomingMessage.rawHeaders would give it: name, value, name, value... */
+function flatHeaders(headers: GuestRequest["headers"]): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(headers)) {
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const one of v) out.push(k, one);
+    else out.push(k, v);
+  }
+  return out;
+}
+
 /** The caller's address as the host saw it (SOURCE_IP_HEADER), else this runtime's own peer. */
-function sourceIpOf(req: Http.IncomingMessage): string {
+function sourceIpOf(req: GuestRequest): string {
   const named = req.headers[SOURCE_IP_HEADER];
-  return (typeof named === "string" && named) || (req.socket.remoteAddress ?? "127.0.0.1");
+  return (typeof named === "string" && named) || (req.peerAddress ?? "127.0.0.1");
 }
 
 /** The request as a GnzContext first argument is given it (headers without the host's own). */
-function rpcRequestInfo(req: Http.IncomingMessage, url: string, path: string): RpcRequestInfo {
+function rpcRequestInfo(req: GuestRequest, url: string, path: string): RpcRequestInfo {
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(req.headers)) {
     if (v === undefined || k.startsWith("x-faas-")) continue;
@@ -476,9 +662,9 @@ function rpcRequestInfo(req: Http.IncomingMessage, url: string, path: string): R
   return {
     headers,
     http: {
-      method: req.method ?? "POST",
+      method: req.method,
       path,
-      protocol: `HTTP/${req.httpVersion}`,
+      protocol: `HTTP/${req.httpVersion ?? "1.1"}`,
       userAgent: headers["user-agent"] ?? "",
       sourceIp: sourceIpOf(req),
     },

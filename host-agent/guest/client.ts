@@ -1,8 +1,22 @@
 /**
- * The host's side of the guest runtime protocol: one keep-alive HTTP connection per instance over its
- * endpoint (Unix socket or TCP), used for control calls and forwarded function calls alike.
+ * The host's side of the guest runtime protocol: one framed connection per client over the instance's
+ * endpoint (Unix socket or TCP, contracts/guest-channel.ts), used for control calls and forwarded
+ * function calls alike. Answers are matched to requests by call id; the user's console lines arrive on
+ * it in batches beside the answers.
  */
-import { Client, type Dispatcher } from "undici";
+import { connect, type Socket } from "node:net";
+import {
+  CHANNEL_PREAMBLE,
+  type ChannelRequest,
+  type ChannelResponse,
+  decodeConsole,
+  decodeResponse,
+  encodeRequest,
+  FrameReader,
+  FrameType,
+  MAX_RESPONSE_HEAD_BYTES,
+  responseBodyBytes,
+} from "../../contracts/guest-channel.ts";
 import {
   CONSOLE_PENDING_HEADER,
   CONTROL_SECRET_HEADER,
@@ -73,9 +87,26 @@ const MAX_CONSOLE_LINES_PER_FETCH = 2000;
 const MAX_CONSOLE_BYTES_PER_FETCH = 512 * 1024;
 /** Largest body of a control answer (health, load, console) the host reads. */
 const MAX_CONTROL_BODY = 2 * 1024 * 1024;
+/** Largest console batch the host reads: the runtime keeps about 256 KiB between two of them. */
+const MAX_CONSOLE_FRAME = 1024 * 1024;
+
+/** A request waiting for its answer. */
+interface Pending {
+  readonly resolve: (res: ChannelResponse) => void;
+  readonly reject: (err: Error) => void;
+  /** Largest body accepted, and the error for one past it. */
+  readonly limit: number;
+  readonly tooLarge: (bytes?: number) => Error;
+  readonly signal: AbortSignal | undefined;
+  readonly onAbort: (() => void) | undefined;
+}
 
 export class GuestClient {
-  private readonly client: Client;
+  private socket: Socket | null = null;
+  private reader: FrameReader | null = null;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closed = false;
   /** The function this client loaded: console lines are attributed to it, whatever they say. */
   private functionName: string | null = null;
   private draining: Promise<void> | undefined;
@@ -83,18 +114,10 @@ export class GuestClient {
   private readonly secretHeader: Record<string, string>;
 
   constructor(
-    endpoint: GuestEndpoint,
+    private readonly endpoint: GuestEndpoint,
     private readonly opts: GuestClientOptions = {},
   ) {
     this.secretHeader = endpoint.controlSecret ? { [CONTROL_SECRET_HEADER]: endpoint.controlSecret } : {};
-    this.client =
-      endpoint.kind === "unix"
-        ? new Client("http://guest", {
-            socketPath: endpoint.socketPath,
-            pipelining: 1,
-            keepAliveTimeout: 60_000,
-          })
-        : new Client(`http://${endpoint.host}:${endpoint.port}`, { pipelining: 1, keepAliveTimeout: 60_000 });
   }
 
   async health(signal?: AbortSignal): Promise<HealthResponse> {
@@ -147,46 +170,41 @@ export class GuestClient {
     body: unknown,
     signal?: AbortSignal,
   ): Promise<unknown> {
-    const res = await this.client.request({
-      method,
-      path: `/_faas/${route}`,
-      headers:
-        body === undefined
-          ? { ...this.secretHeader }
-          : { ...this.secretHeader, "content-type": "application/json" },
-      body: body === undefined ? null : JSON.stringify(body),
+    const res = await this.request(
+      {
+        method,
+        path: `/_faas/${route}`,
+        headers:
+          body === undefined
+            ? this.secretHeader
+            : { ...this.secretHeader, "content-type": "application/json" },
+        body: body === undefined ? null : Buffer.from(JSON.stringify(body)),
+      },
       signal,
-    });
-    const text = (
-      await readBounded(
-        res.body,
-        MAX_CONTROL_BODY,
-        () =>
-          new GuestError(
-            `the guest's answer to ${route} is larger than ${MAX_CONTROL_BODY} bytes`,
-            "protocol",
-          ),
-      )
-    ).toString("utf8");
+      MAX_CONTROL_BODY,
+      () =>
+        new GuestError(`the guest's answer to ${route} is larger than ${MAX_CONTROL_BODY} bytes`, "protocol"),
+    );
+    const text = res.body.toString("utf8");
     // The console route's own answer never starts another fetch: a guest cannot make the host loop.
     if (route !== "console") this.noteConsole(res.headers);
-    if (res.statusCode === 204) return undefined;
+    if (res.status === 204) return undefined;
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
     } catch {
       throw new GuestError(
-        `guest answered ${route} with ${res.statusCode} and a body that is not JSON`,
+        `guest answered ${route} with ${res.status} and a body that is not JSON`,
         "protocol",
-        res.statusCode,
+        res.status,
       );
     }
-    if (res.statusCode >= 400) {
+    if (res.status >= 400) {
       const err = (parsed as ControlError).error;
       throw new GuestError(
-        err?.message ?? `guest answered ${route} with ${res.statusCode}`,
+        err?.message ?? `guest answered ${route} with ${res.status}`,
         err?.kind ?? "protocol",
-        res.statusCode,
+        res.status,
       );
     }
     return parsed;
@@ -194,33 +212,127 @@ export class GuestClient {
 
   /** Forwards one call and reads the whole answer (bounded: a runaway response cannot exhaust the host). */
   async forward(call: ForwardedCall): Promise<GuestAnswer> {
-    const res: Dispatcher.ResponseData = await this.client.request({
-      method: call.method as Dispatcher.HttpMethod,
-      path: call.path,
-      headers: call.headers,
-      body: call.body,
-      signal: call.signal,
-    });
-    const declared = Number(res.headers["content-length"] ?? 0);
-    if (declared > call.maxResponseBytes) {
-      res.body.destroy();
-      throw new ResponseTooLargeError(
-        `the response is ${declared} bytes; the limit is ${call.maxResponseBytes}`,
-      );
-    }
-    const body = await readBounded(
-      res.body,
+    const res = await this.request(
+      call,
+      call.signal,
       call.maxResponseBytes,
-      () =>
-        new ResponseTooLargeError(`the response is larger than the limit of ${call.maxResponseBytes} bytes`),
+      (bytes) =>
+        new ResponseTooLargeError(
+          bytes === undefined
+            ? `the response is larger than the limit of ${call.maxResponseBytes} bytes`
+            : `the response is ${bytes} bytes; the limit is ${call.maxResponseBytes}`,
+        ),
     );
-    // undici gives each answer its own headers object: the host's header is taken out of it in place.
-    const headers = res.headers as Record<string, string | string[]>;
+    // Each answer has its own headers object: the host's header is taken out of it in place.
+    const headers = res.headers;
     if (headers[CONSOLE_PENDING_HEADER] !== undefined) {
       this.noteConsole(headers);
       delete headers[CONSOLE_PENDING_HEADER];
     }
-    return { status: res.statusCode, headers, body };
+    return res;
+  }
+
+  /** Sends one request frame; resolves with its answer, bounded to `limit` bytes of body. */
+  private request(
+    req: ChannelRequest,
+    signal: AbortSignal | undefined,
+    limit: number,
+    tooLarge: (bytes?: number) => Error,
+  ): Promise<ChannelResponse> {
+    if (this.closed) return Promise.reject(new Error("the guest client is closed"));
+    if (signal?.aborted) return Promise.reject(signal.reason ?? new Error("aborted"));
+    const socket = this.socket ?? this.open();
+    const id = this.nextId;
+    this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
+    const frame = encodeRequest(id, req);
+    return new Promise<ChannelResponse>((resolve, reject) => {
+      // An aborted call leaves the connection with an answer that may still come: it is closed, as an
+      // HTTP client closes a connection whose request it gave up.
+      const onAbort = signal
+        ? () => {
+            this.settle(id)?.reject(signal.reason ?? new Error("aborted"));
+            this.drop(socket, new Error("the call was aborted"));
+          }
+        : undefined;
+      if (signal && onAbort) signal.addEventListener("abort", onAbort, { once: true });
+      this.pending.set(id, { resolve, reject, limit, tooLarge, signal, onAbort });
+      socket.write(frame);
+    });
+  }
+
+  private open(): Socket {
+    const e = this.endpoint;
+    const socket =
+      e.kind === "unix"
+        ? connect({ path: e.socketPath })
+        : connect({ host: e.host, port: e.port, noDelay: true });
+    const reader = new FrameReader(
+      (type, id, payload) => this.onFrame(type, id, payload),
+      (type, id) =>
+        type === FrameType.response
+          ? (this.pending.get(id)?.limit ?? MAX_CONTROL_BODY) + MAX_RESPONSE_HEAD_BYTES
+          : MAX_CONSOLE_FRAME,
+      (type, id) => {
+        const p = type === FrameType.response ? this.settle(id) : undefined;
+        p?.reject(p.tooLarge());
+        this.drop(socket, new GuestError(`the guest sent a frame past its bound (type ${type})`, "protocol"));
+      },
+    );
+    socket.on("data", (chunk: Buffer) => reader.push(chunk));
+    socket.on("error", (err) => this.drop(socket, err));
+    socket.on("close", () => this.drop(socket, new Error("the guest closed the connection")));
+    socket.write(CHANNEL_PREAMBLE);
+    this.socket = socket;
+    this.reader = reader;
+    return socket;
+  }
+
+  /** Takes a pending request out of the table (and off its signal). */
+  private settle(id: number): Pending | undefined {
+    const p = this.pending.get(id);
+    if (!p) return undefined;
+    this.pending.delete(id);
+    if (p.onAbort) p.signal?.removeEventListener("abort", p.onAbort);
+    return p;
+  }
+
+  /** Ends a connection: every request still waiting on it fails with `err`. */
+  private drop(socket: Socket, err: Error): void {
+    if (this.socket !== socket) return;
+    this.socket = null;
+    this.reader?.stop();
+    this.reader = null;
+    socket.destroy();
+    for (const id of [...this.pending.keys()]) this.settle(id)?.reject(err);
+  }
+
+  private onFrame(type: number, id: number, payload: Buffer): void {
+    if (type === FrameType.console) {
+      let batch: ReturnType<typeof decodeConsole>;
+      try {
+        batch = decodeConsole(payload);
+      } catch {
+        return; // A batch that does not parse is the guest's loss, not the host's.
+      }
+      this.passLines(batch.lines, batch.dropped);
+      return;
+    }
+    const p = type === FrameType.response ? this.settle(id) : undefined;
+    if (!p) return; // An answer nobody waits for (its call gave up): dropped.
+    const bytes = responseBodyBytes(payload);
+    if (bytes !== undefined && bytes > p.limit) {
+      p.reject(p.tooLarge(bytes));
+      return;
+    }
+    let res: ChannelResponse;
+    try {
+      res = decodeResponse(payload);
+    } catch (err) {
+      p.reject(new GuestError(`the guest's answer does not parse: ${(err as Error).message}`, "protocol"));
+      return;
+    }
+    // The body shares the socket's chunk (node never reuses a read's buffer): no copy.
+    p.resolve(res);
   }
 
   /** Fetches waiting console lines in the background when an answer says there are some. */
@@ -255,16 +367,21 @@ export class GuestClient {
 
   /** Fetches the console lines waiting in the guest and passes them on. */
   private async drainConsole(): Promise<void> {
-    const emit = this.opts.onConsole;
-    if (!emit) return;
+    if (!this.opts.onConsole) return;
     let got: ConsoleResponse;
     try {
       got = (await this.control("GET", "console", undefined, AbortSignal.timeout(2000))) as ConsoleResponse;
     } catch {
       return; // The instance is gone or busy dying; its last lines go with it.
     }
+    this.passLines(Array.isArray(got?.lines) ? got.lines : [], got?.dropped);
+  }
+
+  /** One batch of the guest's lines, checked and bounded, to onConsole. */
+  private passLines(lines: readonly unknown[], guestDropped: unknown): void {
+    const emit = this.opts.onConsole;
+    if (!emit) return;
     const fn = this.functionName;
-    const lines = Array.isArray(got?.lines) ? got.lines : [];
     let passed = 0;
     let bytes = 0;
     let refused = 0;
@@ -283,7 +400,7 @@ export class GuestClient {
           : line,
       );
     }
-    const dropped = (typeof got?.dropped === "number" && got.dropped > 0 ? got.dropped : 0) + refused;
+    const dropped = (typeof guestDropped === "number" && guestDropped > 0 ? guestDropped : 0) + refused;
     if (dropped > 0) {
       emit({
         fn,
@@ -295,25 +412,7 @@ export class GuestClient {
   }
 
   async close(): Promise<void> {
-    await this.client.destroy().catch(() => undefined);
+    this.closed = true;
+    if (this.socket) this.drop(this.socket, new Error("the guest client is closed"));
   }
-}
-
-/** A body read whole, refused past `limit` bytes (the guest's answers are untrusted). */
-async function readBounded(
-  body: Dispatcher.ResponseData["body"],
-  limit: number,
-  tooLarge: () => Error,
-): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of body) {
-    size += (chunk as Buffer).length;
-    if (size > limit) {
-      body.destroy();
-      throw tooLarge();
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
 }

@@ -157,8 +157,8 @@ describe("faas command line", function () {
     // ($PIPESTATUS is the first command's exit status.)
     const closed = await shell('"$FAAS" help | true; echo "faas exit $PIPESTATUS" >&2');
     assert.equal(closed.err, "faas exit 0\n");
-    const head = await shell('"$FAAS" help deploy | head -1; echo "faas exit $PIPESTATUS" >&2');
-    assert.equal(head.out, `usage: faas deploy <dir> [--name <name>] [--json]\n`);
+    const head = await shell('"$FAAS" help rm | head -1; echo "faas exit $PIPESTATUS" >&2');
+    assert.equal(head.out, `usage: faas rm <name> [--json]\n`);
     assert.equal(head.err, "faas exit 0\n");
   });
 

@@ -5,6 +5,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
+import { request } from "undici";
 import { buildRuntime } from "../../guest-images/runtime/build.ts";
 import { type ConsoleLine, GuestClient, GuestError } from "../../host-agent/guest/client.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -233,6 +234,46 @@ exports.C = class C {
     assert.equal(res.headers["x-faas-console"], undefined);
     await waitFor("the handler's console line", () => seen.length >= 1, 2000);
     assert.deepEqual(seen, [{ fn: "sly", rid: "rid-s", level: "info", msg: "said" }]);
+  });
+
+  // protection: the runtime serves HTTP and the host's framed channel on one listener (server.ts sniffs
+  // the preamble), so the microVM driver's HTTP health poll and curl still reach it
+  it("answers HTTP and the host's frames on the same listener, and pushes lines written outside a call", async () => {
+    const { g, client, seen } = await startChannelGuest(
+      `exports.T = class T { later() { setTimeout(() => console.log("after the answer"), 20); return 1; } };`,
+    );
+    const port = (client as unknown as { endpoint: { port: number } }).endpoint.port;
+    const http = await request(`http://127.0.0.1:${port}/_faas/health`);
+    assert.equal(http.statusCode, 200);
+    assert.equal(((await http.body.json()) as { status: string }).status, "ok");
+    assert.equal((await client.health()).status, "ok");
+    await client.load({ functionName: "timer", entry: "index.js" });
+    await call(g, "timer", { jsonrpc: "2.0", method: "T.later", params: [], id: 1 }, "rid-t");
+    await waitFor("the line written after the answer", () => seen.length >= 1, 2000);
+    assert.deepEqual(seen, [{ fn: "timer", rid: "rid-t", level: "info", msg: "after the answer" }]);
+    // A call over HTTP is answered as before, stamped with the base version.
+    const fetched = await request(`http://127.0.0.1:${port}/timer`, {
+      method: "POST",
+      body: JSON.stringify({ jsonrpc: "2.0", method: "T.later", params: [], id: 2 }),
+    });
+    await fetched.body.text();
+    assert.equal(fetched.headers["x-faas-base-version"], "unversioned; runtime=" + runtime.buildId);
+  });
+
+  // protection: lines the runtime still keeps when user code ends the process go to stdout, which the
+  // process sandbox's host reads, instead of being lost with the process
+  it("with --console channel, writes the lines it still keeps to stdout when user code exits", async () => {
+    const { g, client, stdout } = await startChannelGuest(
+      `exports.E = class E { quit() { console.log("last words"); process.exit(3); } };`,
+    );
+    await client.load({ functionName: "quitter", entry: "index.js" });
+    await assert.rejects(
+      call(g, "quitter", { jsonrpc: "2.0", method: "E.quit", params: [], id: 1 }, "rid-q"),
+    );
+    assert.equal(await g.exit, 3);
+    await waitFor("stdout closed", () => stdout.some((l) => l.includes("last words")), 2000);
+    const line = stdout.map((l) => JSON.parse(l)).find((l) => l.msg === "last words");
+    assert.deepEqual(line, { type: "log", fn: "quitter", rid: "rid-q", level: "info", msg: "last words" });
   });
 
   it("reports an uncaught exception as a fatal line and exits, so the host replaces it", async () => {

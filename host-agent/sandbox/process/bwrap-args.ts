@@ -108,6 +108,10 @@ export function jailCommand(input: JailCommandInput): {
     GUEST_CODE_PATH,
     "--base-version",
     input.baseVersion,
+    // The user's console goes to the host in batches on the instance's framed connection, not as one
+    // line per write on stdout (which stays for the ready line, fatal errors and raw output).
+    "--console",
+    "channel",
   ];
   const setpriv =
     input.hostId === null
