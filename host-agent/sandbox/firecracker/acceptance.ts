@@ -133,7 +133,9 @@ export async function acceptance(argv: string[]): Promise<number> {
         inputsDir: values["bake-from"],
         outDir: values.base,
         bootArgs: values["boot-args"] ?? "",
-        guestReadyTimeoutMs: 60_000,
+        // A cold boot takes longer than a restore: a minute at least, more when the config allows
+        // restores more (an emulated CPU on a busy host boots in minutes).
+        guestReadyTimeoutMs: Math.max(60_000, config.guestReadyTimeoutMs),
       },
       // The bake finishes before any clone starts, so it may borrow the first id of the range.
       {
