@@ -431,13 +431,14 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ne
         }
         const secretProblem = initSecretProblem(body.controlSecret);
         if (secretProblem) return errorReply(400, "protocol", secretProblem);
+        // The clock first, so the reseed's work below does not put it behind the host's again.
+        // kvmclock (clock_realtime on restore) is usually right already: step only a clock that is off.
+        if (Math.abs(body.unixTimeMs - deps.now()) > CLOCK_STEP_THRESHOLD_MS)
+          deps.guest?.setClock?.(body.unixTimeMs);
         // OpenSSL first: node's caches are refilled from it when they are drained.
         deps.guest?.reseedOpenssl?.(entropy);
         drainCryptoCaches(deps.crypto);
         reseedMathRandom(deps.math, entropy.subarray(0, 16));
-        // kvmclock (clock_realtime on restore) is usually right already: step only a clock that is off.
-        if (Math.abs(body.unixTimeMs - deps.now()) > CLOCK_STEP_THRESHOLD_MS)
-          deps.guest?.setClock?.(body.unixTimeMs);
         if (controlSecret === null && typeof body.controlSecret === "string") {
           controlSecret = body.controlSecret;
         }
