@@ -4,6 +4,7 @@
  * the group's instance refresh rolls the hosts.
  */
 
+import { firecrackerReleaseUrls } from "../contracts/firecracker-release.ts";
 import { DEFAULT_BASES_DIR } from "../host-agent/config.ts";
 import {
   type FirecrackerDriverConfigInput,
@@ -84,15 +85,6 @@ function safe(name: string, value: string | number): string {
   if (!SAFE_VALUE.test(text))
     throw new Error(`user data value ${name} has characters outside [A-Za-z0-9._:/@+=,-]`);
   return text;
-}
-
-export function firecrackerReleaseUrls(version: string): { tarball: string; checksum: string; dir: string } {
-  const base = `https://github.com/firecracker-microvm/firecracker/releases/download/v${version}`;
-  return {
-    tarball: `${base}/firecracker-v${version}-x86_64.tgz`,
-    checksum: `${base}/firecracker-v${version}-x86_64.tgz.sha256.txt`,
-    dir: `release-v${version}-x86_64`,
-  };
 }
 
 /** Where the boot script puts base images, one folder per version: where the agent looks by default. */

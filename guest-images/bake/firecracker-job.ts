@@ -1,6 +1,8 @@
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { FIRECRACKER_PIN } from "../../contracts/firecracker-release.ts";
+import { AMI_ID } from "../../contracts/host-ami.ts";
 import {
   type FirecrackerDriverConfig,
   parseFirecrackerDriverConfig,
@@ -17,9 +19,8 @@ import {
   jailerBinary,
   VM_ARTIFACTS,
 } from "./firecracker-plan.ts";
-import { AMI_ID } from "./host-ami.ts";
 import { computeBaseVersion } from "./manifest.ts";
-import { FIRECRACKER_PIN, LINUX_KERNEL_PIN, NODE_MAJOR_FOR_BASE, NODE_PINS, OSV_PIN } from "./pins.ts";
+import { LINUX_KERNEL_PIN, NODE_MAJOR_FOR_BASE, NODE_PINS, OSV_PIN } from "./pins.ts";
 import type { BakeJob } from "./pipeline.ts";
 import { type Plan, type PlanStep, runPlan } from "./plan.ts";
 import { bakeSourceFiles } from "./sources.ts";
