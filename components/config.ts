@@ -6,8 +6,8 @@
 import { z } from "zod";
 import { FIRECRACKER_PIN } from "../contracts/firecracker-release.ts";
 import { AMI_ID } from "../contracts/host-ami.ts";
+import { BASE_VERSION_LABEL, type ReleaseSettings } from "../contracts/release-manifest.ts";
 import { describeZodIssues } from "../contracts/zod-errors.ts";
-import { BASE_VERSION_LABEL } from "../host-agent/release/host-manifest.ts";
 import { checkKvmInstanceType } from "./instance-types.ts";
 
 export const CONFIG_NAMESPACE = "snapfaas";
@@ -331,8 +331,11 @@ export function isAwsStack(config: StackConfig): config is AwsStackConfig {
   return config.mode === "aws" && !!config.fleet && !!config.network && !!config.versions;
 }
 
-/** The pool and limit settings the agents receive in the release manifest. */
-export interface PoolSettings {
+/**
+ * The pool and limit settings the agents receive in the release manifest: the stack's own `pool`, `vm`
+ * and `limits`, which must be what the manifest's schema carries (a field one side lacks fails here).
+ */
+export interface PoolSettings extends ReleaseSettings {
   readonly pool: StackConfig["pool"];
   readonly vm: StackConfig["vm"];
   readonly limits: StackConfig["limits"];

@@ -5,13 +5,12 @@
  */
 
 import { firecrackerReleaseUrls } from "../contracts/firecracker-release.ts";
-import { DEFAULT_BASES_DIR } from "../host-agent/config.ts";
+import { BASE_VERSION_LABEL, baseImagePrefix, DEFAULT_BASES_DIR } from "../contracts/release-manifest.ts";
 import {
   type FirecrackerDriverConfigInput,
   parseFirecrackerDriverConfig,
 } from "../host-agent/sandbox/firecracker/config.ts";
 import { HOST_NODE } from "./host-node.ts";
-import { baseImagePrefix } from "./release-manifest.ts";
 
 export interface HostUserDataInput {
   readonly region: string;
@@ -268,9 +267,9 @@ export function renderHostUserData(input: HostUserDataInput): string {
     "# The release's base image (snapshot, kernel, runtime), where the agent looks for it: <bases>/<version>.",
     "# The agent checks every file against the base's manifest.json before it restores anything.",
     `base_version=$(jq -er .baseImageVersion "${p(HOST_PATHS.release)}") || fail "the release manifest has no baseImageVersion"`,
-    // The same rule as the agent's (host-agent/release/host-manifest.ts): one path segment, not . or ..
-    `[[ "$base_version" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || fail "the release names no usable base image version: $base_version"`,
-    // The bake uploads a version under this prefix: one rule for both (release-manifest.ts).
+    // The manifest schema's rule (contracts/release-manifest.ts): one path segment, not . or ..
+    `[[ "$base_version" =~ ${BASE_VERSION_LABEL.source} ]] || fail "the release names no usable base image version: $base_version"`,
+    // The bake uploads a version under this prefix: one rule for both (contracts/release-manifest.ts).
     `base_prefix="${baseImagePrefix("$base_version")}"`,
     `bases_dir=${R}${BASES_DIR}`,
     'base_dir="$bases_dir/$base_version"',

@@ -1,13 +1,14 @@
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { canonicalJson } from "../../contracts/canonical-json.ts";
 import { FIRECRACKER_PIN } from "../../contracts/firecracker-release.ts";
 import { AMI_ID } from "../../contracts/host-ami.ts";
 import {
   type FirecrackerDriverConfig,
   parseFirecrackerDriverConfig,
 } from "../../host-agent/sandbox/firecracker/config.ts";
-import { canonicalJson, sha256File, sha256Files, sha256Text } from "../hash.ts";
+import { sha256File, sha256Files, sha256Text } from "../hash.ts";
 import { linuxRecipe } from "../linux/recipe.ts";
 import { osvRecipe } from "../osv/recipe.ts";
 import { bundleStampedRuntime } from "../runtime/build.ts";

@@ -1,6 +1,7 @@
 import { z } from "zod";
+import { canonicalJson } from "../../contracts/canonical-json.ts";
 import { describeZodIssues } from "../../contracts/zod-errors.ts";
-import { canonicalJson, sha256Text } from "../hash.ts";
+import { sha256Text } from "../hash.ts";
 
 export const MANIFEST_FILE = "manifest.json";
 
