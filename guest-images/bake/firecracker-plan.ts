@@ -1,4 +1,5 @@
 import path from "node:path";
+import type { CodeDiskFormat } from "../../contracts/code-disk.ts";
 import { baseFiles } from "../../host-agent/sandbox/firecracker/base-layout.ts";
 import type { FirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
 import type { Plan, PlanStep } from "./plan.ts";
@@ -57,7 +58,7 @@ export interface GuestRecipe {
   /** Steps that leave VM_ARTIFACTS.kernel and VM_ARTIFACTS.rootfs in the image directory. */
   readonly buildSteps: readonly PlanStep[];
   /** Code disk format the guest mounts at /code. */
-  readonly codeDiskFormat: "rofs" | "squashfs";
+  readonly codeDiskFormat: CodeDiskFormat;
 }
 
 export interface FirecrackerBakeOptions {
