@@ -1,6 +1,7 @@
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { computeBaseVersion } from "../../contracts/base-manifest.ts";
 import { canonicalJson } from "../../contracts/canonical-json.ts";
 import { FIRECRACKER_PIN } from "../../contracts/firecracker-release.ts";
 import { AMI_ID } from "../../contracts/host-ami.ts";
@@ -20,7 +21,6 @@ import {
   jailerBinary,
   VM_ARTIFACTS,
 } from "./firecracker-plan.ts";
-import { computeBaseVersion } from "./manifest.ts";
 import { LINUX_KERNEL_PIN, NODE_MAJOR_FOR_BASE, NODE_PINS, OSV_PIN } from "./pins.ts";
 import type { BakeJob } from "./pipeline.ts";
 import { type Plan, type PlanStep, runPlan } from "./plan.ts";

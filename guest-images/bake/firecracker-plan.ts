@@ -1,6 +1,6 @@
 import path from "node:path";
+import { baseFiles } from "../../contracts/base-layout.ts";
 import type { CodeDiskFormat } from "../../contracts/code-disk.ts";
-import { baseFiles } from "../../host-agent/sandbox/firecracker/base-layout.ts";
 import type { FirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
 import type { Plan, PlanStep } from "./plan.ts";
 

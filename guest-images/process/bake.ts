@@ -11,7 +11,7 @@ import { existsSync } from "node:fs";
 import { chmod, copyFile, link, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
-import type { BaseImage } from "../../host-agent/sandbox/driver.ts";
+import type { BaseImage } from "../../contracts/base-layout.ts";
 import { NODE_MAJOR_FOR_BASE, type NodeMajor } from "../bake/pins.ts";
 import { sha256File } from "../hash.ts";
 import { pinnedNodeOfMajor } from "../node/pinned-node.ts";

@@ -7,15 +7,15 @@
  */
 import { mkdir, readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
+import { baseFiles } from "../../contracts/base-layout.ts";
+import type { Manifest } from "../../contracts/base-manifest.ts";
 import {
   CodeDiskError,
   type CodeDiskFormat,
   checkCodeDiskSize,
   codeDiskFormatForGuest,
 } from "../../contracts/code-disk.ts";
-import type { Manifest } from "../../guest-images/bake/manifest.ts";
 import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
-import { baseFiles } from "../sandbox/firecracker/base-layout.ts";
 import { BundleError } from "./bundle.ts";
 
 export interface CodeDisksOptions {

@@ -52,14 +52,8 @@ function isTooling(actual: string, rule: string): boolean {
 const KNOWN_CROSSINGS: readonly string[] = [
   "components/user-data.ts -> host-agent/sandbox/firecracker/config.ts",
   "guest-images/bake/firecracker-job.ts -> host-agent/sandbox/firecracker/config.ts",
-  "guest-images/bake/firecracker-plan.ts -> host-agent/sandbox/firecracker/base-layout.ts",
   "guest-images/bake/firecracker-plan.ts -> host-agent/sandbox/firecracker/config.ts",
-  "guest-images/bake/verify.ts -> host-agent/sandbox/driver.ts",
-  "guest-images/bake/verify.ts -> host-agent/sandbox/firecracker/base-layout.ts",
   "guest-images/linux/local-image.ts -> host-agent/sandbox/firecracker/config.ts",
-  "guest-images/process/bake.ts -> host-agent/sandbox/driver.ts",
-  "host-agent/agent.ts -> guest-images/bake/cpu-model.ts",
-  "host-agent/registry/code-disks.ts -> guest-images/bake/manifest.ts",
   "host-agent/registry/registry.ts -> guest-images/runtime/loader.ts",
   "host-agent/release/base-check.ts -> guest-images/process/bake.ts",
 ];
