@@ -4,12 +4,12 @@
  * the group's instance refresh rolls the hosts.
  */
 
-import { firecrackerReleaseUrls } from "../contracts/firecracker-release.ts";
-import { BASE_VERSION_LABEL, baseImagePrefix, DEFAULT_BASES_DIR } from "../contracts/release-manifest.ts";
 import {
   type FirecrackerDriverConfigInput,
   parseFirecrackerDriverConfig,
-} from "../host-agent/sandbox/firecracker/config.ts";
+} from "../contracts/firecracker-driver-config.ts";
+import { firecrackerReleaseUrls } from "../contracts/firecracker-release.ts";
+import { BASE_VERSION_LABEL, baseImagePrefix, DEFAULT_BASES_DIR } from "../contracts/release-manifest.ts";
 import { HOST_NODE } from "./host-node.ts";
 
 export interface HostUserDataInput {
@@ -104,7 +104,7 @@ export interface DriverConfigHostValues {
 }
 
 /**
- * The Firecracker driver's config file (host-agent/sandbox/firecracker/config.ts, the schema the agent
+ * The Firecracker driver's config file (contracts/firecracker-driver-config.ts, the schema the agent
  * parses) for this host: the binaries step 4 installs and their sha256 for the preflight, the jail root
  * step 5 makes, the uid range, and one network slot per VM carved from the slot range. The release's VM
  * shape and rate limits come from its manifest.

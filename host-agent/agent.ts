@@ -11,6 +11,7 @@ import path from "node:path";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { execa } from "execa";
 import { cpuModelOf } from "../contracts/base-manifest.ts";
+import type { FirecrackerLimits } from "../contracts/firecracker-driver-config.ts";
 import { verifyBaseImage } from "../guest-images/bake/verify.ts";
 import { bakeProcessBase } from "../guest-images/process/bake.ts";
 import { type FleetOverrides, startFleetDuties } from "./aws/fleet.ts";
@@ -37,7 +38,6 @@ import { Rollout, RolloutConflictError } from "./release/rollout.ts";
 import { readReleaseRecords, writeReleaseRecords } from "./release/store.ts";
 import type { BaseImage, PreflightProblem, SandboxDriver } from "./sandbox/driver.ts";
 import { createFirecrackerDriver } from "./sandbox/firecracker/create-driver.ts";
-import type { FirecrackerLimits } from "./sandbox/firecracker/limits.ts";
 import { QEMU_ADAPTER_API_VERSION } from "./sandbox/firecracker/qemu-vmm.ts";
 import { ProcessDriver } from "./sandbox/process/driver.ts";
 

@@ -3,12 +3,12 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { computeBaseVersion } from "../../contracts/base-manifest.ts";
 import { canonicalJson } from "../../contracts/canonical-json.ts";
-import { FIRECRACKER_PIN } from "../../contracts/firecracker-release.ts";
-import { AMI_ID } from "../../contracts/host-ami.ts";
 import {
   type FirecrackerDriverConfig,
   parseFirecrackerDriverConfig,
-} from "../../host-agent/sandbox/firecracker/config.ts";
+} from "../../contracts/firecracker-driver-config.ts";
+import { FIRECRACKER_PIN } from "../../contracts/firecracker-release.ts";
+import { AMI_ID } from "../../contracts/host-ami.ts";
 import { sha256File, sha256Files, sha256Text } from "../hash.ts";
 import { linuxRecipe } from "../linux/recipe.ts";
 import { osvRecipe } from "../osv/recipe.ts";

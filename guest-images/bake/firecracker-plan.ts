@@ -1,7 +1,7 @@
 import path from "node:path";
 import { baseFiles } from "../../contracts/base-layout.ts";
 import type { CodeDiskFormat } from "../../contracts/code-disk.ts";
-import type { FirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
+import type { FirecrackerDriverConfig } from "../../contracts/firecracker-driver-config.ts";
 import type { Plan, PlanStep } from "./plan.ts";
 
 /** The guest network a base snapshot is taken with; every restore slot offers the same tap name and IPs. */
@@ -14,7 +14,7 @@ export interface GuestNetwork {
   readonly netmask: string;
 }
 
-/** The network the firecracker driver's slots give every VM (host-agent/sandbox/firecracker/config.ts). */
+/** The network the firecracker driver's slots give every VM (contracts/firecracker-driver-config.ts). */
 export function guestNetworkOf(config: FirecrackerDriverConfig): GuestNetwork {
   const n = config.network;
   return {

@@ -6,9 +6,9 @@
  * a host.
  */
 import { readFile } from "node:fs/promises";
+import type { FirecrackerLimits } from "../../contracts/firecracker-driver-config.ts";
 import { baseDirOf, type ReleaseManifest, releaseManifestSchema } from "../../contracts/release-manifest.ts";
 import { describeZodIssues } from "../../contracts/zod-errors.ts";
-import type { FirecrackerLimits } from "../sandbox/firecracker/limits.ts";
 
 export class HostManifestError extends Error {
   override readonly name = "HostManifestError";

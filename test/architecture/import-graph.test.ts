@@ -50,10 +50,6 @@ function isTooling(actual: string, rule: string): boolean {
 
 /** `importer -> imported`, repository-relative, one per line of debt. */
 const KNOWN_CROSSINGS: readonly string[] = [
-  "components/user-data.ts -> host-agent/sandbox/firecracker/config.ts",
-  "guest-images/bake/firecracker-job.ts -> host-agent/sandbox/firecracker/config.ts",
-  "guest-images/bake/firecracker-plan.ts -> host-agent/sandbox/firecracker/config.ts",
-  "guest-images/linux/local-image.ts -> host-agent/sandbox/firecracker/config.ts",
   "host-agent/registry/registry.ts -> guest-images/runtime/loader.ts",
   "host-agent/release/base-check.ts -> guest-images/process/bake.ts",
 ];

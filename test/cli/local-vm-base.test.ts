@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
+import { parseFirecrackerDriverConfig } from "../../contracts/firecracker-driver-config.ts";
 import { CliError } from "../../host-agent/cli/admin-client.ts";
 import { localVmBase, localVmChoice, localVmDriverConfig } from "../../host-agent/cli/local-vm-base.ts";
-import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
 import { makeTempDir, removeDir } from "../firecracker/helpers.ts";
 
 describe("faas start's local microVM base", () => {

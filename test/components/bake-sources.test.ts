@@ -34,7 +34,7 @@ describe("bake sources: what the stack ships to the builder and the base version
     for (const file of [
       "guest-images/bake/main.ts",
       "host-agent/sandbox/firecracker/acceptance.ts",
-      "host-agent/sandbox/firecracker/config.ts",
+      "contracts/firecracker-driver-config.ts",
       "contracts/base-layout.ts",
       "guest-images/code-disk/cli.ts",
       "guest-images/runtime/server.ts",

@@ -18,6 +18,7 @@ import {
 import { fleetHostUserDataInput } from "../../components/kvm-host-fleet.ts";
 import { buildReleaseManifest } from "../../components/release-manifest.ts";
 import { BASES_DIR, ROOT_VAR, renderHostUserData } from "../../components/user-data.ts";
+import { parseFirecrackerDriverConfig } from "../../contracts/firecracker-driver-config.ts";
 import { releaseManifestSchema } from "../../contracts/release-manifest.ts";
 import { withReleaseLimits } from "../../host-agent/agent.ts";
 import { agentEnvSchema, loadAgentConfig } from "../../host-agent/config.ts";
@@ -26,7 +27,6 @@ import {
   parseHostManifest,
   withManifestDefaults,
 } from "../../host-agent/release/host-manifest.ts";
-import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
 import { shippedAwsStacks } from "../helpers/aws-stacks.ts";
 
 const STACKS_DIR = join(import.meta.dirname, "..", "..", "stacks");

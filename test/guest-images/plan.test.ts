@@ -171,7 +171,7 @@ describe("bake plans (dry run)", () => {
           const target = path.join(work, "driver-config.json");
           await execa(step.argv[0] ?? "bash", [...step.argv.slice(1, -1), target]);
           const { parseFirecrackerDriverConfig } = await import(
-            "../../host-agent/sandbox/firecracker/config.ts"
+            "../../contracts/firecracker-driver-config.ts"
           );
           const config = parseFirecrackerDriverConfig(JSON.parse(await readFile(target, "utf8")));
           assert.match(
