@@ -9,7 +9,7 @@
  * only a few summary lines (the Command's output is kept in the Pulumi state), uploads artifacts before
  * the manifest, and stops the builder once the base is uploaded.
  */
-import { baseImagePrefix } from "./release-manifest.ts";
+import { baseImagePrefix } from "../contracts/release-manifest.ts";
 
 /** The Ubuntu user of Canonical's AMIs: the Command logs in as it and runs the script under sudo. */
 export const BUILDER_USER = "ubuntu";

@@ -4,10 +4,10 @@
  * as Pulumi stores it), so tests feed it stack files or in-memory maps without Pulumi.
  */
 import { z } from "zod";
+import { FIRECRACKER_PIN } from "../contracts/firecracker-release.ts";
+import { AMI_ID } from "../contracts/host-ami.ts";
+import { BASE_VERSION_LABEL, type ReleaseSettings } from "../contracts/release-manifest.ts";
 import { describeZodIssues } from "../contracts/zod-errors.ts";
-import { AMI_ID } from "../guest-images/bake/host-ami.ts";
-import { FIRECRACKER_PIN } from "../guest-images/bake/pins.ts";
-import { BASE_VERSION_LABEL } from "../host-agent/release/host-manifest.ts";
 import { checkKvmInstanceType } from "./instance-types.ts";
 
 export const CONFIG_NAMESPACE = "snapfaas";
@@ -229,7 +229,7 @@ const stackSchema = z
       ctx.addIssue({
         code: "custom",
         path: ["versions", "firecracker"],
-        message: `must be ${FIRECRACKER_PIN.version}, the Firecracker the bake pins (guest-images/bake/pins.ts): a snapshot restores only on the version that wrote it`,
+        message: `must be ${FIRECRACKER_PIN.version}, the Firecracker the bake pins (contracts/firecracker-release.ts): a snapshot restores only on the version that wrote it`,
       });
     }
     // The snapshot fixes the VM shape, and Firecracker boots only 1 or an even number of vCPUs.
@@ -331,8 +331,11 @@ export function isAwsStack(config: StackConfig): config is AwsStackConfig {
   return config.mode === "aws" && !!config.fleet && !!config.network && !!config.versions;
 }
 
-/** The pool and limit settings the agents receive in the release manifest. */
-export interface PoolSettings {
+/**
+ * The pool and limit settings the agents receive in the release manifest: the stack's own `pool`, `vm`
+ * and `limits`, which must be what the manifest's schema carries (a field one side lacks fails here).
+ */
+export interface PoolSettings extends ReleaseSettings {
   readonly pool: StackConfig["pool"];
   readonly vm: StackConfig["vm"];
   readonly limits: StackConfig["limits"];

@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import * as aws from "@pulumi/aws";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
+import { baseImagePrefix } from "../contracts/release-manifest.ts";
 import { assumeRolePolicy } from "./assume-role.ts";
 import {
   BAKE_SOURCES_REMOTE_PATH,
@@ -208,7 +209,7 @@ export class GuestImageBake extends pulumi.ComponentResource {
 
     // Read through the command so consumers of the version wait for the upload.
     this.baseImageVersion = pulumi.all([bake.stdout, args.baseImageVersion]).apply(([, version]) => version);
-    this.artifactsPrefix = pulumi.interpolate`images/${this.baseImageVersion}/`;
+    this.artifactsPrefix = this.baseImageVersion.apply(baseImagePrefix);
     this.builderPublicIp = address.publicIp;
     this.registerOutputs({
       baseImageVersion: this.baseImageVersion,

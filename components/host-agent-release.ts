@@ -1,8 +1,9 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
+import type { ReleaseManifest } from "../contracts/release-manifest.ts";
 import { bundleNodeEntry, bundleObjectKey } from "./bundle.ts";
 import type { PoolSettings } from "./config.ts";
-import { buildReleaseManifest, type ReleaseManifest } from "./release-manifest.ts";
+import { buildReleaseManifest } from "./release-manifest.ts";
 
 export interface HostAgentReleaseArgs {
   bucketName: pulumi.Input<string>;

@@ -4,13 +4,13 @@
  * the group's instance refresh rolls the hosts.
  */
 
-import { DEFAULT_BASES_DIR } from "../host-agent/config.ts";
 import {
   type FirecrackerDriverConfigInput,
   parseFirecrackerDriverConfig,
-} from "../host-agent/sandbox/firecracker/config.ts";
+} from "../contracts/firecracker-driver-config.ts";
+import { firecrackerReleaseUrls } from "../contracts/firecracker-release.ts";
+import { BASE_VERSION_LABEL, baseImagePrefix, DEFAULT_BASES_DIR } from "../contracts/release-manifest.ts";
 import { HOST_NODE } from "./host-node.ts";
-import { baseImagePrefix } from "./release-manifest.ts";
 
 export interface HostUserDataInput {
   readonly region: string;
@@ -91,15 +91,6 @@ function safe(name: string, value: string | number): string {
   return text;
 }
 
-export function firecrackerReleaseUrls(version: string): { tarball: string; checksum: string; dir: string } {
-  const base = `https://github.com/firecracker-microvm/firecracker/releases/download/v${version}`;
-  return {
-    tarball: `${base}/firecracker-v${version}-x86_64.tgz`,
-    checksum: `${base}/firecracker-v${version}-x86_64.tgz.sha256.txt`,
-    dir: `release-v${version}-x86_64`,
-  };
-}
-
 /** Where the boot script puts base images, one folder per version: where the agent looks by default. */
 export const BASES_DIR = DEFAULT_BASES_DIR;
 
@@ -118,7 +109,7 @@ export interface DriverConfigHostValues {
 }
 
 /**
- * The Firecracker driver's config file (host-agent/sandbox/firecracker/config.ts, the schema the agent
+ * The Firecracker driver's config file (contracts/firecracker-driver-config.ts, the schema the agent
  * parses) for this host: the binaries step 4 installs and their sha256 for the preflight, the jail root
  * step 5 makes, the uid range, and one network slot per VM carved from the slot range. The release's VM
  * shape and rate limits come from its manifest.
@@ -281,9 +272,9 @@ export function renderHostUserData(input: HostUserDataInput): string {
     "# The release's base image (snapshot, kernel, runtime), where the agent looks for it: <bases>/<version>.",
     "# The agent checks every file against the base's manifest.json before it restores anything.",
     `base_version=$(jq -er .baseImageVersion "${p(HOST_PATHS.release)}") || fail "the release manifest has no baseImageVersion"`,
-    // The same rule as the agent's (host-agent/release/host-manifest.ts): one path segment, not . or ..
-    `[[ "$base_version" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || fail "the release names no usable base image version: $base_version"`,
-    // The bake uploads a version under this prefix: one rule for both (release-manifest.ts).
+    // The manifest schema's rule (contracts/release-manifest.ts): one path segment, not . or ..
+    `[[ "$base_version" =~ ${BASE_VERSION_LABEL.source} ]] || fail "the release names no usable base image version: $base_version"`,
+    // The bake uploads a version under this prefix: one rule for both (contracts/release-manifest.ts).
     `base_prefix="${baseImagePrefix("$base_version")}"`,
     `bases_dir=${R}${BASES_DIR}`,
     'base_dir="$bases_dir/$base_version"',

@@ -10,7 +10,9 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { execa } from "execa";
-import { cpuModelOf, readCpuInfo } from "../guest-images/bake/cpu-model.ts";
+import { cpuModelOf } from "../contracts/base-manifest.ts";
+import type { FirecrackerLimits } from "../contracts/firecracker-driver-config.ts";
+import { readCpuInfo } from "../guest-images/bake/cpu-model.ts";
 import { verifyBaseImage } from "../guest-images/bake/verify.ts";
 import { bakeProcessBase } from "../guest-images/process/bake.ts";
 import { type FleetOverrides, startFleetDuties } from "./aws/fleet.ts";
@@ -39,7 +41,6 @@ import { Rollout, RolloutConflictError } from "./release/rollout.ts";
 import { readReleaseRecords, writeReleaseRecords } from "./release/store.ts";
 import type { BaseImage, PreflightProblem, SandboxDriver } from "./sandbox/driver.ts";
 import { createFirecrackerDriver } from "./sandbox/firecracker/create-driver.ts";
-import type { FirecrackerLimits } from "./sandbox/firecracker/limits.ts";
 import { QEMU_ADAPTER_API_VERSION } from "./sandbox/firecracker/qemu-vmm.ts";
 import { ProcessDriver } from "./sandbox/process/driver.ts";
 

@@ -1,14 +1,13 @@
 /** The agent's configuration: environment variables, validated once at start with errors that name the variable. */
 import { z } from "zod";
 import { REGISTRY_PREFIX } from "../contracts/registry-layout.ts";
+import { DEFAULT_BASES_DIR } from "../contracts/release-manifest.ts";
 import { describeZodIssues } from "../contracts/zod-errors.ts";
 import { DEFAULT_IMDS_URL } from "./aws/imds.ts";
 import { TrustedProxies } from "./http/forward-headers.ts";
 import type { PoolConfig } from "./pool/pool.ts";
 
 const MiB = 1024 * 1024;
-
-export const DEFAULT_BASES_DIR = "/var/lib/snapfaas/bases";
 
 const int = (min: number, max: number, fallback: number) =>
   z.coerce.number().int().min(min).max(max).default(fallback);

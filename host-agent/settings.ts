@@ -3,8 +3,10 @@
  * start`: the environment, under it an AWS host's release manifest when FAAS_RELEASE_MANIFEST names
  * one, and warnings for FAAS_ variables the agent does not know.
  */
+
+import { DEFAULT_BASES_DIR } from "../contracts/release-manifest.ts";
 import type { AgentOverrides } from "./agent.ts";
-import { type AgentConfig, DEFAULT_BASES_DIR, loadAgentConfig, unknownAgentVariables } from "./config.ts";
+import { type AgentConfig, loadAgentConfig, unknownAgentVariables } from "./config.ts";
 import {
   firecrackerLimitsFromManifest,
   readHostManifest,

@@ -2,7 +2,8 @@
 # Fetches a Firecracker release tgz, checks it against the release's published .sha256.txt (and the
 # pinned hash when one is given), unpacks it and checks every file against the SHA256SUMS inside.
 # Usage: fetch-firecracker.sh VERSION ARCH DEST_DIR [PINNED_TGZ_SHA256]
-# SNAPFAAS_FIRECRACKER_RELEASES replaces the GitHub releases URL (a mirror, or file:// in a rehearsal).
+# SNAPFAAS_FIRECRACKER_RELEASES replaces the GitHub releases URL (a mirror, or file:// in a rehearsal);
+# the default and the file names are the ones contracts/firecracker-release.ts gives the hosts.
 set -euo pipefail
 
 if [ "$#" -lt 3 ]; then

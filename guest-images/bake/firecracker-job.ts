@@ -1,11 +1,15 @@
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { computeBaseVersion } from "../../contracts/base-manifest.ts";
+import { canonicalJson } from "../../contracts/canonical-json.ts";
 import {
   type FirecrackerDriverConfig,
   parseFirecrackerDriverConfig,
-} from "../../host-agent/sandbox/firecracker/config.ts";
-import { canonicalJson, sha256File, sha256Files, sha256Text } from "../hash.ts";
+} from "../../contracts/firecracker-driver-config.ts";
+import { FIRECRACKER_PIN } from "../../contracts/firecracker-release.ts";
+import { AMI_ID } from "../../contracts/host-ami.ts";
+import { sha256File, sha256Files, sha256Text } from "../hash.ts";
 import { linuxRecipe } from "../linux/recipe.ts";
 import { osvRecipe } from "../osv/recipe.ts";
 import { bundleStampedRuntime } from "../runtime/build.ts";
@@ -17,9 +21,7 @@ import {
   jailerBinary,
   VM_ARTIFACTS,
 } from "./firecracker-plan.ts";
-import { AMI_ID } from "./host-ami.ts";
-import { computeBaseVersion } from "./manifest.ts";
-import { FIRECRACKER_PIN, LINUX_KERNEL_PIN, NODE_MAJOR_FOR_BASE, NODE_PINS, OSV_PIN } from "./pins.ts";
+import { LINUX_KERNEL_PIN, NODE_MAJOR_FOR_BASE, NODE_PINS, OSV_PIN } from "./pins.ts";
 import type { BakeJob } from "./pipeline.ts";
 import { type Plan, type PlanStep, runPlan } from "./plan.ts";
 import { bakeSourceFiles } from "./sources.ts";

@@ -1,6 +1,7 @@
 import path from "node:path";
-import { baseFiles } from "../../host-agent/sandbox/firecracker/base-layout.ts";
-import type { FirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
+import { baseFiles } from "../../contracts/base-layout.ts";
+import type { CodeDiskFormat } from "../../contracts/code-disk.ts";
+import type { FirecrackerDriverConfig } from "../../contracts/firecracker-driver-config.ts";
 import type { Plan, PlanStep } from "./plan.ts";
 
 /** The guest network a base snapshot is taken with; every restore slot offers the same tap name and IPs. */
@@ -13,7 +14,7 @@ export interface GuestNetwork {
   readonly netmask: string;
 }
 
-/** The network the firecracker driver's slots give every VM (host-agent/sandbox/firecracker/config.ts). */
+/** The network the firecracker driver's slots give every VM (contracts/firecracker-driver-config.ts). */
 export function guestNetworkOf(config: FirecrackerDriverConfig): GuestNetwork {
   const n = config.network;
   return {
@@ -57,7 +58,7 @@ export interface GuestRecipe {
   /** Steps that leave VM_ARTIFACTS.kernel and VM_ARTIFACTS.rootfs in the image directory. */
   readonly buildSteps: readonly PlanStep[];
   /** Code disk format the guest mounts at /code. */
-  readonly codeDiskFormat: "rofs" | "squashfs";
+  readonly codeDiskFormat: CodeDiskFormat;
 }
 
 export interface FirecrackerBakeOptions {

@@ -11,9 +11,9 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { computeBaseVersion } from "../../contracts/base-manifest.ts";
+import { AMI_ID } from "../../contracts/host-ami.ts";
 import { firecrackerBakeJob } from "./firecracker-job.ts";
-import { AMI_ID } from "./host-ami.ts";
-import { computeBaseVersion } from "./manifest.ts";
 import { bakeBaseImage } from "./pipeline.ts";
 import { formatPlan, runPlan } from "./plan.ts";
 import { processBakeJob } from "./process.ts";

@@ -1,24 +1,8 @@
 /**
  * Versions every builder-host bake is pinned to. Changing any of these changes the base version.
- * Sources: ../shared/research/firecracker.md (section 7) and ../shared/research/osv.md (sections 3, 5).
+ * The Firecracker pin, which the stack's hosts share, is in contracts/firecracker-release.ts.
+ * Sources: ../shared/research/osv.md (sections 3, 5).
  */
-export const FIRECRACKER_PIN = {
-  version: "1.16.1",
-  arch: "x86_64",
-  /**
-   * sha256 of firecracker-v1.16.1-x86_64.tgz. Not known on this machine (no internet): the bake
-   * verifies the tgz against the release's published .sha256.txt and prints the hash; paste it here
-   * so later bakes check against the pinned value as well as the published one.
-   */
-  tgzSha256: undefined as string | undefined,
-} as const;
-
-export function firecrackerReleaseUrls(version: string, arch: string): { tgz: string; sha256: string } {
-  const base = `https://github.com/firecracker-microvm/firecracker/releases/download/v${version}`;
-  const tgz = `${base}/firecracker-v${version}-${arch}.tgz`;
-  return { tgz, sha256: `${tgz}.sha256.txt` };
-}
-
 export const OSV_PIN = {
   repo: "https://github.com/cloudius-systems/osv.git",
   /** master HEAD read on 2026-08-17 (describes as v0.57.0-398-g0e34e4dc); the bake records the full hash. */
@@ -89,6 +73,6 @@ export const LINUX_KERNEL_PIN = {
   /** The file name of that config at the pinned tag (how a vendored copy is named). */
   firecrackerConfigFile: (fcVersion: string) =>
     `firecracker-v${fcVersion}-microvm-kernel-ci-x86_64-6.1.config`,
-  /** sha256 of that config at v1.16.1 (FIRECRACKER_PIN.version). */
+  /** sha256 of that config at v1.16.1 (FIRECRACKER_PIN.version, contracts/firecracker-release.ts). */
   firecrackerConfigSha256: "adbc70ab5e89213ba00594b12d25e09bdf8bb1ed3c252d7449326bb14c22963b",
 } as const;

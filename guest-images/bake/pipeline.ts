@@ -1,15 +1,16 @@
 import { chmod, lstat, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { sha256File } from "../hash.ts";
-import { cpuModelOf, readCpuInfo } from "./cpu-model.ts";
-import type { GuestNetwork } from "./firecracker-plan.ts";
 import {
   type Artifact,
   computeBaseVersion,
+  cpuModelOf,
   MANIFEST_FILE,
   type Manifest,
   ManifestSchema,
-} from "./manifest.ts";
+} from "../../contracts/base-manifest.ts";
+import { sha256File } from "../hash.ts";
+import { readCpuInfo } from "./cpu-model.ts";
+import type { GuestNetwork } from "./firecracker-plan.ts";
 import { BaseImageError, verifyBaseImage } from "./verify.ts";
 
 /** One bake, whatever the driver: what goes in, and how to build the artifacts into a directory. */

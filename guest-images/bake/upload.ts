@@ -1,4 +1,4 @@
-import { MANIFEST_FILE } from "./manifest.ts";
+import { MANIFEST_FILE } from "../../contracts/base-manifest.ts";
 import type { Plan } from "./plan.ts";
 
 /**

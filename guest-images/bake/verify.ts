@@ -1,8 +1,6 @@
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
-import type { BaseImage } from "../../host-agent/sandbox/driver.ts";
-import { baseFiles } from "../../host-agent/sandbox/firecracker/base-layout.ts";
-import { sha256File } from "../hash.ts";
+import { type BaseImage, baseFiles } from "../../contracts/base-layout.ts";
 import {
   computeBaseVersion,
   MANIFEST_FILE,
@@ -11,7 +9,8 @@ import {
   normaliseFirecrackerVersion,
   parseManifest,
   type SnapshotVmm,
-} from "./manifest.ts";
+} from "../../contracts/base-manifest.ts";
+import { sha256File } from "../hash.ts";
 
 export interface VerifyOptions {
   /**
@@ -27,7 +26,7 @@ export interface VerifyOptions {
   /** When set, the manifest must carry exactly this base version (the release the agent was told). */
   readonly expectedVersion?: string;
   /**
-   * This host's CPU model (cpu-model.ts cpuModelOf of /proc/cpuinfo). When set, a firecracker base
+   * This host's CPU model (contracts/base-manifest.ts cpuModelOf of /proc/cpuinfo). When set, a firecracker base
    * baked on another model is refused: its snapshot may not restore, or restore subtly wrong.
    */
   readonly hostCpuModel?: string;

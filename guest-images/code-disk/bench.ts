@@ -2,7 +2,8 @@ import { cp, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { buildCodeDisk, type CodeDiskFormat } from "./build.ts";
+import type { CodeDiskFormat } from "../../contracts/code-disk.ts";
+import { buildCodeDisk } from "./build.ts";
 
 export interface CodeDiskBuildTiming {
   readonly format: CodeDiskFormat;

@@ -1,20 +1,11 @@
 import { rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
+import type { CodeDiskFormat } from "../../contracts/code-disk.ts";
 import { sha256File } from "../hash.ts";
 import { writeRofsImage } from "./rofs.ts";
 import { padCodeDisk } from "./size.ts";
 import { writeSquashfsImage } from "./squashfs.ts";
-import { CodeDiskError, type CodeDiskLimits, DEFAULT_CODE_DISK_LIMITS, readCodeTree } from "./tree.ts";
-
-/** "rofs" for OSv guests (its native read-only filesystem), "squashfs" for Linux guests. */
-export type CodeDiskFormat = "rofs" | "squashfs";
-
-/** The code disk format a base image's guest mounts (a manifest's `guest`); the process sandbox has none. */
-export function codeDiskFormatForGuest(guest: "osv" | "linux" | "process"): CodeDiskFormat {
-  if (guest === "process")
-    throw new CodeDiskError("the process sandbox binds a code folder, not a code disk");
-  return guest === "osv" ? "rofs" : "squashfs";
-}
+import { type CodeDiskLimits, DEFAULT_CODE_DISK_LIMITS, readCodeTree } from "./tree.ts";
 
 export interface CodeDiskOptions {
   readonly format: CodeDiskFormat;

@@ -11,9 +11,9 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { CODE_DISK_SIZE_BYTES } from "../../contracts/code-disk.ts";
 import { buildCodeDisk } from "./build.ts";
 import { genRofsManifest } from "./rofs.ts";
-import { CODE_DISK_SIZE_BYTES } from "./size.ts";
 import { readCodeTree } from "./tree.ts";
 
 const { values } = parseArgs({

@@ -18,7 +18,8 @@
 
 import type { FileHandle } from "node:fs/promises";
 import { open } from "node:fs/promises";
-import { CodeDiskError, type CodeTree, type CodeTreeNode } from "./tree.ts";
+import { CodeDiskError } from "../../contracts/code-disk.ts";
+import type { CodeTree, CodeTreeNode } from "./tree.ts";
 
 export const ROFS_MAGIC = 0xdeadbeadn;
 export const ROFS_BLOCK_SIZE = 512;

@@ -2,7 +2,8 @@ import { chmod, copyFile, mkdir, mkdtemp, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
-import { CodeDiskError, type CodeTree, type CodeTreeNode } from "./tree.ts";
+import { CodeDiskError } from "../../contracts/code-disk.ts";
+import type { CodeTree, CodeTreeNode } from "./tree.ts";
 
 export const MKSQUASHFS_MISSING =
   "mksquashfs not found: install the Debian package squashfs-tools (apt-get install -y squashfs-tools)";

@@ -1,5 +1,6 @@
 import { lstat, readdir, readlink } from "node:fs/promises";
 import path from "node:path";
+import { CodeDiskError } from "../../contracts/code-disk.ts";
 
 /** Bundle limits a code disk enforces; the same numbers the registry applies to unpacked bundles. */
 export interface CodeDiskLimits {
@@ -19,10 +20,6 @@ export const DEFAULT_CODE_DISK_LIMITS: CodeDiskLimits = {
   maxDepth: 32,
   maxNameBytes: 255,
 };
-
-export class CodeDiskError extends Error {
-  override readonly name = "CodeDiskError";
-}
 
 export type CodeTreeNode =
   | { readonly kind: "dir"; readonly name: string; readonly children: CodeTreeNode[] }

@@ -6,10 +6,11 @@
  */
 import { copyFile, mkdir, rmdir } from "node:fs/promises";
 import path from "node:path";
+import { canonicalJson } from "../../contracts/canonical-json.ts";
 import { guestNetworkOf, VM_ARTIFACTS } from "../bake/firecracker-plan.ts";
 import { type BakeResult, bakeBaseImage } from "../bake/pipeline.ts";
 import { buildCodeDisk } from "../code-disk/build.ts";
-import { canonicalJson, sha256Text } from "../hash.ts";
+import { sha256Text } from "../hash.ts";
 import { linuxGuestImage } from "./local-image.ts";
 import { linuxKernelArgs } from "./recipe.ts";
 

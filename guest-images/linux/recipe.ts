@@ -1,4 +1,5 @@
 import path from "node:path";
+import { codeDiskFormatForGuest } from "../../contracts/code-disk.ts";
 import type { GuestNetwork, GuestRecipe } from "../bake/firecracker-plan.ts";
 import { VM_ARTIFACTS } from "../bake/firecracker-plan.ts";
 import { LINUX_KERNEL_PIN, NODE_MAJOR_FOR_BASE } from "../bake/pins.ts";
@@ -149,6 +150,6 @@ export function linuxRecipe(options: LinuxRecipeOptions): GuestRecipe {
     guest: "linux",
     kernelArgs: linuxKernelArgs(options.network),
     buildSteps,
-    codeDiskFormat: "squashfs",
+    codeDiskFormat: codeDiskFormatForGuest("linux"),
   };
 }

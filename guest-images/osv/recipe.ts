@@ -1,4 +1,5 @@
 import path from "node:path";
+import { codeDiskFormatForGuest } from "../../contracts/code-disk.ts";
 import type { GuestNetwork, GuestRecipe } from "../bake/firecracker-plan.ts";
 import { runtimeArgs, VM_ARTIFACTS } from "../bake/firecracker-plan.ts";
 import { NODE_MAJOR_FOR_BASE, OSV_PIN } from "../bake/pins.ts";
@@ -172,6 +173,6 @@ export function osvRecipe(options: OsvRecipeOptions): GuestRecipe {
     guest: "osv",
     kernelArgs: osvKernelArgs(options.network, options.guestPort),
     buildSteps,
-    codeDiskFormat: "rofs",
+    codeDiskFormat: codeDiskFormatForGuest("osv"),
   };
 }

@@ -11,28 +11,16 @@ import { existsSync } from "node:fs";
 import { chmod, copyFile, link, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
-import type { BaseImage } from "../../host-agent/sandbox/driver.ts";
+import {
+  PROCESS_BASE_INFO_FILE,
+  PROCESS_BASE_ROOT,
+  type ProcessBase,
+  type ProcessBaseInfo,
+} from "../../contracts/process-base.ts";
 import { NODE_MAJOR_FOR_BASE, type NodeMajor } from "../bake/pins.ts";
 import { sha256File } from "../hash.ts";
 import { pinnedNodeOfMajor } from "../node/pinned-node.ts";
 import { buildStartupSnapshot, bundleStampedRuntime } from "../runtime/build.ts";
-
-export interface ProcessBase extends BaseImage {
-  readonly driver: "process";
-  /** The jail's read-only root. */
-  readonly rootDir: string;
-  readonly runtimeBuild: string;
-  readonly nodeVersion: string;
-}
-
-export interface ProcessBaseInfo {
-  readonly version: string;
-  readonly driver: "process";
-  readonly nodeVersion: string;
-  readonly runtimeBuild: string;
-  readonly inputs: Record<string, string>;
-  readonly createdAt: string;
-}
 
 const MOUNT_POINTS = ["code", "tmp", "proc", "dev", "run/faas", "runtime"];
 
@@ -101,14 +89,14 @@ export async function processBaseNode(
 
 /** Reads a baked base from its folder, or undefined when it is not there (or incomplete). */
 export async function readProcessBase(dir: string): Promise<ProcessBase | undefined> {
-  const infoFile = path.join(dir, "base.json");
+  const infoFile = path.join(dir, PROCESS_BASE_INFO_FILE);
   if (!existsSync(infoFile)) return undefined;
   const info = JSON.parse(await readFile(infoFile, "utf8")) as ProcessBaseInfo;
   return {
     version: info.version,
     driver: "process",
     dir,
-    rootDir: path.join(dir, "root"),
+    rootDir: path.join(dir, PROCESS_BASE_ROOT),
     runtimeBuild: info.runtimeBuild,
     nodeVersion: info.nodeVersion,
   };
@@ -128,7 +116,7 @@ export async function bakeProcessBase(
   const staging = path.join(outRoot, `.staging-${process.pid}-${Date.now()}`);
   await mkdir(staging, { recursive: true });
   try {
-    const root = path.join(staging, "root");
+    const root = path.join(staging, PROCESS_BASE_ROOT);
     for (const d of MOUNT_POINTS) await mkdir(path.join(root, d), { recursive: true });
     const runtime = await bundleStampedRuntime(path.join(root, "runtime"), options.runtimeVariant);
     const libs = await sharedLibraries(nodeBinary);
@@ -159,7 +147,7 @@ export async function bakeProcessBase(
       inputs,
       createdAt: new Date().toISOString(),
     };
-    await writeFile(path.join(staging, "base.json"), `${JSON.stringify(info, null, 2)}\n`);
+    await writeFile(path.join(staging, PROCESS_BASE_INFO_FILE), `${JSON.stringify(info, null, 2)}\n`);
     await rename(staging, finalDir).catch(async (err: NodeJS.ErrnoException) => {
       // A concurrent bake of the same inputs finished first: keep theirs.
       if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;

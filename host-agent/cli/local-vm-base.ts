@@ -15,10 +15,13 @@ import { chmod, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
+import {
+  type FirecrackerDriverConfig,
+  parseFirecrackerDriverConfig,
+} from "../../contracts/firecracker-driver-config.ts";
 import { bakeLocalLinuxBase, LinuxImageUnavailable } from "../../guest-images/linux/local-base.ts";
 import { bakeBaseSnapshot } from "../sandbox/firecracker/bake-snapshot.ts";
 import { execaRunner } from "../sandbox/firecracker/command-runner.ts";
-import { type FirecrackerDriverConfig, parseFirecrackerDriverConfig } from "../sandbox/firecracker/config.ts";
 import { spawnerFor } from "../sandbox/firecracker/create-driver.ts";
 import { IdRangeAllocator } from "../sandbox/firecracker/id-range.ts";
 import { removeParentCgroup } from "../sandbox/firecracker/jail-staging.ts";

@@ -3,6 +3,8 @@
  * Pure inspection through injected fs/exec, so tests can describe any host.
  */
 import { z } from "zod";
+import { binarySha256Schema } from "../../contracts/firecracker-driver-config.ts";
+import { FIRECRACKER_PIN } from "../../contracts/firecracker-release.ts";
 import type { CommandRunner } from "../sandbox/firecracker/command-runner.ts";
 import { checkVmm, vmmDoctorConfigShape } from "./vmm-check.ts";
 
@@ -13,16 +15,10 @@ export const doctorConfigSchema = z.object({
   pinnedVersion: z
     .string()
     .regex(/^\d+\.\d+\.\d+$/)
-    .default("1.16.1"),
+    .default(FIRECRACKER_PIN.version),
   /** sha256 of the pinned binaries, from the release's SHA256SUMS; required for the checks to pass. */
-  firecrackerSha256: z
-    .string()
-    .regex(/^[0-9a-f]{64}$/)
-    .optional(),
-  jailerSha256: z
-    .string()
-    .regex(/^[0-9a-f]{64}$/)
-    .optional(),
+  firecrackerSha256: binarySha256Schema.optional(),
+  jailerSha256: binarySha256Schema.optional(),
   requiredControllers: z.array(z.string()).default(["cpu", "memory", "io", "pids"]),
   /** Oldest host kernel Firecracker supports. */
   minKernel: z

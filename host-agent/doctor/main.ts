@@ -6,8 +6,9 @@
  * Exits 1 when any check fails.
  */
 import { readFile } from "node:fs/promises";
+import { parseFirecrackerDriverConfig } from "../../contracts/firecracker-driver-config.ts";
 import { execaRunner } from "../sandbox/firecracker/command-runner.ts";
-import { doctorConfigOf, parseFirecrackerDriverConfig } from "../sandbox/firecracker/config.ts";
+import { doctorConfigOf } from "../sandbox/firecracker/doctor-config.ts";
 import { type DoctorReport, doctorConfigSchema, runDoctor } from "./checks.ts";
 import { hostFs } from "./host-fs.ts";
 

@@ -3,19 +3,19 @@
  * (or first seen in a shared registry) and cached under the state dir by code hash. The guest decides the
  * format (ROFS for OSv, squashfs for Linux: the base manifest's `guest`); the base's placeholder disk
  * decides the size, because the disk swapped in under a restored guest must have the placeholder's
- * capacity (guest-images/code-disk/size.ts). The process sandbox binds the folder and needs none of this.
+ * capacity (contracts/code-disk.ts). The process sandbox binds the folder and needs none of this.
  */
 import { mkdir, readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
-import type { Manifest } from "../../guest-images/bake/manifest.ts";
+import { baseFiles } from "../../contracts/base-layout.ts";
+import type { Manifest } from "../../contracts/base-manifest.ts";
 import {
-  buildCodeDisk,
+  CodeDiskError,
   type CodeDiskFormat,
+  checkCodeDiskSize,
   codeDiskFormatForGuest,
-} from "../../guest-images/code-disk/build.ts";
-import { checkCodeDiskSize } from "../../guest-images/code-disk/size.ts";
-import { CodeDiskError } from "../../guest-images/code-disk/tree.ts";
-import { baseFiles } from "../sandbox/firecracker/base-layout.ts";
+} from "../../contracts/code-disk.ts";
+import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
 import { BundleError } from "./bundle.ts";
 
 export interface CodeDisksOptions {

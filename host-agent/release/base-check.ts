@@ -6,7 +6,7 @@
 import { constants } from "node:fs";
 import { access, readFile, stat } from "node:fs/promises";
 import path from "node:path";
-import type { ProcessBase } from "../../guest-images/process/bake.ts";
+import { PROCESS_BASE_INFO_FILE, PROCESS_BASE_ROOT, type ProcessBase } from "../../contracts/process-base.ts";
 import { GuestClient } from "../guest/client.ts";
 import type { BaseImage, SandboxDriver, SandboxInstance, SandboxLimits } from "../sandbox/driver.ts";
 import { assertTraversable } from "../sandbox/process/driver.ts";
@@ -21,12 +21,12 @@ export type BaseProbe = (base: BaseImage) => Promise<void>;
 /** Files the process sandbox's root must hold for the jail to start the runtime from its snapshot. */
 const PROCESS_ROOT_FILES = ["node", "runtime/runtime.js", "runtime/runtime.blob"];
 
-/** The process driver's folder check: base.json parses, names the release's version, root has its files. */
+/** The process driver's folder check (contracts/process-base.ts): base.json parses, names the release's version, root has its files. */
 export const checkProcessBase: BaseChecker = async (release) => {
   const dir = path.resolve(release.baseDir);
   const st = await stat(dir).catch(() => undefined);
   if (!st?.isDirectory()) throw new ReleaseError("baseDir", `${dir} is not a folder`);
-  const infoFile = path.join(dir, "base.json");
+  const infoFile = path.join(dir, PROCESS_BASE_INFO_FILE);
   let text: string;
   try {
     text = await readFile(infoFile, "utf8");
@@ -54,7 +54,7 @@ export const checkProcessBase: BaseChecker = async (release) => {
       `is ${release.baseVersion} but ${infoFile} says the folder holds base ${info.version}`,
     );
   }
-  const rootDir = path.join(dir, "root");
+  const rootDir = path.join(dir, PROCESS_BASE_ROOT);
   for (const file of PROCESS_ROOT_FILES) {
     const full = path.join(rootDir, file);
     const fst = await stat(full).catch(() => undefined);

@@ -1,3 +1,5 @@
+import type { BaseImage } from "../../contracts/base-layout.ts";
+
 /**
  * The one interface every sandbox kind implements. The pool and the API only ever see these types:
  * they never know whether an instance is a bubblewrap jail or a jailed Firecracker microVM.
@@ -28,14 +30,8 @@ export interface SandboxLimits {
   readonly fileSizeMiB: number;
 }
 
-/** A base image as the agent consumes it: what instances are started (or restored) from. */
-export interface BaseImage {
-  /** Content hash of the bake inputs; the base version the runtime reports. */
-  readonly version: string;
-  readonly driver: "process" | "firecracker";
-  /** Directory holding the baked artifacts (runtime bundle, startup snapshot, root, or VM snapshot files). */
-  readonly dir: string;
-}
+/** What instances are started (or restored) from; its home is the base layout contract. */
+export type { BaseImage };
 
 /** The function code to make visible, read-only, at the guest's code path. */
 export interface CodeArtifact {

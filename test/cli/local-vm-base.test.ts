@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { execa } from "execa";
+import { parseFirecrackerDriverConfig } from "../../contracts/firecracker-driver-config.ts";
 import { CliError } from "../../host-agent/cli/admin-client.ts";
 import {
   localVmBase,
@@ -7,7 +8,6 @@ import {
   localVmDriverConfig,
   localVmHostNames,
 } from "../../host-agent/cli/local-vm-base.ts";
-import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
 import { makeTempDir, removeDir } from "../firecracker/helpers.ts";
 
 describe("faas start's local microVM base", () => {

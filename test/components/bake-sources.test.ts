@@ -34,8 +34,8 @@ describe("bake sources: what the stack ships to the builder and the base version
     for (const file of [
       "guest-images/bake/main.ts",
       "host-agent/sandbox/firecracker/acceptance.ts",
-      "host-agent/sandbox/firecracker/config.ts",
-      "host-agent/sandbox/firecracker/base-layout.ts",
+      "contracts/firecracker-driver-config.ts",
+      "contracts/base-layout.ts",
       "guest-images/code-disk/cli.ts",
       "guest-images/runtime/server.ts",
     ]) {
@@ -101,7 +101,7 @@ describe("bake sources: what the stack ships to the builder and the base version
     });
     const helloChanged = await firecrackerBaseVersion(options);
     assert.notEqual(helloChanged, base, "hello-world shapes the base (the bake's acceptance serves it)");
-    await writeFile(join(repo, "host-agent/sandbox/firecracker/base-layout.ts"), "// changed\n", {
+    await writeFile(join(repo, "host-agent/sandbox/firecracker/request-bodies.ts"), "// changed\n", {
       flag: "a",
     });
     assert.notEqual(
@@ -117,10 +117,10 @@ describe("bake sources: what the stack ships to the builder and the base version
     );
     await copyFile(join(REPO, "package-lock.json"), join(repo, "package-lock.json"));
     await writeFile(join(repo, "guest-images/linux/README.md"), "prose\n");
-    await rm(join(repo, "host-agent/sandbox/firecracker/base-layout.ts"));
+    await rm(join(repo, "host-agent/sandbox/firecracker/request-bodies.ts"));
     await copyFile(
-      join(REPO, "host-agent/sandbox/firecracker/base-layout.ts"),
-      join(repo, "host-agent/sandbox/firecracker/base-layout.ts"),
+      join(REPO, "host-agent/sandbox/firecracker/request-bodies.ts"),
+      join(repo, "host-agent/sandbox/firecracker/request-bodies.ts"),
     );
     assert.equal(await firecrackerBaseVersion(options), helloChanged, "docs do not");
   });

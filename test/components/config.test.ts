@@ -139,7 +139,7 @@ describe("parseStackConfig", () => {
     assert.deepEqual(
       problemsOf({ ...validAws, ...secret, "snapfaas:bake": bake({}), "snapfaas:versions": versions }),
       [
-        "snapfaas:versions.firecracker: must be 1.16.1, the Firecracker the bake pins (guest-images/bake/pins.ts): a snapshot restores only on the version that wrote it",
+        "snapfaas:versions.firecracker: must be 1.16.1, the Firecracker the bake pins (contracts/firecracker-release.ts): a snapshot restores only on the version that wrote it",
       ],
     );
     assert.deepEqual(

@@ -18,15 +18,15 @@ import {
 import { fleetHostUserDataInput } from "../../components/kvm-host-fleet.ts";
 import { buildReleaseManifest } from "../../components/release-manifest.ts";
 import { BASES_DIR, ROOT_VAR, renderHostUserData } from "../../components/user-data.ts";
+import { parseFirecrackerDriverConfig } from "../../contracts/firecracker-driver-config.ts";
+import { releaseManifestSchema } from "../../contracts/release-manifest.ts";
 import { withReleaseLimits } from "../../host-agent/agent.ts";
 import { agentEnvSchema, loadAgentConfig } from "../../host-agent/config.ts";
 import {
   firecrackerLimitsFromManifest,
-  hostManifestSchema,
   parseHostManifest,
   withManifestDefaults,
 } from "../../host-agent/release/host-manifest.ts";
-import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
 import { shippedAwsStacks } from "../helpers/aws-stacks.ts";
 
 const STACKS_DIR = join(import.meta.dirname, "..", "..", "stacks");
@@ -254,7 +254,7 @@ describe("what an AWS host hands the agent", () => {
         .status === 0;
     const { manifest } = hostFiles(stacks[0]!.config, "v1");
     const agentAccepts = (version: string) =>
-      hostManifestSchema.safeParse({ ...manifest, baseImageVersion: version }).success;
+      releaseManifestSchema.safeParse({ ...manifest, baseImageVersion: version }).success;
     for (const version of ["4f3c2a1b0e9d8c7b", "v1.2.3", "base_7-x"]) {
       assert.ok(bootAccepts(version), `boot script accepts ${version}`);
       assert.ok(agentAccepts(version), `agent accepts ${version}`);

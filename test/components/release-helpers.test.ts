@@ -4,7 +4,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bundleNodeEntry, bundleObjectKey } from "../../components/bundle.ts";
-import { buildReleaseManifest, canonicalJson } from "../../components/release-manifest.ts";
+import { buildReleaseManifest } from "../../components/release-manifest.ts";
+import { canonicalJson } from "../../contracts/canonical-json.ts";
 
 describe("release helpers", () => {
   let dir: string;

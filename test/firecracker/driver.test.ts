@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { mkdir, readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { parseFirecrackerDriverConfig } from "../../contracts/firecracker-driver-config.ts";
 import { type InstanceSpec, SandboxStartError } from "../../host-agent/sandbox/driver.ts";
 import { FirecrackerApiClient } from "../../host-agent/sandbox/firecracker/api-client.ts";
 import { bakeBaseSnapshot } from "../../host-agent/sandbox/firecracker/bake-snapshot.ts";
-import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
 import {
   FirecrackerDriver,
   type SlotProvider,

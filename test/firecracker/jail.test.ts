@@ -215,4 +215,27 @@ describe("chroot staging on real files", () => {
     assert.equal(existsSync(join(root, "pids", "local", "a", "vm-9")), true, "a held cgroup stays");
     await removeParentCgroup(root, "local/a");
   });
+
+  it("retries a cgroup rmdir that is EBUSY while the killed VMM is reaped, and names the cgroup when it stays busy", async () => {
+    const paths = jailPaths(join(dir!, "chroot"), "/usr/bin/firecracker", "vm-7");
+    const busy = (left: { n: number }) => async (_path: string) => {
+      if (left.n-- > 0) throw Object.assign(new Error("EBUSY: resource busy or locked"), { code: "EBUSY" });
+    };
+    const slept: number[] = [];
+    const sleep = async (ms: number) => {
+      slept.push(ms);
+    };
+    const twice = { n: 2 };
+    await removeJail(paths, "/sys/fs/cgroup/snapfaas/vm-7", { rmdir: busy(twice), sleep, retryDelayMs: 5 });
+    assert.equal(twice.n, -1, "tried three times: two EBUSY, then removed");
+    assert.deepEqual(slept, [5, 5]);
+    await assert.rejects(
+      removeJail(paths, "/sys/fs/cgroup/snapfaas/vm-7", { rmdir: busy({ n: 100 }), sleep, attempts: 4 }),
+      /cannot remove the VM's cgroup \/sys\/fs\/cgroup\/snapfaas\/vm-7 \(still busy after 4 tries/,
+    );
+    const denied = async () => {
+      throw Object.assign(new Error("EACCES: permission denied"), { code: "EACCES" });
+    };
+    await assert.rejects(removeJail(paths, "/x/vm-7", { rmdir: denied, sleep }), /cgroup \/x\/vm-7: EACCES/);
+  });
 });

@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
+import {
+  firecrackerLimitsSchema,
+  parseFirecrackerDriverConfig,
+} from "../../contracts/firecracker-driver-config.ts";
 import type { SandboxLimits } from "../../host-agent/sandbox/driver.ts";
-import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
 import {
   cgroupSettings,
-  firecrackerLimitsSchema,
   resourceLimits,
   toRateLimiter,
 } from "../../host-agent/sandbox/firecracker/limits.ts";

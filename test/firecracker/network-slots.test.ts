@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { execa, type ResultPromise } from "execa";
+import { networkSlotsConfigSchema } from "../../contracts/firecracker-driver-config.ts";
 import { execaRunner } from "../../host-agent/sandbox/firecracker/command-runner.ts";
-import { networkSlotsConfigSchema } from "../../host-agent/sandbox/firecracker/config.ts";
 import {
   describeSlot,
   hostRuleset,

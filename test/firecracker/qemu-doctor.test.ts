@@ -105,7 +105,7 @@ describe("createFirecrackerDriver with vmm qemu", () => {
   });
 
   it("refuses an unknown vmm or accelerator by key", async () => {
-    const { parseFirecrackerDriverConfig } = await import("../../host-agent/sandbox/firecracker/config.ts");
+    const { parseFirecrackerDriverConfig } = await import("../../contracts/firecracker-driver-config.ts");
     assert.throws(() => parseFirecrackerDriverConfig({ vmm: "cloud-hypervisor" }), /vmm:/);
     assert.throws(() => parseFirecrackerDriverConfig({ qemu: { accelerator: "hvf" } }), /qemu\.accelerator/);
   });

@@ -17,11 +17,11 @@ import {
   writeFile,
 } from "node:fs/promises";
 import { join } from "node:path";
+import { baseFiles } from "../../contracts/base-layout.ts";
 import {
   FirecrackerApiClient,
   FirecrackerApiError,
 } from "../../host-agent/sandbox/firecracker/api-client.ts";
-import { baseFiles } from "../../host-agent/sandbox/firecracker/base-layout.ts";
 import {
   type FileToStage,
   prepareJail,

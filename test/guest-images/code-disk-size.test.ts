@@ -10,10 +10,10 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises"
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
+import { CODE_DISK_SIZE_BYTES, CodeDiskError, checkCodeDiskSize } from "../../contracts/code-disk.ts";
 import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
 import { readRofsImage } from "../../guest-images/code-disk/rofs.ts";
-import { CODE_DISK_SIZE_BYTES, checkCodeDiskSize, padCodeDisk } from "../../guest-images/code-disk/size.ts";
-import { CodeDiskError } from "../../guest-images/code-disk/tree.ts";
+import { padCodeDisk } from "../../guest-images/code-disk/size.ts";
 import { hasCommand } from "./helpers.ts";
 
 const MiB = 1024 * 1024;

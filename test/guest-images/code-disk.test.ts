@@ -3,14 +3,11 @@ import { chmod, mkdir, mkdtemp, readFile, rm, symlink, utimes, writeFile } from 
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
+import { CodeDiskError, type CodeDiskFormat, codeDiskFormatForGuest } from "../../contracts/code-disk.ts";
 import { timeCodeDiskBuild, timeFolderCopy } from "../../guest-images/code-disk/bench.ts";
-import {
-  buildCodeDisk,
-  type CodeDiskFormat,
-  codeDiskFormatForGuest,
-} from "../../guest-images/code-disk/build.ts";
+import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
 import { genRofsManifest, readRofsImage } from "../../guest-images/code-disk/rofs.ts";
-import { CodeDiskError, DEFAULT_CODE_DISK_LIMITS, readCodeTree } from "../../guest-images/code-disk/tree.ts";
+import { DEFAULT_CODE_DISK_LIMITS, readCodeTree } from "../../guest-images/code-disk/tree.ts";
 import { hasCommand } from "./helpers.ts";
 
 /** A small function folder; `variant` changes one file's content. */

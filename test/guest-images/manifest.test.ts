@@ -5,7 +5,7 @@ import {
   ManifestError,
   normaliseFirecrackerVersion,
   parseManifest,
-} from "../../guest-images/bake/manifest.ts";
+} from "../../contracts/base-manifest.ts";
 
 const HASH_A = "a".repeat(64);
 const HASH_B = "b".repeat(64);

@@ -5,9 +5,9 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
+import { computeBaseVersion } from "../../contracts/base-manifest.ts";
 import { firecrackerBakeJob } from "../../guest-images/bake/firecracker-job.ts";
 import { netmaskToPrefix, prefixToNetmask, VM_ARTIFACTS } from "../../guest-images/bake/firecracker-plan.ts";
-import { computeBaseVersion } from "../../guest-images/bake/manifest.ts";
 import { OSV_PIN } from "../../guest-images/bake/pins.ts";
 import {
   formatPlan,
@@ -97,7 +97,7 @@ describe("bake plans (dry run)", () => {
       });
 
       it("leaves the files under the names the firecracker driver restores from", async () => {
-        const { baseFiles } = await import("../../host-agent/sandbox/firecracker/base-layout.ts");
+        const { baseFiles } = await import("../../contracts/base-layout.ts");
         assert.deepEqual(VM_ARTIFACTS, {
           kernel: baseFiles.kernel.name,
           rootfs: baseFiles.rootDisk.name,
@@ -177,7 +177,7 @@ describe("bake plans (dry run)", () => {
           const target = path.join(work, "driver-config.json");
           await execa(step.argv[0] ?? "bash", [...step.argv.slice(1, -1), target]);
           const { parseFirecrackerDriverConfig } = await import(
-            "../../host-agent/sandbox/firecracker/config.ts"
+            "../../contracts/firecracker-driver-config.ts"
           );
           const config = parseFirecrackerDriverConfig(JSON.parse(await readFile(target, "utf8")));
           assert.match(

@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import pino from "pino";
 import { request } from "undici";
-import type { Manifest } from "../../guest-images/bake/manifest.ts";
+import type { Manifest } from "../../contracts/base-manifest.ts";
 import { readRofsImage } from "../../guest-images/code-disk/rofs.ts";
 import { systemClock } from "../../host-agent/clock.ts";
 import { createControlPlane } from "../../host-agent/http/control-plane.ts";

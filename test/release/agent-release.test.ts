@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import type { ProcessBase } from "../../guest-images/process/bake.ts";
+import type { ProcessBase } from "../../contracts/process-base.ts";
 import type { RolloutStatus } from "../../host-agent/release/rollout.ts";
 import {
   startTestAgent,

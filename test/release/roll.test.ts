@@ -8,7 +8,7 @@ import { chmod, cp, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import type { ProcessBase } from "../../guest-images/process/bake.ts";
+import type { ProcessBase } from "../../contracts/process-base.ts";
 import { packFunction } from "../../host-agent/cli/pack.ts";
 import type { RolloutStatus } from "../../host-agent/release/rollout.ts";
 import {

@@ -29,15 +29,11 @@ import { bundleNodeEntry, bundleObjectKey } from "../../components/bundle.ts";
 import { HOST_NODE } from "../../components/host-node.ts";
 import { fleetHostUserDataInput } from "../../components/kvm-host-fleet.ts";
 import { buildReleaseManifest } from "../../components/release-manifest.ts";
-import {
-  AGENT_UNIT,
-  firecrackerReleaseUrls,
-  HOST_PATHS,
-  renderHostUserData,
-} from "../../components/user-data.ts";
+import { AGENT_UNIT, HOST_PATHS, renderHostUserData } from "../../components/user-data.ts";
+import { CODE_DISK_SIZE_BYTES } from "../../contracts/code-disk.ts";
+import { firecrackerReleaseUrls } from "../../contracts/firecracker-release.ts";
 import { bakeBaseImage } from "../../guest-images/bake/pipeline.ts";
 import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
-import { CODE_DISK_SIZE_BYTES } from "../../guest-images/code-disk/size.ts";
 import { sha256Text } from "../../guest-images/hash.ts";
 import { shippedAwsStacks } from "../helpers/aws-stacks.ts";
 import { type StandInWorld, ssmParameterFile, standInEnv, writeStandIns } from "../helpers/boot-stand-ins.ts";

@@ -10,14 +10,14 @@ import assert from "node:assert/strict";
 import { chmod, copyFile, mkdir, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { baseFiles } from "../../contracts/base-layout.ts";
+import { parseFirecrackerDriverConfig } from "../../contracts/firecracker-driver-config.ts";
 import { guestNetworkOf } from "../../guest-images/bake/firecracker-plan.ts";
 import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
 import { linuxGuestImage } from "../../guest-images/linux/local-image.ts";
 import { linuxKernelArgs } from "../../guest-images/linux/recipe.ts";
 import { bundleFunctionInto } from "../../host-agent/cli/pack.ts";
 import { acceptance, answerProblem } from "../../host-agent/sandbox/firecracker/acceptance.ts";
-import { baseFiles } from "../../host-agent/sandbox/firecracker/base-layout.ts";
-import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
 import { makeTempDir, removeDir } from "../firecracker/helpers.ts";
 import { linuxImageOrSkip, requireQemu } from "../firecracker/qemu-helpers.ts";
 

@@ -13,15 +13,15 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { execa } from "execa";
+import { baseFiles } from "../../contracts/base-layout.ts";
+import { parseFirecrackerDriverConfig } from "../../contracts/firecracker-driver-config.ts";
 import { guestNetworkOf } from "../../guest-images/bake/firecracker-plan.ts";
 import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
 import type { LinuxGuestImage } from "../../guest-images/linux/local-image.ts";
 import { linuxKernelArgs } from "../../guest-images/linux/recipe.ts";
 import { GuestClient } from "../../host-agent/guest/client.ts";
 import { bakeBaseSnapshot } from "../../host-agent/sandbox/firecracker/bake-snapshot.ts";
-import { baseFiles } from "../../host-agent/sandbox/firecracker/base-layout.ts";
 import { execaRunner } from "../../host-agent/sandbox/firecracker/command-runner.ts";
-import { parseFirecrackerDriverConfig } from "../../host-agent/sandbox/firecracker/config.ts";
 import {
   FirecrackerDriver,
   type FirecrackerInstance,

@@ -13,7 +13,7 @@ import { localVmBase, localVmHostNames, localVmPoolDefaults } from "../../host-a
 import {
   type FirecrackerDriverConfig,
   parseFirecrackerDriverConfig,
-} from "../../host-agent/sandbox/firecracker/config.ts";
+} from "../../contracts/firecracker-driver-config.ts";
 import { makeTempDir, removeDir } from "../firecracker/helpers.ts";
 import { linuxImageOrSkip, requireQemu } from "../firecracker/qemu-helpers.ts";
 import { startTestAgent, type TestAgent } from "../helpers/agent.ts";

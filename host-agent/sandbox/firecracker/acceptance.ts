@@ -17,12 +17,16 @@
 import { access, constants, open, stat } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { request } from "undici";
+import {
+  type FirecrackerDriverConfig,
+  parseFirecrackerDriverConfig,
+} from "../../../contracts/firecracker-driver-config.ts";
 import { hostFs } from "../../doctor/host-fs.ts";
 import { GuestClient } from "../../guest/client.ts";
 import { bakeBaseSnapshot } from "./bake-snapshot.ts";
 import { execaRunner } from "./command-runner.ts";
-import { doctorConfigOf, type FirecrackerDriverConfig, parseFirecrackerDriverConfig } from "./config.ts";
 import { spawnerFor } from "./create-driver.ts";
+import { doctorConfigOf } from "./doctor-config.ts";
 import { FirecrackerDriver, type FirecrackerInstance } from "./firecracker-driver.ts";
 import { IdRangeAllocator } from "./id-range.ts";
 import { NetworkSlotPool } from "./network-slots.ts";

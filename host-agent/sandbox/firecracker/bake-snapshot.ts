@@ -5,9 +5,9 @@
  */
 import { chmod, chown, copyFile, link, mkdir, rename, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { baseFiles } from "../../../contracts/base-layout.ts";
+import type { FirecrackerDriverConfig } from "../../../contracts/firecracker-driver-config.ts";
 import { FirecrackerApiClient } from "./api-client.ts";
-import { baseFiles } from "./base-layout.ts";
-import type { FirecrackerDriverConfig } from "./config.ts";
 import type { SlotProvider } from "./firecracker-driver.ts";
 import { GuestChannel } from "./guest-channel.ts";
 import type { IdRangeAllocator } from "./id-range.ts";

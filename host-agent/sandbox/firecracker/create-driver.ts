@@ -1,8 +1,13 @@
 /** Wires the firecracker driver with its production dependencies: the VMM spawner, real slots, the doctor. */
+
+import {
+  type FirecrackerDriverConfig,
+  parseFirecrackerDriverConfig,
+} from "../../../contracts/firecracker-driver-config.ts";
 import type { DoctorConfig } from "../../doctor/checks.ts";
 import { hostFs } from "../../doctor/host-fs.ts";
 import { type CommandRunner, execaRunner } from "./command-runner.ts";
-import { doctorConfigOf, type FirecrackerDriverConfig, parseFirecrackerDriverConfig } from "./config.ts";
+import { doctorConfigOf } from "./doctor-config.ts";
 import { FirecrackerDriver } from "./firecracker-driver.ts";
 import { hostTscKhz } from "./host-tsc.ts";
 import { jailerSpawner } from "./jailer-spawner.ts";

@@ -6,6 +6,8 @@
 import { randomBytes as nodeRandomBytes } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
+import { baseFiles, codeDiskJailPath } from "../../../contracts/base-layout.ts";
+import type { FirecrackerDriverConfig } from "../../../contracts/firecracker-driver-config.ts";
 import { INIT_ENTROPY_BYTES } from "../../../contracts/guest-protocol.ts";
 import type {
   BaseImage,
@@ -19,8 +21,6 @@ import type {
 } from "../driver.ts";
 import { SandboxStartError } from "../driver.ts";
 import { FirecrackerApiClient, FirecrackerApiError } from "./api-client.ts";
-import { baseFiles, codeDiskJailPath } from "./base-layout.ts";
-import type { FirecrackerDriverConfig } from "./config.ts";
 import { GuestChannel } from "./guest-channel.ts";
 import { IdRangeAllocator } from "./id-range.ts";
 import { type FileToStage, prepareJail, removeJail, removeParentCgroup, stageFile } from "./jail-staging.ts";

@@ -91,16 +91,45 @@ async function makeJailDirs(root: string, jailDir: string, owner: JailOwner): Pr
   }
 }
 
+export interface CgroupRemoval {
+  /** rmdir of the cgroup folder (the real one unless a test gives another). */
+  readonly rmdir?: (path: string) => Promise<void>;
+  readonly sleep?: (ms: number) => Promise<void>;
+  /** How many times an EBUSY rmdir is tried in all, and the pause between tries. */
+  readonly attempts?: number;
+  readonly retryDelayMs?: number;
+}
+
 /**
  * Removes everything a VM left on the host filesystem: its whole jail folder and its cgroup (a cgroup
  * folder is removed with rmdir once its processes are gone; its control files are not real files).
+ * Right after a SIGKILL the killed VMM may not be reaped yet, and rmdir answers EBUSY while the cgroup
+ * still counts it: that is retried for a moment (by default 40 x 25 ms) instead of leaking the folder.
  */
-export async function removeJail(paths: JailPaths, cgroupPath: string | undefined): Promise<void> {
+export async function removeJail(
+  paths: JailPaths,
+  cgroupPath: string | undefined,
+  removal: CgroupRemoval = {},
+): Promise<void> {
   await rm(paths.jailDir, { recursive: true, force: true });
-  if (cgroupPath) {
-    await rmdir(cgroupPath).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== "ENOENT") throw err;
-    });
+  if (!cgroupPath) return;
+  const remove = removal.rmdir ?? rmdir;
+  const sleep = removal.sleep ?? ((ms: number) => new Promise<void>((done) => setTimeout(done, ms)));
+  const attempts = removal.attempts ?? 40;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await remove(cgroupPath);
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return;
+      if (code !== "EBUSY" || attempt >= attempts) {
+        throw new Error(
+          `cannot remove the VM's cgroup ${cgroupPath}${code === "EBUSY" ? ` (still busy after ${attempts} tries: a process of the VM is still in it)` : ""}: ${(err as Error).message}`,
+        );
+      }
+      await sleep(removal.retryDelayMs ?? 25);
+    }
   }
 }
 

@@ -1,54 +1,10 @@
-import { z } from "zod";
+import type {
+  FirecrackerLimits,
+  RateLimiterConfig,
+  TokenBucketConfig,
+} from "../../../contracts/firecracker-driver-config.ts";
 import type { SandboxLimits } from "../driver.ts";
 import type { RateLimiter, TokenBucket } from "./api-types.ts";
-
-/** Firecracker token bucket, in the units of the bucket it fills (bytes or operations). */
-export const tokenBucketSchema = z.object({
-  size: z.int().min(0),
-  refillTimeMs: z.int().min(0),
-  oneTimeBurst: z.int().min(0).optional(),
-});
-
-export const rateLimiterSchema = z
-  .object({ bandwidth: tokenBucketSchema.optional(), ops: tokenBucketSchema.optional() })
-  .refine((r) => r.bandwidth !== undefined || r.ops !== undefined, {
-    message: "give at least one of bandwidth or ops",
-  });
-
-/** One cgroup v2 io.max line: the block device (whole disk, "major:minor") and its budgets. */
-export const ioLimitSchema = z.object({
-  device: z.string().regex(/^\d+:\d+$/, "a whole-disk block device as major:minor, e.g. 259:0"),
-  rbps: z.int().positive().optional(),
-  wbps: z.int().positive().optional(),
-  riops: z.int().positive().optional(),
-  wiops: z.int().positive().optional(),
-});
-
-/** Limits every microVM gets, from the agent config; per-instance numbers come from SandboxLimits. */
-export const firecrackerLimitsSchema = z.object({
-  /** vCPUs of the baked machine (Firecracker accepts 1 or an even number up to 32). */
-  vcpus: z
-    .int()
-    .min(1)
-    .max(32)
-    .refine((n) => n === 1 || n % 2 === 0, { message: "Firecracker accepts 1 or an even vCPU count" })
-    .default(1),
-  /** Guest memory of the baked machine; fixed by the snapshot, so restores all get this much. */
-  memMiB: z.int().min(32).default(256),
-  /** cgroup cpu.max period; the quota is the period times SandboxLimits.cpuPercent / 100. */
-  cpuPeriodUs: z.int().min(1_000).max(1_000_000).default(100_000),
-  /** Added to the guest memory for memory.max: the VMM's own pages and the page cache it touches. */
-  vmmOverheadMiB: z.int().min(0).default(32),
-  io: z.array(ioLimitSchema).default([]),
-  codeDisk: rateLimiterSchema.optional(),
-  rootDisk: rateLimiterSchema.optional(),
-  networkRx: rateLimiterSchema.optional(),
-  networkTx: rateLimiterSchema.optional(),
-});
-
-export type TokenBucketConfig = z.infer<typeof tokenBucketSchema>;
-export type RateLimiterConfig = z.infer<typeof rateLimiterSchema>;
-export type FirecrackerLimits = z.infer<typeof firecrackerLimitsSchema>;
 
 function toTokenBucket(bucket: TokenBucketConfig): TokenBucket {
   const out: TokenBucket = { size: bucket.size, refill_time: bucket.refillTimeMs };

@@ -16,8 +16,9 @@
  * Slot i uses the /30 at hostSubnetBase + 4i: .1 on the host end, .2 (the clone address) in the netns.
  * Forwarding is enabled inside each namespace; the host's own ip_forward is the host bootstrap's.
  */
+
+import type { NetworkSlotsConfig } from "../../../contracts/firecracker-driver-config.ts";
 import type { CommandRunner } from "./command-runner.ts";
-import type { NetworkSlotsConfig } from "./config.ts";
 
 export interface NetworkSlot {
   readonly index: number;

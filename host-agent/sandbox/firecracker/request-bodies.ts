@@ -2,6 +2,8 @@
  * Every request body the driver sends, built in one place so the tests can validate each of them
  * against the official spec.
  */
+
+import { baseFiles, DRIVE_CODE, DRIVE_ROOT } from "../../../contracts/base-layout.ts";
 import type {
   BootSource,
   Drive,
@@ -16,7 +18,6 @@ import type {
   SnapshotLoadParams,
   Vm,
 } from "./api-types.ts";
-import { baseFiles, DRIVE_CODE, DRIVE_ROOT } from "./base-layout.ts";
 
 export function bootSourceBody(kernelPath: string, bootArgs: string): BootSource {
   return { kernel_image_path: kernelPath, boot_args: bootArgs };

@@ -3,9 +3,10 @@
  * snapshot, restore, re-apply limits, swap the code disk, resume, shut down. The order here is the
  * documented one; the strict fake in the tests refuses any other.
  */
+
+import { DRIVE_CODE, DRIVE_ROOT } from "../../../contracts/base-layout.ts";
 import type { FirecrackerApiClient } from "./api-client.ts";
 import type { RateLimiter } from "./api-types.ts";
-import { DRIVE_CODE, DRIVE_ROOT } from "./base-layout.ts";
 import {
   bootSourceBody,
   codeDriveBody,

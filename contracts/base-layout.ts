@@ -4,6 +4,15 @@
  * in the vmstate are these jail paths; every restore stages the same files at the same paths.
  */
 
+/** A base image as a bake produces it and every sandbox driver starts (or restores) instances from it. */
+export interface BaseImage {
+  /** Content hash of the bake inputs; the base version the runtime reports. */
+  readonly version: string;
+  readonly driver: "process" | "firecracker";
+  /** Directory holding the baked artifacts (runtime bundle, startup snapshot, root, or VM snapshot files). */
+  readonly dir: string;
+}
+
 export const DRIVE_ROOT = "root";
 export const DRIVE_CODE = "code";
 

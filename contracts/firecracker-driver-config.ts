@@ -1,8 +1,65 @@
+/**
+ * The Firecracker driver's config file (FAAS_FIRECRACKER_CONFIG): written by a host's boot script
+ * (components/user-data.ts), by the bake for its jailed snapshot (guest-images/bake/) and by the local
+ * microVM start, read by the driver (host-agent/sandbox/firecracker/). One schema, with the defaults a
+ * writer may leave out.
+ */
 import { isIPv4 } from "node:net";
 import { z } from "zod";
-import { describeZodIssues } from "../../../contracts/zod-errors.ts";
-import { type DoctorConfig, doctorConfigSchema } from "../../doctor/checks.ts";
-import { firecrackerLimitsSchema } from "./limits.ts";
+import { describeZodIssues } from "./zod-errors.ts";
+
+/** Firecracker token bucket, in the units of the bucket it fills (bytes or operations). */
+export const tokenBucketSchema = z.object({
+  size: z.int().min(0),
+  refillTimeMs: z.int().min(0),
+  oneTimeBurst: z.int().min(0).optional(),
+});
+
+export const rateLimiterSchema = z
+  .object({ bandwidth: tokenBucketSchema.optional(), ops: tokenBucketSchema.optional() })
+  .refine((r) => r.bandwidth !== undefined || r.ops !== undefined, {
+    message: "give at least one of bandwidth or ops",
+  });
+
+/** One cgroup v2 io.max line: the block device (whole disk, "major:minor") and its budgets. */
+export const ioLimitSchema = z.object({
+  device: z.string().regex(/^\d+:\d+$/, "a whole-disk block device as major:minor, e.g. 259:0"),
+  rbps: z.int().positive().optional(),
+  wbps: z.int().positive().optional(),
+  riops: z.int().positive().optional(),
+  wiops: z.int().positive().optional(),
+});
+
+/** Limits every microVM gets, from the agent config; per-instance numbers come from SandboxLimits. */
+export const firecrackerLimitsSchema = z.object({
+  /** vCPUs of the baked machine (Firecracker accepts 1 or an even number up to 32). */
+  vcpus: z
+    .int()
+    .min(1)
+    .max(32)
+    .refine((n) => n === 1 || n % 2 === 0, { message: "Firecracker accepts 1 or an even vCPU count" })
+    .default(1),
+  /** Guest memory of the baked machine; fixed by the snapshot, so restores all get this much. */
+  memMiB: z.int().min(32).default(256),
+  /** cgroup cpu.max period; the quota is the period times SandboxLimits.cpuPercent / 100. */
+  cpuPeriodUs: z.int().min(1_000).max(1_000_000).default(100_000),
+  /** Added to the guest memory for memory.max: the VMM's own pages and the page cache it touches. */
+  vmmOverheadMiB: z.int().min(0).default(32),
+  io: z.array(ioLimitSchema).default([]),
+  codeDisk: rateLimiterSchema.optional(),
+  rootDisk: rateLimiterSchema.optional(),
+  networkRx: rateLimiterSchema.optional(),
+  networkTx: rateLimiterSchema.optional(),
+});
+
+export type TokenBucketConfig = z.infer<typeof tokenBucketSchema>;
+export type RateLimiterConfig = z.infer<typeof rateLimiterSchema>;
+export type FirecrackerLimits = z.infer<typeof firecrackerLimitsSchema>;
+
+/** sha256 of a pinned binary, from the release's SHA256SUMS. */
+export const binarySha256Schema = z
+  .string()
+  .regex(/^[0-9a-f]{64}$/, "a sha256 in lowercase hex (64 characters)");
 
 const ipv4 = z.string().refine((s) => isIPv4(s), { message: "an IPv4 address" });
 const absolutePath = z.string().startsWith("/", { message: "an absolute path" });
@@ -68,8 +125,8 @@ export const networkSlotsConfigSchema = z.object({
  * verifying the tarball. Without them preflight refuses the binaries.
  */
 export const driverDoctorConfigSchema = z.strictObject({
-  firecrackerSha256: doctorConfigSchema.shape.firecrackerSha256,
-  jailerSha256: doctorConfigSchema.shape.jailerSha256,
+  firecrackerSha256: binarySha256Schema.optional(),
+  jailerSha256: binarySha256Schema.optional(),
   /** Where snapshots and jails live, for the free-space check. */
   snapshotDir: absolutePath.optional(),
   minFreeDiskGiB: z.number().min(0).optional(),
@@ -134,20 +191,4 @@ export function parseFirecrackerDriverConfig(input: unknown): FirecrackerDriverC
   if (result.success) return result.data;
   const lines = describeZodIssues(result.error.issues, { root: "(root)" }).map((line) => `  ${line}`);
   throw new Error(`invalid firecracker driver config:\n${lines.join("\n")}`);
-}
-
-/** The doctor's config for a driver config: the same binaries, and the hashes the host pinned for them. */
-export function doctorConfigOf(
-  config: FirecrackerDriverConfig,
-  overrides: Partial<DoctorConfig> = {},
-): DoctorConfig {
-  return doctorConfigSchema.parse({
-    ...config.doctor,
-    firecrackerPath: config.firecrackerPath,
-    jailerPath: config.jailerPath,
-    vmm: config.vmm,
-    qemuPath: config.qemu.path,
-    accelerator: config.qemu.accelerator,
-    ...overrides,
-  });
 }

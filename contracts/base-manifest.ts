@@ -1,6 +1,12 @@
+/**
+ * A base image's manifest.json: what a bake writes last (so a reader that sees it sees a complete set)
+ * and what the agent checks before it restores anything. Its fields, the base version rule (a hash of
+ * the bake's inputs) and the CPU model rule, written once for the bake and the agent.
+ */
+import { createHash } from "node:crypto";
 import { z } from "zod";
-import { describeZodIssues } from "../../contracts/zod-errors.ts";
-import { canonicalJson, sha256Text } from "../hash.ts";
+import { canonicalJson } from "./canonical-json.ts";
+import { describeZodIssues } from "./zod-errors.ts";
 
 export const MANIFEST_FILE = "manifest.json";
 
@@ -117,7 +123,17 @@ export type Artifact = z.infer<typeof ArtifactSchema>;
 
 /** Base version = sha256 over the canonical JSON of the input hashes: same inputs, same version. */
 export function computeBaseVersion(inputs: Readonly<Record<string, string>>): string {
-  return sha256Text(canonicalJson(inputs));
+  return createHash("sha256").update(canonicalJson(inputs)).digest("hex");
+}
+
+/**
+ * The host CPU model as the bake records it (`cpuModel`) and the agent compares it at start: the first
+ * "model name" of /proc/cpuinfo text, or "unknown" when it has none. A Firecracker snapshot restores
+ * safely only on the CPU model it was taken on.
+ */
+export function cpuModelOf(cpuinfo: string): string {
+  const match = /^model name\s*:\s*(.+)$/m.exec(cpuinfo);
+  return match?.[1]?.trim() || "unknown";
 }
 
 export class ManifestError extends Error {
