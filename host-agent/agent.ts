@@ -12,7 +12,6 @@ import type { S3Client } from "@aws-sdk/client-s3";
 import { execa } from "execa";
 import { cpuModelOf } from "../contracts/base-manifest.ts";
 import type { FirecrackerLimits } from "../contracts/firecracker-driver-config.ts";
-import { readCpuInfo } from "../guest-images/bake/cpu-model.ts";
 import { verifyBaseImage } from "../guest-images/bake/verify.ts";
 import { bakeProcessBase } from "../guest-images/process/bake.ts";
 import { type FleetOverrides, startFleetDuties } from "./aws/fleet.ts";
@@ -175,7 +174,10 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
       ? await verifyBaseImage(path.resolve(config.baseDir!), {
           hostFirecrackerVersion: await firecrackerVersion(config.firecrackerConfig),
           hostVmm: await hostVmm(config.firecrackerConfig),
-          hostCpuModel: cpuModelOf(await readCpuInfo(overrides.cpuinfoPath)),
+          // The bake reads the same file (guest-images/bake/cpu-model.ts); one rule turns both into a model.
+          hostCpuModel: cpuModelOf(
+            await readFile(overrides.cpuinfoPath ?? "/proc/cpuinfo", "utf8").catch(() => ""),
+          ),
           ...(overrides.releaseMachine ? { expectedMachine: overrides.releaseMachine } : {}),
         })
       : undefined;

@@ -9,11 +9,11 @@ import { readdir, readFile, rmdir, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
 import type { Context } from "mocha";
-import { localVmBase, localVmHostNames, localVmPoolDefaults } from "../../host-agent/cli/local-vm-base.ts";
 import {
   type FirecrackerDriverConfig,
   parseFirecrackerDriverConfig,
 } from "../../contracts/firecracker-driver-config.ts";
+import { localVmBase, localVmHostNames, localVmPoolDefaults } from "../../host-agent/cli/local-vm-base.ts";
 import { makeTempDir, removeDir } from "../firecracker/helpers.ts";
 import { linuxImageOrSkip, requireQemu } from "../firecracker/qemu-helpers.ts";
 import { startTestAgent, type TestAgent } from "../helpers/agent.ts";
