@@ -20,11 +20,11 @@ import {
   REQUEST_ID_HEADER,
   TIMEOUT_HEADER,
 } from "../../contracts/guest-protocol.ts";
-import { type CallContext, installConsoleCapture } from "./console-capture.ts";
+import { type CallContext, installConsoleCapture, type WritableLike } from "./console-capture.ts";
 import type { ConsoleQueue } from "./console-queue.ts";
 import { type AnyClass, dispatchRpc, exportedClasses, isAnswer, parseRpcBody, rpcError } from "./jsonrpc.ts";
 import { buildHttpEvent, resultToAnswer } from "./lambda.ts";
-import { importModule, LoadError, resolveEntry } from "./loader.ts";
+import { importModule, LoadError, pickExport, resolveFunction } from "./loader.ts";
 import type { CreateRequireFn } from "./require-type.ts";
 import { type CachingCrypto, drainCryptoCaches, reseedMathRandom } from "./reseed.ts";
 
@@ -45,6 +45,8 @@ export interface RuntimeDeps {
   readonly http: typeof Http;
   readonly AsyncLocalStorage: typeof AsyncLocalStorage;
   readonly createRequire: CreateRequireFn;
+  /** import() of a file: URL, for ES module entries (loader.ts ModuleLoaders). */
+  readonly importModule: (url: string) => Promise<unknown>;
   readonly fs: { existsSync(p: string): boolean; readFileSync(p: string, enc: "utf8"): string };
   readonly format: (...args: unknown[]) => string;
   readonly randomUUID: () => string;
@@ -55,6 +57,8 @@ export interface RuntimeDeps {
   /** The realm's Math: its random is replaced at init with one seeded from the host's entropy. */
   readonly math: { random: () => number };
   readonly guest?: GuestSteps;
+  /** process.stdout/stderr: the code's direct writes to them are captured as log lines. */
+  readonly streams?: ReadonlyArray<readonly [WritableLike, "info" | "error"]>;
   /** Keeps console lines for GET /_faas/console instead of writing them to stdout (VMs). */
   readonly consoleQueue?: ConsoleQueue;
 }
@@ -102,6 +106,7 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
     (args) => deps.format(...args),
     queue ? (line) => queue.push(line) : (line) => deps.writeStdout(`${JSON.stringify(line)}\n`),
     () => loaded?.name ?? null,
+    deps.streams ?? [],
   );
   /** Tells the host, on a call's answer, that console lines wait for it. */
   const markConsole = (res: Http.ServerResponse) => {
@@ -253,15 +258,18 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ht
           exists: deps.fs.existsSync,
           readFile: (p: string) => deps.fs.readFileSync(p, "utf8"),
         };
-        const entry = typeof body.entry === "string" ? body.entry : resolveEntry(opts.codePath, fsProbe);
+        const target = resolveFunction(opts.codePath, fsProbe);
+        const entry = typeof body.entry === "string" ? body.entry : target.file;
+        // The record names the entry file; a Lambda handler name in package.json names its export.
+        const exportPath = entry === target.file ? target.exportPath : null;
         const ctx: CallContext = {
           fn: body.functionName,
           rid: "load",
           logBudget: opts.logBytesPerCall,
           truncated: false,
         };
-        const moduleExports = storage.run(ctx, () => importModule(deps.createRequire, opts.codePath, entry));
-        const handler = moduleExports.handler;
+        const moduleExports = await storage.run(ctx, () => importModule(deps, opts.codePath, entry, fsProbe));
+        const handler = exportPath ? pickExport(moduleExports, entry, exportPath) : moduleExports.handler;
         const classes = exportedClasses(moduleExports);
         if (typeof handler !== "function" && classes.size === 0) {
           throw new LoadError(`${entry} exports neither a handler(event, context) function nor a class`);

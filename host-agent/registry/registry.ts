@@ -9,12 +9,12 @@
 import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
+import { EntryError, resolveFunctionEntry } from "../../contracts/function-entry.ts";
 import {
   FUNCTION_NAME,
   RESERVED_FUNCTION_NAMES,
   RecordFormatError,
 } from "../../contracts/registry-layout.ts";
-import { LoadError, resolveEntry } from "../../guest-images/runtime/loader.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import {
@@ -251,9 +251,9 @@ export class Registry {
       await unpackBundle(bytes, codePath, this.limits);
     }
     try {
-      resolveEntry(codePath, confinedFs(codePath));
+      resolveFunctionEntry(codePath, confinedFs(codePath));
     } catch (err) {
-      if (err instanceof LoadError || err instanceof BundleError) throw new SkippedRecord(err.message, true);
+      if (err instanceof EntryError || err instanceof BundleError) throw new SkippedRecord(err.message, true);
       throw err;
     }
     await this.options.codeDisks?.ensure(record.codeHash, codePath);
@@ -311,9 +311,9 @@ export class Registry {
     }
     let entry: string;
     try {
-      entry = resolveEntry(codePath, confinedFs(codePath));
+      entry = resolveFunctionEntry(codePath, confinedFs(codePath)).file;
     } catch (err) {
-      if (err instanceof LoadError) throw new BundleError(err.message);
+      if (err instanceof EntryError) throw new BundleError(err.message);
       throw err;
     }
     let artifactPath = codePath;

@@ -35,7 +35,6 @@ const KNOWN_CROSSINGS: readonly string[] = [
   "host-agent/registry/code-disks.ts -> guest-images/code-disk/build.ts",
   "host-agent/registry/code-disks.ts -> guest-images/code-disk/size.ts",
   "host-agent/registry/code-disks.ts -> guest-images/code-disk/tree.ts",
-  "host-agent/registry/registry.ts -> guest-images/runtime/loader.ts",
   "host-agent/release/base-check.ts -> guest-images/process/bake.ts",
 ];
 
