@@ -197,6 +197,8 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
       log,
       // MicroVMs get each function's code as a disk image, built at deploy and cached by code hash.
       codeDisks: codeDisksForBase(base, path.join(stateDir, "code-disks")),
+      // The base the agent starts on: a roll to another Node major re-checks nothing already deployed.
+      ...(base.nativeAddons ? { nativeAddons: base.nativeAddons } : {}),
     },
   );
   await registry.init();

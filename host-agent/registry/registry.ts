@@ -10,6 +10,7 @@ import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
 import { EntryError, resolveFunctionEntry } from "../../contracts/function-entry.ts";
+import type { NativeAddonAbi } from "../../contracts/native-addons.ts";
 import {
   FUNCTION_NAME,
   RESERVED_FUNCTION_NAMES,
@@ -32,6 +33,7 @@ import {
   unpackBundle,
 } from "./bundle.ts";
 import type { CodeDisks } from "./code-disks.ts";
+import { checkNativeAddons } from "./native-addon-check.ts";
 
 export { FUNCTION_NAME };
 
@@ -78,6 +80,8 @@ export interface RegistryOptions {
   readonly log?: Logger;
   /** Set for microVM drivers: each function's code also goes on a code disk image. */
   readonly codeDisks?: CodeDisks;
+  /** What native addons the base loads: a deploy with an addon it cannot load is refused. */
+  readonly nativeAddons?: NativeAddonAbi;
   /** Called after a refresh added, replaced (with the new record) or removed (undefined) a function. */
   readonly onChange?: (name: string, record: FunctionRecord | undefined) => void;
 }
@@ -312,7 +316,10 @@ export class Registry {
     let entry: string;
     try {
       entry = resolveFunctionEntry(codePath, confinedFs(codePath)).file;
+      if (this.options.nativeAddons) await checkNativeAddons(codePath, this.options.nativeAddons);
     } catch (err) {
+      // Nothing stored changes: the folder unpacked for this deploy goes, unless a function uses it.
+      if (![...this.records.values()].some((r) => r.codeHash === codeHash)) await forceRemove(codePath);
       if (err instanceof EntryError) throw new BundleError(err.message);
       throw err;
     }

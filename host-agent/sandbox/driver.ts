@@ -3,6 +3,8 @@
  * they never know whether an instance is a bubblewrap jail or a jailed Firecracker microVM.
  */
 
+import type { NativeAddonAbi } from "../../contracts/native-addons.ts";
+
 /**
  * How the host reaches the guest runtime inside an instance (HTTP over this transport), and the
  * instance's control secret when its driver gave it one at init (sent on every /_faas/ call).
@@ -35,6 +37,8 @@ export interface BaseImage {
   readonly driver: "process" | "firecracker";
   /** Directory holding the baked artifacts (runtime bundle, startup snapshot, root, or VM snapshot files). */
   readonly dir: string;
+  /** What native addons the base can load; unknown (not checked at deploy) when absent. */
+  readonly nativeAddons?: NativeAddonAbi;
 }
 
 /** The function code to make visible, read-only, at the guest's code path. */
