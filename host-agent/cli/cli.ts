@@ -3,7 +3,7 @@
  *
  *   faas start                          build the base, start the agent, deploy examples/*
  *   faas build [--node 22|24]           bake the process sandbox base only
- *   faas deploy <dir> [--name <name>]   bundle a folder with esbuild and deploy it
+ *   faas deploy <dir> [--name <name>] [--handler <file.export>]   ship a folder and deploy it
  *   faas invoke <name> <Class.method> [json params]
  *   faas ls | faas rm <name> | faas logs <name> [--limit <n>]
  *   faas doctor [config.json]
@@ -15,7 +15,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { request } from "undici";
 import { adminRequest, CliError, type Endpoints, endpointsFromEnv } from "./admin-client.ts";
-import { PackError, packFunction } from "./pack.ts";
+import { PackError, type PackOptions, packFunction } from "./pack.ts";
 import { releaseCommand, rollbackCommand } from "./release.ts";
 
 const USAGE = `usage:
@@ -23,7 +23,8 @@ const USAGE = `usage:
   faas build [--out <dir>]                     bake the process sandbox's base image
         [--node <major>]                       the base's pinned Node LTS: 22 or 24 (default 24)
         [--runtime-variant <name>]             (a variant stamps another runtime build: a new base version)
-  faas deploy <dir> [--name <name>]            bundle <dir> with esbuild and deploy it
+  faas deploy <dir> [--name <name>]            ship <dir> (its files, compiled TypeScript, production node_modules)
+        [--handler <file.export>]              a Lambda handler name, e.g. src/lambda.handler
   faas invoke <name> <Class.method> [params]   call a JSON-RPC method; params is a JSON array
   faas ls                                      list deployed functions
   faas logs <name> [--limit <n>]               the function's last console lines (at most 500)
@@ -37,8 +38,8 @@ environment: FAAS_URL, FAAS_ADMIN_URL, FAAS_ADMIN_TOKEN, FAAS_STATE_DIR, PORT, A
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 
-export async function deployFolder(ep: Endpoints, dir: string, name: string) {
-  const bytes = await packFunction(dir);
+export async function deployFolder(ep: Endpoints, dir: string, name: string, options: PackOptions = {}) {
+  const bytes = await packFunction(dir, options);
   const { json } = await adminRequest(ep, "PUT", `/v1/functions/${encodeURIComponent(name)}`, {
     bytes,
     type: "application/gzip",
@@ -203,7 +204,10 @@ export async function main(argv: string[]): Promise<number> {
         const i = rest.indexOf("--name");
         const name = i >= 0 ? rest[i + 1] : defaultName(dir);
         if (!name) throw new CliError("--name needs a value");
-        const out = await deployFolder(ep, dir, name);
+        const h = rest.indexOf("--handler");
+        const handler = h >= 0 ? rest[h + 1] : undefined;
+        if (h >= 0 && !handler) throw new CliError("--handler needs a value, e.g. src/lambda.handler");
+        const out = await deployFolder(ep, dir, name, handler ? { handler } : {});
         console.log(
           `deployed ${out.function.name} (revision ${out.function.revision}, ${out.load.style}, code ${out.function.codeHash.slice(0, 12)})`,
         );
