@@ -62,7 +62,10 @@ describe("native addons against a base", () => {
       this.skip();
     }
     const napi = readAddon(
-      await compile("napi", "#include <stdio.h>\nvoid *napi_register_module_v1(void *e, void *x) { puts(\"loaded\"); return x; }\n"),
+      await compile(
+        "napi",
+        '#include <stdio.h>\nvoid *napi_register_module_v1(void *e, void *x) { puts("loaded"); return x; }\n',
+      ),
     );
     assert.equal(napi.napi, true);
     assert.equal(napi.machine, process.arch === "arm64" ? 183 : 62);
