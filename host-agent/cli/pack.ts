@@ -243,7 +243,10 @@ async function compileTypeScript(dir: string, sources: string[], pkg: PackageJso
   return { imports } satisfies CompiledSources;
 }
 
-/** Bare imports of the folder's plain JavaScript (a scan, not a parse: it only adds closure roots). */
+/**
+ * Bare imports of the folder's plain JavaScript: a scan, not a parse, so it also sees browser scripts and
+ * comments. What it finds ships when installed; what is not installed is left to the load to report.
+ */
 function scanJsImports(dir: string, files: string[], imports: Map<string, string>): void {
   const pattern = /(?:\bfrom\s*|\bimport\s*\(\s*|\brequire\s*\(\s*|\bimport\s+)["']([^"'\n]+)["']/g;
   for (const f of files) {
@@ -388,7 +391,8 @@ export async function bundleFunctionInto(
       ? await compileTypeScript(root, sources, pkg, out)
       : { imports: new Map<string, string>() };
   const plain = own.filter((f) => !TS_SOURCE.test(f) && !compiled.has(f) && f !== "package.json");
-  scanJsImports(root, plain, imports);
+  const scanned = new Map<string, string>();
+  scanJsImports(root, plain, scanned);
 
   const roots = new Map<string, { why: string; optional: boolean }>();
   for (const n of Object.keys(pkg?.dependencies ?? {}))
@@ -396,6 +400,7 @@ export async function bundleFunctionInto(
   for (const n of Object.keys(pkg?.optionalDependencies ?? {}))
     roots.set(n, { why: "package.json", optional: true });
   for (const [n, file] of imports) if (!roots.has(n)) roots.set(n, { why: file, optional: false });
+  for (const [n, file] of scanned) if (!roots.has(n)) roots.set(n, { why: file, optional: true });
   const { placed, missing } = dependencyClosure(root, roots);
   if (missing.length > 0) throw missingDependencyError(dir, pkg, missing);
 

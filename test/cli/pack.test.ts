@@ -98,6 +98,8 @@ describe("faas deploy bundling", () => {
     const dir = await mk({
       "index.js": "exports.handler = async () => 1;",
       "public/a.css": "a",
+      // A browser script's bare import is not a dependency of the function: it does not stop the pack.
+      "public/app.js": "import React from 'react';",
       "views/page.html": "<p>",
       ".git/HEAD": "ref",
       "types.d.ts": "export {};",
@@ -106,7 +108,7 @@ describe("faas deploy bundling", () => {
       ".faasignore": "test/\n*.md\n",
     });
     const files = Object.keys(await listTar(await packFunction(dir))).sort();
-    assert.deepEqual(files, ["index.js", "package.json", "public/a.css", "views/page.html"]);
+    assert.deepEqual(files, ["index.js", "package.json", "public/a.css", "public/app.js", "views/page.html"]);
     await writeFile(path.join(dir, "package.json"), JSON.stringify({ main: "index.js", files: ["views"] }));
     const only = Object.keys(await listTar(await packFunction(dir))).sort();
     assert.deepEqual(only, ["index.js", "package.json", "views/page.html"]);
@@ -161,12 +163,12 @@ describe("faas deploy bundling", () => {
       /nowhere-pkg is needed \(index\.ts\) but not installed: run `npm install nowhere-pkg`/,
     );
     const dev = await mk({
-      "package.json": JSON.stringify({ main: "index.js", devDependencies: { devdep: "1" } }),
-      "index.js": "require('devdep');",
+      "package.json": JSON.stringify({ main: "index.ts", devDependencies: { devdep: "1" } }),
+      "index.ts": "import d from 'devdep';\nexport const handler = () => d;\n",
     });
     await assert.rejects(
       packFunction(dev),
-      /devdep is imported by index\.js but is only in "devDependencies".*--save-prod devdep/,
+      /devdep is imported by index\.ts but is only in "devDependencies".*--save-prod devdep/,
     );
   });
 
