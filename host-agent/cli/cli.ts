@@ -15,7 +15,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { request } from "undici";
 import { adminRequest, CliError, type Endpoints, endpointsFromEnv } from "./admin-client.ts";
-import { PackError, type PackOptions, packFunction } from "./pack.ts";
+import { heaviestParts, PackError, type PackOptions, packFunctionWithList } from "./pack.ts";
 import { releaseCommand, rollbackCommand } from "./release.ts";
 
 const USAGE = `usage:
@@ -39,10 +39,17 @@ environment: FAAS_URL, FAAS_ADMIN_URL, FAAS_ADMIN_TOKEN, FAAS_STATE_DIR, PORT, A
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 export async function deployFolder(ep: Endpoints, dir: string, name: string, options: PackOptions = {}) {
-  const bytes = await packFunction(dir, options);
+  const { bytes, sizes } = await packFunctionWithList(dir, options);
   const { json } = await adminRequest(ep, "PUT", `/v1/functions/${encodeURIComponent(name)}`, {
     bytes,
     type: "application/gzip",
+  }).catch((err: Error) => {
+    if (err instanceof CliError && /failed \(413\)/.test(err.message)) {
+      throw new CliError(
+        `${err.message}; heaviest parts: ${heaviestParts(sizes)} (leave out what the function does not need with a .faasignore)`,
+      );
+    }
+    throw err;
   });
   return json as { function: { name: string; revision: number; codeHash: string }; load: { style: string } };
 }

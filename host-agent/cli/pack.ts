@@ -459,6 +459,29 @@ function shippedPackage(pkg: PackageJson, entry: string): PackageJson {
   return shipped;
 }
 
+/**
+ * The parts of a packed folder that weigh most (each top-level file or folder, and each package in
+ * node_modules), for the advice when a bundle is over the agent's limit.
+ */
+export function heaviestParts(sizes: ReadonlyMap<string, number>, count = 5): string {
+  const parts = new Map<string, number>();
+  for (const [file, bytes] of sizes) {
+    const p = file.split("/");
+    const key =
+      p[0] === "node_modules"
+        ? p.slice(0, p[1]?.startsWith("@") ? 3 : 2).join("/")
+        : p.length > 1
+          ? `${p[0]}/`
+          : p[0]!;
+    parts.set(key, (parts.get(key) ?? 0) + bytes);
+  }
+  return [...parts]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, count)
+    .map(([k, v]) => `${k} ${(v / 1024 / 1024).toFixed(1)} MiB`)
+    .join(", ");
+}
+
 /** The tar.gz bytes of the function, and the files in it. Deterministic: same folder, same bytes. */
 export async function packFunction(dir: string, options: PackOptions = {}): Promise<Buffer> {
   return (await packFunctionWithList(dir, options)).bytes;
@@ -467,7 +490,7 @@ export async function packFunction(dir: string, options: PackOptions = {}): Prom
 export async function packFunctionWithList(
   dir: string,
   options: PackOptions = {},
-): Promise<{ bytes: Buffer; files: string[] }> {
+): Promise<{ bytes: Buffer; files: string[]; sizes: Map<string, number> }> {
   if (!existsSync(dir)) throw new PackError(`${dir}: no such folder`);
   const out = await mkdtemp(path.join(tmpdir(), "faas-pack-"));
   try {
@@ -478,7 +501,9 @@ export async function packFunctionWithList(
       files,
     );
     for await (const chunk of stream) chunks.push(chunk as Buffer);
-    return { bytes: Buffer.concat(chunks), files };
+    const sizes = new Map<string, number>();
+    for (const f of files) sizes.set(f, (await stat(path.join(out, f))).size);
+    return { bytes: Buffer.concat(chunks), files, sizes };
   } finally {
     await rm(out, { recursive: true, force: true });
   }

@@ -142,8 +142,19 @@ export const handler = async () => ({ statusCode: 200, body: shout(template.trim
       "index.js": "exports.handler = async () => 1;\n",
       "blob.bin": randomBytes(400 * 1024),
     });
-    const { code } = await runCli(agent, ["deploy", dir, "--name", "too-big"]);
-    assert.equal(code, 1);
+    const errors: string[] = [];
+    const error = console.error;
+    console.error = (...args: unknown[]) => errors.push(args.join(" "));
+    try {
+      const { code } = await runCli(agent, ["deploy", dir, "--name", "too-big"]);
+      assert.equal(code, 1);
+    } finally {
+      console.error = error;
+    }
+    assert.match(
+      errors.join("\n"),
+      /failed \(413\): .*262144 bytes.*; heaviest parts: blob\.bin 0\.4 MiB, .*\(leave out what the function does not need with a \.faasignore\)/,
+    );
     const refused = await agent.admin("PUT", "/v1/functions/too-big", await packFunction(dir));
     assert.equal(refused.status, 413);
     assert.match(String((refused.json.error as { message: string }).message), /262144/);
