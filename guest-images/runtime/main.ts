@@ -18,6 +18,7 @@ import type * as Crypto from "node:crypto";
 import type * as Fs from "node:fs";
 import type * as Http from "node:http";
 import type * as Module from "node:module";
+import type * as Stream from "node:stream";
 import type * as Util from "node:util";
 import type * as V8 from "node:v8";
 import type { WritableLike } from "./console-capture.ts";
@@ -152,8 +153,8 @@ function run(): void {
       math: Math,
       guest,
       streams: [
-        [process.stdout as unknown as WritableLike, "info"],
-        [process.stderr as unknown as WritableLike, "error"],
+        [standInStream("stdout"), "info"],
+        [standInStream("stderr"), "error"],
       ],
       ...(args.console === "channel" ? { consoleQueue: new ConsoleQueue(CONSOLE_QUEUE_BYTES) } : {}),
     },
@@ -188,6 +189,18 @@ function run(): void {
   } else {
     server.listen(args.listen.port, args.listen.host, ready);
   }
+}
+
+/**
+ * process.stdout/stderr for the function's code: a Writable whose writes the console capture turns into
+ * log lines. The real streams are never made: making process.stdout puts fd 1 (a pipe) in non-blocking
+ * mode, and the runtime's own lines (written with fs.writeSync) would then fail with EAGAIN.
+ */
+function standInStream(name: "stdout" | "stderr"): WritableLike {
+  const { Writable } = require("node:stream") as typeof Stream;
+  const stream = new Writable({ write: (_chunk, _enc, done) => done() });
+  Object.defineProperty(process, name, { configurable: true, enumerable: true, get: () => stream });
+  return stream as unknown as WritableLike;
 }
 
 /**
