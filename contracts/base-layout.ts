@@ -3,6 +3,7 @@
  * path inside the jail Firecracker sees them. The bake runs in a jail too, so the drive paths recorded
  * in the vmstate are these jail paths; every restore stages the same files at the same paths.
  */
+import type { NativeAddonAbi } from "./native-addons.ts";
 
 /** A base image as a bake produces it and every sandbox driver starts (or restores) instances from it. */
 export interface BaseImage {
@@ -11,6 +12,8 @@ export interface BaseImage {
   readonly driver: "process" | "firecracker";
   /** Directory holding the baked artifacts (runtime bundle, startup snapshot, root, or VM snapshot files). */
   readonly dir: string;
+  /** What native addons the base can load; unknown (not checked at deploy) when absent. */
+  readonly nativeAddons?: NativeAddonAbi;
 }
 
 export const DRIVE_ROOT = "root";

@@ -3,6 +3,7 @@
  * the agent's base check (host-agent/release/base-check.ts) reads it: base.json beside a read-only root.
  */
 import type { BaseImage } from "./base-layout.ts";
+import type { NativeAddonAbi } from "./native-addons.ts";
 
 /** The base's record, at <base dir>/base.json. */
 export const PROCESS_BASE_INFO_FILE = "base.json";
@@ -14,6 +15,8 @@ export interface ProcessBaseInfo {
   readonly driver: "process";
   readonly nodeVersion: string;
   readonly runtimeBuild: string;
+  /** What native addons it can load (absent in bases baked before addons were checked). */
+  readonly nativeAddons?: NativeAddonAbi;
   readonly inputs: Record<string, string>;
   readonly createdAt: string;
 }

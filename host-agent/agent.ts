@@ -215,6 +215,8 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
         callTimeoutMs: config.pool.callTimeoutMs,
         ...(config.aws.region ? { region: config.aws.region } : {}),
       },
+      // The base the agent starts on: a roll to another Node major re-checks nothing already deployed.
+      ...(base.nativeAddons ? { nativeAddons: base.nativeAddons } : {}),
     },
   );
   await registry.init();

@@ -11,6 +11,7 @@ import { existsSync } from "node:fs";
 import { chmod, copyFile, link, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { execa } from "execa";
+import { type NativeAddonAbi, readAddon } from "../../contracts/native-addons.ts";
 import {
   PROCESS_BASE_INFO_FILE,
   PROCESS_BASE_ROOT,
@@ -21,6 +22,50 @@ import { NODE_MAJOR_FOR_BASE, type NodeMajor } from "../bake/pins.ts";
 import { sha256File } from "../hash.ts";
 import { pinnedNodeOfMajor } from "../node/pinned-node.ts";
 import { buildStartupSnapshot, bundleStampedRuntime } from "../runtime/build.ts";
+
+/**
+ * Libraries beyond node's own that native addons commonly link (zlib; glibc's librt, libutil, libresolv;
+ * libatomic, which gcc adds for 64-bit atomics on some targets): copied from this host when it has them,
+ * so an addon that links them loads in the jail. The base lists what it carries (base.json nativeAddons).
+ */
+export const ADDON_LIBRARIES = [
+  "libz.so.1",
+  "librt.so.1",
+  "libutil.so.1",
+  "libresolv.so.2",
+  "libatomic.so.1",
+];
+
+/** Where this host's dynamic loader finds each of `sonames` (ldconfig's cache); missing ones are left out. */
+async function hostLibraries(sonames: readonly string[]): Promise<string[]> {
+  const { stdout } = await execa("ldconfig", ["-p"], { reject: false });
+  const wantArch = process.arch === "arm64" ? "AArch64" : "x86-64";
+  const found = new Map<string, string>();
+  for (const line of stdout.split("\n")) {
+    const m = /^\s*(\S+) \(([^)]*)\) => (\/\S+)$/.exec(line);
+    if (m && sonames.includes(m[1]!) && m[2]!.includes(wantArch) && !found.has(m[1]!))
+      found.set(m[1]!, m[3]!);
+  }
+  return [...found.values()];
+}
+
+/** What native addons this base can load: its node's ABI, its platform, its glibc and libraries. */
+async function addonAbi(nodeBinary: string, libs: readonly string[]): Promise<NativeAddonAbi> {
+  const { stdout } = await execa(nodeBinary, [
+    "-p",
+    "process.versions.node + ' ' + process.versions.modules",
+  ]);
+  const [nodeVersion, modules] = stdout.trim().split(" ");
+  const libc = libs.find((l) => path.basename(l) === "libc.so.6");
+  const glibcVersion = libc ? (readAddon(await readFile(libc)).glibcDefined ?? "0") : "0";
+  return {
+    nodeVersion: nodeVersion!,
+    nodeModuleVersion: Number(modules),
+    machine: process.arch === "arm64" ? 183 : 62,
+    glibcVersion,
+    libraries: [...new Set(libs.map((l) => path.basename(l)))].sort(),
+  };
+}
 
 const MOUNT_POINTS = ["code", "tmp", "proc", "dev", "run/faas", "runtime"];
 
@@ -99,6 +144,7 @@ export async function readProcessBase(dir: string): Promise<ProcessBase | undefi
     rootDir: path.join(dir, PROCESS_BASE_ROOT),
     runtimeBuild: info.runtimeBuild,
     nodeVersion: info.nodeVersion,
+    ...(info.nativeAddons ? { nativeAddons: info.nativeAddons } : {}),
   };
 }
 
@@ -119,7 +165,8 @@ export async function bakeProcessBase(
     const root = path.join(staging, PROCESS_BASE_ROOT);
     for (const d of MOUNT_POINTS) await mkdir(path.join(root, d), { recursive: true });
     const runtime = await bundleStampedRuntime(path.join(root, "runtime"), options.runtimeVariant);
-    const libs = await sharedLibraries(nodeBinary);
+    const nodeLibs = await sharedLibraries(nodeBinary);
+    const libs = [...new Set([...nodeLibs, ...(await hostLibraries(ADDON_LIBRARIES))])].sort();
     const inputs: Record<string, string> = {
       node: await cachedSha256(nodeBinary, path.join(outRoot, ".file-hashes.json")),
       runtime: runtime.bundleHash,
@@ -144,6 +191,7 @@ export async function bakeProcessBase(
       driver: "process",
       nodeVersion: (await execa(nodeBinary, ["--version"])).stdout.trim(),
       runtimeBuild: runtime.buildId,
+      nativeAddons: await addonAbi(nodeBinary, libs),
       inputs,
       createdAt: new Date().toISOString(),
     };

@@ -20,8 +20,10 @@ import type * as Fs from "node:fs";
 import type * as Http from "node:http";
 import type * as Module from "node:module";
 import type * as Net from "node:net";
+import type * as Stream from "node:stream";
 import type * as Util from "node:util";
 import type * as V8 from "node:v8";
+import type { WritableLike } from "./console-capture.ts";
 import { ConsoleQueue } from "./console-queue.ts";
 import { dispatchRpc, exportedClasses, isAnswer, parseRpcRequest } from "./jsonrpc.ts";
 import { createRuntimeServer, type GuestSteps } from "./server.ts";
@@ -106,6 +108,7 @@ function guestSteps(args: Args, loadNative: (path: string) => GuestNative): Gues
 }
 
 function run(): void {
+  restoreConsoleClass();
   const http = require("node:http") as typeof Http;
   const fs = require("node:fs") as typeof Fs;
   // Flags are looked up by name: a snapshot-started process has no script path in argv.
@@ -143,6 +146,7 @@ function run(): void {
       net: require("node:net") as typeof Net,
       AsyncLocalStorage: (require("node:async_hooks") as typeof AsyncHooks).AsyncLocalStorage,
       createRequire: (require("node:module") as typeof Module).createRequire,
+      importModule: runtimeImport(args.code),
       fs,
       format: (require("node:util") as typeof Util).format,
       randomUUID: crypto.randomUUID,
@@ -151,6 +155,10 @@ function run(): void {
       crypto,
       math: Math,
       guest,
+      streams: [
+        [standInStream("stdout"), "info"],
+        [standInStream("stderr"), "error"],
+      ],
       ...(args.console === "channel" ? { consoleQueue: new ConsoleQueue(CONSOLE_QUEUE_BYTES) } : {}),
     },
     {
@@ -166,9 +174,13 @@ function run(): void {
   // Warm the paths a first call takes (module loader, JSON-RPC dispatch, the HTTP server) before saying
   // ready: a generic instance pays for it while it waits, not the first call it serves.
   const ready = () => {
-    void warmUp(http, fs, args.listen, (require("node:module") as typeof Module).createRequire).finally(
-      announce,
-    );
+    void warmUp(
+      http,
+      fs,
+      args.listen,
+      (require("node:module") as typeof Module).createRequire,
+      runtimeImport("/tmp"),
+    ).finally(announce);
   };
   if (args.listen.kind === "unix") {
     try {
@@ -182,11 +194,51 @@ function run(): void {
   }
 }
 
+/**
+ * process.stdout/stderr for the function's code: a Writable whose writes the console capture turns into
+ * log lines. The real streams are never made: making process.stdout puts fd 1 (a pipe) in non-blocking
+ * mode, and the runtime's own lines (written with fs.writeSync) would then fail with EAGAIN.
+ */
+function standInStream(name: "stdout" | "stderr"): WritableLike {
+  const { Writable } = require("node:stream") as typeof Stream;
+  const stream = new Writable({ write: (_chunk, _enc, done) => done() });
+  Object.defineProperty(process, name, { configurable: true, enumerable: true, get: () => stream });
+  return stream as unknown as WritableLike;
+}
+
+/**
+ * import() for the function's ES modules. Code in a V8 startup snapshot (this bundle) has no dynamic
+ * import callback (ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING), but a CommonJS module compiled after start
+ * gets node's default one: so a one-line module, compiled now, does the import. Its file name is a
+ * path in the code folder that no file has, so relative resolution and the module's paths are the code's.
+ */
+function runtimeImport(codeRoot: string): (url: string) => Promise<unknown> {
+  let compiled: ((url: string) => Promise<unknown>) | undefined;
+  return (url) => {
+    if (!compiled) {
+      const ModuleClass = require("node:module") as typeof Module & {
+        new (
+          id: string,
+        ): { filename: string; paths: string[]; exports: unknown; _compile(src: string, file: string): void };
+        _nodeModulePaths(dir: string): string[];
+      };
+      const filename = `${codeRoot}/.faas-runtime-import.cjs`;
+      const mod = new ModuleClass(filename);
+      mod.filename = filename;
+      mod.paths = ModuleClass._nodeModulePaths(codeRoot);
+      mod._compile("module.exports = (url) => import(url);", filename);
+      compiled = mod.exports as (url: string) => Promise<unknown>;
+    }
+    return compiled(url);
+  };
+}
+
 async function warmUp(
   http: typeof Http,
   fs: typeof Fs,
   listen: Args["listen"],
   createRequire: (p: string) => (id: string) => unknown,
+  importModule: (url: string) => Promise<unknown>,
 ): Promise<void> {
   const file = `/tmp/.faas-warmup-${process.pid}.js`;
   try {
@@ -195,6 +247,8 @@ async function warmUp(
     const call = parseRpcRequest('{"jsonrpc":"2.0","method":"Warm.ping","params":[1],"id":1}');
     if (!isAnswer(call)) await dispatchRpc(call, classes, new Map());
     fs.unlinkSync(file);
+    // The ES module loader starts on its first import: let a generic instance pay for it, not a call.
+    await importModule("data:text/javascript,export%20const%20warm%3D1");
   } catch {
     // A read-only or missing /tmp only costs the warm-up.
   }
@@ -214,6 +268,16 @@ async function warmUp(
     );
     req.on("error", () => resolve());
   });
+}
+
+// A process started from a startup snapshot finds console.Console undefined (node 22 and 24: the key
+// survives, its value does not). Loggers that make their own Console (Powertools) need it: the class is
+// kept here while the snapshot is built and put back when the process starts, before any code imports
+// node:console (whose ES module face reads the value then).
+const ConsoleClass = (require("node:console") as { Console: unknown }).Console;
+function restoreConsoleClass(): void {
+  const target = console as unknown as { Console: unknown };
+  if (typeof target.Console !== "function") target.Console = ConsoleClass;
 }
 
 const v8 = require("node:v8") as typeof V8;

@@ -33,7 +33,7 @@ import {
   SOURCE_IP_HEADER,
   TIMEOUT_HEADER,
 } from "../../contracts/guest-protocol.ts";
-import { type CallContext, installConsoleCapture } from "./console-capture.ts";
+import { type CallContext, installConsoleCapture, type WritableLike } from "./console-capture.ts";
 import type { ConsoleQueue } from "./console-queue.ts";
 import { corsFor, GENEZIO_DEFAULT_CORS } from "./cors.ts";
 import { functionEnvironment, functionIdentity } from "./function-env.ts";
@@ -55,7 +55,7 @@ import {
   lambdaContext,
   resultToAnswer,
 } from "./lambda.ts";
-import { importModule, LoadError, resolveEntry } from "./loader.ts";
+import { importModule, LoadError, pickExport, resolveFunction } from "./loader.ts";
 import type { CreateRequireFn } from "./require-type.ts";
 import { type CachingCrypto, drainCryptoCaches, reseedMathRandom } from "./reseed.ts";
 
@@ -77,6 +77,8 @@ export interface RuntimeDeps {
   readonly net: typeof Net;
   readonly AsyncLocalStorage: typeof AsyncLocalStorage;
   readonly createRequire: CreateRequireFn;
+  /** import() of a file: URL, for ES module entries (loader.ts ModuleLoaders). */
+  readonly importModule: (url: string) => Promise<unknown>;
   readonly fs: { existsSync(p: string): boolean; readFileSync(p: string, enc: "utf8"): string };
   readonly format: (...args: unknown[]) => string;
   readonly randomUUID: () => string;
@@ -87,6 +89,8 @@ export interface RuntimeDeps {
   /** The realm's Math: its random is replaced at init with one seeded from the host's entropy. */
   readonly math: { random: () => number };
   readonly guest?: GuestSteps;
+  /** process.stdout/stderr: the code's direct writes to them are captured as log lines. */
+  readonly streams?: ReadonlyArray<readonly [WritableLike, "info" | "error"]>;
   /**
    * Keeps console lines for the host instead of writing them to stdout: pushed in batches on the framed
    * connection that serves the function, or fetched at GET /_faas/console by an HTTP host.
@@ -174,6 +178,7 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ne
         }
       : (line) => deps.writeStdout(`${JSON.stringify(line)}\n`),
     () => loaded?.name ?? null,
+    deps.streams ?? [],
   );
   /** Lines still kept when the process ends go to stdout, which the process sandbox's host reads. */
   const spillConsole = () => {
@@ -466,7 +471,10 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ne
           exists: deps.fs.existsSync,
           readFile: (p: string) => deps.fs.readFileSync(p, "utf8"),
         };
-        const entry = typeof body.entry === "string" ? body.entry : resolveEntry(opts.codePath, fsProbe);
+        const target = resolveFunction(opts.codePath, fsProbe);
+        const entry = typeof body.entry === "string" ? body.entry : target.file;
+        // The record names the entry file; a Lambda handler name in package.json names its export.
+        const exportPath = entry === target.file ? target.exportPath : null;
         const place = {
           codePath: opts.codePath,
           instanceId,
@@ -481,8 +489,8 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ne
           logBudget: opts.logBytesPerCall,
           truncated: false,
         };
-        const moduleExports = storage.run(ctx, () => importModule(deps.createRequire, opts.codePath, entry));
-        const handler = moduleExports.handler;
+        const moduleExports = await storage.run(ctx, () => importModule(deps, opts.codePath, entry, fsProbe));
+        const handler = exportPath ? pickExport(moduleExports, entry, exportPath) : moduleExports.handler;
         const classes = exportedClasses(moduleExports);
         if (typeof handler !== "function" && classes.size === 0) {
           throw new LoadError(`${entry} exports neither a handler(event, context) function nor a class`);

@@ -11,13 +11,14 @@ import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
 import { applyConfigPatch, type FunctionConfigPatch, publicConfig } from "../../contracts/function-config.ts";
+import { EntryError, resolveFunctionEntry } from "../../contracts/function-entry.ts";
 import type { LoadSettings } from "../../contracts/guest-protocol.ts";
+import type { NativeAddonAbi } from "../../contracts/native-addons.ts";
 import {
   FUNCTION_NAME,
   RESERVED_FUNCTION_NAMES,
   RecordFormatError,
 } from "../../contracts/registry-layout.ts";
-import { LoadError, resolveEntry } from "../../guest-images/runtime/loader.ts";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import {
@@ -35,6 +36,7 @@ import {
   unpackBundle,
 } from "./bundle.ts";
 import type { CodeDisks } from "./code-disks.ts";
+import { checkNativeAddons } from "./native-addon-check.ts";
 
 export { FUNCTION_NAME };
 
@@ -108,6 +110,8 @@ export interface RegistryOptions {
   readonly log?: Logger;
   /** Set for microVM drivers: each function's code also goes on a code disk image. */
   readonly codeDisks?: CodeDisks;
+  /** What native addons the base loads: a deploy with an addon it cannot load is refused. */
+  readonly nativeAddons?: NativeAddonAbi;
   /** Called after a refresh added, replaced (with the new record) or removed (undefined) a function. */
   readonly onChange?: (name: string, record: FunctionRecord | undefined) => void;
   /** Defaults and bounds of memory and timeout, and the region (default: 30 s, memory unknown). */
@@ -297,9 +301,9 @@ export class Registry {
       await unpackBundle(bytes, codePath, this.limits);
     }
     try {
-      resolveEntry(codePath, confinedFs(codePath));
+      resolveFunctionEntry(codePath, confinedFs(codePath));
     } catch (err) {
-      if (err instanceof LoadError || err instanceof BundleError) throw new SkippedRecord(err.message, true);
+      if (err instanceof EntryError || err instanceof BundleError) throw new SkippedRecord(err.message, true);
       throw err;
     }
     await this.options.codeDisks?.ensure(record.codeHash, codePath);
@@ -394,9 +398,12 @@ export class Registry {
     }
     let entry: string;
     try {
-      entry = resolveEntry(codePath, confinedFs(codePath));
+      entry = resolveFunctionEntry(codePath, confinedFs(codePath)).file;
+      if (this.options.nativeAddons) await checkNativeAddons(codePath, this.options.nativeAddons);
     } catch (err) {
-      if (err instanceof LoadError) throw new BundleError(err.message);
+      // Nothing stored changes: the folder unpacked for this deploy goes, unless a function uses it.
+      if (![...this.records.values()].some((r) => r.codeHash === codeHash)) await forceRemove(codePath);
+      if (err instanceof EntryError) throw new BundleError(err.message);
       throw err;
     }
     let artifactPath = codePath;

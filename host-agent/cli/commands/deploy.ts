@@ -1,9 +1,15 @@
 /** `faas deploy <dir>`: bundle a function's folder and deploy it through the admin API. */
 import path from "node:path";
 import type { FunctionConfigPatch } from "../../../contracts/function-config.ts";
-import { adminRequest, configPatchOf, deployConfigHeaders, type Endpoints } from "../admin-client.ts";
+import {
+  adminRequest,
+  CliError,
+  configPatchOf,
+  deployConfigHeaders,
+  type Endpoints,
+} from "../admin-client.ts";
 import { type CommandSpec, printJson, stringOption, stringsOption } from "../command.ts";
-import { packFunction } from "../pack.ts";
+import { heaviestParts, type PackOptions, packFunctionWithList } from "../pack.ts";
 
 /** What `PUT /v1/functions/<name>` answers. */
 export interface DeployAnswer {
@@ -16,12 +22,20 @@ export async function deployFolder(
   dir: string,
   name: string,
   config?: FunctionConfigPatch,
+  options: PackOptions = {},
 ): Promise<DeployAnswer> {
-  const bytes = await packFunction(dir);
+  const { bytes, sizes } = await packFunctionWithList(dir, options);
   const { json } = await adminRequest(ep, "PUT", `/v1/functions/${encodeURIComponent(name)}`, {
     bytes,
     type: "application/gzip",
     headers: deployConfigHeaders(config),
+  }).catch((err: Error) => {
+    if (err instanceof CliError && /failed \(413\)/.test(err.message)) {
+      throw new CliError(
+        `${err.message}; heaviest parts: ${heaviestParts(sizes)} (leave out what the function does not need with a .faasignore)`,
+      );
+    }
+    throw err;
   });
   return json as unknown as DeployAnswer;
 }
@@ -36,10 +50,11 @@ export function defaultName(dir: string): string {
 
 export const deployCommand: CommandSpec = {
   name: "deploy",
-  summary: "bundle a folder's entry with esbuild and deploy it (a redeploy replaces the code)",
+  summary: "ship a folder (its files, TypeScript compiled, production node_modules) and deploy it",
   description: [
-    'The entry is package.json\'s "source" or "main", else index.ts, index.mts, index.js, index.mjs,',
-    "index.cjs, src/index.ts or src/index.js; it and everything it imports become one file.",
+    "A redeploy replaces the code. A .faasignore (gitignore rules) or package.json's files say what stays",
+    'out. The entry is package.json\'s "faas": {"handler": "src/lambda.handler"} or --handler, else',
+    '"main", else index.js/index.mjs/index.cjs (TypeScript is compiled next to its source first).',
   ].join("\n"),
   positionals: [{ name: "dir", required: true, description: "the function's folder" }],
   options: {
@@ -47,6 +62,11 @@ export const deployCommand: CommandSpec = {
       type: "string",
       value: "<name>",
       description: "the function's name (default: the folder's name, lower-cased)",
+    },
+    handler: {
+      type: "string",
+      value: "<file.export>",
+      description: "a Lambda handler name, e.g. src/lambda.handler (default: package.json's faas.handler)",
     },
     env: {
       type: "string",
@@ -87,7 +107,8 @@ export const deployCommand: CommandSpec = {
       memory: stringOption(line, "memory"),
       timeout: stringOption(line, "timeout"),
     });
-    const out = await deployFolder(ep, dir, name, config);
+    const handler = stringOption(line, "handler");
+    const out = await deployFolder(ep, dir, name, config, handler ? { handler } : {});
     if (line.json) {
       printJson({ ...out, url: `${ep.dataUrl}/${out.function.name}` });
       return 0;
