@@ -142,15 +142,8 @@ export const handler = async () => ({ statusCode: 200, body: shout(template.trim
       "index.js": "exports.handler = async () => 1;\n",
       "blob.bin": randomBytes(400 * 1024),
     });
-    const errors: string[] = [];
-    const error = console.error;
-    console.error = (...args: unknown[]) => errors.push(args.join(" "));
-    try {
-      const { code } = await runCli(agent, ["deploy", dir, "--name", "too-big"]);
-      assert.equal(code, 1);
-    } finally {
-      console.error = error;
-    }
+    const { code, errors } = await runCli(agent, ["deploy", dir, "--name", "too-big"]);
+    assert.equal(code, 1);
     assert.match(
       errors.join("\n"),
       /failed \(413\): .*262144 bytes.*; heaviest parts: blob\.bin 0\.4 MiB, .*\(leave out what the function does not need with a \.faasignore\)/,
