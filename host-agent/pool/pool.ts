@@ -20,7 +20,9 @@ import type {
   SandboxInstance,
   SandboxLimits,
 } from "../sandbox/driver.ts";
+import { InstanceTable, type PoolInstance } from "./instance.ts";
 import type { InstanceSource, StartHealth } from "./instance-source.ts";
+import { type Acquired, type FunctionCode, FunctionLoadError, PoolBusyError } from "./lease.ts";
 import {
   callsPerInstanceInQueue,
   capacity,
@@ -29,69 +31,22 @@ import {
   genericTarget,
   type PolicyConfig,
 } from "./policy.ts";
+import { PoolLease } from "./pool-lease.ts";
+import { poolReport } from "./pool-report.ts";
 import { TrafficStats } from "./traffic.ts";
+import { type Waiter, WaitQueue } from "./wait-queue.ts";
 
 /** How long after taking a generic instance its replacement starts (the call is served first). */
 const REFILL_DELAY_MS = 50;
+
+/** How long a stopping instance may take to hand over its waiting console lines. */
+const CONSOLE_FLUSH_MS = 250;
 
 export interface PoolConfig extends PolicyConfig {
   /** Instance starts in flight, at most (admission). */
   readonly maxStarting: number;
   /** A specialized instance idle this long is stopped. */
   readonly idleTtlMs: number;
-}
-
-export interface FunctionCode {
-  readonly name: string;
-  readonly codeHash: string;
-  readonly entry: string;
-  /** Host path of the code, as the driver attaches it. */
-  readonly hostPath: string;
-}
-
-export type InstanceState = "starting" | "generic" | "specializing" | "idle" | "busy" | "stopping";
-
-export interface PoolInstance {
-  readonly id: string;
-  readonly sandbox: SandboxInstance;
-  readonly client: GuestClient;
-  state: InstanceState;
-  fn: FunctionCode | undefined;
-  calls: number;
-  readonly startedAt: number;
-  lastUsedAt: number;
-  idleTimer: TimerHandle | undefined;
-  /** Set when the code it serves was replaced or deleted: stop it when its call ends. */
-  retireOnRelease: boolean;
-}
-
-export type Acquired = "warm" | "generic" | "cold";
-
-export interface Lease {
-  readonly instance: PoolInstance;
-  readonly acquired: Acquired;
-  readonly waitedMs: number;
-  /** Clock ms when the call got the instance (service time is measured from here). */
-  readonly at: number;
-}
-
-/** No instance could be had before the call's deadline. */
-/** How long a stopping instance may take to hand over its waiting console lines. */
-const CONSOLE_FLUSH_MS = 250;
-
-export class PoolBusyError extends Error {
-  override readonly name = "PoolBusyError";
-  constructor(
-    message: string,
-    readonly retryAfterSeconds: number,
-  ) {
-    super(message);
-  }
-}
-
-/** The function's module failed to load in a fresh instance. */
-export class FunctionLoadError extends Error {
-  override readonly name = "FunctionLoadError";
 }
 
 export interface PoolDeps {
@@ -106,19 +61,9 @@ export interface PoolDeps {
   readonly clientFor?: (sandbox: SandboxInstance) => GuestClient;
 }
 
-interface Waiter {
-  readonly fn: FunctionCode;
-  readonly deadline: number;
-  readonly enqueuedAt: number;
-  readonly resolve: (lease: Lease) => void;
-  readonly reject: (err: Error) => void;
-  timer: TimerHandle | undefined;
-  served: boolean;
-}
-
 export class Pool implements InstanceSource {
-  private readonly instances = new Map<string, PoolInstance>();
-  private readonly waiters: Waiter[] = [];
+  private readonly instances = new InstanceTable();
+  private readonly queue: WaitQueue;
   readonly traffic = new TrafficStats();
   private starting = 0;
   private startingGeneric = 0;
@@ -128,9 +73,12 @@ export class Pool implements InstanceSource {
   private startsOk = 0;
   private lastStartError: string | undefined;
   private refillTimer: TimerHandle | undefined;
+  private refillSoonTimer: TimerHandle | undefined;
   private closed = false;
 
-  constructor(private readonly deps: PoolDeps) {}
+  constructor(private readonly deps: PoolDeps) {
+    this.queue = new WaitQueue(deps.clock, deps.metrics, () => this.busyError());
+  }
 
   /** Starts filling the generic pool (in the background). */
   start(): void {
@@ -141,42 +89,25 @@ export class Pool implements InstanceSource {
     return this.deps.base;
   }
 
-  private count(state: InstanceState): number {
-    let n = 0;
-    for (const i of this.instances.values()) if (i.state === state) n++;
-    return n;
-  }
-
   /** Instances alive or starting (those being stopped no longer count). */
   private get live(): number {
-    let n = 0;
-    for (const i of this.instances.values()) if (i.state !== "stopping") n++;
-    return n + this.starting;
+    return this.instances.alive() + this.starting;
   }
 
   private get capacity(): number {
     return capacity(this.deps.config);
   }
 
-  /** Instances holding (or being given) `name`'s code, by state. */
-  private functionCounts(name: string): { idle: number; busy: number; specializing: number; total: number } {
-    const starting = this.startingFor.get(name) ?? 0;
-    const c = { idle: 0, busy: 0, specializing: starting, total: starting };
-    for (const i of this.instances.values()) {
-      if (i.fn?.name !== name) continue;
-      if (i.state === "idle") c.idle++;
-      else if (i.state === "busy") c.busy++;
-      else if (i.state === "specializing") c.specializing++;
-      else continue;
-      c.total++;
-    }
-    return c;
+  private functionCounts(name: string) {
+    return this.instances.functionCounts(name, this.startingFor.get(name) ?? 0);
   }
 
   private currentGenericTarget(): number {
     const now = this.deps.clock.now();
     return genericTarget(this.deps.config, this.traffic.misses.rate(now), this.traffic.startMs.get());
   }
+
+  // --- Starting and losing instances -------------------------------------------------------------
 
   /** Starts one instance; it joins the pool as generic. */
   private async startInstance(): Promise<PoolInstance> {
@@ -213,7 +144,7 @@ export class Pool implements InstanceSource {
       idleTimer: undefined,
       retireOnRelease: false,
     };
-    this.instances.set(id, instance);
+    this.instances.add(instance);
     void sandbox.exited.then((exit) => this.onGone(instance, exit));
     if (this.closed) void this.stop(instance, "pool closed");
     return instance;
@@ -221,7 +152,7 @@ export class Pool implements InstanceSource {
 
   private onGone(instance: PoolInstance, exit: SandboxExit): void {
     this.clearIdleTimer(instance);
-    this.instances.delete(instance.id);
+    this.instances.delete(instance);
     void instance.client.close();
     this.deps.metrics.instanceExits.inc({ cause: exit.cause });
     if (exit.cause === "exited") {
@@ -236,8 +167,6 @@ export class Pool implements InstanceSource {
     }
   }
 
-  private refillSoonTimer: TimerHandle | undefined;
-
   /** A refill a moment from now, once the call that took a generic instance has been served. */
   private refillSoon(): void {
     if (this.refillSoonTimer || this.closed) return;
@@ -250,7 +179,7 @@ export class Pool implements InstanceSource {
   /** Keeps the generic pool at its target, in the background, with backoff while starts fail. */
   private refill(): void {
     if (this.closed || this.refillTimer) return;
-    if (this.currentGenericTarget() - this.count("generic") - this.startingGeneric <= 0) return;
+    if (this.currentGenericTarget() - this.instances.count("generic") - this.startingGeneric <= 0) return;
     if (this.startFailures > 0) {
       const delay = Math.min(30_000, 100 * 2 ** Math.min(this.startFailures, 9));
       this.refillTimer = this.deps.clock.setTimeout(() => {
@@ -266,11 +195,11 @@ export class Pool implements InstanceSource {
     const target = this.currentGenericTarget();
     while (
       !this.closed &&
-      this.count("generic") + this.startingGeneric < target &&
+      this.instances.count("generic") + this.startingGeneric < target &&
       this.live < this.capacity &&
       this.starting < this.deps.config.maxStarting &&
       // Calls waiting come first: they get capacity through pump().
-      this.waiters.length === 0
+      this.queue.length === 0
     ) {
       this.startingGeneric++;
       this.startInstance()
@@ -290,12 +219,14 @@ export class Pool implements InstanceSource {
     }
   }
 
+  // --- Acquiring ---------------------------------------------------------------------------------
+
   /**
    * An instance for one call of `fn`, by the first path that works: an idle instance of the same code
    * (warm), a generic one specialized now, a new one started now, else a place in the queue until the
    * deadline (absolute, clock ms).
    */
-  async acquire(fn: FunctionCode, deadline: number): Promise<Lease> {
+  async acquire(fn: FunctionCode, deadline: number): Promise<PoolLease> {
     if (this.closed) throw new PoolBusyError("the agent is shutting down", 5);
     const now = this.deps.clock.now();
     this.traffic.arrivals.record(now);
@@ -303,17 +234,11 @@ export class Pool implements InstanceSource {
     const warm = this.takeWarm(fn);
     if (warm) return this.lease(warm, "warm", now);
     this.traffic.misses.record(now);
-    if (!this.waiters.some((w) => !w.served) && !this.shouldWait(fn, this.queuedFor(fn.name))) {
+    if (!this.queue.hasUnserved() && !this.shouldWait(fn, this.queue.queuedFor(fn.name))) {
       const lease = await this.freshWithin(fn, now, deadline);
       if (lease) return lease;
     }
     return this.enqueue(fn, deadline, now);
-  }
-
-  private queuedFor(name: string): number {
-    let n = 0;
-    for (const w of this.waiters) if (!w.served && w.fn.name === name) n++;
-    return n;
   }
 
   /**
@@ -330,19 +255,16 @@ export class Pool implements InstanceSource {
   }
 
   /** A lease for a call; counted in the acquire metric unless its caller may still give up on it. */
-  private lease(instance: PoolInstance, acquired: Acquired, since: number, counted = true): Lease {
+  private lease(instance: PoolInstance, acquired: Acquired, since: number, counted = true): PoolLease {
     if (counted) this.deps.metrics.poolAcquire.inc({ result: acquired });
     const at = this.deps.clock.now();
-    return { instance, acquired, waitedMs: at - since, at };
+    return new PoolLease(instance, acquired, at - since, at, this.deps.clock, (lease, healthy) =>
+      this.release(lease, healthy),
+    );
   }
 
   private takeWarm(fn: FunctionCode): PoolInstance | undefined {
-    let best: PoolInstance | undefined;
-    for (const i of this.instances.values()) {
-      if (i.state !== "idle" || i.fn?.name !== fn.name || i.fn.codeHash !== fn.codeHash) continue;
-      // Most recently used first: the others age out and stop.
-      if (!best || i.lastUsedAt > best.lastUsedAt) best = i;
-    }
+    const best = this.instances.idleFor(fn);
     if (best) this.markBusy(best);
     return best;
   }
@@ -355,9 +277,9 @@ export class Pool implements InstanceSource {
   }
 
   /** A generic instance specialized for `fn`, or a new one; undefined when capacity is exhausted now. */
-  private async tryFresh(fn: FunctionCode, since: number): Promise<Lease | undefined> {
+  private async tryFresh(fn: FunctionCode, since: number): Promise<PoolLease | undefined> {
     if (this.functionCounts(fn.name).total >= functionMax(this.deps.config)) return undefined;
-    const generic = this.takeGeneric(fn);
+    const generic = this.instances.claimGeneric(fn);
     if (generic) {
       try {
         await this.specialize(generic, fn);
@@ -390,7 +312,7 @@ export class Pool implements InstanceSource {
    * tryFresh for a call that gives up at `deadline`: a start or load that takes longer does not hold the
    * call past it. The instance it prepares is kept, warm for the function's next call.
    */
-  private freshWithin(fn: FunctionCode, since: number, deadline: number): Promise<Lease | undefined> {
+  private freshWithin(fn: FunctionCode, since: number, deadline: number): Promise<PoolLease | undefined> {
     const fresh = this.tryFresh(fn, since);
     return new Promise((resolve, reject) => {
       let gaveUp = false;
@@ -425,7 +347,7 @@ export class Pool implements InstanceSource {
   }
 
   /** An instance prepared for a call that gave up before it was ready: idle, for the next call. */
-  private handBack(lease: Lease): void {
+  private handBack(lease: PoolLease): void {
     const instance = lease.instance;
     if (instance.state !== "busy") return;
     instance.calls--;
@@ -444,24 +366,9 @@ export class Pool implements InstanceSource {
     this.markBusy(instance);
   }
 
-  /** Claims an idle generic instance, for `fn` when given (so it counts as being prepared for it). */
-  private takeGeneric(fn?: FunctionCode): PoolInstance | undefined {
-    for (const i of this.instances.values()) {
-      if (i.state === "generic") {
-        i.state = "specializing";
-        i.fn = fn;
-        return i;
-      }
-    }
-    return undefined;
-  }
-
   /** Stops the least recently used idle specialized instance to make room. */
   private evictIdleForRoom(): boolean {
-    let victim: PoolInstance | undefined;
-    for (const i of this.instances.values()) {
-      if (i.state === "idle" && (!victim || i.lastUsedAt < victim.lastUsedAt)) victim = i;
-    }
+    const victim = this.instances.evictionVictim();
     if (!victim) return false;
     void this.stop(victim, "room needed for another function");
     return true;
@@ -490,50 +397,30 @@ export class Pool implements InstanceSource {
     }
   }
 
-  private enqueue(fn: FunctionCode, deadline: number, enqueuedAt: number): Promise<Lease> {
+  // --- The wait queue ----------------------------------------------------------------------------
+
+  private enqueue(fn: FunctionCode, deadline: number, enqueuedAt: number): Promise<PoolLease> {
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = { fn, deadline, enqueuedAt, resolve, reject, timer: undefined, served: false };
       if (deadline <= this.deps.clock.now()) {
         reject(this.busyError());
         return;
       }
-      this.armDeadline(waiter);
-      this.waiters.push(waiter);
-      this.deps.metrics.queueDepth.set(this.waiters.length);
+      this.queue.add({ fn, deadline, enqueuedAt, resolve, reject, timer: undefined, served: false });
       this.pump();
     });
   }
 
   private busyError(): PoolBusyError {
     return new PoolBusyError(
-      `no instance became free within the call's deadline (${this.live} instances busy or starting, capacity ${this.capacity}, ${this.waiters.length} calls queued)`,
+      `no instance became free within the call's deadline (${this.live} instances busy or starting, capacity ${this.capacity}, ${this.queue.length} calls queued)`,
       1,
     );
-  }
-
-  private armDeadline(waiter: Waiter): void {
-    waiter.timer = this.deps.clock.setTimeout(
-      () => {
-        if (waiter.served) return;
-        waiter.served = true;
-        this.removeWaiter(waiter);
-        waiter.reject(this.busyError());
-      },
-      Math.max(0, waiter.deadline - this.deps.clock.now()),
-    );
-  }
-
-  private removeWaiter(waiter: Waiter): void {
-    const i = this.waiters.indexOf(waiter);
-    if (i >= 0) this.waiters.splice(i, 1);
-    if (waiter.timer) this.deps.clock.clearTimeout(waiter.timer);
-    this.deps.metrics.queueDepth.set(this.waiters.length);
   }
 
   /** Serves queued calls, in order, with whatever became available. */
   private pump(): void {
     const aheadOf = new Map<string, number>();
-    for (const waiter of [...this.waiters]) {
+    for (const waiter of this.queue.inOrder()) {
       if (waiter.served) continue;
       const name = waiter.fn.name;
       const ahead = aheadOf.get(name) ?? 0;
@@ -545,10 +432,10 @@ export class Pool implements InstanceSource {
       }
       if (this.shouldWait(waiter.fn, ahead)) continue;
       const canStart =
-        this.starting < this.deps.config.maxStarting && (this.live < this.capacity || this.count("idle") > 0);
-      if (this.count("generic") === 0 && !canStart) continue;
-      waiter.served = true;
-      this.removeWaiter(waiter);
+        this.starting < this.deps.config.maxStarting &&
+        (this.live < this.capacity || this.instances.count("idle") > 0);
+      if (this.instances.count("generic") === 0 && !canStart) continue;
+      this.queue.take(waiter);
       this.freshWithin(waiter.fn, waiter.enqueuedAt, waiter.deadline).then(
         (lease) => {
           if (lease) {
@@ -557,9 +444,7 @@ export class Pool implements InstanceSource {
             return;
           }
           // Lost the race for capacity: back in line, keeping its place and deadline.
-          waiter.served = false;
-          this.waiters.unshift(waiter);
-          this.armDeadline(waiter);
+          this.queue.putBack(waiter);
         },
         (err: Error) => waiter.reject(err),
       );
@@ -567,15 +452,16 @@ export class Pool implements InstanceSource {
   }
 
   private serve(waiter: Waiter, instance: PoolInstance, acquired: Acquired): void {
-    waiter.served = true;
-    this.removeWaiter(waiter);
+    this.queue.take(waiter);
     const lease = this.lease(instance, acquired, waiter.enqueuedAt);
     this.deps.metrics.queueWait.observe(lease.waitedMs / 1000);
     waiter.resolve(lease);
   }
 
-  /** Gives an instance back after its call: idle again, or stopped when it failed or was retired. */
-  release(lease: Lease, healthy: boolean): void {
+  // --- Giving back, idling, stopping -------------------------------------------------------------
+
+  /** An instance back after its call (lease.end): idle again, or stopped when it failed or was retired. */
+  private release(lease: PoolLease, healthy: boolean): void {
     const instance = lease.instance;
     if (instance.state !== "busy") return;
     const now = this.deps.clock.now();
@@ -586,9 +472,7 @@ export class Pool implements InstanceSource {
     }
     instance.state = "idle";
     instance.lastUsedAt = now;
-    const waiter = this.waiters.find(
-      (w) => !w.served && w.fn.name === instance.fn?.name && w.fn.codeHash === instance.fn.codeHash,
-    );
+    const waiter = this.queue.firstFor(instance.fn!);
     if (waiter) {
       this.markBusy(instance);
       this.serve(waiter, instance, "warm");
@@ -618,7 +502,7 @@ export class Pool implements InstanceSource {
       t.serviceMs.get(),
     );
     if (this.functionCounts(fn.name).total >= target) return;
-    const generic = this.takeGeneric(fn);
+    const generic = this.instances.claimGeneric(fn);
     if (!generic) return;
     this.refill();
     this.specialize(generic, fn).then(
@@ -639,7 +523,7 @@ export class Pool implements InstanceSource {
   }
 
   /** Ends an instance (on timeouts, failures, TTL, redeploys). */
-  async stop(instance: PoolInstance, reason: string): Promise<void> {
+  private async stop(instance: PoolInstance, reason: string): Promise<void> {
     if (instance.state === "stopping") return instance.sandbox.destroy(reason);
     this.clearIdleTimer(instance);
     instance.state = "stopping";
@@ -653,7 +537,7 @@ export class Pool implements InstanceSource {
    * behind. Throws FunctionLoadError when the module fails to load.
    */
   async prespecialize(fn: FunctionCode, deadline: number): Promise<LoadResponse> {
-    let instance = this.takeGeneric(fn);
+    let instance = this.instances.claimGeneric(fn);
     if (instance) this.refill();
     else {
       if (this.live >= this.capacity && !this.evictIdleForRoom()) {
@@ -691,6 +575,8 @@ export class Pool implements InstanceSource {
     return n;
   }
 
+  // --- Reporting and closing ---------------------------------------------------------------------
+
   startHealth(): StartHealth {
     return {
       baseVersion: this.deps.base.version,
@@ -712,72 +598,29 @@ export class Pool implements InstanceSource {
   snapshot() {
     const now = this.deps.clock.now();
     this.traffic.prune(now);
-    const byState: Record<InstanceState, number> = {
-      starting: this.starting,
-      generic: 0,
-      specializing: 0,
-      idle: 0,
-      busy: 0,
-      stopping: 0,
-    };
-    const functions: Record<string, { idle: number; busy: number; specializing: number }> = {};
-    for (const i of this.instances.values()) {
-      byState[i.state]++;
-      if (i.fn && (i.state === "idle" || i.state === "busy" || i.state === "specializing")) {
-        const f = functions[i.fn.name] ?? { idle: 0, busy: 0, specializing: 0 };
-        f[i.state]++;
-        functions[i.fn.name] = f;
-      }
-    }
-    const traffic: Record<string, { callsPerSecond: number; serviceMs: number | null; target: number }> = {};
-    for (const [name, t] of this.traffic.functions()) {
-      const rate = t.arrivals.rate(now);
-      traffic[name] = {
-        callsPerSecond: rate,
-        serviceMs: t.serviceMs.get() ?? null,
-        target: functionTarget(this.deps.config, rate, t.serviceMs.get()),
-      };
-    }
-    for (const [state, n] of Object.entries(byState)) this.deps.metrics.instances.set({ state }, n);
-    const genericGoal = this.currentGenericTarget();
-    this.deps.metrics.genericTarget.set(genericGoal);
-    this.deps.metrics.memoryReserved.set(this.live * this.deps.config.instanceMemoryMiB * 1024 * 1024);
-    return {
-      baseVersion: this.deps.base.version,
-      driver: this.deps.driver.kind,
-      instances: byState,
-      total: this.live,
-      queued: this.waiters.length,
-      functions,
-      targets: {
-        generic: genericGoal,
+    return poolReport(
+      {
+        now,
+        baseVersion: this.deps.base.version,
+        driverKind: this.deps.driver.kind,
+        config: this.deps.config,
+        instances: this.instances.values(),
+        starting: this.starting,
+        live: this.live,
         capacity: this.capacity,
-        functionMax: functionMax(this.deps.config),
+        queued: this.queue.length,
+        genericTarget: this.currentGenericTarget(),
+        traffic: this.traffic,
       },
-      measured: {
-        callsPerSecond: this.traffic.arrivals.rate(now),
-        missesPerSecond: this.traffic.misses.rate(now),
-        startMs: this.traffic.startMs.get() ?? null,
-        specializeMs: this.traffic.specializeMs.get() ?? null,
-        functions: traffic,
-      },
-      memory: {
-        budgetMiB: this.deps.config.memoryBudgetMiB,
-        reservedMiB: this.live * this.deps.config.instanceMemoryMiB,
-      },
-      config: this.deps.config,
-    };
+      this.deps.metrics,
+    );
   }
 
   async close(): Promise<void> {
     this.closed = true;
     if (this.refillTimer) this.deps.clock.clearTimeout(this.refillTimer);
     if (this.refillSoonTimer) this.deps.clock.clearTimeout(this.refillSoonTimer);
-    for (const w of [...this.waiters]) {
-      w.served = true;
-      this.removeWaiter(w);
-      w.reject(new PoolBusyError("the agent is shutting down", 5));
-    }
+    this.queue.rejectAll(() => new PoolBusyError("the agent is shutting down", 5));
     await Promise.all([...this.instances.values()].map((i) => this.stop(i, "agent shutting down")));
   }
 }
