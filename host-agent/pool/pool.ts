@@ -10,7 +10,7 @@
  */
 import type { LoadResponse } from "../../contracts/guest-protocol.ts";
 import type { Clock, TimerHandle } from "../clock.ts";
-import { GuestClient, GuestError } from "../guest/client.ts";
+import { type GuestClient, GuestError } from "../guest/client.ts";
 import type { Logger } from "../log.ts";
 import type { AgentMetrics } from "../metrics.ts";
 import type {
@@ -22,6 +22,7 @@ import type {
 } from "../sandbox/driver.ts";
 import { InstanceTable, type PoolInstance } from "./instance.ts";
 import type { InstanceSource, StartHealth } from "./instance-source.ts";
+import { InstanceStarter } from "./instance-starter.ts";
 import { type Acquired, type FunctionCode, FunctionLoadError, PoolBusyError } from "./lease.ts";
 import {
   callsPerInstanceInQueue,
@@ -65,19 +66,17 @@ export class Pool implements InstanceSource {
   private readonly instances = new InstanceTable();
   private readonly queue: WaitQueue;
   readonly traffic = new TrafficStats();
-  private starting = 0;
+  private readonly starter: InstanceStarter;
   private startingGeneric = 0;
   /** Cold starts in flight, by the function they are for (they have no instance entry yet). */
   private readonly startingFor = new Map<string, number>();
-  private startFailures = 0;
-  private startsOk = 0;
-  private lastStartError: string | undefined;
   private refillTimer: TimerHandle | undefined;
   private refillSoonTimer: TimerHandle | undefined;
   private closed = false;
 
   constructor(private readonly deps: PoolDeps) {
     this.queue = new WaitQueue(deps.clock, deps.metrics, () => this.busyError());
+    this.starter = new InstanceStarter(deps, this.traffic);
   }
 
   /** Starts filling the generic pool (in the background). */
@@ -91,7 +90,7 @@ export class Pool implements InstanceSource {
 
   /** Instances alive or starting (those being stopped no longer count). */
   private get live(): number {
-    return this.instances.alive() + this.starting;
+    return this.instances.alive() + this.starter.inFlight;
   }
 
   private get capacity(): number {
@@ -111,41 +110,9 @@ export class Pool implements InstanceSource {
 
   /** Starts one instance; it joins the pool as generic. */
   private async startInstance(): Promise<PoolInstance> {
-    const id = this.deps.newInstanceId();
-    this.starting++;
-    const t0 = this.deps.clock.now();
-    let sandbox: SandboxInstance;
-    try {
-      sandbox = await this.deps.driver.start({ id, base: this.deps.base, limits: this.deps.limits });
-    } catch (err) {
-      this.starting--;
-      this.startFailures++;
-      this.lastStartError = (err as Error).message;
-      this.deps.metrics.instanceStarts.inc({ result: "failed" });
-      this.deps.log.error({ instance: id, err: (err as Error).message }, "instance start failed");
-      throw err;
-    }
-    this.starting--;
-    this.startFailures = 0;
-    this.startsOk++;
-    const now = this.deps.clock.now();
-    this.deps.metrics.instanceStarts.inc({ result: "ok" });
-    this.deps.metrics.instanceStart.observe((now - t0) / 1000);
-    this.traffic.startMs.add(now - t0);
-    const instance: PoolInstance = {
-      id,
-      sandbox,
-      client: this.deps.clientFor?.(sandbox) ?? new GuestClient(sandbox.endpoint),
-      state: "generic",
-      fn: undefined,
-      calls: 0,
-      startedAt: now,
-      lastUsedAt: now,
-      idleTimer: undefined,
-      retireOnRelease: false,
-    };
+    const instance = await this.starter.start();
     this.instances.add(instance);
-    void sandbox.exited.then((exit) => this.onGone(instance, exit));
+    void instance.sandbox.exited.then((exit) => this.onGone(instance, exit));
     if (this.closed) void this.stop(instance, "pool closed");
     return instance;
   }
@@ -180,8 +147,8 @@ export class Pool implements InstanceSource {
   private refill(): void {
     if (this.closed || this.refillTimer) return;
     if (this.currentGenericTarget() - this.instances.count("generic") - this.startingGeneric <= 0) return;
-    if (this.startFailures > 0) {
-      const delay = Math.min(30_000, 100 * 2 ** Math.min(this.startFailures, 9));
+    if (this.starter.failedInARow > 0) {
+      const delay = Math.min(30_000, 100 * 2 ** Math.min(this.starter.failedInARow, 9));
       this.refillTimer = this.deps.clock.setTimeout(() => {
         this.refillTimer = undefined;
         this.fillGenerics();
@@ -197,7 +164,7 @@ export class Pool implements InstanceSource {
       !this.closed &&
       this.instances.count("generic") + this.startingGeneric < target &&
       this.live < this.capacity &&
-      this.starting < this.deps.config.maxStarting &&
+      this.starter.inFlight < this.deps.config.maxStarting &&
       // Calls waiting come first: they get capacity through pump().
       this.queue.length === 0
     ) {
@@ -215,7 +182,7 @@ export class Pool implements InstanceSource {
           },
         )
         .catch(() => undefined);
-      if (this.startFailures > 0) break;
+      if (this.starter.failedInARow > 0) break;
     }
   }
 
@@ -290,7 +257,7 @@ export class Pool implements InstanceSource {
       this.claimSpecialized(generic);
       return this.lease(generic, "generic", since, false);
     }
-    if (this.starting >= this.deps.config.maxStarting) return undefined;
+    if (this.starter.inFlight >= this.deps.config.maxStarting) return undefined;
     if (this.live >= this.capacity && !this.evictIdleForRoom()) return undefined;
     this.startingFor.set(fn.name, (this.startingFor.get(fn.name) ?? 0) + 1);
     let fresh: PoolInstance;
@@ -432,7 +399,7 @@ export class Pool implements InstanceSource {
       }
       if (this.shouldWait(waiter.fn, ahead)) continue;
       const canStart =
-        this.starting < this.deps.config.maxStarting &&
+        this.starter.inFlight < this.deps.config.maxStarting &&
         (this.live < this.capacity || this.instances.count("idle") > 0);
       if (this.instances.count("generic") === 0 && !canStart) continue;
       this.queue.take(waiter);
@@ -580,9 +547,9 @@ export class Pool implements InstanceSource {
   startHealth(): StartHealth {
     return {
       baseVersion: this.deps.base.version,
-      started: this.startsOk,
-      consecutiveFailures: this.startFailures,
-      lastError: this.lastStartError,
+      started: this.starter.succeeded,
+      consecutiveFailures: this.starter.failedInARow,
+      lastError: this.starter.lastError,
       startsAhead: this.deps.config.genericMin > 0,
     };
   }
@@ -605,7 +572,7 @@ export class Pool implements InstanceSource {
         driverKind: this.deps.driver.kind,
         config: this.deps.config,
         instances: this.instances.values(),
-        starting: this.starting,
+        starting: this.starter.inFlight,
         live: this.live,
         capacity: this.capacity,
         queued: this.queue.length,
