@@ -24,7 +24,7 @@ import {
   type SandboxInstance,
   SandboxStartError,
 } from "../driver.ts";
-import { GUEST_SOCKET_NAME, jailCommand } from "./bwrap-args.ts";
+import { AGENT_GONE_EXIT, GUEST_SOCKET_NAME, jailCommand } from "./bwrap-args.ts";
 import {
   type CgroupMode,
   createInstanceCgroup,
@@ -218,6 +218,7 @@ export class ProcessDriver implements SandboxDriver {
       baseVersion: base.version,
       limits: spec.limits,
       hostId: uid,
+      agentPid: process.pid,
       cgroupProcs: cgroup.procsFiles,
       disableUserns: this.disableUserns,
       ...(this.seccompFile === undefined ? {} : { seccompFile: this.seccompFile }),
@@ -399,6 +400,14 @@ class ProcessInstance implements SandboxInstance {
       };
     }
     if (code === 97) return { cause: "exited", code, signal, reason: "the jail could not join its cgroups" };
+    if (code === AGENT_GONE_EXIT) {
+      return {
+        cause: "exited",
+        code,
+        signal,
+        reason: "the agent that started the jail was gone before it ran",
+      };
+    }
     const tail = this.stderrTail.trim().split("\n").slice(-1)[0];
     const how = signal ? `killed by ${signal}` : `exited with code ${code}`;
     return {
