@@ -36,14 +36,22 @@ export class InstanceStarter {
     private readonly traffic: TrafficStats,
   ) {}
 
-  /** A new generic instance (not yet in any table); rejects with the driver's error. */
-  async start(): Promise<PoolInstance> {
+  /**
+   * A new generic instance (not yet in any table); rejects with the driver's error. `background`: no
+   * call waits for it (a refill), so the driver may start it at a lower CPU share.
+   */
+  async start(background: boolean): Promise<PoolInstance> {
     const id = this.deps.newInstanceId();
     this.inFlight++;
     const t0 = this.deps.clock.now();
     let sandbox: SandboxInstance;
     try {
-      sandbox = await this.deps.driver.start({ id, base: this.deps.base, limits: this.deps.limits });
+      sandbox = await this.deps.driver.start({
+        id,
+        base: this.deps.base,
+        limits: this.deps.limits,
+        ...(background ? { background } : {}),
+      });
     } catch (err) {
       this.inFlight--;
       this.failedInARow++;

@@ -108,9 +108,9 @@ export class Pool implements InstanceSource {
 
   // --- Starting and losing instances -------------------------------------------------------------
 
-  /** Starts one instance; it joins the pool as generic. */
-  private async startInstance(): Promise<PoolInstance> {
-    const instance = await this.starter.start();
+  /** Starts one instance; it joins the pool as generic. `background`: a refill no call waits for. */
+  private async startInstance(background = false): Promise<PoolInstance> {
+    const instance = await this.starter.start(background);
     this.instances.add(instance);
     void instance.sandbox.exited.then((exit) => this.onGone(instance, exit));
     if (this.closed) void this.stop(instance, "pool closed");
@@ -169,7 +169,7 @@ export class Pool implements InstanceSource {
       this.queue.length === 0
     ) {
       this.startingGeneric++;
-      this.startInstance()
+      this.startInstance(true)
         .then(
           () => {
             this.startingGeneric--;

@@ -198,7 +198,13 @@ export class ProcessDriver implements SandboxDriver {
       await mkdir(codeDir, { recursive: true });
       await mkdir(runDir, { recursive: true, mode: 0o700 });
       if (uid !== null) await chown(runDir, uid, uid);
-      cgroup = await createInstanceCgroup(this.cgroups, this.cgroupScope, spec.id, spec.limits);
+      cgroup = await createInstanceCgroup(
+        this.cgroups,
+        this.cgroupScope,
+        spec.id,
+        spec.limits,
+        spec.background === true,
+      );
     } catch (err) {
       await unprepare();
       throw new SandboxStartError(`could not prepare the jail: ${(err as Error).message}`, spec.id, {
@@ -245,6 +251,8 @@ export class ProcessDriver implements SandboxDriver {
         unixTimeMs: Date.now(),
         entropy: randomBytes(32).toString("base64"),
       });
+      // A background start ran at a small CPU share so as not to slow the calls being served; it serves now.
+      if (spec.background) await cgroup.serving();
     } catch (err) {
       await instance.destroy("start failed");
       const exit = await instance.exited;
