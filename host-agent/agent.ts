@@ -27,7 +27,7 @@ import { createLogger, type Logger } from "./log.ts";
 import { FunctionLogs } from "./logs/function-logs.ts";
 import { createMetrics } from "./metrics.ts";
 import type { InstanceSource } from "./pool/instance-source.ts";
-import { functionVersion } from "./pool/pool.ts";
+import { functionVersion } from "./pool/lease.ts";
 import { codeDisksForBase } from "./registry/code-disks.ts";
 import { LocalRegistryBackend } from "./registry/local-backend.ts";
 import { RegistryPoller } from "./registry/poller.ts";

@@ -17,8 +17,7 @@ import type { Logger } from "../log.ts";
 import type { FunctionLogs } from "../logs/function-logs.ts";
 import type { AgentMetrics } from "../metrics.ts";
 import type { InstanceSource } from "../pool/instance-source.ts";
-import { FunctionLoadError, functionVersion, PoolBusyError } from "../pool/pool.ts";
-import { BundleError } from "../registry/bundle.ts";
+import { FunctionLoadError, functionVersion, PoolBusyError } from "../pool/lease.ts";
 import {
   checkFunctionName,
   type PreparedDeploy,
@@ -27,9 +26,9 @@ import {
   RegistryError,
 } from "../registry/registry.ts";
 import { parseRelease, ReleaseError } from "../release/release.ts";
-import { type Rollout, RolloutConflictError } from "../release/rollout.ts";
-import { SandboxStartError } from "../sandbox/driver.ts";
+import type { Rollout } from "../release/rollout.ts";
 import { bearerToken, tokenMatches } from "./auth.ts";
+import { type ErrorRoute, mapError } from "./error-map.ts";
 import {
   applyRequestTimeouts,
   checkingInterval,
@@ -88,16 +87,29 @@ export function createControlPlane(deps: ControlPlaneDeps): Server {
     { maxHeaderSize: MAX_HEADER_BYTES, connectionsCheckingInterval: checkingInterval(deps.timeouts) },
     (req, res) => {
       void route(deps, req, res).catch((err: unknown) => {
-        if (err instanceof ApiError) sendError(res, err);
-        else {
-          deps.log.error({ err }, "control plane error");
-          sendError(res, new ApiError(500, "internal", (err as Error).message));
-        }
+        const mapped = mapError(err, errorRouteOf(req));
+        if (mapped.unexpected) deps.log.error({ err }, "control plane error");
+        sendError(res, mapped.error);
       });
     },
   );
   applyRequestTimeouts(server, deps.timeouts);
   return server;
+}
+
+/** Which operation a request is, for the error table (one error can mean different things per route). */
+function errorRouteOf(req: IncomingMessage): ErrorRoute {
+  const parts = new URL(req.url ?? "/", "http://admin").pathname.split("/").filter(Boolean);
+  if (parts[0] !== "v1") return "admin";
+  if (parts[1] === "functions" && parts.length === 3) {
+    if (req.method === "PUT") return "deploy";
+    if (req.method === "DELETE") return "delete";
+  }
+  if (parts[1] === "release" && req.method === "POST") {
+    if (parts.length === 2) return "release";
+    if (parts.length === 3 && parts[2] === "rollback") return "rollback";
+  }
+  return "admin";
 }
 
 /** The function name in a path segment, decoded and checked (400 otherwise). */
@@ -231,16 +243,11 @@ async function route(deps: ControlPlaneDeps, req: IncomingMessage, res: ServerRe
     }
     if (method === "DELETE") {
       await deps.registry.withNameLock(name, async () => {
-        try {
-          const removed = await deps.registry.remove(name);
-          deps.pool.retireFunction(name);
-          deps.functionLogs?.forget(name);
-          deps.log.info({ fn: name }, "function deleted");
-          sendJson(res, 200, { deleted: removed.name });
-        } catch (err) {
-          if (err instanceof RegistryError) throw new ApiError(err.status, "function_not_found", err.message);
-          throw err;
-        }
+        const removed = await deps.registry.remove(name);
+        deps.pool.retireFunction(name);
+        deps.functionLogs?.forget(name);
+        deps.log.info({ fn: name }, "function deleted");
+        sendJson(res, 200, { deleted: removed.name });
       });
       return;
     }
@@ -305,11 +312,8 @@ async function releaseRoute(
       }
       await rollout.begin(release);
     } catch (err) {
-      if (err instanceof ReleaseError) {
+      if (err instanceof ReleaseError)
         deps.log.warn({ field: err.field, err: err.message }, "release rejected");
-        throw new ApiError(400, "invalid_release", err.message);
-      }
-      if (err instanceof RolloutConflictError) throw new ApiError(409, "roll_in_progress", err.message);
       throw err;
     }
     await answer();
@@ -318,19 +322,7 @@ async function releaseRoute(
   if (rest.length === 1 && rest[0] === "rollback") {
     allow(["POST"]);
     req.resume();
-    try {
-      await rollout.rollback();
-    } catch (err) {
-      if (err instanceof RolloutConflictError) throw new ApiError(409, "cannot_roll_back", err.message);
-      if (err instanceof ReleaseError) {
-        throw new ApiError(
-          400,
-          "invalid_release",
-          `the previous release is no longer usable: ${err.message}`,
-        );
-      }
-      throw err;
-    }
+    await rollout.rollback();
     await answer();
     return;
   }
@@ -393,32 +385,6 @@ async function deploy(
     } catch (err) {
       deps.metrics.deploys.inc({ result: "rejected" });
       if (prepared) await deps.registry.discard(prepared);
-      if (err instanceof BundleError) throw new ApiError(err.status, "invalid_bundle", err.message);
-      if (err instanceof ConfigError) throw new ApiError(400, "invalid_config", err.message);
-      if (err instanceof RegistryError) throw new ApiError(err.status, "invalid_name", err.message);
-      if (err instanceof FunctionLoadError) {
-        throw new ApiError(422, "function_load_failed", `the function failed to load: ${err.message}`);
-      }
-      if (err instanceof PoolBusyError) {
-        throw new ApiError(503, "no_capacity", err.message, { "retry-after": String(err.retryAfterSeconds) });
-      }
-      if (isOutOfSpace(err)) {
-        throw new ApiError(
-          507,
-          "insufficient_storage",
-          "the agent's state dir is full: the deploy was not stored (earlier deployments are unchanged)",
-        );
-      }
-      if (err instanceof SandboxStartError) {
-        throw new ApiError(
-          503,
-          "instance_start_failed",
-          `could not start an instance to verify the deploy: ${err.message}`,
-          {
-            "retry-after": "5",
-          },
-        );
-      }
       throw err;
     }
   });
@@ -499,12 +465,4 @@ async function configure(
       throw err;
     }
   });
-}
-
-/** The disk (or quota) of the state dir ran out, directly or as the cause of an instance start failure. */
-function isOutOfSpace(err: unknown): boolean {
-  for (let e = err as { code?: string; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
-    if (e.code === "ENOSPC" || e.code === "EDQUOT") return true;
-  }
-  return false;
 }

@@ -4,7 +4,7 @@
  * per base version) implements it too, and the planes never know which they talk to.
  */
 import type { LoadResponse } from "../../contracts/guest-protocol.ts";
-import type { FunctionCode, Lease } from "./pool.ts";
+import type { FunctionCode, Lease } from "./lease.ts";
 
 export interface PoolPicture {
   /** Specialized instances per function. */
@@ -25,10 +25,11 @@ export interface StartHealth {
 }
 
 export interface InstanceSource {
-  /** An instance for one call of `fn` before `deadline` (clock ms); PoolBusyError when none can be had. */
+  /**
+   * An instance for one call of `fn` before `deadline` (clock ms); PoolBusyError when none can be had.
+   * The caller forwards the call through the lease and ends it (an unhealthy instance is stopped).
+   */
   acquire(fn: FunctionCode, deadline: number): Promise<Lease>;
-  /** Gives the instance back after its call; an unhealthy one is stopped. */
-  release(lease: Lease, healthy: boolean): void;
   /** Loads `fn` in a fresh instance to prove it loads (FunctionLoadError when it does not). */
   prespecialize(fn: FunctionCode, deadline: number): Promise<LoadResponse>;
   /** Stops instances of `name` holding code other than `keepHash` (all when undefined). */

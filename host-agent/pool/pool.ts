@@ -8,9 +8,9 @@
  * function waits for the instances already being prepared instead of each starting its own. Idle
  * specialized instances stop after a TTL (scale to zero); generics refill in the background.
  */
-import type { LoadResponse, LoadSettings } from "../../contracts/guest-protocol.ts";
+import type { LoadResponse } from "../../contracts/guest-protocol.ts";
 import type { Clock, TimerHandle } from "../clock.ts";
-import { GuestClient, GuestError } from "../guest/client.ts";
+import { type GuestClient, GuestError } from "../guest/client.ts";
 import type { Logger } from "../log.ts";
 import type { AgentMetrics } from "../metrics.ts";
 import type {
@@ -20,7 +20,16 @@ import type {
   SandboxInstance,
   SandboxLimits,
 } from "../sandbox/driver.ts";
+import { InstanceTable, type PoolInstance } from "./instance.ts";
 import type { InstanceSource, StartHealth } from "./instance-source.ts";
+import { InstanceStarter } from "./instance-starter.ts";
+import {
+  type Acquired,
+  type FunctionCode,
+  FunctionLoadError,
+  functionVersion,
+  PoolBusyError,
+} from "./lease.ts";
 import {
   callsPerInstanceInQueue,
   capacity,
@@ -29,78 +38,22 @@ import {
   genericTarget,
   type PolicyConfig,
 } from "./policy.ts";
+import { PoolLease } from "./pool-lease.ts";
+import { poolReport } from "./pool-report.ts";
 import { TrafficStats } from "./traffic.ts";
+import { type Waiter, WaitQueue } from "./wait-queue.ts";
 
 /** How long after taking a generic instance its replacement starts (the call is served first). */
 const REFILL_DELAY_MS = 50;
+
+/** How long a stopping instance may take to hand over its waiting console lines. */
+const CONSOLE_FLUSH_MS = 250;
 
 export interface PoolConfig extends PolicyConfig {
   /** Instance starts in flight, at most (admission). */
   readonly maxStarting: number;
   /** A specialized instance idle this long is stopped. */
   readonly idleTtlMs: number;
-}
-
-export interface FunctionCode {
-  readonly name: string;
-  readonly codeHash: string;
-  readonly entry: string;
-  /** Host path of the code, as the driver attaches it. */
-  readonly hostPath: string;
-  /** The function's configuration, carried by the load call (memoryMiB also caps the instance). */
-  readonly settings?: LoadSettings;
-  /** Identifies `settings`: instances loaded with other settings do not serve this version. */
-  readonly settingsHash?: string;
-}
-
-/** What one version of a function is to the pool: its code and the settings it was loaded with. */
-export function functionVersion(fn: Pick<FunctionCode, "codeHash" | "settingsHash">): string {
-  return fn.settingsHash ? `${fn.codeHash}+${fn.settingsHash}` : fn.codeHash;
-}
-
-export type InstanceState = "starting" | "generic" | "specializing" | "idle" | "busy" | "stopping";
-
-export interface PoolInstance {
-  readonly id: string;
-  readonly sandbox: SandboxInstance;
-  readonly client: GuestClient;
-  state: InstanceState;
-  fn: FunctionCode | undefined;
-  calls: number;
-  readonly startedAt: number;
-  lastUsedAt: number;
-  idleTimer: TimerHandle | undefined;
-  /** Set when the code it serves was replaced or deleted: stop it when its call ends. */
-  retireOnRelease: boolean;
-}
-
-export type Acquired = "warm" | "generic" | "cold";
-
-export interface Lease {
-  readonly instance: PoolInstance;
-  readonly acquired: Acquired;
-  readonly waitedMs: number;
-  /** Clock ms when the call got the instance (service time is measured from here). */
-  readonly at: number;
-}
-
-/** No instance could be had before the call's deadline. */
-/** How long a stopping instance may take to hand over its waiting console lines. */
-const CONSOLE_FLUSH_MS = 250;
-
-export class PoolBusyError extends Error {
-  override readonly name = "PoolBusyError";
-  constructor(
-    message: string,
-    readonly retryAfterSeconds: number,
-  ) {
-    super(message);
-  }
-}
-
-/** The function's module failed to load in a fresh instance. */
-export class FunctionLoadError extends Error {
-  override readonly name = "FunctionLoadError";
 }
 
 export interface PoolDeps {
@@ -115,31 +68,22 @@ export interface PoolDeps {
   readonly clientFor?: (sandbox: SandboxInstance) => GuestClient;
 }
 
-interface Waiter {
-  readonly fn: FunctionCode;
-  readonly deadline: number;
-  readonly enqueuedAt: number;
-  readonly resolve: (lease: Lease) => void;
-  readonly reject: (err: Error) => void;
-  timer: TimerHandle | undefined;
-  served: boolean;
-}
-
 export class Pool implements InstanceSource {
-  private readonly instances = new Map<string, PoolInstance>();
-  private readonly waiters: Waiter[] = [];
+  private readonly instances = new InstanceTable();
+  private readonly queue: WaitQueue;
   readonly traffic = new TrafficStats();
-  private starting = 0;
+  private readonly starter: InstanceStarter;
   private startingGeneric = 0;
   /** Cold starts in flight, by the function they are for (they have no instance entry yet). */
   private readonly startingFor = new Map<string, number>();
-  private startFailures = 0;
-  private startsOk = 0;
-  private lastStartError: string | undefined;
   private refillTimer: TimerHandle | undefined;
+  private refillSoonTimer: TimerHandle | undefined;
   private closed = false;
 
-  constructor(private readonly deps: PoolDeps) {}
+  constructor(private readonly deps: PoolDeps) {
+    this.queue = new WaitQueue(deps.clock, deps.metrics, () => this.busyError());
+    this.starter = new InstanceStarter(deps, this.traffic);
+  }
 
   /** Starts filling the generic pool (in the background). */
   start(): void {
@@ -150,36 +94,17 @@ export class Pool implements InstanceSource {
     return this.deps.base;
   }
 
-  private count(state: InstanceState): number {
-    let n = 0;
-    for (const i of this.instances.values()) if (i.state === state) n++;
-    return n;
-  }
-
   /** Instances alive or starting (those being stopped no longer count). */
   private get live(): number {
-    let n = 0;
-    for (const i of this.instances.values()) if (i.state !== "stopping") n++;
-    return n + this.starting;
+    return this.instances.alive() + this.starter.inFlight;
   }
 
   private get capacity(): number {
     return capacity(this.deps.config);
   }
 
-  /** Instances holding (or being given) `name`'s code, by state. */
-  private functionCounts(name: string): { idle: number; busy: number; specializing: number; total: number } {
-    const starting = this.startingFor.get(name) ?? 0;
-    const c = { idle: 0, busy: 0, specializing: starting, total: starting };
-    for (const i of this.instances.values()) {
-      if (i.fn?.name !== name) continue;
-      if (i.state === "idle") c.idle++;
-      else if (i.state === "busy") c.busy++;
-      else if (i.state === "specializing") c.specializing++;
-      else continue;
-      c.total++;
-    }
-    return c;
+  private functionCounts(name: string) {
+    return this.instances.functionCounts(name, this.startingFor.get(name) ?? 0);
   }
 
   private currentGenericTarget(): number {
@@ -187,50 +112,20 @@ export class Pool implements InstanceSource {
     return genericTarget(this.deps.config, this.traffic.misses.rate(now), this.traffic.startMs.get());
   }
 
-  /** Starts one instance; it joins the pool as generic. */
-  private async startInstance(): Promise<PoolInstance> {
-    const id = this.deps.newInstanceId();
-    this.starting++;
-    const t0 = this.deps.clock.now();
-    let sandbox: SandboxInstance;
-    try {
-      sandbox = await this.deps.driver.start({ id, base: this.deps.base, limits: this.deps.limits });
-    } catch (err) {
-      this.starting--;
-      this.startFailures++;
-      this.lastStartError = (err as Error).message;
-      this.deps.metrics.instanceStarts.inc({ result: "failed" });
-      this.deps.log.error({ instance: id, err: (err as Error).message }, "instance start failed");
-      throw err;
-    }
-    this.starting--;
-    this.startFailures = 0;
-    this.startsOk++;
-    const now = this.deps.clock.now();
-    this.deps.metrics.instanceStarts.inc({ result: "ok" });
-    this.deps.metrics.instanceStart.observe((now - t0) / 1000);
-    this.traffic.startMs.add(now - t0);
-    const instance: PoolInstance = {
-      id,
-      sandbox,
-      client: this.deps.clientFor?.(sandbox) ?? new GuestClient(sandbox.endpoint),
-      state: "generic",
-      fn: undefined,
-      calls: 0,
-      startedAt: now,
-      lastUsedAt: now,
-      idleTimer: undefined,
-      retireOnRelease: false,
-    };
-    this.instances.set(id, instance);
-    void sandbox.exited.then((exit) => this.onGone(instance, exit));
+  // --- Starting and losing instances -------------------------------------------------------------
+
+  /** Starts one instance; it joins the pool as generic. `background`: a refill no call waits for. */
+  private async startInstance(background = false): Promise<PoolInstance> {
+    const instance = await this.starter.start(background);
+    this.instances.add(instance);
+    void instance.sandbox.exited.then((exit) => this.onGone(instance, exit));
     if (this.closed) void this.stop(instance, "pool closed");
     return instance;
   }
 
   private onGone(instance: PoolInstance, exit: SandboxExit): void {
     this.clearIdleTimer(instance);
-    this.instances.delete(instance.id);
+    this.instances.delete(instance);
     void instance.client.close();
     this.deps.metrics.instanceExits.inc({ cause: exit.cause });
     if (exit.cause === "exited") {
@@ -245,8 +140,6 @@ export class Pool implements InstanceSource {
     }
   }
 
-  private refillSoonTimer: TimerHandle | undefined;
-
   /** A refill a moment from now, once the call that took a generic instance has been served. */
   private refillSoon(): void {
     if (this.refillSoonTimer || this.closed) return;
@@ -259,9 +152,9 @@ export class Pool implements InstanceSource {
   /** Keeps the generic pool at its target, in the background, with backoff while starts fail. */
   private refill(): void {
     if (this.closed || this.refillTimer) return;
-    if (this.currentGenericTarget() - this.count("generic") - this.startingGeneric <= 0) return;
-    if (this.startFailures > 0) {
-      const delay = Math.min(30_000, 100 * 2 ** Math.min(this.startFailures, 9));
+    if (this.currentGenericTarget() - this.instances.count("generic") - this.startingGeneric <= 0) return;
+    if (this.starter.failedInARow > 0) {
+      const delay = Math.min(30_000, 100 * 2 ** Math.min(this.starter.failedInARow, 9));
       this.refillTimer = this.deps.clock.setTimeout(() => {
         this.refillTimer = undefined;
         this.fillGenerics();
@@ -275,14 +168,14 @@ export class Pool implements InstanceSource {
     const target = this.currentGenericTarget();
     while (
       !this.closed &&
-      this.count("generic") + this.startingGeneric < target &&
+      this.instances.count("generic") + this.startingGeneric < target &&
       this.live < this.capacity &&
-      this.starting < this.deps.config.maxStarting &&
+      this.starter.inFlight < this.deps.config.maxStarting &&
       // Calls waiting come first: they get capacity through pump().
-      this.waiters.length === 0
+      this.queue.length === 0
     ) {
       this.startingGeneric++;
-      this.startInstance()
+      this.startInstance(true)
         .then(
           () => {
             this.startingGeneric--;
@@ -295,16 +188,18 @@ export class Pool implements InstanceSource {
           },
         )
         .catch(() => undefined);
-      if (this.startFailures > 0) break;
+      if (this.starter.failedInARow > 0) break;
     }
   }
+
+  // --- Acquiring ---------------------------------------------------------------------------------
 
   /**
    * An instance for one call of `fn`, by the first path that works: an idle instance of the same code
    * (warm), a generic one specialized now, a new one started now, else a place in the queue until the
    * deadline (absolute, clock ms).
    */
-  async acquire(fn: FunctionCode, deadline: number): Promise<Lease> {
+  async acquire(fn: FunctionCode, deadline: number): Promise<PoolLease> {
     if (this.closed) throw new PoolBusyError("the agent is shutting down", 5);
     const now = this.deps.clock.now();
     this.traffic.arrivals.record(now);
@@ -312,17 +207,11 @@ export class Pool implements InstanceSource {
     const warm = this.takeWarm(fn);
     if (warm) return this.lease(warm, "warm", now);
     this.traffic.misses.record(now);
-    if (!this.waiters.some((w) => !w.served) && !this.shouldWait(fn, this.queuedFor(fn.name))) {
+    if (!this.queue.hasUnserved() && !this.shouldWait(fn, this.queue.queuedFor(fn.name))) {
       const lease = await this.freshWithin(fn, now, deadline);
       if (lease) return lease;
     }
     return this.enqueue(fn, deadline, now);
-  }
-
-  private queuedFor(name: string): number {
-    let n = 0;
-    for (const w of this.waiters) if (!w.served && w.fn.name === name) n++;
-    return n;
   }
 
   /**
@@ -339,20 +228,16 @@ export class Pool implements InstanceSource {
   }
 
   /** A lease for a call; counted in the acquire metric unless its caller may still give up on it. */
-  private lease(instance: PoolInstance, acquired: Acquired, since: number, counted = true): Lease {
+  private lease(instance: PoolInstance, acquired: Acquired, since: number, counted = true): PoolLease {
     if (counted) this.deps.metrics.poolAcquire.inc({ result: acquired });
     const at = this.deps.clock.now();
-    return { instance, acquired, waitedMs: at - since, at };
+    return new PoolLease(instance, acquired, at - since, at, this.deps.clock, (lease, healthy) =>
+      this.release(lease, healthy),
+    );
   }
 
   private takeWarm(fn: FunctionCode): PoolInstance | undefined {
-    let best: PoolInstance | undefined;
-    for (const i of this.instances.values()) {
-      if (i.state !== "idle" || i.fn?.name !== fn.name || functionVersion(i.fn) !== functionVersion(fn))
-        continue;
-      // Most recently used first: the others age out and stop.
-      if (!best || i.lastUsedAt > best.lastUsedAt) best = i;
-    }
+    const best = this.instances.idleFor(fn);
     if (best) this.markBusy(best);
     return best;
   }
@@ -365,9 +250,9 @@ export class Pool implements InstanceSource {
   }
 
   /** A generic instance specialized for `fn`, or a new one; undefined when capacity is exhausted now. */
-  private async tryFresh(fn: FunctionCode, since: number): Promise<Lease | undefined> {
+  private async tryFresh(fn: FunctionCode, since: number): Promise<PoolLease | undefined> {
     if (this.functionCounts(fn.name).total >= functionMax(this.deps.config)) return undefined;
-    const generic = this.takeGeneric(fn);
+    const generic = this.instances.claimGeneric(fn);
     if (generic) {
       try {
         await this.specialize(generic, fn);
@@ -378,7 +263,7 @@ export class Pool implements InstanceSource {
       this.claimSpecialized(generic);
       return this.lease(generic, "generic", since, false);
     }
-    if (this.starting >= this.deps.config.maxStarting) return undefined;
+    if (this.starter.inFlight >= this.deps.config.maxStarting) return undefined;
     if (this.live >= this.capacity && !this.evictIdleForRoom()) return undefined;
     this.startingFor.set(fn.name, (this.startingFor.get(fn.name) ?? 0) + 1);
     let fresh: PoolInstance;
@@ -400,7 +285,7 @@ export class Pool implements InstanceSource {
    * tryFresh for a call that gives up at `deadline`: a start or load that takes longer does not hold the
    * call past it. The instance it prepares is kept, warm for the function's next call.
    */
-  private freshWithin(fn: FunctionCode, since: number, deadline: number): Promise<Lease | undefined> {
+  private freshWithin(fn: FunctionCode, since: number, deadline: number): Promise<PoolLease | undefined> {
     const fresh = this.tryFresh(fn, since);
     return new Promise((resolve, reject) => {
       let gaveUp = false;
@@ -435,7 +320,7 @@ export class Pool implements InstanceSource {
   }
 
   /** An instance prepared for a call that gave up before it was ready: idle, for the next call. */
-  private handBack(lease: Lease): void {
+  private handBack(lease: PoolLease): void {
     const instance = lease.instance;
     if (instance.state !== "busy") return;
     instance.calls--;
@@ -454,24 +339,9 @@ export class Pool implements InstanceSource {
     this.markBusy(instance);
   }
 
-  /** Claims an idle generic instance, for `fn` when given (so it counts as being prepared for it). */
-  private takeGeneric(fn?: FunctionCode): PoolInstance | undefined {
-    for (const i of this.instances.values()) {
-      if (i.state === "generic") {
-        i.state = "specializing";
-        i.fn = fn;
-        return i;
-      }
-    }
-    return undefined;
-  }
-
   /** Stops the least recently used idle specialized instance to make room. */
   private evictIdleForRoom(): boolean {
-    let victim: PoolInstance | undefined;
-    for (const i of this.instances.values()) {
-      if (i.state === "idle" && (!victim || i.lastUsedAt < victim.lastUsedAt)) victim = i;
-    }
+    const victim = this.instances.evictionVictim();
     if (!victim) return false;
     void this.stop(victim, "room needed for another function");
     return true;
@@ -502,50 +372,30 @@ export class Pool implements InstanceSource {
     }
   }
 
-  private enqueue(fn: FunctionCode, deadline: number, enqueuedAt: number): Promise<Lease> {
+  // --- The wait queue ----------------------------------------------------------------------------
+
+  private enqueue(fn: FunctionCode, deadline: number, enqueuedAt: number): Promise<PoolLease> {
     return new Promise((resolve, reject) => {
-      const waiter: Waiter = { fn, deadline, enqueuedAt, resolve, reject, timer: undefined, served: false };
       if (deadline <= this.deps.clock.now()) {
         reject(this.busyError());
         return;
       }
-      this.armDeadline(waiter);
-      this.waiters.push(waiter);
-      this.deps.metrics.queueDepth.set(this.waiters.length);
+      this.queue.add({ fn, deadline, enqueuedAt, resolve, reject, timer: undefined, served: false });
       this.pump();
     });
   }
 
   private busyError(): PoolBusyError {
     return new PoolBusyError(
-      `no instance became free within the call's deadline (${this.live} instances busy or starting, capacity ${this.capacity}, ${this.waiters.length} calls queued)`,
+      `no instance became free within the call's deadline (${this.live} instances busy or starting, capacity ${this.capacity}, ${this.queue.length} calls queued)`,
       1,
     );
-  }
-
-  private armDeadline(waiter: Waiter): void {
-    waiter.timer = this.deps.clock.setTimeout(
-      () => {
-        if (waiter.served) return;
-        waiter.served = true;
-        this.removeWaiter(waiter);
-        waiter.reject(this.busyError());
-      },
-      Math.max(0, waiter.deadline - this.deps.clock.now()),
-    );
-  }
-
-  private removeWaiter(waiter: Waiter): void {
-    const i = this.waiters.indexOf(waiter);
-    if (i >= 0) this.waiters.splice(i, 1);
-    if (waiter.timer) this.deps.clock.clearTimeout(waiter.timer);
-    this.deps.metrics.queueDepth.set(this.waiters.length);
   }
 
   /** Serves queued calls, in order, with whatever became available. */
   private pump(): void {
     const aheadOf = new Map<string, number>();
-    for (const waiter of [...this.waiters]) {
+    for (const waiter of this.queue.inOrder()) {
       if (waiter.served) continue;
       const name = waiter.fn.name;
       const ahead = aheadOf.get(name) ?? 0;
@@ -557,10 +407,10 @@ export class Pool implements InstanceSource {
       }
       if (this.shouldWait(waiter.fn, ahead)) continue;
       const canStart =
-        this.starting < this.deps.config.maxStarting && (this.live < this.capacity || this.count("idle") > 0);
-      if (this.count("generic") === 0 && !canStart) continue;
-      waiter.served = true;
-      this.removeWaiter(waiter);
+        this.starter.inFlight < this.deps.config.maxStarting &&
+        (this.live < this.capacity || this.instances.count("idle") > 0);
+      if (this.instances.count("generic") === 0 && !canStart) continue;
+      this.queue.take(waiter);
       this.freshWithin(waiter.fn, waiter.enqueuedAt, waiter.deadline).then(
         (lease) => {
           if (lease) {
@@ -569,9 +419,7 @@ export class Pool implements InstanceSource {
             return;
           }
           // Lost the race for capacity: back in line, keeping its place and deadline.
-          waiter.served = false;
-          this.waiters.unshift(waiter);
-          this.armDeadline(waiter);
+          this.queue.putBack(waiter);
         },
         (err: Error) => waiter.reject(err),
       );
@@ -579,15 +427,16 @@ export class Pool implements InstanceSource {
   }
 
   private serve(waiter: Waiter, instance: PoolInstance, acquired: Acquired): void {
-    waiter.served = true;
-    this.removeWaiter(waiter);
+    this.queue.take(waiter);
     const lease = this.lease(instance, acquired, waiter.enqueuedAt);
     this.deps.metrics.queueWait.observe(lease.waitedMs / 1000);
     waiter.resolve(lease);
   }
 
-  /** Gives an instance back after its call: idle again, or stopped when it failed or was retired. */
-  release(lease: Lease, healthy: boolean): void {
+  // --- Giving back, idling, stopping -------------------------------------------------------------
+
+  /** An instance back after its call (lease.end): idle again, or stopped when it failed or was retired. */
+  private release(lease: PoolLease, healthy: boolean): void {
     const instance = lease.instance;
     if (instance.state !== "busy") return;
     const now = this.deps.clock.now();
@@ -598,12 +447,7 @@ export class Pool implements InstanceSource {
     }
     instance.state = "idle";
     instance.lastUsedAt = now;
-    const waiter = this.waiters.find(
-      (w) =>
-        !w.served &&
-        w.fn.name === instance.fn?.name &&
-        functionVersion(w.fn) === functionVersion(instance.fn),
-    );
+    const waiter = this.queue.firstFor(instance.fn!);
     if (waiter) {
       this.markBusy(instance);
       this.serve(waiter, instance, "warm");
@@ -633,7 +477,7 @@ export class Pool implements InstanceSource {
       t.serviceMs.get(),
     );
     if (this.functionCounts(fn.name).total >= target) return;
-    const generic = this.takeGeneric(fn);
+    const generic = this.instances.claimGeneric(fn);
     if (!generic) return;
     this.refill();
     this.specialize(generic, fn).then(
@@ -654,7 +498,7 @@ export class Pool implements InstanceSource {
   }
 
   /** Ends an instance (on timeouts, failures, TTL, redeploys). */
-  async stop(instance: PoolInstance, reason: string): Promise<void> {
+  private async stop(instance: PoolInstance, reason: string): Promise<void> {
     if (instance.state === "stopping") return instance.sandbox.destroy(reason);
     this.clearIdleTimer(instance);
     instance.state = "stopping";
@@ -668,7 +512,7 @@ export class Pool implements InstanceSource {
    * behind. Throws FunctionLoadError when the module fails to load.
    */
   async prespecialize(fn: FunctionCode, deadline: number): Promise<LoadResponse> {
-    let instance = this.takeGeneric(fn);
+    let instance = this.instances.claimGeneric(fn);
     if (instance) this.refill();
     else {
       if (this.live >= this.capacity && !this.evictIdleForRoom()) {
@@ -711,12 +555,14 @@ export class Pool implements InstanceSource {
     return n;
   }
 
+  // --- Reporting and closing ---------------------------------------------------------------------
+
   startHealth(): StartHealth {
     return {
       baseVersion: this.deps.base.version,
-      started: this.startsOk,
-      consecutiveFailures: this.startFailures,
-      lastError: this.lastStartError,
+      started: this.starter.succeeded,
+      consecutiveFailures: this.starter.failedInARow,
+      lastError: this.starter.lastError,
       startsAhead: this.deps.config.genericMin > 0,
     };
   }
@@ -732,72 +578,29 @@ export class Pool implements InstanceSource {
   snapshot() {
     const now = this.deps.clock.now();
     this.traffic.prune(now);
-    const byState: Record<InstanceState, number> = {
-      starting: this.starting,
-      generic: 0,
-      specializing: 0,
-      idle: 0,
-      busy: 0,
-      stopping: 0,
-    };
-    const functions: Record<string, { idle: number; busy: number; specializing: number }> = {};
-    for (const i of this.instances.values()) {
-      byState[i.state]++;
-      if (i.fn && (i.state === "idle" || i.state === "busy" || i.state === "specializing")) {
-        const f = functions[i.fn.name] ?? { idle: 0, busy: 0, specializing: 0 };
-        f[i.state]++;
-        functions[i.fn.name] = f;
-      }
-    }
-    const traffic: Record<string, { callsPerSecond: number; serviceMs: number | null; target: number }> = {};
-    for (const [name, t] of this.traffic.functions()) {
-      const rate = t.arrivals.rate(now);
-      traffic[name] = {
-        callsPerSecond: rate,
-        serviceMs: t.serviceMs.get() ?? null,
-        target: functionTarget(this.deps.config, rate, t.serviceMs.get()),
-      };
-    }
-    for (const [state, n] of Object.entries(byState)) this.deps.metrics.instances.set({ state }, n);
-    const genericGoal = this.currentGenericTarget();
-    this.deps.metrics.genericTarget.set(genericGoal);
-    this.deps.metrics.memoryReserved.set(this.live * this.deps.config.instanceMemoryMiB * 1024 * 1024);
-    return {
-      baseVersion: this.deps.base.version,
-      driver: this.deps.driver.kind,
-      instances: byState,
-      total: this.live,
-      queued: this.waiters.length,
-      functions,
-      targets: {
-        generic: genericGoal,
+    return poolReport(
+      {
+        now,
+        baseVersion: this.deps.base.version,
+        driverKind: this.deps.driver.kind,
+        config: this.deps.config,
+        instances: this.instances.values(),
+        starting: this.starter.inFlight,
+        live: this.live,
         capacity: this.capacity,
-        functionMax: functionMax(this.deps.config),
+        queued: this.queue.length,
+        genericTarget: this.currentGenericTarget(),
+        traffic: this.traffic,
       },
-      measured: {
-        callsPerSecond: this.traffic.arrivals.rate(now),
-        missesPerSecond: this.traffic.misses.rate(now),
-        startMs: this.traffic.startMs.get() ?? null,
-        specializeMs: this.traffic.specializeMs.get() ?? null,
-        functions: traffic,
-      },
-      memory: {
-        budgetMiB: this.deps.config.memoryBudgetMiB,
-        reservedMiB: this.live * this.deps.config.instanceMemoryMiB,
-      },
-      config: this.deps.config,
-    };
+      this.deps.metrics,
+    );
   }
 
   async close(): Promise<void> {
     this.closed = true;
     if (this.refillTimer) this.deps.clock.clearTimeout(this.refillTimer);
     if (this.refillSoonTimer) this.deps.clock.clearTimeout(this.refillSoonTimer);
-    for (const w of [...this.waiters]) {
-      w.served = true;
-      this.removeWaiter(w);
-      w.reject(new PoolBusyError("the agent is shutting down", 5));
-    }
+    this.queue.rejectAll(() => new PoolBusyError("the agent is shutting down", 5));
     await Promise.all([...this.instances.values()].map((i) => this.stop(i, "agent shutting down")));
   }
 }

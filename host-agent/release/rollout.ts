@@ -7,65 +7,33 @@
  * touched: every pool attaches the same code folders from the registry.
  */
 import type { LoadResponse } from "../../contracts/guest-protocol.ts";
-import type { Clock, TimerHandle } from "../clock.ts";
-import type { GuestClient } from "../guest/client.ts";
-import type { Logger } from "../log.ts";
-import type { AgentMetrics } from "../metrics.ts";
+import type { TimerHandle } from "../clock.ts";
 import type { InstanceSource, PoolPicture, StartHealth } from "../pool/instance-source.ts";
-import { type FunctionCode, type Lease, Pool, PoolBusyError, type PoolConfig } from "../pool/pool.ts";
-import type { BaseImage, SandboxDriver, SandboxInstance, SandboxLimits } from "../sandbox/driver.ts";
+import { type FunctionCode, PoolBusyError } from "../pool/lease.ts";
+import type { PoolLease } from "../pool/pool-lease.ts";
+import type { BaseImage } from "../sandbox/driver.ts";
 import type { BaseChecker, BaseProbe } from "./base-check.ts";
+import { BasePool, type BasePoolDeps } from "./base-pool.ts";
 import { type Release, sameRelease } from "./release.ts";
+import { type RollPhase, rollVerdict } from "./roll-verdict.ts";
 
 export type RolloutState = "stable" | "rolling" | "completed" | "rolled-back";
-export type RollPhase = "checking" | "probing" | "warming" | "canary";
+export type { RollPhase } from "./roll-verdict.ts";
 
 /** A roll cannot start now (another is in flight, or there is nothing to roll back to). */
 export class RolloutConflictError extends Error {
   override readonly name = "RolloutConflictError";
 }
 
-export interface RolloutDeps {
-  readonly driver: SandboxDriver;
-  readonly limits: SandboxLimits;
-  /** The agent's pool config; a release's `pool` overrides parts of it for its own pool. */
-  readonly poolConfig: PoolConfig;
-  readonly clock: Clock;
-  readonly log: Logger;
-  readonly metrics: AgentMetrics;
-  readonly newInstanceId: () => string;
-  readonly clientFor?: (sandbox: SandboxInstance) => GuestClient;
+export interface RolloutDeps extends BasePoolDeps {
   /** In [0, 1): picks which calls the canary serves. */
   readonly random: () => number;
   readonly checkBase: BaseChecker;
   readonly probeBase: BaseProbe;
   /** How long the new pool may take to start its generic instances before the roll is abandoned. */
   readonly warmupTimeoutMs: number;
-  /** Calls in flight on a retired pool get this long to finish before the pool is closed anyway. */
-  readonly drainTimeoutMs: number;
   /** Called after every change of the current/previous release (the agent persists them). */
   readonly onReleaseChange?: (current: Release, previous: Release | undefined) => void;
-}
-
-/** One base version's pool and what the roll has seen of it. */
-interface Slot {
-  readonly release: Release;
-  readonly base: BaseImage;
-  readonly config: PoolConfig;
-  pool: Pool;
-  /** Leases handed out and not yet released. */
-  leases: number;
-  /** acquire/prespecialize calls in flight. */
-  acquiring: number;
-  startsOk: number;
-  startFailures: number;
-  lastStartError: string | undefined;
-  /** Calls judged on this base during its roll, and how many failed. */
-  calls: number;
-  errors: number;
-  draining: boolean;
-  closed: boolean;
-  drainTimer: TimerHandle | undefined;
 }
 
 interface Roll {
@@ -73,7 +41,7 @@ interface Roll {
   readonly kind: "release" | "rollback";
   readonly startedAt: number;
   phase: RollPhase;
-  slot: Slot | undefined;
+  slot: BasePool | undefined;
   base: BaseImage | undefined;
   done: boolean;
   /** Calls served on any pool while this roll ran. */
@@ -115,14 +83,13 @@ export interface RolloutStatus {
 }
 
 export class Rollout implements InstanceSource {
-  private current: Slot;
+  private current: BasePool;
   private previous: Release | undefined;
   private roll: Roll | undefined;
   private state: RolloutState = "stable";
   private reason: string | undefined;
   private lastRoll: RollSummary | undefined;
-  private readonly draining = new Set<Slot>();
-  private readonly owners = new WeakMap<Lease, Slot>();
+  private readonly draining = new Set<BasePool>();
   private closed = false;
 
   constructor(
@@ -295,35 +262,22 @@ export class Rollout implements InstanceSource {
     );
   }
 
-  /** Checks the roll's thresholds after every event on the new base. */
+  /** Acts on the roll's verdict after every event on the new base. */
   private judge(roll: Roll): void {
     const slot = roll.slot;
     if (roll.done || !slot) return;
-    const policy = roll.release.rollout;
-    if (slot.startFailures >= policy.startFailureThreshold) {
-      this.abandon(
-        roll,
-        `${slot.startFailures} instance starts of base ${slot.base.version} failed (threshold ${policy.startFailureThreshold}): ${slot.lastStartError}`,
-      );
-      return;
-    }
-    // Enough failures that the rate will pass the threshold whatever the remaining calls do.
-    const hopeless = slot.errors > policy.errorRateThreshold * policy.minCalls;
-    if (slot.calls >= policy.minCalls || hopeless) {
-      const rate = slot.errors / Math.max(1, slot.calls);
-      if (rate > policy.errorRateThreshold) {
-        this.abandon(
-          roll,
-          `${slot.errors} of ${slot.calls} calls on base ${slot.base.version} failed (error rate ${rate.toFixed(3)} > threshold ${policy.errorRateThreshold})`,
-        );
-        return;
-      }
-    }
-    if (roll.phase === "warming" && slot.startsOk >= slot.config.genericMin) {
-      this.warmed(roll);
-      return;
-    }
-    if (roll.phase === "canary" && slot.calls >= policy.minCalls) this.promote(roll);
+    const v = rollVerdict(roll.phase, roll.release.rollout, {
+      baseVersion: slot.base.version,
+      genericMin: slot.config.genericMin,
+      startsOk: slot.startsOk,
+      startFailures: slot.startFailures,
+      lastStartError: slot.lastStartError,
+      calls: slot.calls,
+      errors: slot.errors,
+    });
+    if (v.verdict === "abandon") this.abandon(roll, v.reason);
+    else if (v.verdict === "warmed") this.warmed(roll);
+    else if (v.verdict === "promote") this.promote(roll);
   }
 
   /** The new pool becomes current; the old one drains. */
@@ -379,103 +333,46 @@ export class Rollout implements InstanceSource {
     roll.settle();
   }
 
-  private newSlot(release: Release, base: BaseImage): Slot {
-    const merged: PoolConfig = { ...this.deps.poolConfig, ...release.pool };
-    const config: PoolConfig = { ...merged, genericMax: Math.max(merged.genericMin, merged.genericMax) };
-    const slot: Slot = {
-      release,
-      base,
-      config,
-      pool: undefined as unknown as Pool,
-      leases: 0,
-      acquiring: 0,
-      startsOk: 0,
-      startFailures: 0,
-      lastStartError: undefined,
-      calls: 0,
-      errors: 0,
-      draining: false,
-      closed: false,
-      drainTimer: undefined,
-    };
-    // The pool's starts pass through here so each base's start failures are counted on its own.
-    const driver = this.deps.driver;
-    const counted: SandboxDriver = {
-      kind: driver.kind,
-      preflight: () => driver.preflight(),
-      init: async () => {},
-      close: async () => {},
-      start: async (spec) => {
-        try {
-          const sandbox = await driver.start(spec);
-          slot.startsOk++;
-          return sandbox;
-        } catch (err) {
-          slot.startFailures++;
-          slot.lastStartError = (err as Error).message;
-          throw err;
-        } finally {
-          if (this.roll?.slot === slot) this.judge(this.roll);
-        }
+  private newSlot(release: Release, base: BaseImage): BasePool {
+    const slot: BasePool = new BasePool(release, base, this.deps, {
+      startSettled: () => {
+        if (this.roll?.slot === slot) this.judge(this.roll);
       },
-    };
-    slot.pool = new Pool({
-      driver: counted,
-      base,
-      limits: this.deps.limits,
-      config,
-      clock: this.deps.clock,
-      log: this.deps.log.child({ base: base.version }),
-      metrics: this.deps.metrics,
-      newInstanceId: this.deps.newInstanceId,
-      ...(this.deps.clientFor ? { clientFor: this.deps.clientFor } : {}),
+      closed: () => this.draining.delete(slot),
     });
     return slot;
   }
 
-  /** Stops routing to `slot`; closes its pool once every lease it handed out is back. */
-  private drain(slot: Slot, why: string): void {
+  /** Stops routing to `slot`; it closes once every lease it handed out is back. */
+  private drain(slot: BasePool, why: string): void {
     if (slot.draining) return;
-    slot.draining = true;
     this.draining.add(slot);
-    this.deps.log.info({ base: slot.base.version, leases: slot.leases, why }, "pool draining");
-    slot.drainTimer = this.deps.clock.setTimeout(() => {
-      slot.drainTimer = undefined;
-      this.deps.log.warn(
-        { base: slot.base.version, leases: slot.leases },
-        "pool still busy after the drain timeout: closing it",
-      );
-      this.closeSlot(slot);
-    }, this.deps.drainTimeoutMs);
-    this.closeIfDrained(slot);
+    slot.drain(why);
   }
 
-  private closeIfDrained(slot: Slot): void {
-    if (slot.draining && slot.leases === 0 && slot.acquiring === 0) this.closeSlot(slot);
+  private async acquireFrom(slot: BasePool, fn: FunctionCode, deadline: number): Promise<PoolLease> {
+    const lease = await slot.acquire(fn, deadline);
+    lease.onEnd((healthy) => this.ended(slot, healthy));
+    return lease;
   }
 
-  private closeSlot(slot: Slot): void {
-    if (slot.closed) return;
-    slot.closed = true;
-    if (slot.drainTimer) this.deps.clock.clearTimeout(slot.drainTimer);
-    this.draining.delete(slot);
-    void slot.pool.close().then(() => this.deps.log.info({ base: slot.base.version }, "pool closed"));
-  }
-
-  private async acquireFrom(slot: Slot, fn: FunctionCode, deadline: number): Promise<Lease> {
-    slot.acquiring++;
-    try {
-      const lease = await slot.pool.acquire(fn, deadline);
-      this.owners.set(lease, slot);
-      slot.leases++;
-      return lease;
-    } finally {
-      slot.acquiring--;
-      this.closeIfDrained(slot);
+  /** A lease of `slot` ended: the roll counts the call, judges, and a draining pool may close. */
+  private ended(slot: BasePool, healthy: boolean): void {
+    slot.leases--;
+    const roll = this.roll;
+    if (roll) {
+      roll.callsDuring++;
+      if (!healthy) roll.failedDuring++;
+      if (roll.slot === slot) {
+        slot.calls++;
+        if (!healthy) slot.errors++;
+        this.judge(roll);
+      }
     }
+    slot.closeIfDrained();
   }
 
-  async acquire(fn: FunctionCode, deadline: number): Promise<Lease> {
+  async acquire(fn: FunctionCode, deadline: number): Promise<PoolLease> {
     if (this.closed) throw new PoolBusyError("the agent is shutting down", 5);
     const roll = this.roll;
     const slot = roll?.slot;
@@ -504,45 +401,15 @@ export class Rollout implements InstanceSource {
     return this.acquireFrom(this.current, fn, deadline);
   }
 
-  release(lease: Lease, healthy: boolean): void {
-    const slot = this.owners.get(lease);
-    if (!slot) {
-      this.current.pool.release(lease, healthy);
-      return;
-    }
-    this.owners.delete(lease);
-    slot.pool.release(lease, healthy);
-    slot.leases--;
-    const roll = this.roll;
-    if (roll) {
-      roll.callsDuring++;
-      if (!healthy) roll.failedDuring++;
-      if (roll.slot === slot) {
-        slot.calls++;
-        if (!healthy) slot.errors++;
-        this.judge(roll);
-      }
-    }
-    this.closeIfDrained(slot);
-  }
-
   async prespecialize(fn: FunctionCode, deadline: number): Promise<LoadResponse> {
     const slot = this.current;
-    slot.acquiring++;
-    let loaded: LoadResponse;
-    try {
-      loaded = await slot.pool.prespecialize(fn, deadline);
-    } finally {
-      slot.acquiring--;
-      this.closeIfDrained(slot);
-    }
+    const loaded = await slot.using(() => slot.pool.prespecialize(fn, deadline));
     // Warm the new base too, so the canary does not meet this code cold; its failures count against it.
     const roll = this.roll;
     const next = roll?.slot;
     if (roll && next && !next.draining) {
-      next.acquiring++;
-      void next.pool
-        .prespecialize(fn, deadline)
+      void next
+        .using(() => next.pool.prespecialize(fn, deadline))
         .catch((err: Error) => {
           if (err instanceof PoolBusyError || roll.slot !== next) return;
           next.calls++;
@@ -552,10 +419,6 @@ export class Rollout implements InstanceSource {
             "new base could not load a deploy",
           );
           this.judge(roll);
-        })
-        .finally(() => {
-          next.acquiring--;
-          this.closeIfDrained(next);
         });
     }
     return loaded;
@@ -567,7 +430,7 @@ export class Rollout implements InstanceSource {
     return n;
   }
 
-  private liveSlots(): Slot[] {
+  private liveSlots(): BasePool[] {
     const slots = [this.current, ...this.draining];
     if (this.roll?.slot && !slots.includes(this.roll.slot)) slots.push(this.roll.slot);
     return slots.filter((s) => !s.closed);
@@ -592,7 +455,7 @@ export class Rollout implements InstanceSource {
         functions[name] = sum;
       }
     }
-    const role = (s: Slot) => (s === this.roll?.slot ? "candidate" : "draining");
+    const role = (s: BasePool) => (s === this.roll?.slot ? "candidate" : "draining");
     return {
       ...current,
       functions,
@@ -614,13 +477,7 @@ export class Rollout implements InstanceSource {
       roll.settle();
     }
     const slots = [this.current, ...this.draining, ...(roll?.slot ? [roll.slot] : [])];
-    await Promise.all(
-      slots.map((s) => {
-        if (s.drainTimer) this.deps.clock.clearTimeout(s.drainTimer);
-        s.closed = true;
-        return s.pool.close();
-      }),
-    );
+    await Promise.all(slots.map((s) => s.shutdown()));
     this.draining.clear();
   }
 }

@@ -47,6 +47,11 @@ export interface InstanceSpec {
   readonly id: string;
   readonly base: BaseImage;
   readonly limits: SandboxLimits;
+  /**
+   * True for a start no call waits for (the pool refilling its generic instances): a driver may run it
+   * at a lower CPU share so it does not slow the calls being served. Absent: a call or deploy waits.
+   */
+  readonly background?: boolean;
 }
 
 /** Why an instance stopped existing. */

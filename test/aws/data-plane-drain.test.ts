@@ -8,12 +8,11 @@ import type { AddressInfo } from "node:net";
 import pino from "pino";
 import { request } from "undici";
 import { systemClock } from "../../host-agent/clock.ts";
-import type { GuestAnswer } from "../../host-agent/guest/client.ts";
 import { createDataPlane } from "../../host-agent/http/data-plane.ts";
 import { ServingState } from "../../host-agent/http/serving-state.ts";
 import { createMetrics } from "../../host-agent/metrics.ts";
 import type { InstanceSource } from "../../host-agent/pool/instance-source.ts";
-import type { Lease } from "../../host-agent/pool/pool.ts";
+import type { CallAnswer, Lease } from "../../host-agent/pool/lease.ts";
 import type { FunctionRecord } from "../../host-agent/registry/backend.ts";
 import type { Registry } from "../../host-agent/registry/registry.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -46,19 +45,15 @@ function stubs() {
     acquired: "warm",
     waitedMs: 0,
     at: 0,
-    instance: {
-      sandbox: { exited: new Promise(() => {}) },
-      client: {
-        async forward(): Promise<GuestAnswer> {
-          await answered;
-          return { status: 200, headers: { "content-type": "text/plain" }, body: Buffer.from("done") };
-        },
-      },
+    baseVersion: "test",
+    async forward(): Promise<CallAnswer> {
+      await answered;
+      return { status: 200, headers: { "content-type": "text/plain" }, body: Buffer.from("done") };
     },
-  } as unknown as Lease;
+    end: () => {},
+  } satisfies Lease;
   const pool = {
     acquire: async () => lease,
-    release: () => {},
   } as unknown as InstanceSource;
   return { registry, pool, gate, answer: () => letAnswer() };
 }

@@ -98,7 +98,7 @@ describe("PoolUtilization: what it measures", () => {
         clock.now() + 1000,
       );
       assert.equal(poolUtilizationPercent(rollout.snapshot()), 25);
-      rollout.release(lease, true);
+      lease.end(true);
       assert.equal(poolUtilizationPercent(rollout.snapshot()), 0);
     } finally {
       await rollout.close();

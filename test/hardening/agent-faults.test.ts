@@ -143,8 +143,9 @@ describe("hardening: agent faults", function () {
       loading = false;
       await Promise.all(loaders);
 
-      // The jails die with their agent (bwrap --die-with-parent); one caught in the middle of its setup
-      // can miss that, and then the restart's reclaim pass kills it through its cgroup (checked below).
+      // The jails die with their agent (setpriv --pdeathsig, then bwrap --die-with-parent; one whose agent
+      // died before the signal was armed exits at its parent check); the restart's reclaim pass would
+      // still kill any survivor through its cgroup (checked below).
       await waitFor(
         "the crashed agent's jails to die",
         () => processesMentioning(stateDir).length === 0,

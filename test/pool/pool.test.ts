@@ -1,13 +1,8 @@
 import assert from "node:assert/strict";
 import pino from "pino";
 import { createMetrics } from "../../host-agent/metrics.ts";
-import {
-  type FunctionCode,
-  FunctionLoadError,
-  Pool,
-  PoolBusyError,
-  type PoolConfig,
-} from "../../host-agent/pool/pool.ts";
+import { type FunctionCode, FunctionLoadError, PoolBusyError } from "../../host-agent/pool/lease.ts";
+import { Pool, type PoolConfig } from "../../host-agent/pool/pool.ts";
 import { FakeClock } from "../helpers/fake-clock.ts";
 import { FakeDriver } from "../helpers/fake-driver.ts";
 import { testPoolConfig } from "../helpers/pool-config.ts";
@@ -59,11 +54,11 @@ describe("warm pool", () => {
     const first = await pool.acquire(code("a"), clock.now() + 1000);
     assert.equal(first.acquired, "generic");
     assert.equal(driver.started[0]!.attached?.codeHash, "a-hash");
-    pool.release(first, true);
+    first.end(true);
     const second = await pool.acquire(code("a"), clock.now() + 1000);
     assert.equal(second.acquired, "warm");
     assert.equal(second.instance.id, first.instance.id);
-    pool.release(second, true);
+    second.end(true);
     await settle();
     assert.equal(pool.snapshot().instances.generic, 0, "no jail start competes with the first call");
     clock.advance(50);
@@ -90,7 +85,7 @@ describe("warm pool", () => {
     pool.start();
     await settle();
     const old = await pool.acquire(code("a", "v1"), clock.now() + 1000);
-    pool.release(old, true);
+    old.end(true);
     const fresh = await pool.acquire(code("a", "v2"), clock.now() + 1000);
     assert.notEqual(fresh.instance.id, old.instance.id);
     assert.equal(pool.retireFunction("a", "v2"), 1);
@@ -105,7 +100,7 @@ describe("warm pool", () => {
     const { pool, clock } = makePool({ genericMin: 0, genericMax: 0, idleTtlMs: 60_000 });
     const lease = await pool.acquire(code("a"), clock.now() + 1000);
     assert.equal(lease.acquired, "cold");
-    pool.release(lease, true);
+    lease.end(true);
     clock.advance(59_999);
     await settle();
     assert.equal(pool.snapshot().instances.idle, 1);
@@ -119,7 +114,7 @@ describe("warm pool", () => {
   it("fetches a stopping instance's waiting console lines before it destroys it", async () => {
     const { pool, clock, driver } = makePool({ genericMin: 0, genericMax: 0, idleTtlMs: 60_000 });
     const lease = await pool.acquire(code("a"), clock.now() + 1000);
-    pool.release(lease, true);
+    lease.end(true);
     clock.advance(60_000);
     await settle();
     assert.deepEqual(driver.events, [`flush ${lease.instance.id}`, `destroy ${lease.instance.id}`]);
@@ -131,7 +126,7 @@ describe("warm pool", () => {
     const waiting = pool.acquire(code("a"), clock.now() + 5000);
     await settle();
     assert.equal(pool.snapshot().queued, 1);
-    pool.release(busy, true);
+    busy.end(true);
     const lease = await waiting;
     assert.equal(lease.instance.id, busy.instance.id);
     assert.equal(lease.acquired, "warm");
@@ -216,7 +211,7 @@ describe("warm pool", () => {
     assert.equal(pool.snapshot().queued, 1);
     driver.gate = new Promise(() => {});
     openFirst();
-    pool.release(await b, true);
+    (await b).end(true);
     await settle();
     assert.equal(pool.snapshot().queued, 0, "c left the queue for a start");
     assert.equal(pool.snapshot().instances.starting, 1);
@@ -228,10 +223,10 @@ describe("warm pool", () => {
   it("makes room for another function by stopping the least recently used idle instance", async () => {
     const { pool, clock } = makePool({ genericMin: 0, genericMax: 0, maxInstances: 2 });
     const a = await pool.acquire(code("a"), clock.now() + 1000);
-    pool.release(a, true);
+    a.end(true);
     clock.advance(10);
     const b = await pool.acquire(code("b"), clock.now() + 1000);
-    pool.release(b, true);
+    b.end(true);
     const c = await pool.acquire(code("c"), clock.now() + 1000);
     await settle();
     assert.equal(c.acquired, "cold");
@@ -245,7 +240,7 @@ describe("warm pool", () => {
   it("stops an instance whose call failed instead of reusing it", async () => {
     const { pool, clock } = makePool({ genericMin: 0, genericMax: 0 });
     const lease = await pool.acquire(code("a"), clock.now() + 1000);
-    pool.release(lease, false);
+    lease.end(false);
     await settle();
     assert.equal(
       (lease.instance.sandbox as unknown as { destroyedWith: string }).destroyedWith,
@@ -308,7 +303,7 @@ describe("warm pool", () => {
     open();
     const leases = await Promise.all(calls.slice(0, 2));
     assert.equal(leases.length, 2);
-    for (const l of leases) pool.release(l, true);
+    for (const l of leases) l.end(true);
     const rest = await Promise.all(calls.slice(2));
     assert.equal(rest.length, 2);
   });
@@ -330,7 +325,7 @@ describe("warm pool policy", () => {
       const lease = await call;
       served.push(lease.instance.id);
       clock.advance(5);
-      pool.release(lease, true);
+      lease.end(true);
     }
     assert.equal(new Set(served).size, 1);
   });
@@ -346,14 +341,14 @@ describe("warm pool policy", () => {
     // Teach the pool that calls of "slow" take 100 ms: then at most 2 calls may queue behind one instance.
     const first = await pool.acquire(code("slow"), clock.now() + 30_000);
     clock.advance(100);
-    pool.release(first, true);
+    first.end(true);
     const busy = await pool.acquire(code("slow"), clock.now() + 30_000);
     assert.equal(busy.instance.id, first.instance.id);
     const calls = Array.from({ length: 6 }, () => pool.acquire(code("slow"), clock.now() + 30_000));
     await settle();
     assert.equal(driver.started.length, 3, "6 queued calls at 2 per instance: 2 more instances, not 6");
-    pool.release(busy, true);
-    for (const c of calls) pool.release(await c, true);
+    busy.end(true);
+    for (const c of calls) (await c).end(true);
   });
 
   it("keeps one hot function to its share of the host", async () => {
@@ -374,7 +369,7 @@ describe("warm pool policy", () => {
     assert.equal(driver.started.length, 2, "the hot function holds at most half of 4 instances");
     const other = await pool.acquire(code("other"), clock.now() + 1000);
     assert.equal(other.acquired, "cold", "another function still gets an instance");
-    pool.release(hot[0]!, true);
+    hot[0]!.end(true);
     assert.equal(
       (await third).instance.id,
       hot[0]!.instance.id,
@@ -415,7 +410,7 @@ describe("warm pool policy", () => {
     // teach a start time by delaying the fake starts with the clock.
     for (let i = 0; i < 40; i++) {
       const lease = await pool.acquire(code(`f${i}`), clock.now() + 1000);
-      pool.release(lease, true);
+      lease.end(true);
     }
     for (let i = 0; i < 20; i++) pool.traffic.startMs.add(1000);
     const target = pool.snapshot().targets.generic;
@@ -437,11 +432,11 @@ describe("warm pool policy", () => {
     // One call teaches a 100 ms service time; then 20 arrivals a second need 2 instances (4 with headroom 1).
     const first = await pool.acquire(code("busy"), clock.now() + 1000);
     clock.advance(100);
-    pool.release(first, true);
+    first.end(true);
     pool.traffic.fn("busy").arrivals.record(clock.now(), 200);
     for (let i = 0; i < 3; i++) {
       const lease = await pool.acquire(code("busy"), clock.now() + 1000);
-      pool.release(lease, true);
+      lease.end(true);
       await settle();
     }
     const fns = pool.snapshot().functions as Record<string, { idle: number }>;

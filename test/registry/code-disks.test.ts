@@ -22,7 +22,7 @@ import { createDataPlane } from "../../host-agent/http/data-plane.ts";
 import { ServingState } from "../../host-agent/http/serving-state.ts";
 import { createMetrics } from "../../host-agent/metrics.ts";
 import type { InstanceSource } from "../../host-agent/pool/instance-source.ts";
-import { type FunctionCode, PoolBusyError } from "../../host-agent/pool/pool.ts";
+import { type FunctionCode, PoolBusyError } from "../../host-agent/pool/lease.ts";
 import { forceRemove } from "../../host-agent/registry/bundle.ts";
 import { codeDisksForBase } from "../../host-agent/registry/code-disks.ts";
 import { LocalRegistryBackend } from "../../host-agent/registry/local-backend.ts";
@@ -94,7 +94,6 @@ describe("code disks for microVM bases", () => {
           acquired.push(fn);
           throw new PoolBusyError("recorder pool", 1);
         },
-        release() {},
         retireFunction: () => 0,
         snapshot: () => ({ functions: {} }),
         close: async () => {},

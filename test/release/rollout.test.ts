@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import pino from "pino";
 import { createMetrics } from "../../host-agent/metrics.ts";
-import type { FunctionCode, Lease } from "../../host-agent/pool/pool.ts";
+import type { FunctionCode } from "../../host-agent/pool/lease.ts";
+import type { PoolLease as Lease } from "../../host-agent/pool/pool-lease.ts";
 import { driverProbe } from "../../host-agent/release/base-check.ts";
 import { parseRelease, type Release, ReleaseError } from "../../host-agent/release/release.ts";
 import { Rollout, type RolloutDeps } from "../../host-agent/release/rollout.ts";
@@ -86,12 +87,12 @@ describe("base rollout (fake driver)", () => {
 
     const next = await rollout.acquire(code("a"), clock.now() + 1000);
     assert.equal(baseOf(next), "v2");
-    rollout.release(next, true);
+    next.end(true);
 
     // The old pool waits for its lease: its busy instance is still alive.
     const v1Instance = inFlight.instance.sandbox as FakeInstance;
     assert.equal(v1Instance.destroyedWith, undefined);
-    rollout.release(inFlight, true);
+    inFlight.end(true);
     await settle();
     assert.ok(v1Instance.destroyedWith, "the old instance stops once its call is done");
     assert.deepEqual(
@@ -118,14 +119,14 @@ describe("base rollout (fake driver)", () => {
     for (let i = 0; i < 8; i++) {
       const lease = await rollout.acquire(code("a"), clock.now() + 1000);
       served.push(baseOf(lease));
-      rollout.release(lease, true);
+      lease.end(true);
     }
     assert.deepEqual(served, ["v2", "v1", "v1", "v1", "v2", "v1", "v1", "v1"]);
     assert.equal(rollout.status().state, "rolling");
     // The 9th call is the canary's third: minCalls reached with no error, the new base takes over.
     const lease = await rollout.acquire(code("a"), clock.now() + 1000);
     assert.equal(baseOf(lease), "v2");
-    rollout.release(lease, true);
+    lease.end(true);
     const status = await rollout.settled();
     assert.equal(status.state, "completed");
     assert.equal(status.current.baseVersion, "v2");
@@ -142,7 +143,7 @@ describe("base rollout (fake driver)", () => {
     for (let i = 0; i < 3; i++) {
       const lease = await rollout.acquire(code("a"), clock.now() + 1000);
       assert.equal(baseOf(lease), "v2");
-      rollout.release(lease, false);
+      lease.end(false);
       await settle();
     }
     const status = await rollout.settled();
@@ -154,7 +155,7 @@ describe("base rollout (fake driver)", () => {
     assert.equal(status.current.baseVersion, "v1");
     const lease = await rollout.acquire(code("a"), clock.now() + 1000);
     assert.equal(baseOf(lease), "v1", "the old base serves again");
-    rollout.release(lease, true);
+    lease.end(true);
     await settle();
     assert.deepEqual(
       driver.alive.filter((i) => i.base.version === "v2"),
@@ -174,7 +175,7 @@ describe("base rollout (fake driver)", () => {
     // Calls are served by v1 meanwhile.
     const lease = await rollout.acquire(code("a"), clock.now() + 1000);
     assert.equal(baseOf(lease), "v1");
-    rollout.release(lease, true);
+    lease.end(true);
     // The pool retries with backoff (timers): three failures in all.
     for (let i = 0; i < 5 && rollout.status().state === "rolling"; i++) {
       clock.advance(1000);
@@ -234,8 +235,8 @@ describe("base rollout (fake driver)", () => {
     const progress = rollout.status().progress!;
     assert.equal(progress.errors, 1);
     assert.ok(progress.startFailures >= 1);
-    rollout.release(first, true);
-    rollout.release(second, true);
+    first.end(true);
+    second.end(true);
     await rollout.close();
   });
 
@@ -275,7 +276,7 @@ describe("base rollout (fake driver)", () => {
     assert.equal((await rollout.settled()).current.baseVersion, "v1");
     const lease = await rollout.acquire(code("a"), clock.now() + 1000);
     assert.equal(baseOf(lease), "v1");
-    rollout.release(lease, true);
+    lease.end(true);
     await rollout.close();
   });
 
@@ -309,8 +310,8 @@ describe("base rollout (fake driver)", () => {
       ["current:v1", "candidate:v2"],
     );
     assert.equal(rollout.retireFunction("a", "other-hash"), 2);
-    rollout.release(a, true);
-    rollout.release(b, true);
+    a.end(true);
+    b.end(true);
     await settle();
     assert.equal(a.instance.state, "stopping");
     assert.equal(b.instance.state, "stopping");

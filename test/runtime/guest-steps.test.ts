@@ -150,6 +150,7 @@ describe("guest runtime: microVM steps", function () {
         baseVersion: "v1",
         limits: { memoryMiB: 256, cpuPercent: 50, pids: 64, tmpMiB: 32, openFiles: 512, fileSizeMiB: 8 },
         hostId: null,
+        agentPid: 1,
         cgroupProcs: [],
       });
       const runtimeArgs = cmd.args.slice(cmd.args.lastIndexOf("--") + 1);

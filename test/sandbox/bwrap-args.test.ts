@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { preflightLines } from "../../host-agent/sandbox/preflight-report.ts";
-import { jailCommand } from "../../host-agent/sandbox/process/bwrap-args.ts";
+import { BOUND_TO_AGENT_SCRIPT, jailCommand } from "../../host-agent/sandbox/process/bwrap-args.ts";
 import { detectCgroups, ownCgroupPaths } from "../../host-agent/sandbox/process/cgroups.ts";
 import {
   bwrapDisablesUserns,
@@ -16,6 +16,7 @@ const input = {
   baseVersion: "v1",
   limits: LIMITS,
   hostId: 200_001,
+  agentPid: 4242,
   cgroupProcs: ["/sys/fs/cgroup/memory/faas/i1/cgroup.procs", "/sys/fs/cgroup/pids/faas/i1/cgroup.procs"],
 };
 
@@ -52,7 +53,14 @@ describe("process sandbox jail command", () => {
       "--inh-caps=-all",
       "--bounding-set=-all",
       "--no-new-privs",
+      "--pdeathsig=KILL",
     ]);
+  });
+
+  it("after the uid drop, runs bwrap only while the agent is still the jail's parent", () => {
+    const after = cmd.args.slice(cmd.args.indexOf("--pdeathsig=KILL") + 2, cmd.args.indexOf("bwrap"));
+    assert.deepEqual(after, ["/bin/sh", "-c", BOUND_TO_AGENT_SCRIPT, "faas-jail-bound"]);
+    assert.equal(cmd.env.FAAS_AGENT_PID, "4242");
   });
 
   it("unshares every namespace, binds only the root, the code (read-only) and the socket folder", () => {

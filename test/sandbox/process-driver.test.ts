@@ -10,7 +10,11 @@ import path from "node:path";
 import pino from "pino";
 import { GuestClient } from "../../host-agent/guest/client.ts";
 import type { SandboxInstance } from "../../host-agent/sandbox/driver.ts";
-import { detectCgroups } from "../../host-agent/sandbox/process/cgroups.ts";
+import {
+  createInstanceCgroup,
+  detectCgroups,
+  STARTING_CPU_WEIGHT,
+} from "../../host-agent/sandbox/process/cgroups.ts";
 import { ProcessDriver } from "../../host-agent/sandbox/process/driver.ts";
 import { testBase } from "../helpers/agent.ts";
 import { requireJailHost } from "../helpers/host.ts";
@@ -59,6 +63,15 @@ exports.Probe = class Probe {
   hog() { const keep = []; for (;;) keep.push(Buffer.alloc(8 * 1024 * 1024, 1)); }
 };
 `;
+
+const LIMITS_FOR_WEIGHT = {
+  memoryMiB: 64,
+  cpuPercent: 50,
+  pids: 16,
+  tmpMiB: 4,
+  openFiles: 64,
+  fileSizeMiB: 4,
+};
 
 describe("process sandbox driver (real jails)", function () {
   this.timeout(60_000);
@@ -168,6 +181,39 @@ describe("process sandbox driver (real jails)", function () {
         ).trim(),
         "16",
       );
+    }
+  });
+
+  it("starts a background jail at a small CPU share and gives it the full share once it serves", async function () {
+    const mode = detectCgroups();
+    if (mode.version === 0) {
+      console.log("      skipped: no usable cgroups on this host");
+      this.skip();
+    }
+    const weight = (id: string) =>
+      mode.version === 2
+        ? readFile(path.join(mode.root, driver.cgroupPath, id, "cpu.weight"), "utf8")
+        : readFile(path.join(mode.mounts.cpu, driver.cgroupPath, id, "cpu.shares"), "utf8");
+    const scope = driver.cgroupPath.slice("faas/".length);
+    const starting = await createInstanceCgroup(mode, scope, "weight-probe", LIMITS_FOR_WEIGHT, true);
+    try {
+      assert.equal(Number(await weight("weight-probe")), mode.version === 2 ? STARTING_CPU_WEIGHT : 102);
+    } finally {
+      await starting.remove();
+    }
+    const inst = await driver.start({
+      id: "bg-start",
+      base: await testBase(),
+      limits: LIMITS,
+      background: true,
+    });
+    instances.push(inst);
+    assert.equal(Number(await weight(inst.id)), mode.version === 2 ? 100 : 1024, "full share once it serves");
+    const waited = await createInstanceCgroup(mode, scope, "weight-probe-2", LIMITS_FOR_WEIGHT);
+    try {
+      assert.equal(Number(await weight("weight-probe-2")), mode.version === 2 ? 100 : 1024, "a call waits");
+    } finally {
+      await waited.remove();
     }
   });
 

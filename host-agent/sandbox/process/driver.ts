@@ -24,7 +24,7 @@ import {
   type SandboxInstance,
   SandboxStartError,
 } from "../driver.ts";
-import { GUEST_SOCKET_NAME, jailCommand } from "./bwrap-args.ts";
+import { AGENT_GONE_EXIT, GUEST_SOCKET_NAME, jailCommand } from "./bwrap-args.ts";
 import {
   type CgroupMode,
   createInstanceCgroup,
@@ -201,7 +201,13 @@ export class ProcessDriver implements SandboxDriver {
       await mkdir(codeDir, { recursive: true });
       await mkdir(runDir, { recursive: true, mode: 0o700 });
       if (uid !== null) await chown(runDir, uid, uid);
-      cgroup = await createInstanceCgroup(this.cgroups, this.cgroupScope, spec.id, spec.limits);
+      cgroup = await createInstanceCgroup(
+        this.cgroups,
+        this.cgroupScope,
+        spec.id,
+        spec.limits,
+        spec.background === true,
+      );
     } catch (err) {
       await unprepare();
       throw new SandboxStartError(`could not prepare the jail: ${(err as Error).message}`, spec.id, {
@@ -221,6 +227,7 @@ export class ProcessDriver implements SandboxDriver {
       baseVersion: base.version,
       limits: spec.limits,
       hostId: uid,
+      agentPid: process.pid,
       cgroupProcs: cgroup.procsFiles,
       disableUserns: this.disableUserns,
       ...(this.seccompFile === undefined ? {} : { seccompFile: this.seccompFile }),
@@ -247,6 +254,8 @@ export class ProcessDriver implements SandboxDriver {
         unixTimeMs: Date.now(),
         entropy: randomBytes(32).toString("base64"),
       });
+      // A background start ran at a small CPU share so as not to slow the calls being served; it serves now.
+      if (spec.background) await cgroup.serving();
     } catch (err) {
       await instance.destroy("start failed");
       const exit = await instance.exited;
@@ -405,6 +414,14 @@ class ProcessInstance implements SandboxInstance {
       };
     }
     if (code === 97) return { cause: "exited", code, signal, reason: "the jail could not join its cgroups" };
+    if (code === AGENT_GONE_EXIT) {
+      return {
+        cause: "exited",
+        code,
+        signal,
+        reason: "the agent that started the jail was gone before it ran",
+      };
+    }
     const tail = this.stderrTail.trim().split("\n").slice(-1)[0];
     const how = signal ? `killed by ${signal}` : `exited with code ${code}`;
     return {
