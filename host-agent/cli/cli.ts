@@ -14,6 +14,7 @@ import {
   usageLine,
 } from "./command.ts";
 import { buildCommand } from "./commands/build.ts";
+import { configCommand } from "./commands/config.ts";
 import { deployCommand } from "./commands/deploy.ts";
 import { doctorCommand } from "./commands/doctor.ts";
 import { initCommand } from "./commands/init.ts";
@@ -31,6 +32,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   startCommand,
   initCommand,
   deployCommand,
+  configCommand,
   invokeCommand,
   lsCommand,
   logsCommand,

@@ -10,6 +10,7 @@ import path from "node:path";
 import { request } from "undici";
 import { configPatchOf, deployConfigHeaders } from "../../host-agent/cli/admin-client.ts";
 import { startTestAgent, type TestAgent } from "../helpers/agent.ts";
+import { runCli } from "../helpers/cli.ts";
 import { requireJailHost } from "../helpers/host.ts";
 import { tarGz } from "../helpers/tar-builder.ts";
 
@@ -138,6 +139,26 @@ describe("per-function configuration (process sandbox)", function () {
     assert.equal(pool.envy?.idle, 1);
     const rec = (await agent.admin("GET", "/v1/functions/envy")).json.function as { codeHash: string };
     assert.equal(rec.codeHash, fn.codeHash, "same code");
+  });
+
+  it("faas config changes and removes variables from the command line, and refuses a line with no change", async () => {
+    const set = await runCli(agent, ["config", "envy", "--env", "GREETING=from-cli", "--json"]);
+    assert.equal(set.code, 0, set.errors.join("\n"));
+    const shown = JSON.parse(set.printed.join("\n")) as { function: { name: string; revision: number } };
+    assert.equal(shown.function.name, "envy");
+    assert.equal((await get("envy")).json().greeting, "from-cli");
+    const unset = await runCli(agent, ["config", "envy", "--unset-env", "GREETING"]);
+    assert.equal(unset.code, 0, unset.errors.join("\n"));
+    assert.match(
+      unset.printed.join("\n"),
+      new RegExp(`configured envy \\(revision ${shown.function.revision + 1}\\)`),
+    );
+    assert.equal((await get("envy")).json().greeting, undefined);
+    const none = await runCli(agent, ["config", "envy"]);
+    assert.equal(none.code, 1);
+    assert.match(none.errors.join("\n"), /nothing to change: give --env/);
+    // Back as the later cases expect it.
+    assert.equal((await runCli(agent, ["config", "envy", "--env", "GREETING=hello"])).code, 0);
   });
 
   it("applies the function's own timeout as the call's deadline", async () => {
