@@ -47,18 +47,14 @@ import { ProcessDriver } from "./sandbox/process/driver.ts";
  * `firecracker --version` of the binary the driver config names, for the base's version check; on
  * the QEMU backend, the API release its adapter speaks (what a base baked on it records).
  */
-async function firecrackerVersion(configFile: string | undefined): Promise<string> {
-  const raw = configFile
-    ? (JSON.parse(await readFile(configFile, "utf8")) as { firecrackerPath?: string; vmm?: string })
-    : {};
+async function firecrackerVersion(raw: { firecrackerPath?: string; vmm?: string }): Promise<string> {
   if (raw.vmm === "qemu") return QEMU_ADAPTER_API_VERSION;
   const { stdout } = await execa(raw.firecrackerPath ?? "/usr/local/bin/firecracker", ["--version"]);
   return stdout.split("\n")[0] ?? "";
 }
 
 /** The VMM the driver config restores with (its `vmm`, Firecracker unless it says QEMU). */
-async function hostVmm(configFile: string | undefined): Promise<"firecracker" | "qemu"> {
-  const raw = configFile ? (JSON.parse(await readFile(configFile, "utf8")) as { vmm?: string }) : {};
+function hostVmm(raw: { vmm?: string }): "firecracker" | "qemu" {
   return raw.vmm === "qemu" ? "qemu" : "firecracker";
 }
 
@@ -143,15 +139,18 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
   const functionLogs = new FunctionLogs(clock);
   const token = await resolveAdminToken(stateDir, config.adminToken);
 
+  // The driver config file, read once when first needed: the driver, the base check's version and VMM.
+  let driverConfigJson: Record<string, unknown> | undefined;
+  const readDriverConfig = async (): Promise<Record<string, unknown>> => {
+    driverConfigJson ??= config.firecrackerConfig
+      ? (JSON.parse(await readFile(config.firecrackerConfig, "utf8")) as Record<string, unknown>)
+      : {};
+    return driverConfigJson;
+  };
   const driver =
     overrides.driver ??
     (config.driver === "firecracker"
-      ? createFirecrackerDriver(
-          withReleaseLimits(
-            config.firecrackerConfig ? JSON.parse(await readFile(config.firecrackerConfig, "utf8")) : {},
-            overrides.firecrackerLimits,
-          ),
-        )
+      ? createFirecrackerDriver(withReleaseLimits(await readDriverConfig(), overrides.firecrackerLimits))
       : new ProcessDriver({
           stateDir,
           baseDir: config.baseDir,
@@ -172,8 +171,8 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
   const vmBase =
     config.driver === "firecracker" && !overrides.base
       ? await verifyBaseImage(path.resolve(config.baseDir!), {
-          hostFirecrackerVersion: await firecrackerVersion(config.firecrackerConfig),
-          hostVmm: await hostVmm(config.firecrackerConfig),
+          hostFirecrackerVersion: await firecrackerVersion(await readDriverConfig()),
+          hostVmm: hostVmm(await readDriverConfig()),
           // The bake reads the same file (guest-images/bake/cpu-model.ts); one rule turns both into a model.
           hostCpuModel: cpuModelOf(
             await readFile(overrides.cpuinfoPath ?? "/proc/cpuinfo", "utf8").catch(() => ""),
