@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { IdRangeAllocator } from "../../host-agent/sandbox/firecracker/id-range.ts";
 import {
   prepareJail,
+  reclaimVmCgroups,
   removeJail,
   removeParentCgroup,
   stageFile,
@@ -214,6 +216,34 @@ describe("chroot staging on real files", () => {
     assert.equal(existsSync(join(root, "cpu", "local")), false);
     assert.equal(existsSync(join(root, "pids", "local", "a", "vm-9")), true, "a held cgroup stays");
     await removeParentCgroup(root, "local/a");
+  });
+
+  it("at start, kills what a crashed agent left in its VM cgroups (v1 here) and removes them, leaving other parents alone", async function () {
+    const parent = `snapfaas-reclaim-${process.pid}`;
+    const memory = "/sys/fs/cgroup/memory";
+    if (!existsSync(`${memory}/cgroup.procs`)) {
+      console.log("    skipped: no cgroup v1 memory hierarchy to leave a VM cgroup in");
+      this.skip();
+    }
+    const vmDir = `${memory}/${parent}/vm-3`;
+    const other = `${memory}/${parent}-other/vm-4`;
+    await mkdir(vmDir, { recursive: true });
+    await mkdir(other, { recursive: true });
+    // A process left in the VM's cgroup, as a QEMU of a SIGKILLed agent would be.
+    const left = spawn("sleep", ["60"], { stdio: "ignore" });
+    try {
+      await writeFile(`${vmDir}/cgroup.procs`, String(left.pid));
+      const ended = new Promise((resolve) => left.once("exit", (_code, signal) => resolve(signal)));
+      const removed = await reclaimVmCgroups("/sys/fs/cgroup", parent);
+      assert.deepEqual(removed, [vmDir]);
+      assert.equal(await ended, "SIGKILL", "the leftover process was killed");
+      assert.equal(existsSync(vmDir), false);
+      assert.equal(existsSync(other), true, "another parent's cgroup stays");
+    } finally {
+      left.kill("SIGKILL");
+      for (const d of [other, `${memory}/${parent}-other`, vmDir, `${memory}/${parent}`])
+        await rmdir(d).catch(() => undefined);
+    }
   });
 
   it("retries a cgroup rmdir that is EBUSY while the killed VMM is reaped, and names the cgroup when it stays busy", async () => {

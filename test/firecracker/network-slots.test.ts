@@ -1,7 +1,11 @@
 import assert from "node:assert/strict";
 import { execa, type ResultPromise } from "execa";
 import { networkSlotsConfigSchema } from "../../contracts/firecracker-driver-config.ts";
-import { execaRunner } from "../../host-agent/sandbox/firecracker/command-runner.ts";
+import {
+  CommandError,
+  type CommandRunner,
+  execaRunner,
+} from "../../host-agent/sandbox/firecracker/command-runner.ts";
 import {
   describeSlot,
   hostRuleset,
@@ -36,6 +40,27 @@ async function hostLinks(): Promise<string[]> {
   const { stdout } = await execa("ip", ["-o", "link", "show"]);
   return stdout.split("\n").map((l) => l.split(":")[1]?.trim().split("@")[0] ?? "");
 }
+
+describe("network slot reclaim (scripted commands)", () => {
+  /** `ip` as the host answers right after a netns delete: the veth is listed, then already gone. */
+  function racingHost(deleteAnswer: string): CommandRunner {
+    return async (file, args) => {
+      const line = [file, ...args].join(" ");
+      if (line === "ip -o link show") return { stdout: "7: fctv-3@if2: <BROADCAST> mtu 1500\n", stderr: "" };
+      if (line === "ip link delete fctv-3") throw new CommandError(line, 1, deleteAnswer);
+      return { stdout: "", stderr: "" };
+    };
+  }
+
+  it("counts a veth the kernel removed in the meantime as removed, and still fails on any other error", async () => {
+    const removed = await new NetworkSlotPool(config, racingHost('Cannot find device "fctv-3"')).reclaim();
+    assert.deepEqual(removed, ["fctv-3"]);
+    await assert.rejects(
+      new NetworkSlotPool(config, racingHost("RTNETLINK answers: Operation not permitted")).reclaim(),
+      /ip link delete fctv-3 failed.*Operation not permitted/,
+    );
+  });
+});
 
 describe("network slot layout (pure)", () => {
   it("gives each slot its own /30 on the host side and the same tap and guest IP", () => {

@@ -1,5 +1,6 @@
 /** Pure parts of the QEMU backend: argv, cgroup mapping, the jailer argv it reads, the vmstate header. */
 import assert from "node:assert/strict";
+import { BOUND_TO_AGENT_SCRIPT } from "../../host-agent/sandbox/bound-to-agent.ts";
 import { tscKhzFromCpuinfo } from "../../host-agent/sandbox/firecracker/host-tsc.ts";
 import { buildJailerArgs } from "../../host-agent/sandbox/firecracker/jailer-args.ts";
 import {
@@ -11,6 +12,7 @@ import {
 } from "../../host-agent/sandbox/firecracker/qemu-argv.ts";
 import {
   confinedCommand,
+  confinedEnv,
   parseJailerArgv,
   planCgroups,
   prlimitArgs,
@@ -191,22 +193,44 @@ describe("QEMU spawner: what it takes from the jailer argv", () => {
     assert.deepEqual(plan.removeDirs, [], "the driver removes the v2 cgroup itself");
   });
 
-  it("runs QEMU through nsenter (slot netns), prlimit and a cgroup-joining shell, each exec'ing the next", () => {
+  it("runs QEMU through nsenter (slot netns), setpriv (death signal), a parent check, a PID namespace, prlimit and a cgroup-joining pid 1", () => {
     const cmd = confinedCommand(parseJailerArgv(jailerArgv), "/usr/bin/qemu-system-x86_64", [
       "-name",
       "vm-7",
     ]);
-    assert.deepEqual(cmd.slice(0, 7), [
+    assert.deepEqual(cmd.slice(0, 8), [
       "nsenter",
       "--net=/var/run/netns/fcslot-3",
+      "--",
+      "setpriv",
+      "--pdeathsig=KILL",
+      "--",
+      "/bin/sh",
+      "-c",
+    ]);
+    assert.equal(cmd[8], BOUND_TO_AGENT_SCRIPT);
+    const unshare = cmd.indexOf("unshare");
+    assert.deepEqual(cmd.slice(unshare, unshare + 9), [
+      "unshare",
+      "--pid",
+      "--fork",
+      "--kill-child=SIGKILL",
       "--",
       "prlimit",
       "--fsize=1048576",
       "--nofile=2048",
       "--",
     ]);
+    // pid 1 of the namespace runs QEMU as a child (no exec): its death takes QEMU with it.
+    const joinScript = cmd[unshare + 11]!;
+    assert.match(joinScript, /cgroup|SNAPFAAS_CGROUP_PROCS/);
+    assert.match(joinScript, /exec "\$@"\); exit \$\?$/, "QEMU is a child (a subshell's exec)");
     assert.deepEqual(cmd.slice(-3), ["/usr/bin/qemu-system-x86_64", "-name", "vm-7"]);
-    assert.match(cmd[9]!, /exec "\$@"$/);
+    assert.deepEqual(confinedEnv(["/cg/a/cgroup.procs", "/cg/b/cgroup.procs"], "/jail/qemu.pid"), {
+      SNAPFAAS_CGROUP_PROCS: "/cg/a/cgroup.procs /cg/b/cgroup.procs",
+      SNAPFAAS_PID_FILE: "/jail/qemu.pid",
+      FAAS_AGENT_PID: String(process.pid),
+    });
     assert.throws(() => prlimitArgs(["cpu=1"]), /fsize=N or no-file=N/);
   });
 });

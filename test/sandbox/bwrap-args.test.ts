@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
+import { BOUND_TO_AGENT_SCRIPT } from "../../host-agent/sandbox/bound-to-agent.ts";
 import { preflightLines } from "../../host-agent/sandbox/preflight-report.ts";
-import { BOUND_TO_AGENT_SCRIPT, jailCommand } from "../../host-agent/sandbox/process/bwrap-args.ts";
+import { jailCommand } from "../../host-agent/sandbox/process/bwrap-args.ts";
 import { detectCgroups, ownCgroupPaths } from "../../host-agent/sandbox/process/cgroups.ts";
 import {
   bwrapDisablesUserns,

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { AGENT_GONE_EXIT, jailCommand } from "../../host-agent/sandbox/process/bwrap-args.ts";
+import { AGENT_GONE_EXIT } from "../../host-agent/sandbox/bound-to-agent.ts";
+import { jailCommand } from "../../host-agent/sandbox/process/bwrap-args.ts";
 import { requireJailHost } from "../helpers/host.ts";
 
 const LIMITS = { memoryMiB: 256, cpuPercent: 50, pids: 64, tmpMiB: 32, openFiles: 512, fileSizeMiB: 8 };

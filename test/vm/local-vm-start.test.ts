@@ -70,6 +70,51 @@ describe("faas start on restored microVMs (QEMU/TCG, Linux guest)", function () 
     await removeDir(dir);
   });
 
+  /** `faas start` as the README runs it, until it says it is running (or fails the test). */
+  async function startFaas(stateDir: string) {
+    const [port, adminPort] = await freePorts(2);
+    const started = spawn(process.execPath, [join(REPO, "host-agent/cli/faas.js"), "start"], {
+      cwd: REPO,
+      env: {
+        ...process.env,
+        FAAS_DRIVER: "firecracker",
+        FAAS_VMM: "qemu",
+        FAAS_STATE_DIR: stateDir,
+        PORT: String(port),
+        ADMIN_PORT: String(adminPort),
+        FAAS_LOG_LEVEL: "warn",
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child = started;
+    const run = { child: started, output: "" };
+    started.stdout!.on("data", (d: Buffer) => {
+      run.output += d.toString();
+    });
+    started.stderr!.on("data", (d: Buffer) => {
+      run.output += d.toString();
+    });
+    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+      started.once("exit", (code, signal) => resolve({ code, signal })),
+    );
+    const t0 = Date.now();
+    const running = /faas is running: data plane (\S+), admin API \S+ \(base ([0-9a-f]{64})\)/;
+    while (!running.test(run.output)) {
+      if (started.exitCode !== null)
+        assert.fail(`faas start exited with ${started.exitCode}:\n${run.output}`);
+      if (Date.now() - t0 > 600_000) assert.fail(`faas start did not come up in 10 min:\n${run.output}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const [, dataUrl, baseVersion] = running.exec(run.output)!;
+    return {
+      ...run,
+      exited,
+      dataUrl: dataUrl!,
+      baseVersion: baseVersion!,
+      seconds: (Date.now() - t0) / 1000,
+    };
+  }
+
   it("bakes, serves hello-world from a restored microVM with the base's version, and cleans up on SIGINT", async () => {
     const stateDir = join(dir!, "state");
     // An earlier local bake: the new one replaces it.
@@ -147,5 +192,38 @@ describe("faas start on restored microVMs (QEMU/TCG, Linux guest)", function () 
     assert.deepEqual(await cgroupsLeft(names!.parentCgroup), [], "the driver's close removed its cgroups");
     const jails = join(stateDir, "local-vm", "jails", "firecracker");
     assert.deepEqual(await readdir(jails).catch(() => []), [], "no jail is left");
+  });
+  it("SIGKILL of faas start takes its microVMs with it, and the next start reclaims its slots and cgroups", async () => {
+    const stateDir = join(dir!, "state");
+    const killed = await startFaas(stateDir);
+    const qemus = await qemusUnder(stateDir);
+    assert.ok(qemus.length > 0, "the warm pool runs QEMU microVMs");
+    killed.child.kill("SIGKILL");
+    await killed.exited;
+    // Each QEMU runs in a PID namespace whose init dies with the agent: gone within a bounded wait (a
+    // zombie has no command line, so it counts as gone).
+    const deadline = Date.now() + 15_000;
+    while ((await qemusUnder(stateDir)).length > 0) {
+      if (Date.now() > deadline)
+        assert.fail(`QEMU outlived its killed agent: ${(await qemusUnder(stateDir)).join(", ")}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.ok((await cgroupsLeft(names!.parentCgroup)).length > 0, "the killed agent left its cgroups");
+
+    const next = await startFaas(stateDir);
+    const res = await request(`${next.dataUrl}/hello-world`, { method: "POST", body: HELLO });
+    assert.equal(res.statusCode, 200, await res.body.text());
+    const jails = await readdir(join(stateDir, "local-vm", "jails", "firecracker"));
+    const vmCgroups = await cgroupsLeft(names!.parentCgroup).then(async (parents) =>
+      (await Promise.all(parents.map((p) => readdir(p, { withFileTypes: true })))).flatMap((entries) =>
+        entries.filter((e) => e.isDirectory()).map((e) => e.name),
+      ),
+    );
+    for (const id of vmCgroups) assert.ok(jails.includes(id), `cgroup ${id} belongs to a live jail`);
+    next.child.kill("SIGINT");
+    assert.deepEqual(await next.exited, { code: 0, signal: null }, next.output);
+    assert.deepEqual(await qemusUnder(stateDir), [], "no QEMU is left");
+    assert.deepEqual(await localNetns(names!.netnsPrefix), [], "no network namespace is left");
+    assert.deepEqual(await cgroupsLeft(names!.parentCgroup), [], "no cgroup is left");
   });
 });

@@ -78,7 +78,10 @@ export const startCommand: CommandSpec = {
       agent = await startAgent(settings.config, settings.overrides);
     } catch (err) {
       if (err instanceof PreflightError) return notReady(err.problems);
-      throw err;
+      // One line, not a stack trace; the stack is there for whoever asks for debug logs.
+      console.error(`faas: the agent could not start: ${(err as Error).message}`);
+      if (ctx.env["FAAS_LOG_LEVEL"] === "debug") console.error((err as Error).stack);
+      return 1;
     }
     const ep: Endpoints = { dataUrl: agent.dataUrl, adminUrl: agent.adminUrl, token: agent.adminToken };
     const deployed: string[] = [];

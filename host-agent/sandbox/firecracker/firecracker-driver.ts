@@ -23,7 +23,14 @@ import { SandboxStartError } from "../driver.ts";
 import { FirecrackerApiClient, FirecrackerApiError } from "./api-client.ts";
 import { GuestChannel } from "./guest-channel.ts";
 import { IdRangeAllocator } from "./id-range.ts";
-import { type FileToStage, prepareJail, removeJail, removeParentCgroup, stageFile } from "./jail-staging.ts";
+import {
+  type FileToStage,
+  prepareJail,
+  reclaimVmCgroups,
+  removeJail,
+  removeParentCgroup,
+  stageFile,
+} from "./jail-staging.ts";
 import {
   API_SOCKET_JAIL_PATH,
   buildJailerArgs,
@@ -113,6 +120,8 @@ export class FirecrackerDriver implements SandboxDriver {
       await killLeftoverVmm(paths, id);
       await removeJail(paths, cgroupDir(this.config.cgroupRoot, this.config.parentCgroup, id));
     }
+    // A VM's cgroups on a v1 host, or of a jail already gone: their processes too.
+    await reclaimVmCgroups(this.config.cgroupRoot, this.config.parentCgroup);
     await this.deps.slots.reclaim();
     await this.deps.slots.fill();
   }

@@ -2,7 +2,19 @@
  * Puts the files a VM needs inside its jail, and removes the jail afterwards. Firecracker can only
  * open what is under its chroot, so every path given to the API must be staged here first.
  */
-import { chmod, chown, copyFile, link, mkdir, rm, rmdir, stat, unlink } from "node:fs/promises";
+import {
+  chmod,
+  chown,
+  copyFile,
+  link,
+  mkdir,
+  readdir,
+  readFile,
+  rm,
+  rmdir,
+  stat,
+  unlink,
+} from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { JailPaths } from "./jailer-args.ts";
 
@@ -112,7 +124,11 @@ export async function removeJail(
   removal: CgroupRemoval = {},
 ): Promise<void> {
   await rm(paths.jailDir, { recursive: true, force: true });
-  if (!cgroupPath) return;
+  if (cgroupPath) await removeCgroup(cgroupPath, removal);
+}
+
+/** rmdir of one cgroup folder, EBUSY retried while a killed process is still counted in it. */
+async function removeCgroup(cgroupPath: string, removal: CgroupRemoval): Promise<void> {
   const remove = removal.rmdir ?? rmdir;
   const sleep = removal.sleep ?? ((ms: number) => new Promise<void>((done) => setTimeout(done, ms)));
   const attempts = removal.attempts ?? 40;
@@ -131,6 +147,42 @@ export async function removeJail(
       await sleep(removal.retryDelayMs ?? 25);
     }
   }
+}
+
+/**
+ * Ends what a crashed agent left in its parent cgroup: every VM cgroup below it, in the v2 hierarchy
+ * and each v1 controller's, has its processes SIGKILLed and is removed. The parent is this driver's
+ * alone (as its chroot base is), so anything in it belongs to no live VM. Returns the folders removed.
+ */
+export async function reclaimVmCgroups(
+  cgroupRoot: string,
+  parent: string,
+  removal: CgroupRemoval = {},
+): Promise<string[]> {
+  const root = cgroupRoot.replace(/\/+$/, "");
+  const removed: string[] = [];
+  for (const hierarchy of [root, ...CGROUP_V1_CONTROLLERS.map((c) => `${root}/${c}`)]) {
+    const parentDir = `${hierarchy}/${parent}`;
+    const entries = await readdir(parentDir, { withFileTypes: true }).catch(() => []);
+    for (const entry of entries) {
+      if (!entry.isDirectory()) continue;
+      const dir = `${parentDir}/${entry.name}`;
+      const procs = await readFile(`${dir}/cgroup.procs`, "utf8").catch(() => "");
+      for (const pid of procs
+        .split("\n")
+        .map(Number)
+        .filter((n) => Number.isInteger(n) && n > 1)) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+      await removeCgroup(dir, removal);
+      removed.push(dir);
+    }
+  }
+  return removed;
 }
 
 /** The v1 hierarchies a VM's cgroup settings can land in (qemu-spawner.ts planCgroups maps onto these). */

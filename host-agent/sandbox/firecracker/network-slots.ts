@@ -18,7 +18,7 @@
  */
 
 import type { NetworkSlotsConfig } from "../../../contracts/firecracker-driver-config.ts";
-import type { CommandRunner } from "./command-runner.ts";
+import { CommandError, type CommandRunner } from "./command-runner.ts";
 
 export interface NetworkSlot {
   readonly index: number;
@@ -185,7 +185,11 @@ export class NetworkSlotPool {
     for (const line of links.split("\n")) {
       const name = line.split(":")[1]?.trim().split("@")[0];
       if (name && vethPattern.test(name)) {
-        await this.run("ip", ["link", "delete", name]);
+        // The kernel tears a deleted netns down in the background, taking its veth pair with it: a veth
+        // listed a moment ago may be gone by now, which is what this wanted.
+        await this.run("ip", ["link", "delete", name]).catch((err: unknown) => {
+          if (!(err instanceof CommandError && /Cannot find device/.test(err.stderr))) throw err;
+        });
         removed.push(name);
       }
     }

@@ -3,12 +3,14 @@
  * jailer would confine Firecracker: its files are the staged jail (jail paths are mapped under the
  * jail root; QEMU itself is not chrooted because its exec: migrations need /bin/sh), it runs in the
  * slot's network namespace (nsenter on the jailer's --netns path), under the VM's own cgroup (v2 when
- * the controllers are there, the v1 hierarchies otherwise), with the jailer's rlimits (prlimit), and
- * drops to the VM's uid/gid (-runas) once its files and devices are open.
+ * the controllers are there, the v1 hierarchies otherwise), with the jailer's rlimits (prlimit), drops
+ * to the VM's uid/gid (-runas) once its files and devices are open, and is bound to the agent: it runs
+ * in a PID namespace whose init is killed when the agent dies (as the jailer's --new-pid-ns gives Firecracker one).
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { chown, mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
+import { chown, mkdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { AGENT_GONE_EXIT, AGENT_PID_ENV, boundToAgentCommand } from "../bound-to-agent.ts";
 import { onBoundedLines } from "../bounded-lines.ts";
 import { AdapterApiServer, type BodyValidator } from "./qemu-api-server.ts";
 import { type Accelerator, withQemuMemoryOverhead } from "./qemu-argv.ts";
@@ -170,10 +172,26 @@ export function prlimitArgs(resourceLimits: readonly string[]): string[] {
   });
 }
 
-/** Joins the cgroups listed in $SNAPFAAS_CGROUP_PROCS, then becomes QEMU (same pid all the way). */
-const JOIN_AND_EXEC = 'for f in $SNAPFAAS_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; exec "$@"';
+/**
+ * As pid 1 of QEMU's PID namespace: joins the cgroups listed in $SNAPFAAS_CGROUP_PROCS, then runs QEMU
+ * as its child and ends with it. Not `exec`: this shell stays pid 1, so when it is killed (with its
+ * agent, below) the kernel kills QEMU with it, though QEMU's -runas cleared QEMU's own death signal.
+ * The child writes its host pid (what the host's /proc/self names) to $SNAPFAAS_PID_FILE, as the jailer
+ * writes Firecracker's, before it becomes QEMU.
+ */
+const JOIN_AND_RUN = [
+  'for f in $SNAPFAAS_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done',
+  "unset SNAPFAAS_CGROUP_PROCS",
+  '(read -r pid _ < /proc/self/stat && echo "$pid" > "$SNAPFAAS_PID_FILE" || exit 124; unset SNAPFAAS_PID_FILE; exec "$@")',
+  "exit $?",
+].join("; ");
 
-/** The full command: nsenter (slot netns) -> prlimit -> sh (cgroups) -> QEMU. */
+/**
+ * The full command: nsenter (slot netns) -> setpriv (parent-death signal) -> sh (exits unless the agent is
+ * still the parent) -> unshare (a PID namespace whose init dies with it) -> prlimit -> sh (cgroups, pid 1)
+ * -> QEMU, which drops to the VM's uid itself (-runas) once its files and devices are open. Everything up
+ * to unshare is one pid, the agent's child: killing it kills the namespace.
+ */
 export function confinedCommand(
   plan: JailerArgvPlan,
   qemuPath: string,
@@ -181,16 +199,31 @@ export function confinedCommand(
 ): string[] {
   return [
     ...(plan.netnsPath ? ["nsenter", `--net=${plan.netnsPath}`, "--"] : []),
+    ...boundToAgentCommand("snapfaas-qemu-bound"),
+    "unshare",
+    "--pid",
+    "--fork",
+    "--kill-child=SIGKILL",
+    "--",
     "prlimit",
     ...prlimitArgs(plan.resourceLimits),
     "--",
     "/bin/sh",
     "-c",
-    JOIN_AND_EXEC,
+    JOIN_AND_RUN,
     "snapfaas-qemu",
     qemuPath,
     ...qemuArgv,
   ];
+}
+
+/** The environment the confined command reads (besides the agent's own). */
+export function confinedEnv(cgroupProcs: readonly string[], pidFilePath: string): Record<string, string> {
+  return {
+    SNAPFAAS_CGROUP_PROCS: cgroupProcs.join(" "),
+    SNAPFAAS_PID_FILE: pidFilePath,
+    [AGENT_PID_ENV]: String(process.pid),
+  };
 }
 
 export interface QemuSpawnerOptions {
@@ -257,14 +290,14 @@ export function qemuSpawner(options: QemuSpawnerOptions): SpawnVmm {
       ...(options.migrationTimeoutMs !== undefined ? { migrationTimeoutMs: options.migrationTimeoutMs } : {}),
       launch: async (qemuArgv) => {
         await applyCgroups(cgroups);
-        const qemu = launchConfined(
+        // Where the jailer writes Firecracker's pid: a later agent's init() finds and ends a leftover.
+        await rm(request.pidFilePath, { force: true });
+        return launchConfined(
           confinedCommand(plan, options.qemuPath, qemuArgv),
-          cgroups.procs,
+          confinedEnv(cgroups.procs, request.pidFilePath),
+          request.pidFilePath,
           (line) => options.onConsoleLine?.(plan.id, line),
         );
-        // Where the jailer writes Firecracker's pid: a later agent's init() finds and ends a leftover.
-        if (qemu.pid !== undefined) await writeFile(request.pidFilePath, `${qemu.pid}\n`);
-        return qemu;
       },
     });
     vmm.onQemuExit((reason) => void end({ code: null, signal: null, description: reason }));
@@ -304,15 +337,16 @@ async function applyCgroups(plan: CgroupPlan): Promise<void> {
   }
 }
 
-function launchConfined(
+async function launchConfined(
   command: string[],
-  procs: string[],
+  env: Record<string, string>,
+  pidFilePath: string,
   onConsoleLine: (line: string) => void,
-): QemuProcess {
+): Promise<QemuProcess> {
   const [file, ...args] = command as [string, ...string[]];
   const child: ChildProcess = spawn(file, args, {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, SNAPFAAS_CGROUP_PROCS: procs.join(" ") },
+    env: { ...process.env, ...env },
     // Its own process group: a terminal's Ctrl-C reaches only the agent, which stops its VMs in order
     // (as the jailer's daemonized Firecracker is out of the terminal's reach).
     detached: true,
@@ -331,18 +365,50 @@ function launchConfined(
   const exited = new Promise<string>((resolve) => {
     child.once("error", (err) => resolve(`QEMU could not start: ${err.message}`));
     child.once("close", (code, signal) => {
-      const how = code === 125 ? "could not join its cgroup" : `exited (${code ?? signal})`;
+      const how =
+        code === 125
+          ? "could not join its cgroup"
+          : code === 124
+            ? "could not write its pid file"
+            : code === AGENT_GONE_EXIT
+              ? "did not start: its agent is gone"
+              : `exited (${code ?? signal})`;
       resolve(
         `QEMU ${how}: ${stderrTail.trim().slice(-400) || "no stderr"}; console: ${consoleTail.trim().slice(-300)}`,
       );
     });
   });
+  let done = false;
+  void exited.then(() => {
+    done = true;
+  });
+  const pid = await qemuPid(pidFilePath, () => done);
   return {
-    pid: child.pid,
+    pid,
     exited,
     async kill() {
-      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      if (child.exitCode === null && child.signalCode === null) {
+        // QEMU itself, so its parent (pid 1 of the namespace) reaps it and the chain ends in order: a
+        // process orphaned by the namespace's end waits for the host's init to reap it, and holds its
+        // cgroup until then. The namespace's holder when QEMU's pid is not known.
+        try {
+          if (pid !== undefined) process.kill(pid, "SIGKILL");
+          else child.kill("SIGKILL");
+        } catch {
+          // QEMU is already gone; its chain ends by itself
+        }
+      }
       await exited;
     },
   };
+}
+
+/** QEMU's host pid, once the confining shell has written it (undefined if it ended first). */
+async function qemuPid(pidFilePath: string, ended: () => boolean): Promise<number | undefined> {
+  for (let waited = 0; waited < 10_000 && !ended(); waited += 5) {
+    const pid = Number.parseInt(await readFile(pidFilePath, "utf8").catch(() => ""), 10);
+    if (Number.isInteger(pid) && pid > 1) return pid;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return undefined;
 }

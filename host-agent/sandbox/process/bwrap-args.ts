@@ -5,6 +5,7 @@
  *   parent) -> bwrap (every namespace unshared, read-only root, code read-only at
  *   /code, private size-capped /tmp, the seccomp filter) -> node from the runtime's startup snapshot.
  */
+import { AGENT_PID_ENV, boundToAgentCommand } from "../bound-to-agent.ts";
 import type { SandboxLimits } from "../driver.ts";
 
 export const GUEST_CODE_PATH = "/code";
@@ -43,19 +44,6 @@ export const JOIN_CGROUPS_SCRIPT =
 
 /** The same, opening the seccomp filter on fd 3 for bwrap (which reads it and closes it). */
 export const JOIN_CGROUPS_WITH_FILTER_SCRIPT = `IFS=:; for f in $FAAS_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; unset FAAS_CGROUP_PROCS; s=$FAAS_SECCOMP_FILE; unset FAAS_SECCOMP_FILE; exec "$@" ${SECCOMP_FD}<"$s"`;
-
-/**
- * Run after setpriv has set the parent-death signal (after its uid change, which clears it): if the agent
- * died before that, the jail was already handed to init and the signal will never come, so it exits
- * here instead of living on as an orphan until the next agent's cgroup reclaim. `$PPID` is read at shell
- * start, which is after the signal was armed: either the agent is still the parent then, or it is gone.
- * bwrap's own --die-with-parent comes later and cannot tell.
- */
-export const BOUND_TO_AGENT_SCRIPT =
-  '[ "$PPID" = "$FAAS_AGENT_PID" ] || exit 98; unset FAAS_AGENT_PID; exec "$@"';
-
-/** The exit code of a jail whose agent died before the jail could bind its life to it. */
-export const AGENT_GONE_EXIT = 98;
 
 export function jailCommand(input: JailCommandInput): {
   file: string;
@@ -132,22 +120,7 @@ export function jailCommand(input: JailCommandInput): {
   const setpriv =
     input.hostId === null
       ? []
-      : [
-          "setpriv",
-          `--reuid=${input.hostId}`,
-          `--regid=${input.hostId}`,
-          "--clear-groups",
-          "--inh-caps=-all",
-          "--bounding-set=-all",
-          "--no-new-privs",
-          // Armed after the uid change above (a credential change clears it); checked by the sh below.
-          "--pdeathsig=KILL",
-          "--",
-          "/bin/sh",
-          "-c",
-          BOUND_TO_AGENT_SCRIPT,
-          "faas-jail-bound",
-        ];
+      : boundToAgentCommand("faas-jail-bound", { uid: input.hostId, gid: input.hostId });
   const prlimit = [
     "prlimit",
     `--nofile=${limits.openFiles}:${limits.openFiles}`,
@@ -161,7 +134,7 @@ export function jailCommand(input: JailCommandInput): {
     args: ["-c", script, "faas-jail", ...prlimit, ...setpriv, ...bwrap],
     env: {
       FAAS_CGROUP_PROCS: input.cgroupProcs.join(":"),
-      ...(input.hostId === null ? {} : { FAAS_AGENT_PID: String(input.agentPid) }),
+      ...(input.hostId === null ? {} : { [AGENT_PID_ENV]: String(input.agentPid) }),
       ...(input.seccompFile === undefined ? {} : { FAAS_SECCOMP_FILE: input.seccompFile }),
       PATH: "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
     },

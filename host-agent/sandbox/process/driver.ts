@@ -14,6 +14,7 @@ import { GuestClient } from "../../guest/client.ts";
 import { checkConsoleLine } from "../../guest/console-line.ts";
 import type { Logger } from "../../log.ts";
 import { forceRemove } from "../../registry/bundle.ts";
+import { AGENT_GONE_EXIT } from "../bound-to-agent.ts";
 import { onBoundedLines } from "../bounded-lines.ts";
 import {
   type CodeArtifact,
@@ -24,7 +25,7 @@ import {
   type SandboxInstance,
   SandboxStartError,
 } from "../driver.ts";
-import { AGENT_GONE_EXIT, GUEST_SOCKET_NAME, jailCommand } from "./bwrap-args.ts";
+import { GUEST_SOCKET_NAME, jailCommand } from "./bwrap-args.ts";
 import {
   type CgroupMode,
   createInstanceCgroup,
