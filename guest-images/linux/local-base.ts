@@ -36,11 +36,17 @@ export interface LocalLinuxBaseJob {
   snapshot(dir: string, kernelArgs: string): Promise<void>;
   readonly env?: NodeJS.ProcessEnv;
   readonly log?: (line: string) => void;
+  /** Build the guest image (kernel and rootfs, with progress on `log`) when it is not cached yet. */
+  readonly buildImage?: boolean;
 }
 
 /** Bakes (or reuses) the base under outRoot/<version>/; a missing image is LinuxImageUnavailable. */
 export async function bakeLocalLinuxBase(outRoot: string, job: LocalLinuxBaseJob): Promise<BakeResult> {
-  const image = await linuxGuestImage(job.env ? { env: job.env } : {});
+  const image = await linuxGuestImage({
+    ...(job.env ? { env: job.env } : {}),
+    ...(job.log ? { log: job.log } : {}),
+    build: job.buildImage ? "all" : "none",
+  });
   const config = job.driverConfig;
   const network = guestNetworkOf(config);
   const kernelArgs = linuxKernelArgs(network);

@@ -128,6 +128,9 @@ export function firecrackerGuestConfig(env: NodeJS.ProcessEnv = process.env): st
 
 function requireFirecrackerConfig(env: NodeJS.ProcessEnv): string {
   const config = firecrackerGuestConfig(env);
+  if (config && !existsSync(config)) {
+    throw new LinuxImageUnavailable(`FIRECRACKER_GUEST_CONFIG names no file: ${config}`);
+  }
   if (!config) {
     throw new LinuxImageUnavailable(
       `no Firecracker guest kernel config: set FIRECRACKER_GUEST_CONFIG to ${LINUX_KERNEL_PIN.firecrackerConfigFile(FIRECRACKER_PIN.version)} (${LINUX_KERNEL_PIN.firecrackerConfig(FIRECRACKER_PIN.version)}) or put it in ../shared/vendor/`,
@@ -398,6 +401,9 @@ export async function ensureLinuxRootfs(
     try {
       const logFile = path.join(tmp, "build.log");
       const started = Date.now();
+      log(
+        `rootfs: building (node ${inputs.nodeVersion} and the runtime on busybox; under a minute), log at ${logFile}`,
+      );
       const code = await runLogged(
         [
           "nice",

@@ -153,6 +153,8 @@ export async function localVmBase(
       codeDiskBytes: CODE_DISK_BYTES,
       env,
       log,
+      // The README's one line works on a fresh machine: a cold guest build first (progress on log).
+      buildImage: true,
       async snapshot(dir, kernelArgs) {
         log(
           `bake: booting the Linux guest on QEMU (${accelerator}) to snapshot it: about 10 s on an idle host under TCG, longer on a busy one`,
@@ -183,9 +185,7 @@ export async function localVmBase(
     });
   } catch (err) {
     if (err instanceof LinuxImageUnavailable)
-      throw new CliError(
-        `no Linux guest image on this machine: run \`npm run guest:linux\` first (${err.message})`,
-      );
+      throw new CliError(`cannot build the Linux guest image on this machine: ${err.message}`);
     throw err;
   }
   // Only this agent restores from these bases, and only from the current one: earlier bakes (each the

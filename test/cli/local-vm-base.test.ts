@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { execa } from "execa";
 import { parseFirecrackerDriverConfig } from "../../contracts/firecracker-driver-config.ts";
 import { CliError } from "../../host-agent/cli/admin-client.ts";
@@ -61,7 +62,7 @@ describe("faas start's local microVM base", () => {
     }
   });
 
-  it("says in one line to run npm run guest:linux when the image is not cached", async function () {
+  it("says in one line what is missing when the guest image can be neither found nor built", async function () {
     if (process.getuid?.() !== 0) {
       console.log("      skipped: needs root (the root check comes first)");
       this.skip();
@@ -74,10 +75,17 @@ describe("faas start's local microVM base", () => {
     const empty = await makeTempDir("local-vm-nocache");
     try {
       await assert.rejects(
-        localVmBase(empty, { SNAPFAAS_CACHE_DIR: empty }, () => {}),
+        // Nothing cached and no kernel config to build from: nothing is built, one line says why.
+        localVmBase(
+          empty,
+          { SNAPFAAS_CACHE_DIR: empty, FIRECRACKER_GUEST_CONFIG: join(empty, "no-such.config") },
+          () => {},
+        ),
         (err: Error) =>
           err instanceof CliError &&
-          /run `npm run guest:linux` first/.test(err.message) &&
+          /cannot build the Linux guest image on this machine: FIRECRACKER_GUEST_CONFIG names no file/.test(
+            err.message,
+          ) &&
           !err.message.includes("\n"),
       );
     } finally {
