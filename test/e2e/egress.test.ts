@@ -52,7 +52,8 @@ exports.handler = async (event) => {
     return { boot, listening: true };
   }
   const addrs = Object.entries(os.networkInterfaces()).flatMap(([n, l]) => l.filter((a) => a.family === "IPv4").map((a) => n + "=" + a.address));
-  return { boot, addrs };
+  const v6 = (os.networkInterfaces().eth0 || []).filter((a) => a.family === "IPv6").map((a) => a.address);
+  return { boot, addrs, v6 };
 };
 `;
 
@@ -225,7 +226,8 @@ describe("per-function egress (process sandbox)", function () {
   it("with egress a function reaches the outside through NAT and resolves names through DNS", async () => {
     const run = await deploy("open", true);
     assert.equal(run.code, 0, run.errors.join("\n"));
-    const { addrs } = await call("open", { op: "addrs" });
+    const { addrs, v6 } = await call("open", { op: "addrs" });
+    assert.deepEqual(v6, [], "no IPv6 on the link (no link-local way to the host)");
     const eth0 = (addrs as string[]).find((a) => a.startsWith("eth0="));
     assert.ok(eth0, `the jail has a link out: ${addrs}`);
     jailAddress = eth0.slice(5);
