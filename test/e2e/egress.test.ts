@@ -11,16 +11,23 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { execa } from "execa";
+import { request } from "undici";
+import { startAgent } from "../../host-agent/agent.ts";
+import { deployConfigHeaders } from "../../host-agent/cli/admin-client.ts";
+import { loadAgentConfig } from "../../host-agent/config.ts";
+import { createLogger } from "../../host-agent/log.ts";
 import { egressNames } from "../../host-agent/sandbox/process/egress.ts";
 import { findOnPath } from "../../host-agent/sandbox/process/preflight.ts";
 import { startTestAgent, type TestAgent } from "../helpers/agent.ts";
 import { runCli } from "../helpers/cli.ts";
+import { FakeDriver } from "../helpers/fake-driver.ts";
 import { requireJailHost } from "../helpers/host.ts";
+import { tarGz } from "../helpers/tar-builder.ts";
 
 const HANDLER = `
 const net = require("node:net");
@@ -365,3 +372,45 @@ function connectFromHost(host: string, port: number): Promise<string> {
     s.on("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
   });
 }
+
+describe("per-function egress on a sandbox without it", () => {
+  it("refuses a deploy asking for egress with a 409 naming why, and stores nothing", async () => {
+    const stateDir = await mkdtemp(path.join(tmpdir(), "faas-noegress-"));
+    const agent = await startAgent(
+      loadAgentConfig({ PORT: "0", ADMIN_PORT: "0", FAAS_STATE_DIR: stateDir, FAAS_POOL_GENERIC: "0" }),
+      {
+        driver: new FakeDriver(),
+        base: { version: "v1", driver: "process", dir: "/bases/v1" },
+        log: createLogger("silent"),
+      },
+    );
+    try {
+      const put = (headers: Record<string, string>) =>
+        request(`${agent.adminUrl}/v1/functions/f`, {
+          method: "PUT",
+          headers: {
+            authorization: `Bearer ${agent.adminToken}`,
+            "content-type": "application/gzip",
+            ...headers,
+          },
+          body: tarGz([{ name: "index.js", data: "exports.handler = async () => 1;" }]),
+        });
+      const refused = await put(deployConfigHeaders({ egress: true }));
+      const body = (await refused.body.json()) as { error: { code: string; message: string } };
+      assert.equal(refused.statusCode, 409);
+      assert.deepEqual(body.error.code, "egress_unavailable");
+      assert.match(
+        body.error.message,
+        /^egress is not available on this host: this sandbox driver has no per-function egress/,
+      );
+      const listed = await request(`${agent.adminUrl}/v1/functions/f`, {
+        headers: { authorization: `Bearer ${agent.adminToken}` },
+      });
+      await listed.body.dump();
+      assert.equal(listed.statusCode, 404, "nothing was deployed");
+    } finally {
+      await agent.stop();
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+});
