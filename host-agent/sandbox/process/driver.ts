@@ -91,7 +91,7 @@ export class ProcessDriver implements SandboxDriver {
   private cgroups: CgroupMode = { version: 0, why: "not detected yet" };
   private readonly cgroupScope: string;
   /** Links out for the instances of functions with egress. */
-  readonly egress: ProcessEgress;
+  private readonly egress: ProcessEgress;
 
   constructor(private readonly opts: ProcessDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "run", "instances");
@@ -175,6 +175,8 @@ export class ProcessDriver implements SandboxDriver {
         cgroups: this.cgroups.version === 0 ? `none (${this.cgroups.why})` : `v${this.cgroups.version}`,
         root: this.isRoot,
         seccomp: this.seccompFile !== undefined,
+        // Said once at start, so an operator knows before a deploy asks for it (each ask checks anew).
+        egress: (await this.egress.problems()).join("; ") || "available",
       },
       "process sandbox ready",
     );
@@ -490,8 +492,8 @@ class ProcessInstance implements SandboxInstance {
   }
 
   private async cleanup(): Promise<void> {
-    await this.client.close();
     this.closed = true;
+    await this.client.close();
     if (this.egressLink) await this.egress.release(this.egressLink);
     try {
       await this.cgroup.remove();
