@@ -1,6 +1,6 @@
 /**
  * A function's configuration besides its code: environment variables, the names of its secrets, memory,
- * timeout and CORS. One module because three sides must agree on it: the registry record stores it
+ * timeout, CORS and whether it may open connections out (egress). One module because three sides must agree on it: the registry record stores it
  * (registry-layout.ts), the agent's admin API checks and changes it, and the guest runtime reads the part
  * the load call carries. Pure: no I/O.
  *
@@ -53,6 +53,11 @@ export interface FunctionConfig {
   /** The call deadline, ms (default: the host's call timeout). */
   readonly timeoutMs?: number;
   readonly cors?: CorsConfig;
+  /**
+   * True: the function's instances get a network of their own with a way out to the host's uplink (NAT,
+   * DNS), never to the host itself or other instances. Absent or false: no network at all (the default).
+   */
+  readonly egress?: boolean;
 }
 
 /**
@@ -66,6 +71,7 @@ export interface FunctionConfigPatch {
   readonly memoryMiB?: number | null;
   readonly timeoutMs?: number | null;
   readonly cors?: CorsConfig | null;
+  readonly egress?: boolean | null;
 }
 
 /** The host's bounds for what a function may ask. */
@@ -144,7 +150,7 @@ export function checkCors(value: unknown, field = "cors"): CorsConfig {
 /** Checks a patch from the admin API against the host's limits; ConfigError names the field at fault. */
 export function parseConfigPatch(input: unknown, limits: ConfigLimits): FunctionConfigPatch {
   if (!isObject(input)) throw new ConfigError("config", "must be a JSON object");
-  const known = new Set(["env", "secrets", "memoryMiB", "timeoutMs", "cors"]);
+  const known = new Set(["env", "secrets", "memoryMiB", "timeoutMs", "cors", "egress"]);
   for (const key of Object.keys(input)) {
     if (!known.has(key)) {
       throw new ConfigError(key.slice(0, 80), `is not a setting (use ${[...known].join(", ")})`);
@@ -174,6 +180,12 @@ export function parseConfigPatch(input: unknown, limits: ConfigLimits): Function
         : checkInteger("timeoutMs", input.timeoutMs, MIN_TIMEOUT_MS, limits.maxTimeoutMs, "ms");
   }
   if (input.cors !== undefined) patch.cors = input.cors === null ? null : checkCors(input.cors);
+  if (input.egress !== undefined) {
+    if (input.egress !== null && typeof input.egress !== "boolean") {
+      throw new ConfigError("egress", "must be true (outbound network) or false (none, the default)");
+    }
+    patch.egress = input.egress;
+  }
   return patch;
 }
 
@@ -235,6 +247,8 @@ export function applyConfigPatch(
   if (timeoutMs !== undefined) config.timeoutMs = timeoutMs;
   const cors = pick(patch.cors, previous?.cors);
   if (cors !== undefined) config.cors = cors;
+  // Stored only when on: false and absent mean the same, and old records stay byte for byte as they were.
+  if (pick(patch.egress, previous?.egress) === true) config.egress = true;
   return { config, secrets };
 }
 
@@ -246,6 +260,7 @@ export function publicConfig(config: FunctionConfig | undefined): Record<string,
     memoryMiB: config?.memoryMiB ?? null,
     timeoutMs: config?.timeoutMs ?? null,
     cors: config?.cors ?? null,
+    egress: config?.egress === true,
   };
 }
 
@@ -275,6 +290,8 @@ export function storedConfigProblem(value: unknown): string | null {
       }
     }
     if (value.cors !== undefined) checkCors(value.cors);
+    if (value.egress !== undefined && typeof value.egress !== "boolean")
+      return "egress must be true or false";
   } catch (err) {
     return (err as Error).message;
   }

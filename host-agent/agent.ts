@@ -159,7 +159,9 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
           uidCount: config.pool.maxInstances * 3 + 1,
           log,
           onUserLine: ({ fn, ...line }) => functionLogs.record(fn, line),
+          egress: config.egress,
         }));
+  const withEgress: SandboxDriver = driver;
   const problems = await driver.preflight();
   const fatal = problems.filter((p) => p.fatal);
   if (fatal.length > 0) throw new PreflightError(fatal);
@@ -304,6 +306,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     maxBundleBytes: config.bundle.maxBundleBytes,
     deployTimeoutMs: Math.max(config.pool.callTimeoutMs, 30_000),
     configLimits: { maxMemoryMiB: config.limits.memoryMiB, maxTimeoutMs: config.pool.callTimeoutMs },
+    ...(withEgress.egressProblems ? { egressProblems: () => withEgress.egressProblems!() } : {}),
     rollout,
     health: () => ({
       baseVersion: rollout.currentBase.version,

@@ -1,4 +1,5 @@
 /** The agent's configuration: environment variables, validated once at start with errors that name the variable. */
+import { isIPv4 } from "node:net";
 import { z } from "zod";
 import { REGISTRY_PREFIX } from "../contracts/registry-layout.ts";
 import { DEFAULT_BASES_DIR } from "../contracts/release-manifest.ts";
@@ -80,6 +81,22 @@ export const agentEnvSchema = z.object({
   FAAS_REQUEST_TIMEOUT_MS: int(100, 3_600_000, 60_000),
   FAAS_ADMIN_REQUEST_TIMEOUT_MS: int(100, 3_600_000, 300_000),
   FAAS_UID_BASE: int(1000, 4_000_000_000, 200_000),
+  // Per-function egress in the process sandbox: the interface jails' traffic leaves by (default: the one
+  // of the default route), the resolver their DNS goes to (default: /etc/resolv.conf's first non-loopback
+  // nameserver), and the /24 their links are carved from (default: one of 10.207.0.0/16, from the state dir).
+  FAAS_EGRESS_UPLINK: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,15}$/, "must be a network interface name (1-15 letters, digits, _ . -)")
+    .optional(),
+  FAAS_EGRESS_DNS: z
+    .string()
+    .refine((v) => isIPv4(v), "must be an IPv4 address")
+    .optional(),
+  FAAS_EGRESS_SUBNET: z
+    .string()
+    .regex(/^\d{1,3}\.\d{1,3}\.\d{1,3}\.0\/24$/, "must be an IPv4 /24 such as 10.207.5.0/24")
+    .refine((v) => isIPv4(v.slice(0, -3)), "must be an IPv4 /24 such as 10.207.5.0/24")
+    .optional(),
   FAAS_RELEASE_FILE: z.string().min(1).optional(),
   /** An AWS host's release manifest (read by main.ts before this schema: it supplies defaults). */
   FAAS_RELEASE_MANIFEST: z.string().min(1).optional(),
@@ -159,6 +176,12 @@ export interface AgentConfig {
   readonly requestTimeoutMs: number;
   readonly adminRequestTimeoutMs: number;
   readonly uidBase: number;
+  /** Per-function egress of the process sandbox: what the host's own defaults are overridden with. */
+  readonly egress: {
+    readonly uplink: string | undefined;
+    readonly dnsResolver: string | undefined;
+    readonly subnet: string | undefined;
+  };
   readonly release: {
     /** A release file the agent follows (polled), if any. */
     readonly file: string | undefined;
@@ -307,6 +330,7 @@ export function loadAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
     requestTimeoutMs: e.FAAS_REQUEST_TIMEOUT_MS,
     adminRequestTimeoutMs: e.FAAS_ADMIN_REQUEST_TIMEOUT_MS,
     uidBase: e.FAAS_UID_BASE,
+    egress: { uplink: e.FAAS_EGRESS_UPLINK, dnsResolver: e.FAAS_EGRESS_DNS, subnet: e.FAAS_EGRESS_SUBNET },
     release: {
       file: e.FAAS_RELEASE_FILE,
       pollMs: e.FAAS_RELEASE_POLL_MS,

@@ -81,6 +81,8 @@ export interface ConfigFlags {
   readonly memory?: string;
   /** Seconds, as Lambda counts its timeout. */
   readonly timeout?: string;
+  /** Outbound network: true or "on" opens it, "off" closes it (deploy's --egress, config's --egress on|off). */
+  readonly egress?: boolean | string;
 }
 
 function pairs(flag: string, items: readonly string[] | undefined): Record<string, string> | undefined {
@@ -110,6 +112,11 @@ export function configPatchOf(flags: ConfigFlags): FunctionConfigPatch | undefin
     if (!/^\d+(\.\d+)?$/.test(flags.timeout))
       throw new CliError(`--timeout takes seconds, not ${flags.timeout}`);
     patch.timeoutMs = Math.round(Number(flags.timeout) * 1000);
+  }
+  if (flags.egress !== undefined && flags.egress !== false) {
+    if (flags.egress !== true && flags.egress !== "on" && flags.egress !== "off")
+      throw new CliError(`--egress takes on or off, not ${flags.egress}`);
+    patch.egress = flags.egress !== "off";
   }
   return Object.keys(patch).length > 0 ? patch : undefined;
 }

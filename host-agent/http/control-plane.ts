@@ -57,6 +57,11 @@ export interface ControlPlaneDeps {
   readonly functionLogs?: FunctionLogs;
   /** The most memory and the longest timeout a function may ask for on this host. */
   readonly configLimits?: ConfigLimits;
+  /**
+   * What the host lacks for per-function egress (the driver's check); absent: the sandbox has none, and
+   * a function asking for it is refused.
+   */
+  readonly egressProblems?: () => Promise<string[]>;
 }
 
 /** Header of a deploy carrying a configuration change: base64 of the JSON a PATCH .../config takes. */
@@ -412,6 +417,7 @@ function configPatchOf(text: string, limits: ConfigLimits, what: string): Functi
  */
 async function proveAndCommit(deps: ControlPlaneDeps, prepared: PreparedDeploy, started: number) {
   const settings = deps.registry.settingsFor(prepared.record, prepared.secrets);
+  if (settings.egress) await assertEgressAvailable(deps);
   const code = {
     name: prepared.record.name,
     codeHash: prepared.record.codeHash,
@@ -419,11 +425,26 @@ async function proveAndCommit(deps: ControlPlaneDeps, prepared: PreparedDeploy, 
     hostPath: prepared.artifactPath,
     settings: settings.load,
     settingsHash: settings.hash,
+    ...(settings.egress ? { egress: true } : {}),
   };
   const loaded = await deps.pool.prespecialize(code, started + deps.deployTimeoutMs);
   const record = await deps.registry.commit(prepared);
   deps.pool.retireFunction(record.name, functionVersion(code));
   return { record, loaded };
+}
+
+/** 409 naming what the host lacks, for a function that asks for egress where it cannot have it. */
+async function assertEgressAvailable(deps: ControlPlaneDeps): Promise<void> {
+  const problems = deps.egressProblems
+    ? await deps.egressProblems()
+    : ["this sandbox driver has no per-function egress (the process sandbox has)"];
+  if (problems.length > 0) {
+    throw new ApiError(
+      409,
+      "egress_unavailable",
+      `egress is not available on this host: ${problems.join("; ")} (the function is unchanged)`,
+    );
+  }
 }
 
 /**

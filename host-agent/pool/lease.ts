@@ -16,6 +16,8 @@ export interface FunctionCode {
   readonly settings?: LoadSettings;
   /** Identifies `settings`: instances loaded with other settings do not serve this version. */
   readonly settingsHash?: string;
+  /** The function's instances get outbound network (the sandbox opens it before the code loads). */
+  readonly egress?: boolean;
 }
 
 /** What one version of a function is to the pool: its code and the settings it was loaded with. */

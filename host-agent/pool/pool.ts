@@ -360,6 +360,12 @@ export class Pool implements InstanceSource {
       });
       // Before any of the function's code runs: the instance gets the function's memory, not the base's.
       if (fn.settings?.memoryMiB !== undefined) await instance.sandbox.limitMemory?.(fn.settings.memoryMiB);
+      // Also before the code runs: an instance starts with no network, and gets its way out only now.
+      if (fn.egress) {
+        if (!instance.sandbox.openEgress)
+          throw new Error(`the ${this.deps.driver.kind} sandbox has no per-function egress`);
+        await instance.sandbox.openEgress();
+      }
       const loaded = await instance.client.load({ ...fn.settings, functionName: fn.name, entry: fn.entry });
       const ms = this.deps.clock.now() - t0;
       this.deps.metrics.specialize.observe(ms / 1000);

@@ -90,6 +90,8 @@ export interface FunctionSettings {
   /** Identifies `load`: an instance loaded with other settings is not reused for this function. */
   readonly hash: string;
   readonly timeoutMs: number;
+  /** The function's instances get outbound network (their own namespace, NAT to the uplink, DNS). */
+  readonly egress: boolean;
 }
 
 /** A record as the admin API shows it: the configuration's names, never its values. */
@@ -339,6 +341,7 @@ export class Registry {
     const memoryMiB =
       asked === undefined || host.memoryMiB === undefined ? asked : Math.min(asked, host.memoryMiB);
     const env = { ...(config?.env ?? {}), ...(secrets ?? this.secretsOf(record.name)) };
+    const egress = config?.egress === true;
     const load: LoadSettings = {
       env,
       functionVersion: String(record.revision),
@@ -348,8 +351,14 @@ export class Registry {
     };
     const settings: FunctionSettings = {
       load,
-      hash: createHash("sha256").update(JSON.stringify(load)).digest("hex").slice(0, 16),
+      // Egress is part of the version (an instance loaded without a network must not serve it); left out
+      // of the text when off, so the hashes of functions without it stay as they were.
+      hash: createHash("sha256")
+        .update(JSON.stringify(load) + (egress ? "\negress" : ""))
+        .digest("hex")
+        .slice(0, 16),
       timeoutMs: Math.min(config?.timeoutMs ?? host.callTimeoutMs, host.callTimeoutMs),
+      egress,
     };
     if (secrets === undefined) this.settingsCache.set(record, settings);
     return settings;

@@ -96,6 +96,12 @@ export interface SandboxInstance {
    * the function's code loads. Drivers whose memory is fixed at start (a VM's) leave it out.
    */
   limitMemory?(memoryMiB: number): Promise<void>;
+  /**
+   * Gives the instance a way out (its own network with NAT to the host's uplink and DNS; nothing on the
+   * host or in other instances reachable), before the function's code loads. Instances start with no
+   * network; drivers without per-function egress leave this out.
+   */
+  openEgress?(): Promise<void>;
 }
 
 /** A host prerequisite that is missing, with the exact command that fixes it. */
@@ -119,6 +125,11 @@ export interface SandboxDriver {
    * answers on its endpoint and has been given a fresh identity; rejects with SandboxStartError.
    */
   start(spec: InstanceSpec): Promise<SandboxInstance>;
+  /**
+   * What this host lacks for per-function egress, one phrase each with its fix (empty: it can be used).
+   * Drivers without per-function egress leave this out, and functions asking for it are refused.
+   */
+  egressProblems?(): Promise<string[]>;
   /** Destroys every live instance and releases host-wide state. */
   close(): Promise<void>;
 }

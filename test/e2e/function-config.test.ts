@@ -109,6 +109,7 @@ describe("per-function configuration (process sandbox)", function () {
       memoryMiB: 192,
       timeoutMs: 5000,
       cors: null,
+      egress: false,
     });
     const record = await readFile(path.join(agent.stateDir, "registry", "envy.json"), "utf8");
     assert.ok(!record.includes(SECRET), "the record holds no secret");

@@ -6,6 +6,7 @@ import {
   envNameProblem,
   parseConfigPatch,
   publicConfig,
+  storedConfigProblem,
 } from "../../contracts/function-config.ts";
 import { parseRecord } from "../../contracts/registry-layout.ts";
 
@@ -86,7 +87,26 @@ describe("function configuration contract", () => {
       memoryMiB: 128,
       timeoutMs: null,
       cors: null,
+      egress: false,
     });
+  });
+
+  it("takes egress as true, false or null, keeps it until changed, and stores it only when on", () => {
+    assert.deepEqual(parseConfigPatch({ egress: true }, LIMITS), { egress: true });
+    assert.throws(
+      () => parseConfigPatch({ egress: "yes" }, LIMITS),
+      (e: Error) =>
+        e instanceof ConfigError &&
+        e.message === "egress must be true (outbound network) or false (none, the default)",
+    );
+    const on = applyConfigPatch(undefined, {}, { egress: true }).config;
+    assert.deepEqual(on, { egress: true });
+    assert.deepEqual(applyConfigPatch(on, {}, { memoryMiB: 256 }).config, { egress: true, memoryMiB: 256 });
+    assert.deepEqual(applyConfigPatch(on, {}, { egress: false }).config, {});
+    assert.deepEqual(applyConfigPatch(on, {}, { egress: null }).config, {});
+    assert.equal(publicConfig(on).egress, true);
+    assert.equal(storedConfigProblem({ egress: "on" }), "egress must be true or false");
+    assert.equal(storedConfigProblem({ egress: true }), null);
   });
 
   it("names the field and the allowed range when a value is out of bounds", () => {

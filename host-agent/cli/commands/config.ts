@@ -4,7 +4,7 @@ import { type CommandSpec, printJson, stringOption, stringsOption } from "../com
 
 export const configCommand: CommandSpec = {
   name: "config",
-  summary: "change a function's environment, secrets, memory or timeout without a new upload",
+  summary: "change a function's environment, secrets, memory, timeout or egress without a new upload",
   description: [
     "The change is proven by a load with the new settings first (nothing changes when that fails);",
     "calls after the answer run on instances loaded with it. Values of variables and secrets are never",
@@ -42,9 +42,18 @@ export const configCommand: CommandSpec = {
       description: "the instance memory, from 128 MiB to the host's",
     },
     timeout: { type: "string", value: "<seconds>", description: "the call deadline, from 1 s to the host's" },
+    egress: {
+      type: "string",
+      value: "on|off",
+      description: "outbound network (NAT to the host's uplink, DNS) on, or off (no network, the default)",
+    },
   },
   json: true,
-  examples: ["faas config api --env STAGE=prod --unset-env DEBUG", "faas config api --memory 256 --json"],
+  examples: [
+    "faas config api --env STAGE=prod --unset-env DEBUG",
+    "faas config api --memory 256 --json",
+    "faas config api --egress on",
+  ],
   async run(line, ctx) {
     const name = line.args.name!;
     const set = configPatchOf({
@@ -52,6 +61,7 @@ export const configCommand: CommandSpec = {
       secrets: stringsOption(line, "secret"),
       memory: stringOption(line, "memory"),
       timeout: stringOption(line, "timeout"),
+      egress: stringOption(line, "egress"),
     });
     const unset = (names: readonly string[]) =>
       names.length === 0 ? undefined : Object.fromEntries(names.map((n) => [n, null]));
@@ -64,7 +74,7 @@ export const configCommand: CommandSpec = {
     };
     if (Object.keys(patch).length === 0) {
       throw new CliError(
-        "nothing to change: give --env, --secret, --unset-env, --unset-secret, --memory or --timeout",
+        "nothing to change: give --env, --secret, --unset-env, --unset-secret, --memory, --timeout or --egress",
       );
     }
     const out = await updateConfig(ctx.endpoints(), name, patch);

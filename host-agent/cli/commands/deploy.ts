@@ -90,12 +90,18 @@ export const deployCommand: CommandSpec = {
       value: "<seconds>",
       description: "the call deadline, from 1 s to the host's call timeout",
     },
+    egress: {
+      type: "boolean",
+      description:
+        "let the function open connections out (NAT to the host's uplink, DNS); default: no network",
+    },
   },
   json: true,
   examples: [
     "faas deploy examples/hello-world",
     "faas deploy ./my-fn --name api --json",
     "faas deploy ./my-fn --env STAGE=prod --secret API_KEY=... --memory 256 --timeout 10",
+    "faas deploy ./my-fn --egress",
   ],
   async run(line, ctx) {
     const dir = line.args.dir!;
@@ -106,6 +112,7 @@ export const deployCommand: CommandSpec = {
       secrets: stringsOption(line, "secret"),
       memory: stringOption(line, "memory"),
       timeout: stringOption(line, "timeout"),
+      egress: line.options.egress === true,
     });
     const handler = stringOption(line, "handler");
     const out = await deployFolder(ep, dir, name, config, handler ? { handler } : {});

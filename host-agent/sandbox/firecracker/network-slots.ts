@@ -18,6 +18,7 @@
  */
 
 import type { NetworkSlotsConfig } from "../../../contracts/firecracker-driver-config.ts";
+import { guestForwardRules, guestInputRules, uplinkMasqueradeChain } from "../egress-rules.ts";
 import { CommandError, type CommandRunner } from "./command-runner.ts";
 
 export interface NetworkSlot {
@@ -120,35 +121,18 @@ export function hostRuleset(
   config: Pick<NetworkSlotsConfig, "vethPrefix" | "hostSubnetBase" | "egress">,
 ): string {
   const veths = `"${config.vethPrefix}-*"`;
-  const egress = config.egress;
-  const out = egress.enabled
-    ? [
-        // The metadata service and other link-local services are the host's, not the guests'.
-        `    iifname ${veths} ip daddr 169.254.0.0/16 ip daddr != ${egress.dnsResolver} drop`,
-        `    iifname ${veths} oifname "${egress.uplink}" accept`,
-      ]
-    : [];
-  const nat = egress.enabled
-    ? [
-        "  chain postrouting {",
-        "    type nat hook postrouting priority srcnat; policy accept;",
-        `    oifname "${egress.uplink}" ip saddr ${config.hostSubnetBase}/16 masquerade`,
-        "  }",
-      ]
-    : [];
+  const egress = config.egress.enabled ? config.egress : undefined;
   return [
     `table ip ${hostTableName(config)} {`,
     "  chain forward {",
     "    type filter hook forward priority filter; policy accept;",
-    `    iifname ${veths} oifname ${veths} drop`,
-    ...out,
-    `    iifname ${veths} drop`,
+    ...guestForwardRules(veths, egress),
     "  }",
     "  chain input {",
     "    type filter hook input priority filter; policy accept;",
-    `    iifname ${veths} ct state new drop`,
+    ...guestInputRules(veths),
     "  }",
-    ...nat,
+    ...(egress ? uplinkMasqueradeChain(egress.uplink, `${config.hostSubnetBase}/16`) : []),
     "}",
     "",
   ].join("\n");

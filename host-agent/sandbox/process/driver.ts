@@ -5,7 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, chown, mkdir, readdir, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { endianness } from "node:os";
 import path from "node:path";
 import { execa, type ResultPromise } from "execa";
@@ -25,6 +25,7 @@ import {
   type SandboxInstance,
   SandboxStartError,
 } from "../driver.ts";
+import { execaRunner } from "../firecracker/command-runner.ts";
 import { GUEST_SOCKET_NAME, jailCommand } from "./bwrap-args.ts";
 import {
   type CgroupMode,
@@ -36,6 +37,7 @@ import {
   cgroupScope as scopeOf,
 } from "./cgroups.ts";
 import { linkCodeTree } from "./code-link.ts";
+import { type EgressLink, egressNames, ProcessEgress } from "./egress.ts";
 import { bwrapDisablesUserns, findOnPath, jailFolderFacts, processSandboxProblems } from "./preflight.ts";
 import { hostSeccompFilter } from "./seccomp.ts";
 
@@ -54,6 +56,12 @@ export interface ProcessDriverOptions {
   readonly rawOutputBudget?: number;
   /** Each console line of a user's function, after it is logged (the agent keeps the last ones). */
   readonly onUserLine?: (line: UserConsoleLine) => void;
+  /** Per-function egress: overrides of the host's uplink and resolver, and the /24 of the links. */
+  readonly egress?: {
+    readonly uplink?: string | undefined;
+    readonly dnsResolver?: string | undefined;
+    readonly subnet?: string | undefined;
+  };
 }
 
 export interface UserConsoleLine {
@@ -83,10 +91,24 @@ export class ProcessDriver implements SandboxDriver {
   private readonly isRoot = process.getuid?.() === 0;
   private cgroups: CgroupMode = { version: 0, why: "not detected yet" };
   private readonly cgroupScope: string;
+  /** Links out for the instances of functions with egress. */
+  private readonly egress: ProcessEgress;
 
   constructor(private readonly opts: ProcessDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "run", "instances");
     this.cgroupScope = scopeOf(opts.stateDir);
+    this.egress = new ProcessEgress({
+      names: egressNames(opts.stateDir, opts.egress?.subnet),
+      run: execaRunner,
+      isRoot: this.isRoot,
+      has: (tool) => findOnPath(tool) !== undefined,
+      uplink: opts.egress?.uplink,
+      dnsResolver: opts.egress?.dnsResolver,
+    });
+  }
+
+  egressProblems(): Promise<string[]> {
+    return this.egress.problems();
   }
 
   /** Where this driver's instance cgroups live, relative to each hierarchy: faas/<scope>/<instance>. */
@@ -139,14 +161,23 @@ export class ProcessDriver implements SandboxDriver {
       leftovers++;
     }
     const cgroups = this.cgroups.version === 0 ? 0 : await reclaimCgroups(this.cgroups, this.cgroupScope);
-    if (leftovers + cgroups > 0) {
-      this.opts.log.warn({ instanceDirs: leftovers, cgroups }, "reclaimed what a previous agent left behind");
+    const egressLinks = await this.egress.reclaim().catch((err: Error) => {
+      this.opts.log.warn({ err: err.message }, "could not reclaim a previous agent's egress links");
+      return 0;
+    });
+    if (leftovers + cgroups + egressLinks > 0) {
+      this.opts.log.warn(
+        { instanceDirs: leftovers, cgroups, egressLinks },
+        "reclaimed what a previous agent left behind",
+      );
     }
     this.opts.log.info(
       {
         cgroups: this.cgroups.version === 0 ? `none (${this.cgroups.why})` : `v${this.cgroups.version}`,
         root: this.isRoot,
         seccomp: this.seccompFile !== undefined,
+        // Said once at start, so an operator knows before a deploy asks for it (each ask checks anew).
+        egress: (await this.egress.problems()).join("; ") || "available",
       },
       "process sandbox ready",
     );
@@ -243,7 +274,7 @@ export class ProcessDriver implements SandboxDriver {
       reject: false,
       cleanup: true,
     });
-    const instance = new ProcessInstance(spec, child, dir, codeDir, cgroup, this.opts, () => {
+    const instance = new ProcessInstance(spec, child, dir, codeDir, cgroup, this.opts, this.egress, () => {
       this.live.delete(spec.id);
       if (uid !== null) this.usedUids.delete(uid);
     });
@@ -275,6 +306,7 @@ export class ProcessDriver implements SandboxDriver {
     // Starts caught half-way clean up after themselves (their folders are under the state dir).
     await Promise.allSettled([...this.starting]);
     if (this.cgroups.version !== 0) await removeScope(this.cgroups, this.cgroupScope);
+    await this.egress.close();
   }
 }
 
@@ -309,6 +341,9 @@ class ProcessInstance implements SandboxInstance {
   private memoryMiB: number;
   /** The function whose code this instance runs: its log lines are attributed to it, whatever they say. */
   private functionName: string | null = null;
+  /** The instance's link out, when its function has egress. */
+  private egressLink: EgressLink | undefined;
+  private closed = false;
 
   constructor(
     spec: InstanceSpec,
@@ -317,6 +352,7 @@ class ProcessInstance implements SandboxInstance {
     private readonly codeDir: string,
     private readonly cgroup: InstanceCgroup,
     private readonly opts: ProcessDriverOptions,
+    private readonly egress: ProcessEgress,
     private readonly onGone: () => void,
   ) {
     this.id = spec.id;
@@ -457,7 +493,9 @@ class ProcessInstance implements SandboxInstance {
   }
 
   private async cleanup(): Promise<void> {
+    this.closed = true;
     await this.client.close();
+    if (this.egressLink) await this.egress.release(this.egressLink);
     try {
       await this.cgroup.remove();
     } catch (err) {
@@ -465,6 +503,25 @@ class ProcessInstance implements SandboxInstance {
     }
     if (existsSync(this.dir)) await forceRemove(this.dir);
     this.onGone();
+  }
+
+  /**
+   * A link out into the jail's own network namespace (until now it had only a loopback): the process
+   * that holds the namespace is bwrap's first child, the jail's pid 1.
+   */
+  async openEgress(): Promise<void> {
+    if (this.egressLink) return;
+    const pid = this.child.pid;
+    const first =
+      pid === undefined ? "" : await readFile(`/proc/${pid}/task/${pid}/children`, "utf8").catch(() => "");
+    const jailPid = Number(first.trim().split(/\s+/)[0]);
+    if (!Number.isInteger(jailPid) || jailPid <= 0) {
+      throw new Error(`instance ${this.id} has no jail process to open egress in`);
+    }
+    const link = await this.egress.open(jailPid);
+    // Ended while the link was being made: cleanup ran before the link existed, so give it back here.
+    if (this.closed) await this.egress.release(link);
+    else this.egressLink = link;
   }
 
   /** A function's own memory, within what the instance started with (the pool reserved that much). */
