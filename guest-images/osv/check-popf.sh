@@ -14,7 +14,8 @@ if [ "$#" -lt 3 ]; then
   echo "usage: $0 VMM_BIN IMAGE_DIR POPF_GUEST_PATH [SECONDS] [VCPUS]" >&2
   exit 64
 fi
-vmm="$(realpath "$1")"
+# A bare name is looked up on PATH (qemu-system-x86_64), a path is taken as it is.
+vmm="$(realpath "$(command -v "$1" || echo "$1")")"
 image_dir="$(realpath "$2")"
 popf_guest="$3"
 seconds="${4:-120}"
@@ -44,12 +45,23 @@ JSON
 set +e
 case "$(basename "$vmm")" in
   qemu-system-*)
-    # TCG is 30-60x slower than KVM: the boot gets more of the watchdog's time.
+    # TCG is 30-60x slower than KVM: the boot gets more of the watchdog's time. An OSv abort halts the
+    # guest without powering off: the console line ends the wait instead of the watchdog.
     timeout --kill-after=5 "$((seconds + 180))" "$vmm" -accel tcg -M pc -m 256M -smp "$vcpus" \
       -nodefaults -no-user-config -display none -no-reboot -serial stdio \
       -kernel "${image_dir}/kernel.elf" -append "--rootfs=rofs --env=TZ=UTC ${app}" \
       -drive "file=${image_dir}/root.img,if=none,id=root,format=raw,readonly=on" \
-      -device virtio-blk-pci,drive=root </dev/null >"$console" 2>&1
+      -device virtio-blk-pci,drive=root </dev/null >"$console" 2>&1 &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+      if grep -a -q -E '^(Assertion failed|Aborted)' "$console" 2>/dev/null; then
+        sleep 2 # the backtrace lines
+        kill "$pid" 2>/dev/null
+        break
+      fi
+      sleep 1
+    done
+    wait "$pid"
     ;;
   *)
     timeout --kill-after=5 "$((seconds + 60))" "$vmm" --no-api --config-file "${work}/config.json" \
