@@ -57,6 +57,7 @@ case "$(basename "$vmm")" in
       if grep -a -q -E '^(Assertion failed|Aborted)' "$console" 2>/dev/null; then
         sleep 2 # the backtrace lines
         kill "$pid" 2>/dev/null
+        echo "the guest aborted (console: $(grep -a -m1 -E '^(Assertion failed|Aborted)' "$console")); stopped it"
         break
       fi
       sleep 1
