@@ -27,32 +27,6 @@ export const BAKE_CACHE_DIR = "/var/cache/snapfaas-bake";
  */
 export const BUILDER_NODE = { version: "24.21.0", arch: "linux-x64" } as const;
 
-/**
- * OSv's build dependencies, installed by name because OSv's scripts/setup.py supports neither Debian
- * 12 nor Ubuntu 24.04 (the list that built OSv 0e34e4dc on Debian 12, research microvm-lane Q3).
- */
-export const OSV_BUILD_PACKAGES = [
-  "build-essential",
-  "libboost-dev",
-  "libboost-system-dev",
-  "libboost-filesystem-dev",
-  "libboost-program-options-dev",
-  "gawk",
-  "pax-utils",
-  "libedit-dev",
-  "libyaml-cpp-dev",
-  "genromfs",
-  "bison",
-  "flex",
-  "autoconf",
-  "automake",
-  "libtool",
-  "python3-requests",
-  "qemu-utils",
-  "libssl-dev",
-  "libncurses-dev",
-] as const;
-
 /** What every bake needs on the builder before `npm ci`; the guest recipes install their own. */
 export const BUILDER_PACKAGES = ["ca-certificates", "curl", "git", "xz-utils", "python3", "make"] as const;
 
@@ -99,7 +73,7 @@ export function renderBakeScript(input: BakeScriptInput): string {
   if (input.guest !== "linux" && input.guest !== "osv")
     throw new Error(`bake script value guest must be "linux" or "osv", got "${input.guest}"`);
   const prefix = baseImagePrefix(input.baseVersion);
-  const packages = [...BUILDER_PACKAGES, ...(input.guest === "osv" ? OSV_BUILD_PACKAGES : [])];
+  const packages = BUILDER_PACKAGES;
   const nodeDir = `node-v${BUILDER_NODE.version}-${BUILDER_NODE.arch}`;
   return [
     "#!/bin/bash",

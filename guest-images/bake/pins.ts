@@ -7,6 +7,17 @@ export const OSV_PIN = {
   repo: "https://github.com/cloudius-systems/osv.git",
   /** master HEAD read on 2026-08-17 (describes as v0.57.0-398-g0e34e4dc); the bake records the full hash. */
   commit: "0e34e4dc",
+  /**
+   * The same commit as a source tarball with the submodules a rofs build needs (acpica, kbuild, both
+   * musl trees, apps), for builds without GitHub: `guest-images/osv/local-image.ts` builds from it and
+   * refuses a tarball with another sha256. Looked up as $OSV_SOURCE_TARBALL, else in ../shared/vendor/.
+   */
+  sourceTarball: {
+    file: "osv-0e34e4dc-src.tar.gz",
+    /** The full hash of the commit inside (a tarball has no .git to ask): written to osv-commit.txt. */
+    commit: "0e34e4dc2b278b7f64e4169abbf297b7de46fb6b",
+    sha256: "ad35f8957a3a30ad5667e07800ce8f70ddd8a5e5f372d3a2d4b2fa78af2ff131",
+  },
   /** Fixes not in any release that the recipe needs; the bake refuses a checkout missing either. */
   requiredCommits: [
     { commit: "2228724", what: "PR #1220: ROFS cache keyed per mount (root and code disk are both ROFS)" },

@@ -1,15 +1,6 @@
 /**
- * OSv ROFS image writer. The on-disk layout is the one OSv's scripts/gen-rofs-img.py produces and
- * fs/rofs reads (facts in ../shared/research/osv.md, section 2.3); the code here is our own:
- *
- *   block 0          superblock: 8 little-endian u64 (magic 0xDEADBEAD, version 1, block size 512,
- *                    first structure block, structure block count, dir entry count, symlink count,
- *                    inode count), rest zero
- *   blocks 1..       file data, each file starting on a block boundary, zero padded
- *   structure blocks directory entries (u64 inode_no, u16 name length, name), then symlinks
- *                    (u16 length, target), then inodes (u64 mode, inode_no, data_offset, count),
- *                    zero padded to a block
- *
+ * OSv ROFS image writer. The layout (and its reader) is contracts/rofs-layout.ts, shared with the guest
+ * runtime, which reads a code disk attached after restore itself; the code here is our own.
  * Inode numbers start at 1 (the root) and are handed out depth first; a directory's entries are a
  * contiguous run in the entry table, written after its subdirectories' runs. Nothing time- or
  * host-dependent is stored (no mtimes, owners or permission bits), so the image is a pure function
@@ -19,13 +10,18 @@
 import type { FileHandle } from "node:fs/promises";
 import { open } from "node:fs/promises";
 import { CodeDiskError } from "../../contracts/code-disk.ts";
+import {
+  decodeRofsImage,
+  ROFS_BLOCK_SIZE,
+  ROFS_DIR_ENTRY_HEAD,
+  ROFS_INODE_BYTES,
+  ROFS_MAGIC,
+  ROFS_MODE,
+  ROFS_VERSION,
+} from "../../contracts/rofs-layout.ts";
 import type { CodeTree, CodeTreeNode } from "./tree.ts";
 
-export const ROFS_MAGIC = 0xdeadbeadn;
-export const ROFS_BLOCK_SIZE = 512;
-export const ROFS_MODE = { dir: 0x4000, file: 0x8000, symlink: 0xa000 } as const;
-const INODE_BYTES = 32;
-const SUPERBLOCK_FIELDS = 8;
+export { ROFS_BLOCK_SIZE, ROFS_MAGIC, ROFS_MODE };
 
 interface Inode {
   mode: number;
@@ -91,7 +87,7 @@ export async function writeRofsImage(tree: CodeTree, outFile: string): Promise<v
     const superblock = Buffer.alloc(ROFS_BLOCK_SIZE);
     const fields = [
       ROFS_MAGIC,
-      1n,
+      ROFS_VERSION,
       BigInt(ROFS_BLOCK_SIZE),
       BigInt(block),
       BigInt(structureBlocks),
@@ -115,7 +111,7 @@ function encodeStructure(
 ): Buffer {
   const parts: Buffer[] = [];
   for (const entry of dirEntries) {
-    const head = Buffer.alloc(10);
+    const head = Buffer.alloc(ROFS_DIR_ENTRY_HEAD);
     head.writeBigUInt64LE(BigInt(entry.inodeNo), 0);
     head.writeUInt16LE(entry.name.length, 8);
     parts.push(head, entry.name);
@@ -126,9 +122,9 @@ function encodeStructure(
     head.writeUInt16LE(target.length, 0);
     parts.push(head, target);
   }
-  const table = Buffer.alloc(inodes.length * INODE_BYTES);
+  const table = Buffer.alloc(inodes.length * ROFS_INODE_BYTES);
   inodes.forEach((inode, i) => {
-    const at = i * INODE_BYTES;
+    const at = i * ROFS_INODE_BYTES;
     table.writeBigUInt64LE(BigInt(inode.mode), at);
     table.writeBigUInt64LE(BigInt(inode.inodeNo), at + 8);
     table.writeBigUInt64LE(BigInt(inode.dataOffset), at + 16);
@@ -176,65 +172,12 @@ export type RofsContents = Map<
   { kind: "dir" } | { kind: "file"; data: Buffer } | { kind: "symlink"; target: string }
 >;
 
-/**
- * Parses a ROFS image the way OSv's fs/rofs reads one: superblock, then the structure tables, then
- * file data by block. Used by the tests and by `bake` to check what the writer produced.
- */
+/** Parses a ROFS image with the layout's own reader (the one the OSv guest runtime uses). */
 export function readRofsImage(image: Buffer): RofsContents {
-  if (image.length < ROFS_BLOCK_SIZE) throw new CodeDiskError("ROFS image shorter than one block");
-  const sb: bigint[] = [];
-  for (let i = 0; i < SUPERBLOCK_FIELDS; i++) sb.push(image.readBigUInt64LE(i * 8));
-  const [magic, version, blockSize, firstBlock, , dirEntryCount, symlinkCount, inodeCount] = sb.map(Number);
-  if (BigInt(magic ?? 0) !== ROFS_MAGIC)
-    throw new CodeDiskError(`bad ROFS magic 0x${(magic ?? 0).toString(16)}`);
-  if (version !== 1 || blockSize !== ROFS_BLOCK_SIZE) {
-    throw new CodeDiskError(`unsupported ROFS version ${version} / block size ${blockSize}`);
-  }
-  let at = (firstBlock ?? 0) * ROFS_BLOCK_SIZE;
-  const entries: { inodeNo: number; name: string }[] = [];
-  for (let i = 0; i < (dirEntryCount ?? 0); i++) {
-    const inodeNo = Number(image.readBigUInt64LE(at));
-    const len = image.readUInt16LE(at + 8);
-    entries.push({ inodeNo, name: image.subarray(at + 10, at + 10 + len).toString() });
-    at += 10 + len;
-  }
-  const targets: string[] = [];
-  for (let i = 0; i < (symlinkCount ?? 0); i++) {
-    const len = image.readUInt16LE(at);
-    targets.push(image.subarray(at + 2, at + 2 + len).toString());
-    at += 2 + len;
-  }
-  const inodes: Inode[] = [];
-  for (let i = 0; i < (inodeCount ?? 0); i++) {
-    const base = at + i * INODE_BYTES;
-    inodes.push({
-      mode: Number(image.readBigUInt64LE(base)),
-      inodeNo: Number(image.readBigUInt64LE(base + 8)),
-      dataOffset: Number(image.readBigUInt64LE(base + 16)),
-      count: Number(image.readBigUInt64LE(base + 24)),
-    });
-  }
   const contents: RofsContents = new Map();
-  const visit = (inode: Inode, rel: string): void => {
-    if (inode.mode === ROFS_MODE.dir) {
-      if (rel !== "") contents.set(rel, { kind: "dir" });
-      for (const entry of entries.slice(inode.dataOffset, inode.dataOffset + inode.count)) {
-        const child = inodes[entry.inodeNo - 1];
-        if (!child || child.inodeNo !== entry.inodeNo) throw new CodeDiskError(`bad inode ${entry.inodeNo}`);
-        visit(child, rel === "" ? entry.name : `${rel}/${entry.name}`);
-      }
-    } else if (inode.mode === ROFS_MODE.file) {
-      const start = inode.dataOffset * ROFS_BLOCK_SIZE;
-      contents.set(rel, { kind: "file", data: Buffer.from(image.subarray(start, start + inode.count)) });
-    } else if (inode.mode === ROFS_MODE.symlink) {
-      contents.set(rel, { kind: "symlink", target: targets[inode.dataOffset] ?? "" });
-    } else {
-      throw new CodeDiskError(`inode ${inode.inodeNo} has unknown mode 0x${inode.mode.toString(16)}`);
-    }
-  };
-  const root = inodes[0];
-  if (!root) throw new CodeDiskError("ROFS image has no root inode");
-  visit(root, "");
+  for (const [rel, node] of decodeRofsImage(image)) {
+    contents.set(rel, node.kind === "file" ? { kind: "file", data: Buffer.from(node.data) } : node);
+  }
   return contents;
 }
 

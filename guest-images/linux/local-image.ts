@@ -193,7 +193,7 @@ async function kernelSourceDeb(cache: string, log: (line: string) => void): Prom
 }
 
 /** Holds an exclusive lock file for the shared kernel work tree; a lock left by a dead process is taken over. */
-async function withLock<T>(lockFile: string, what: string, fn: () => Promise<T>): Promise<T> {
+export async function withLock<T>(lockFile: string, what: string, fn: () => Promise<T>): Promise<T> {
   for (let attempt = 0; ; attempt++) {
     try {
       const fd = openSync(lockFile, "wx");
@@ -225,7 +225,7 @@ function isAlive(pid: number): boolean {
 }
 
 /** Runs a command (this process's environment plus `env`) with stdout and stderr appended to a log file. */
-function runLogged(argv: string[], logFile: string, env: NodeJS.ProcessEnv): Promise<number> {
+export function runLogged(argv: string[], logFile: string, env: NodeJS.ProcessEnv): Promise<number> {
   const fd = openSync(logFile, "a");
   return new Promise((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), {
@@ -243,7 +243,7 @@ function runLogged(argv: string[], logFile: string, env: NodeJS.ProcessEnv): Pro
   });
 }
 
-async function lastLines(file: string, n: number): Promise<string> {
+export async function lastLines(file: string, n: number): Promise<string> {
   const text = await readFile(file, "utf8").catch(() => "");
   return text.trimEnd().split("\n").slice(-n).join("\n");
 }

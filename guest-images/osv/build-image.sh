@@ -4,12 +4,14 @@
 # create one on its read-only root). Leaves kernel.elf and root.img (raw disk: loader, MBR, ROFS
 # partition; Firecracker cannot read qcow2) plus osv-commit.txt in OUT_DIR. The guest paths come from
 # recipe.ts (OSV_GUEST_PATHS), which also builds the boot arguments and check-popf.sh's app from them.
+# With NATIVE_HELPER and NATIVE_GUEST_PATH, the runtime's native helper (guest-native.node, built for
+# this node) is put at NATIVE_GUEST_PATH too (init reseeds OpenSSL with it).
 # Usage: build-image.sh OSV_DIR NODE_BIN_DIR RUNTIME_BUNDLE POPF_CHECK_JS OUT_DIR \
-#          RUNTIME_GUEST_PATH POPF_GUEST_PATH CODE_GUEST_PATH
+#          RUNTIME_GUEST_PATH POPF_GUEST_PATH CODE_GUEST_PATH [NATIVE_HELPER NATIVE_GUEST_PATH]
 set -euo pipefail
 
-if [ "$#" -ne 8 ]; then
-  echo "usage: $0 OSV_DIR NODE_BIN_DIR RUNTIME_BUNDLE POPF_CHECK_JS OUT_DIR RUNTIME_GUEST_PATH POPF_GUEST_PATH CODE_GUEST_PATH" >&2
+if [ "$#" -ne 8 ] && [ "$#" -ne 10 ]; then
+  echo "usage: $0 OSV_DIR NODE_BIN_DIR RUNTIME_BUNDLE POPF_CHECK_JS OUT_DIR RUNTIME_GUEST_PATH POPF_GUEST_PATH CODE_GUEST_PATH [NATIVE_HELPER NATIVE_GUEST_PATH]" >&2
   exit 2
 fi
 osv_dir="$(realpath "$1")"
@@ -20,7 +22,9 @@ out_dir="$(realpath "$5")"
 runtime_guest="$6"
 popf_guest="$7"
 code_guest="$8"
-for guest_path in "$runtime_guest" "$popf_guest" "$code_guest"; do
+native_helper="${9:+$(realpath "$9")}"
+native_guest="${10:-}"
+for guest_path in "$runtime_guest" "$popf_guest" "$code_guest" ${native_guest:+"$native_guest"}; do
   case "$guest_path" in
     /*) ;;
     *)
@@ -58,6 +62,11 @@ printf '%s: ${MODULE_DIR}/%s\n' \
   "$runtime_guest" runtime.js \
   "$popf_guest" popf-stress.cjs \
   "$code_guest" code >"${module_dir}/usr.manifest"
+if [ -n "$native_helper" ]; then
+  cp "$native_helper" "${module_dir}/guest-native.node"
+  # shellcheck disable=SC2016
+  printf '%s: ${MODULE_DIR}/guest-native.node\n' "$native_guest" >>"${module_dir}/usr.manifest"
+fi
 
 cd "$osv_dir"
 ./scripts/build -j"$(nproc)" fs=rofs image=node-from-host,snapfaas-runtime
@@ -65,5 +74,10 @@ cd "$osv_dir"
 mkdir -p "$out_dir"
 cp build/last/loader-stripped.elf "${out_dir}/kernel.elf"
 qemu-img convert -O raw build/last/usr.img "${out_dir}/root.img"
-git rev-parse HEAD >"${out_dir}/osv-commit.txt"
+# A git checkout knows its commit; a source tarball's extract carries it in .snapfaas-osv-commit.
+if [ -e .git ]; then
+  git rev-parse HEAD >"${out_dir}/osv-commit.txt"
+else
+  cp .snapfaas-osv-commit "${out_dir}/osv-commit.txt"
+fi
 echo "OSv $(cat "${out_dir}/osv-commit.txt") image in ${out_dir}"

@@ -7,6 +7,38 @@ import type { PlanStep } from "../bake/plan.ts";
 import { fetchedNodeBinary } from "../node/fetch-cli.ts";
 
 /**
+ * Debian packages the OSv build needs (Debian 12 and Ubuntu 24.04 names), the one list: the plan's
+ * `osv-builder-packages` step installs them on a builder, `.ci/run` installs them through
+ * builder-packages-cli.ts, and local-image.ts names them when a tool is missing. OSv's own
+ * scripts/setup.py knows neither distribution (its Debian entry wants jessie-era packages), so it is
+ * not used; this is the list that built OSv 0e34e4dc here (boost for the loader's tools, lddtree from
+ * pax-utils for node-from-host's manifest, genromfs, libedit/yaml-cpp/ncurses headers, autotools for
+ * the bundled libraries, qemu-img for the raw disk; g++ 12+ and python3 from build-essential/python3).
+ */
+export const OSV_BUILDER_PACKAGES = [
+  "build-essential",
+  "python3",
+  "python3-requests",
+  "libboost-dev",
+  "libboost-system-dev",
+  "libboost-filesystem-dev",
+  "libboost-program-options-dev",
+  "gawk",
+  "pax-utils",
+  "libedit-dev",
+  "libyaml-cpp-dev",
+  "libncurses-dev",
+  "libssl-dev",
+  "genromfs",
+  "bison",
+  "flex",
+  "autoconf",
+  "automake",
+  "libtool",
+  "qemu-utils",
+] as const;
+
+/**
  * Where the recipe puts things inside the OSv image: the one home of these paths. build-image.sh
  * writes the image's usr.manifest from them, check-popf.sh boots popfCheck, osvKernelArgs starts the
  * runtime and mounts the code disk with them.
@@ -15,8 +47,20 @@ export const OSV_GUEST_PATHS = {
   node: "/node",
   runtime: "/runtime/runtime.js",
   popfCheck: "/popf/stress.cjs",
-  /** The code disk (second virtio-blk device, unpartitioned ROFS) is mounted here; the image has the directory. */
+  /**
+   * An empty directory in the image, for a boot-time `--mount-fs=rofs,/dev/vblk1,/code` when debugging
+   * (OSv cannot create a mount point on its read-only root). The runtime does not use it: see codeDevice.
+   */
   code: "/code",
+  /** The code disk: the second virtio-blk device, an unpartitioned ROFS image. */
+  codeDevice: "/dev/vblk1",
+  /**
+   * Where the runtime unpacks the code disk at load (OSv's /tmp is a ramfs): OSv mounts a ROFS only at
+   * boot, so a disk attached after restore is read from codeDevice (runtime/code-device.ts).
+   */
+  codeUnpacked: "/tmp/code",
+  /** The runtime's native helper (OpenSSL reseed at init), built for the image's node. */
+  native: "/runtime/guest-native.node",
 } as const;
 
 /**
@@ -49,8 +93,9 @@ export interface OsvRecipeOptions {
 
 /**
  * OSv's command line: `[OSv options] <app>` (../shared/research/osv.md 2.2). --nopci because
- * Firecracker devices are virtio-mmio; a static IP because without --ip OSv waits for DHCP; the code
- * disk is the second drive, found by OSv as vblk1, ROFS without a partition table.
+ * Firecracker devices are virtio-mmio (the QEMU backend drops it on its `pc` machine, whose devices
+ * are virtio-pci); a static IP because without --ip OSv waits for DHCP. The code disk (vblk1) is not
+ * mounted at boot: the runtime reads it at load (--code-device), after the restore attached it.
  */
 export function osvKernelArgs(network: GuestNetwork, guestPort: number): string {
   return [
@@ -61,10 +106,14 @@ export function osvKernelArgs(network: GuestNetwork, guestPort: number): string 
     `--ip=eth0,${network.guestIp},${network.netmask}`,
     `--defaultgw=${network.hostIp}`,
     `--nameserver=${network.hostIp}`,
-    `--mount-fs=rofs,/dev/vblk1,${OSV_GUEST_PATHS.code}`,
     OSV_GUEST_PATHS.node,
     OSV_GUEST_PATHS.runtime,
-    ...runtimeArgs(guestPort, OSV_GUEST_PATHS.code),
+    ...runtimeArgs(guestPort, OSV_GUEST_PATHS.codeUnpacked),
+    "--code-device",
+    OSV_GUEST_PATHS.codeDevice,
+    // OpenSSL's DRBGs reseeded at init (clones share them otherwise); no --set-clock: OSv has no clock_settime.
+    "--native",
+    OSV_GUEST_PATHS.native,
     // The host gives every clone a control secret at init; refuse control calls before it.
     "--require-control-secret",
   ].join(" ");
@@ -75,6 +124,7 @@ export function osvRecipe(options: OsvRecipeOptions): GuestRecipe {
   const osvDir = path.join(workDir, "osv");
   const nodeDir = path.join(workDir, "node");
   const nodeBinDir = path.dirname(fetchedNodeBinary(nodeDir));
+  const nativeHelper = path.join(workDir, "guest-native.node");
   const git = (...args: string[]) => ["git", "-C", osvDir, ...args];
   const buildSteps: PlanStep[] = [
     {
@@ -129,11 +179,21 @@ export function osvRecipe(options: OsvRecipeOptions): GuestRecipe {
       why: "code disks come from our ROFS writer: it must match OSv's gen-rofs-img.py byte for byte",
     },
     {
-      step: "osv-setup",
-      argv: ["python3", "./scripts/setup.py"],
-      cwd: osvDir,
+      step: "osv-builder-packages",
+      argv: ["apt-get", "install", "-y", "--no-install-recommends", ...OSV_BUILDER_PACKAGES],
       needs: ["root", "internet"],
-      why: "installs OSv's build toolchain (Ubuntu or Fedora builder) plus qemu-img and pax-utils (lddtree)",
+      why: "OSv's build toolchain by name (scripts/setup.py supports neither Debian 12 nor Ubuntu 24.04)",
+    },
+    {
+      step: "osv-native-helper",
+      argv: [
+        "bash",
+        path.join(repoDir, "guest-images/runtime/native/build-native.sh"),
+        path.join(nodeDir, "include", "node"),
+        nativeHelper,
+      ],
+      needs: [],
+      why: "the runtime reseeds OpenSSL with it at init; built against the image's node",
     },
     {
       step: "osv-build-image",
@@ -148,6 +208,8 @@ export function osvRecipe(options: OsvRecipeOptions): GuestRecipe {
         OSV_GUEST_PATHS.runtime,
         OSV_GUEST_PATHS.popfCheck,
         OSV_GUEST_PATHS.code,
+        nativeHelper,
+        OSV_GUEST_PATHS.native,
       ],
       needs: [],
       why: `leaves ${VM_ARTIFACTS.kernel} and ${VM_ARTIFACTS.rootfs} in the image directory`,

@@ -9,6 +9,8 @@
  * microVM guests only (the process sandbox passes none of these):
  *            --code-mount CMD   run CMD (no arguments) on load, before the entry is resolved: the code disk
  *                               is attached after restore (Linux: /bin/remount-code)
+ *            --code-device DEV  on load, unpack the ROFS code disk on block device DEV into --code (OSv:
+ *                               /dev/vblk1 into a ramfs folder; OSv cannot remount, see code-device.ts)
  *            --native PATH      the native helper (guest-native.node): init reseeds OpenSSL with it
  *            --set-clock        init steps the wall clock to the host's (needs --native; root)
  *            --require-control-secret   init must carry a control secret (the port is on a network)
@@ -23,6 +25,7 @@ import type * as Net from "node:net";
 import type * as Stream from "node:stream";
 import type * as Util from "node:util";
 import type * as V8 from "node:v8";
+import { unpackCodeDevice } from "./code-device.ts";
 import type { WritableLike } from "./console-capture.ts";
 import { ConsoleQueue } from "./console-queue.ts";
 import { dispatchRpc, exportedClasses, isAnswer, parseRpcRequest } from "./jsonrpc.ts";
@@ -40,6 +43,7 @@ interface Args {
   baseVersion: string;
   console: "stdout" | "channel";
   codeMount: string | null;
+  codeDevice: string | null;
   native: string | null;
   setClock: boolean;
   requireControlSecret: boolean;
@@ -63,6 +67,9 @@ function parseArgs(argv: string[]): Args {
   if (consoleTo !== "stdout" && consoleTo !== "channel")
     throw new Error(`--console must be stdout or channel, got ${consoleTo}`);
   const codeMount = get("--code-mount", "") || null;
+  const codeDevice = get("--code-device", "") || null;
+  if (codeMount && codeDevice)
+    throw new Error("--code-mount and --code-device are two ways to attach code: give one");
   const native = get("--native", "") || null;
   const setClock = argv.includes("--set-clock");
   if (setClock && !native)
@@ -72,6 +79,7 @@ function parseArgs(argv: string[]): Args {
     baseVersion,
     console: consoleTo,
     codeMount,
+    codeDevice,
     native,
     setClock,
     requireControlSecret: argv.includes("--require-control-secret"),
@@ -83,11 +91,17 @@ function parseArgs(argv: string[]): Args {
 }
 
 /** The microVM-only steps the flags ask for. A helper that cannot load is a startup error. */
-function guestSteps(args: Args, loadNative: (path: string) => GuestNative): GuestSteps {
+function guestSteps(args: Args, loadNative: (path: string) => GuestNative, fs: typeof Fs): GuestSteps {
   const native = args.native ? loadNative(args.native) : null;
   const steps: { -readonly [K in keyof GuestSteps]: GuestSteps[K] } = {};
   if (native) steps.reseedOpenssl = (entropy) => native.reseed(entropy);
   if (native && args.setClock) steps.setClock = (ms) => native.setClock(ms);
+  const device = args.codeDevice;
+  if (device) {
+    steps.mountCode = async () => {
+      unpackCodeDevice(fs, device, args.code);
+    };
+  }
   const cmd = args.codeMount;
   if (cmd) {
     const { execFile } = require("node:child_process") as typeof ChildProcess;
@@ -117,17 +131,21 @@ function run(): void {
   let guest: GuestSteps;
   try {
     args = parseArgs(process.argv.slice(1));
-    guest = guestSteps(args, (p) => {
-      const mod = { exports: {} as GuestNative };
-      try {
-        process.dlopen(mod, p);
-      } catch (err) {
-        throw new Error(
-          `--native ${p} does not load (build it for this node with guest-images/runtime/native/build-native.sh): ${(err as Error).message}`,
-        );
-      }
-      return mod.exports;
-    });
+    guest = guestSteps(
+      args,
+      (p) => {
+        const mod = { exports: {} as GuestNative };
+        try {
+          process.dlopen(mod, p);
+        } catch (err) {
+          throw new Error(
+            `--native ${p} does not load (build it for this node with guest-images/runtime/native/build-native.sh): ${(err as Error).message}`,
+          );
+        }
+        return mod.exports;
+      },
+      fs,
+    );
   } catch (err) {
     // One line for whoever reads the console: the runtime cannot start as asked.
     process.stderr.write(`runtime: ${(err as Error).message}\n`);

@@ -6,6 +6,7 @@ import { buildJailerArgs } from "../../host-agent/sandbox/firecracker/jailer-arg
 import {
   buildQemuArgv,
   type QemuMachinePlan,
+  qemuMachineForGuest,
   withQemuMemoryOverhead,
   withTripleFaultReboot,
   withTscEarlyKhz,
@@ -47,6 +48,34 @@ function valuesOf(argv: string[], flag: string): string[] {
 }
 
 describe("QEMU argv builder", () => {
+  it("boots an OSv guest on pc: virtio-pci devices in the same order, --nopci dropped, no Linux parameters", () => {
+    assert.equal(qemuMachineForGuest("osv"), "pc");
+    assert.equal(qemuMachineForGuest("linux"), "microvm");
+    const argv = buildQemuArgv({
+      ...bootPlan,
+      machine: "pc",
+      boot: {
+        kind: "kernel",
+        kernelHostPath: "/jail/base/kernel.elf",
+        cmdline: "--nopci --env=TZ=UTC --rootfs=rofs /node /runtime/runtime.js --listen tcp:0.0.0.0:8123",
+      },
+    });
+    assert.deepEqual(valuesOf(argv, "-M"), ["pc,memory-backend=mem"]);
+    assert.deepEqual(valuesOf(argv, "-append"), [
+      "--env=TZ=UTC --rootfs=rofs /node /runtime/runtime.js --listen tcp:0.0.0.0:8123",
+    ]);
+    const devices = valuesOf(argv, "-device");
+    assert.deepEqual(
+      devices.map((d) => d.split(",")[0]),
+      ["virtio-blk-pci", "virtio-blk-pci", "virtio-net-pci", "virtio-rng-pci"],
+    );
+    assert.ok(devices[0]!.includes("id=dev-root") && devices[1]!.includes("id=dev-code"));
+    assert.throws(
+      () => buildQemuArgv({ ...bootPlan, machine: "q35" as "pc" }),
+      /machine must be microvm or pc/,
+    );
+  });
+
   it("builds a microvm with the memory file, kernel, drives in order, tap NIC, rng, QMP and uid", () => {
     const argv = buildQemuArgv(bootPlan);
     assert.deepEqual(valuesOf(argv, "-name"), ["vm-1"]);

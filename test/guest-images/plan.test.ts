@@ -221,21 +221,31 @@ describe("bake plans (dry run)", () => {
     const args = kernelArgs.split(" ");
     assert.equal(args[0], "--nopci");
     assert.ok(args.includes("--rootfs=rofs"));
-    assert.ok(args.includes("--mount-fs=rofs,/dev/vblk1,/code"));
+    // The code disk is read at load (OSv cannot remount after a restore), not mounted at boot.
+    assert.ok(!args.some((a) => a.startsWith("--mount-fs")));
     assert.ok(args.includes("--ip=eth0,172.16.0.2,255.255.255.252"));
     // Node on OSv faults on its first time-zone lookup without TZ (found booting it under QEMU).
     assert.ok(args.indexOf("--env=TZ=UTC") < args.indexOf("/node"));
-    assert.deepEqual(args.slice(-9), [
+    assert.deepEqual(args.slice(-13), [
       "/node",
       "/runtime/runtime.js",
       "--listen",
       "tcp:0.0.0.0:8123",
       "--code",
-      "/code",
+      "/tmp/code",
       "--console",
       "channel",
+      "--code-device",
+      "/dev/vblk1",
+      "--native",
+      "/runtime/guest-native.node",
       "--require-control-secret",
     ]);
+    // The build tools by name (OSv's setup.py supports neither Debian 12 nor Ubuntu 24.04), before the build.
+    assert.ok(!names(plan).includes("osv-setup"));
+    assert.ok(stepNamed(plan, "osv-builder-packages").argv.includes("libboost-dev"));
+    assertBefore(plan, "osv-builder-packages", "osv-build-image");
+    assertBefore(plan, "osv-native-helper", "osv-build-image");
     // The pinned patch is applied right after the checkout, before anything builds.
     assertBefore(plan, "osv-checkout", "osv-patch-procfs-maps-unnamed-file");
     assertBefore(plan, "osv-patch-procfs-maps-unnamed-file", "osv-build-image");

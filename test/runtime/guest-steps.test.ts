@@ -8,13 +8,14 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { execa } from "execa";
 import { Agent, request } from "undici";
 import { CONTROL_SECRET_HEADER } from "../../contracts/guest-protocol.ts";
+import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
 import { bundleStampedRuntime } from "../../guest-images/runtime/build.ts";
 import { GuestClient, type GuestError } from "../../host-agent/guest/client.ts";
 import { jailCommand } from "../../host-agent/sandbox/process/bwrap-args.ts";
@@ -94,6 +95,45 @@ describe("guest runtime: microVM steps", function () {
     for (const [name, text] of Object.entries(files)) await writeFile(path.join(code, name), text);
     return code;
   }
+
+  describe("code disk read from its block device on load (--code-device, OSv)", () => {
+    async function rofsDisk(files: Record<string, string>): Promise<string> {
+      const src = await codeDir(files);
+      const disk = path.join(dir, `${path.basename(src)}.rofs`);
+      await buildCodeDisk(src, disk, { format: "rofs", sizeBytes: 1024 * 1024 });
+      return disk;
+    }
+
+    it("unpacks the disk into --code at load, after the disk was swapped, and loads from there", async () => {
+      const target = path.join(dir, "unpacked-code");
+      const device = path.join(dir, "vblk1");
+      // What the VM had at boot (the placeholder), then the function's disk swapped in before load.
+      await copyFile(await rofsDisk({}), device);
+      const rt = await start(target, ["--code-device", device]);
+      await copyFile(
+        await rofsDisk({ "index.js": 'exports.P = class P { ping() { return "pong"; } };' }),
+        device,
+      );
+      const client = rt.client();
+      await client.init({ instanceId: "i-d", unixTimeMs: Date.now(), entropy: entropy() });
+      const loaded = await client.load({ functionName: "fa" } as never);
+      assert.deepEqual(loaded.classes, ["P"]);
+      assert.ok(existsSync(path.join(target, "index.js")));
+    });
+
+    it("answers 422 naming the device when it holds no ROFS image", async () => {
+      const device = path.join(dir, "not-rofs");
+      await writeFile(device, Buffer.alloc(4096, 7));
+      const rt = await start(path.join(dir, "unpacked-2"), ["--code-device", device]);
+      const client = rt.client();
+      await client.init({ instanceId: "i-e", unixTimeMs: Date.now(), entropy: entropy() });
+      await assert.rejects(client.load({ functionName: "fa", entry: "index.js" }), (err: GuestError) => {
+        assert.equal(err.status, 422);
+        assert.match(err.message, /code disk .*not-rofs: bad ROFS magic/);
+        return true;
+      });
+    });
+  });
 
   describe("code disk mounted on load (--code-mount)", () => {
     /** A stand-in for /bin/remount-code: records that it ran, then makes the function's files appear. */

@@ -6,6 +6,18 @@
 
 export type Accelerator = "tcg" | "kvm";
 
+/**
+ * QEMU's machine: `microvm` for Linux guests (virtio-mmio devices, like Firecracker's), `pc` for OSv
+ * guests, which halt on microvm without KVM ("Neither paravirtual clock nor HPET is available": microvm
+ * has no HPET, and kvmclock needs KVM); on `pc` the devices are virtio-pci and the HPET is there.
+ */
+export type QemuMachine = "microvm" | "pc";
+
+/** The machine a base's guest boots on under this backend (the bake picks it; restores read it from the vmstate). */
+export function qemuMachineForGuest(guest: "linux" | "osv"): QemuMachine {
+  return guest === "osv" ? "pc" : "microvm";
+}
+
 export interface QemuDrivePlan {
   /** Firecracker's drive_id. */
   readonly id: string;
@@ -24,6 +36,8 @@ export interface QemuMachinePlan {
   /** The VM id; `-name <id>` lets a later agent recognise its leftover QEMU by command line. */
   readonly name: string;
   readonly accelerator: Accelerator;
+  /** Default microvm. */
+  readonly machine?: QemuMachine;
   readonly vcpus: number;
   readonly memMiB: number;
   /**
@@ -91,6 +105,27 @@ export function withTripleFaultReboot(cmdline: string): string {
   return /(^|\s)reboot=t(\s|$)/.test(cmdline) ? cmdline : `${cmdline} reboot=t`.trim();
 }
 
+/**
+ * OSv's `--nopci` (in the recipe's arguments because Firecracker's devices are virtio-mmio) removed: on
+ * the `pc` machine the devices are virtio-pci, and with --nopci OSv would find no disk or network.
+ */
+export function withoutNoPci(cmdline: string): string {
+  return cmdline
+    .split(" ")
+    .filter((word) => word !== "--nopci")
+    .join(" ");
+}
+
+/** The kernel command line QEMU boots with: the recipe's, adapted to the machine and accelerator. */
+export function qemuCmdline(
+  plan: Pick<QemuMachinePlan, "machine" | "accelerator" | "tscKhz">,
+  cmdline: string,
+): string {
+  // OSv (pc) reads no Linux parameters: it would pass them to its application as arguments.
+  if (plan.machine === "pc") return withoutNoPci(cmdline);
+  return withTripleFaultReboot(plan.accelerator === "tcg" ? withTscEarlyKhz(cmdline, plan.tscKhz) : cmdline);
+}
+
 export function buildQemuArgv(plan: QemuMachinePlan): string[] {
   if (!/^[A-Za-z0-9-]{1,64}$/.test(plan.name))
     throw new Error(`VM name must be 1-64 letters, digits or '-': ${plan.name}`);
@@ -101,11 +136,15 @@ export function buildQemuArgv(plan: QemuMachinePlan): string[] {
   for (const d of [...plan.drives, ...plan.nics]) {
     if (!DEVICE_ID.test(d.id)) throw new Error(`device id must be 1-24 letters, digits or '_': ${d.id}`);
   }
+  const machine = plan.machine ?? "microvm";
+  if (machine !== "microvm" && machine !== "pc") throw new Error(`machine must be microvm or pc: ${machine}`);
+  // virtio-mmio devices on microvm, virtio-pci on pc.
+  const bus = machine === "pc" ? "pci" : "device";
   const args = [
     "-name",
     plan.name,
     "-M",
-    "microvm,memory-backend=mem",
+    `${machine},memory-backend=mem`,
     "-accel",
     // TCG's translation cache defaults to 1 GiB; bounded so QEMU fits the VM's memory cgroup.
     plan.accelerator === "tcg" ? `tcg,tb-size=${TCG_TB_SIZE_MIB}` : "kvm",
@@ -131,14 +170,7 @@ export function buildQemuArgv(plan: QemuMachinePlan): string[] {
     "-S",
   ];
   if (plan.boot.kind === "kernel") {
-    args.push(
-      "-kernel",
-      plan.boot.kernelHostPath,
-      "-append",
-      withTripleFaultReboot(
-        plan.accelerator === "tcg" ? withTscEarlyKhz(plan.boot.cmdline, plan.tscKhz) : plan.boot.cmdline,
-      ),
-    );
+    args.push("-kernel", plan.boot.kernelHostPath, "-append", qemuCmdline(plan, plan.boot.cmdline));
   } else {
     args.push("-incoming", "defer");
   }
@@ -150,7 +182,7 @@ export function buildQemuArgv(plan: QemuMachinePlan): string[] {
       "-blockdev",
       `driver=raw,file=${driveFileNodeName(d.id, 0)},node-name=${driveNodeName(d.id)},read-only=${ro}`,
       "-device",
-      `virtio-blk-device,drive=${driveNodeName(d.id)},id=dev-${d.id}`,
+      `virtio-blk-${bus},drive=${driveNodeName(d.id)},id=dev-${d.id}`,
     );
   }
   for (const n of plan.nics) {
@@ -160,7 +192,7 @@ export function buildQemuArgv(plan: QemuMachinePlan): string[] {
       "-netdev",
       `tap,id=net-${n.id},ifname=${n.tapName},script=no,downscript=no`,
       "-device",
-      `virtio-net-device,netdev=net-${n.id},id=dev-net-${n.id}${n.mac ? `,mac=${n.mac}` : ""}`,
+      `virtio-net-${bus},netdev=net-${n.id},id=dev-net-${n.id}${n.mac ? `,mac=${n.mac}` : ""}`,
     );
   }
   if (plan.entropy) {
@@ -168,7 +200,7 @@ export function buildQemuArgv(plan: QemuMachinePlan): string[] {
       "-object",
       "rng-random,id=rng0,filename=/dev/urandom",
       "-device",
-      "virtio-rng-device,rng=rng0,id=dev-rng",
+      `virtio-rng-${bus},rng=rng0,id=dev-rng`,
     );
   }
   if (plan.runAs) {

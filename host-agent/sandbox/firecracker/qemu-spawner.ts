@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { AGENT_GONE_EXIT, AGENT_PID_ENV, boundToAgentCommand } from "../bound-to-agent.ts";
 import { onBoundedLines } from "../bounded-lines.ts";
 import { AdapterApiServer, type BodyValidator } from "./qemu-api-server.ts";
-import { type Accelerator, withQemuMemoryOverhead } from "./qemu-argv.ts";
+import { type Accelerator, type QemuMachine, withQemuMemoryOverhead } from "./qemu-argv.ts";
 import { type QemuProcess, QemuVmm } from "./qemu-vmm.ts";
 import type { SpawnVmm, VmmExit, VmmProcess } from "./vmm-process.ts";
 
@@ -232,6 +232,8 @@ export interface QemuSpawnerOptions {
   readonly accelerator: Accelerator | (() => Promise<Accelerator>);
   /** Host TSC in kHz, passed to TCG guests as tsc_early_khz. */
   readonly tscKhz?: number;
+  /** The machine of a cold boot (a bake): qemuMachineForGuest(the base's guest). Restores read theirs from the vmstate. */
+  readonly machine?: QemuMachine;
   readonly cgroupRoot: string;
   /** An additional check of every API body (tests pass the official spec's). */
   readonly extraValidator?: BodyValidator;
@@ -282,6 +284,7 @@ export function qemuSpawner(options: QemuSpawnerOptions): SpawnVmm {
     const vmm = new QemuVmm({
       id: plan.id,
       accelerator: accel,
+      ...(options.machine ? { machine: options.machine } : {}),
       ...(options.tscKhz !== undefined ? { tscKhz: options.tscKhz } : {}),
       hostPath: (jailPath) => join(request.jailRoot, jailPath),
       qmpSocketPath: join(runDir, "qemu-qmp.socket"),

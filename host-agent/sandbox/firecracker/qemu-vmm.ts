@@ -15,6 +15,7 @@ import {
   driveFileNodeName,
   driveNodeName,
   type QemuDrivePlan,
+  type QemuMachine,
   type QemuMachinePlan,
   type QemuNicPlan,
 } from "./qemu-argv.ts";
@@ -38,6 +39,8 @@ export type LaunchQemu = (argv: string[]) => Promise<QemuProcess>;
 export interface QemuVmmOptions {
   readonly id: string;
   readonly accelerator: Accelerator;
+  /** The machine of a cold boot (default microvm); a restore takes the one its vmstate records. */
+  readonly machine?: QemuMachine;
   readonly tscKhz?: number;
   /** Jail path -> host path. */
   readonly hostPath: (jailPath: string) => string;
@@ -79,6 +82,8 @@ export interface VmstateHeader {
   readonly format: "snapfaas-qemu-vmstate";
   readonly version: 1;
   readonly accelerator: Accelerator;
+  /** Absent in vmstates written before the pc machine existed: microvm. */
+  readonly machine?: QemuMachine;
   readonly vcpus: number;
   readonly memMiB: number;
   /** RAM is not in the stream (x-ignore-shared): the restore must map the memory file. */
@@ -129,6 +134,7 @@ export class QemuVmm {
   readonly rateLimiters = new Map<string, RateLimiter>();
   private bootSource: { kernelJailPath: string; bootArgs: string } | undefined;
   private machine = { vcpus: 1, memMiB: 128 };
+  private machineKind: QemuMachine;
   private readonly drives = new Map<string, DriveState>();
   private readonly nics = new Map<string, NicState>();
   private entropy = false;
@@ -140,7 +146,9 @@ export class QemuVmm {
   private readonly listeners = new Set<(reason: string) => void>();
   private exitReason: string | undefined;
 
-  constructor(private readonly options: QemuVmmOptions) {}
+  constructor(private readonly options: QemuVmmOptions) {
+    this.machineKind = options.machine ?? "microvm";
+  }
 
   /** QEMU's host pid once it runs. */
   get pid(): number | undefined {
@@ -253,7 +261,7 @@ export class QemuVmm {
     if (action === "FlushMetrics") return { status: 204 };
     if (action === "SendCtrlAltDel") {
       if (this.state !== "Running") return fault(NOT_BOOTED);
-      // microvm has no i8042 to send Ctrl+Alt+Del to: the ACPI power button is its orderly shutdown.
+      // microvm has no i8042 to send Ctrl+Alt+Del to: the ACPI power button is its orderly shutdown (pc's too).
       return this.qmpAnswer(() => this.qmp!.execute("system_powerdown"));
     }
     if (this.state !== "Not started") return fault(PRE_BOOT);
@@ -296,6 +304,7 @@ export class QemuVmm {
     return {
       name: this.options.id,
       accelerator: this.options.accelerator,
+      machine: this.machineKind,
       ...(this.options.tscKhz !== undefined ? { tscKhz: this.options.tscKhz } : {}),
       vcpus: this.machine.vcpus,
       memMiB: this.machine.memMiB,
@@ -394,6 +403,7 @@ export class QemuVmm {
       format: HEADER_MAGIC,
       version: 1,
       accelerator: this.options.accelerator,
+      machine: this.machineKind,
       vcpus: this.machine.vcpus,
       memMiB: this.machine.memMiB,
       ramInMemoryFile: this.ramInMemoryFile,
@@ -479,6 +489,7 @@ export class QemuVmm {
       nic.tapName = o.host_dev_name;
     }
     this.machine = { vcpus: header.vcpus, memMiB: header.memMiB };
+    this.machineKind = header.machine ?? "microvm";
     for (const d of header.drives)
       this.drives.set(d.id, { jailPath: d.jailPath, readOnly: d.readOnly, root: false, fileGeneration: 0 });
     for (const n of nics.values())
