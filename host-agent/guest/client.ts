@@ -90,6 +90,9 @@ const MAX_CONTROL_BODY = 2 * 1024 * 1024;
 /** Largest console batch the host reads: the runtime keeps about 256 KiB between two of them. */
 const MAX_CONSOLE_FRAME = 1024 * 1024;
 
+/** Given-up calls whose late answers are remembered; past this the oldest is forgotten. */
+const MAX_ABANDONED = 1024;
+
 /** A request waiting for its answer. */
 interface Pending {
   readonly resolve: (res: ChannelResponse) => void;
@@ -105,6 +108,8 @@ export class GuestClient {
   private socket: Socket | null = null;
   private reader: FrameReader | null = null;
   private readonly pending = new Map<number, Pending>();
+  /** Calls given up whose answers may still come, with the body bound each is read within. */
+  private readonly abandoned = new Map<number, number>();
   private nextId = 1;
   private closed = false;
   /** The function this client loaded: console lines are attributed to it, whatever they say. */
@@ -246,12 +251,14 @@ export class GuestClient {
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
     const frame = encodeRequest(id, req);
     return new Promise<ChannelResponse>((resolve, reject) => {
-      // An aborted call leaves the connection with an answer that may still come: it is closed, as an
-      // HTTP client closes a connection whose request it gave up.
+      // An aborted call's answer may still come: it is read (within the call's bound) and dropped, and
+      // the connection goes on carrying the instance's other calls (a function with concurrency > 1).
       const onAbort = signal
         ? () => {
-            this.settle(id)?.reject(signal.reason ?? new Error("aborted"));
-            this.drop(socket, new Error("the call was aborted"));
+            const p = this.settle(id);
+            if (!p) return;
+            this.abandon(id, p.limit);
+            p.reject(signal.reason ?? new Error("aborted"));
           }
         : undefined;
       if (signal && onAbort) signal.addEventListener("abort", onAbort, { once: true });
@@ -270,7 +277,8 @@ export class GuestClient {
       (type, id, payload) => this.onFrame(type, id, payload),
       (type, id) =>
         type === FrameType.response
-          ? (this.pending.get(id)?.limit ?? MAX_CONTROL_BODY) + MAX_RESPONSE_HEAD_BYTES
+          ? (this.pending.get(id)?.limit ?? this.abandoned.get(id) ?? MAX_CONTROL_BODY) +
+            MAX_RESPONSE_HEAD_BYTES
           : MAX_CONSOLE_FRAME,
       (type, id) => {
         const p = type === FrameType.response ? this.settle(id) : undefined;
@@ -296,6 +304,12 @@ export class GuestClient {
     return p;
   }
 
+  /** Remembers a given-up call's bound until its answer comes (bounded: a guest may never answer). */
+  private abandon(id: number, limit: number): void {
+    if (this.abandoned.size >= MAX_ABANDONED) this.abandoned.delete(this.abandoned.keys().next().value!);
+    this.abandoned.set(id, limit);
+  }
+
   /** Ends a connection: every request still waiting on it fails with `err`. */
   private drop(socket: Socket, err: Error): void {
     if (this.socket !== socket) return;
@@ -303,6 +317,7 @@ export class GuestClient {
     this.reader?.stop();
     this.reader = null;
     socket.destroy();
+    this.abandoned.clear();
     for (const id of [...this.pending.keys()]) this.settle(id)?.reject(err);
   }
 
@@ -318,7 +333,10 @@ export class GuestClient {
       return;
     }
     const p = type === FrameType.response ? this.settle(id) : undefined;
-    if (!p) return; // An answer nobody waits for (its call gave up): dropped.
+    if (!p) {
+      this.abandoned.delete(id); // An answer nobody waits for (its call gave up): dropped.
+      return;
+    }
     const bytes = responseBodyBytes(payload);
     if (bytes !== undefined && bytes > p.limit) {
       p.reject(p.tooLarge(bytes));

@@ -99,6 +99,7 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
         hostPath: deps.registry.artifactPath(record.codeHash),
         settings: settings.load,
         settingsHash: settings.hash,
+        concurrency: settings.concurrency,
       },
       deadline,
     );

@@ -16,6 +16,11 @@ export interface FunctionCode {
   readonly settings?: LoadSettings;
   /** Identifies `settings`: instances loaded with other settings do not serve this version. */
   readonly settingsHash?: string;
+  /**
+   * Calls one instance serves at once (the function's `concurrency`, default 1). Not part of the
+   * version: a change applies to the instances already loaded, from their next call.
+   */
+  readonly concurrency?: number;
 }
 
 /** What one version of a function is to the pool: its code and the settings it was loaded with. */
@@ -50,8 +55,10 @@ export interface CallAnswer {
 }
 
 /**
- * One instance, held for one call. The holder forwards the call through it, then ends it: an instance
- * whose call failed (or that is ended unhealthy) is stopped, any other goes back to the pool.
+ * One call's hold on an instance (which may serve other calls of its function at the same time, up to
+ * the function's concurrency). The holder forwards the call through it, then ends it: an instance whose
+ * call failed (or that is ended unhealthy) takes no new call and is stopped once its other calls end;
+ * any other goes back to the pool.
  */
 export interface Lease {
   readonly acquired: Acquired;

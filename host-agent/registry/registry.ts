@@ -90,6 +90,8 @@ export interface FunctionSettings {
   /** Identifies `load`: an instance loaded with other settings is not reused for this function. */
   readonly hash: string;
   readonly timeoutMs: number;
+  /** Calls one instance serves at once (the function's `concurrency`, default 1). */
+  readonly concurrency: number;
 }
 
 /** A record as the admin API shows it: the configuration's names, never its values. */
@@ -350,6 +352,7 @@ export class Registry {
       load,
       hash: createHash("sha256").update(JSON.stringify(load)).digest("hex").slice(0, 16),
       timeoutMs: Math.min(config?.timeoutMs ?? host.callTimeoutMs, host.callTimeoutMs),
+      concurrency: Math.max(1, config?.concurrency ?? 1),
     };
     if (secrets === undefined) this.settingsCache.set(record, settings);
     return settings;
