@@ -44,12 +44,47 @@ export class GuestError extends Error {
   }
 }
 
+/**
+ * What can give up on a request: an AbortSignal, or a CallCancel (the same shape, one listener, no
+ * EventTarget: a forwarded call makes one, and an AbortController costs several microseconds on Node 20).
+ */
+export interface CancelSignal {
+  readonly aborted: boolean;
+  readonly reason?: unknown;
+  addEventListener(type: "abort", listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: "abort", listener: () => void): void;
+}
+
+/** A CancelSignal for one call, aborted by its holder (the lease's deadline timer). */
+export class CallCancel implements CancelSignal {
+  aborted = false;
+  reason: unknown;
+  private listener: (() => void) | undefined;
+
+  addEventListener(_type: "abort", listener: () => void): void {
+    this.listener = listener;
+  }
+
+  removeEventListener(_type: "abort", listener: () => void): void {
+    if (this.listener === listener) this.listener = undefined;
+  }
+
+  abort(reason: unknown = new Error("aborted")): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    const listener = this.listener;
+    this.listener = undefined;
+    listener?.();
+  }
+}
+
 export interface ForwardedCall {
   readonly method: string;
   readonly path: string;
   readonly headers: Record<string, string>;
   readonly body: Buffer | null;
-  readonly signal: AbortSignal;
+  readonly signal: CancelSignal;
   readonly maxResponseBytes: number;
 }
 
@@ -100,7 +135,7 @@ interface Pending {
   /** Largest body accepted, and the error for one past it. */
   readonly limit: number;
   readonly tooLarge: (bytes?: number) => Error;
-  readonly signal: AbortSignal | undefined;
+  readonly signal: CancelSignal | undefined;
   readonly onAbort: (() => void) | undefined;
 }
 
@@ -240,12 +275,13 @@ export class GuestClient {
   /** Sends one request frame; resolves with its answer, bounded to `limit` bytes of body. */
   private request(
     req: ChannelRequest,
-    signal: AbortSignal | undefined,
+    signal: CancelSignal | undefined,
     limit: number,
     tooLarge: (bytes?: number) => Error,
   ): Promise<ChannelResponse> {
     if (this.closed) return Promise.reject(new Error("the guest client is closed"));
-    if (signal?.aborted) return Promise.reject(signal.reason ?? new Error("aborted"));
+    if (signal?.aborted)
+      return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
     const socket = this.socket ?? this.open();
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
@@ -258,7 +294,7 @@ export class GuestClient {
             const p = this.settle(id);
             if (!p) return;
             this.abandon(id, p.limit);
-            p.reject(signal.reason ?? new Error("aborted"));
+            p.reject(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
           }
         : undefined;
       if (signal && onAbort) signal.addEventListener("abort", onAbort, { once: true });
