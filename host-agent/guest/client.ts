@@ -143,6 +143,12 @@ export class GuestClient {
   private socket: Socket | null = null;
   private reader: FrameReader | null = null;
   private readonly pending = new Map<number, Pending>();
+  /**
+   * Frames for the open connection, written together once this turn of the event loop is done: calls
+   * that arrive together (several callers' requests read in one poll) cost the guest one read and one
+   * wake-up, and the host one write, instead of one each.
+   */
+  private outbox: Buffer[] = [];
   /** Calls given up whose answers may still come, with the body bound each is read within. */
   private readonly abandoned = new Map<number, number>();
   private nextId = 1;
@@ -282,7 +288,7 @@ export class GuestClient {
     if (this.closed) return Promise.reject(new Error("the guest client is closed"));
     if (signal?.aborted)
       return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
-    const socket = this.socket ?? this.open();
+    if (!this.socket) this.open();
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
     const frame = encodeRequest(id, req);
@@ -299,9 +305,21 @@ export class GuestClient {
         : undefined;
       if (signal && onAbort) signal.addEventListener("abort", onAbort, { once: true });
       this.pending.set(id, { resolve, reject, limit, tooLarge, signal, onAbort });
-      socket.write(frame);
+      this.send(frame);
     });
   }
+
+  private send(frame: Buffer): void {
+    this.outbox.push(frame);
+    if (this.outbox.length === 1) setImmediate(this.flush);
+  }
+
+  private readonly flush = (): void => {
+    const frames = this.outbox;
+    this.outbox = [];
+    if (!this.socket || frames.length === 0) return;
+    this.socket.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+  };
 
   private open(): Socket {
     const e = this.endpoint;
@@ -350,6 +368,8 @@ export class GuestClient {
   private drop(socket: Socket, err: Error): void {
     if (this.socket !== socket) return;
     this.socket = null;
+    // Frames not written yet were for this connection's calls, which fail below: never resent on another.
+    this.outbox = [];
     this.reader?.stop();
     this.reader = null;
     socket.destroy();
