@@ -17,8 +17,8 @@ export interface FunctionCode {
   /** Identifies `settings`: instances loaded with other settings do not serve this version. */
   readonly settingsHash?: string;
   /**
-   * Calls one instance serves at once (the function's `concurrency`, default 1). Not part of the
-   * version: a change applies to the instances already loaded, from their next call.
+   * Calls one instance serves at once (the function's `concurrency`, default 1). Read per call, not
+   * part of the version: the load does not depend on it.
    */
   readonly concurrency?: number;
 }
