@@ -81,6 +81,8 @@ export interface ConfigFlags {
   readonly memory?: string;
   /** Seconds, as Lambda counts its timeout. */
   readonly timeout?: string;
+  /** Calls one instance serves at once. */
+  readonly concurrency?: string;
 }
 
 function pairs(flag: string, items: readonly string[] | undefined): Record<string, string> | undefined {
@@ -110,6 +112,11 @@ export function configPatchOf(flags: ConfigFlags): FunctionConfigPatch | undefin
     if (!/^\d+(\.\d+)?$/.test(flags.timeout))
       throw new CliError(`--timeout takes seconds, not ${flags.timeout}`);
     patch.timeoutMs = Math.round(Number(flags.timeout) * 1000);
+  }
+  if (flags.concurrency !== undefined) {
+    if (!/^\d+$/.test(flags.concurrency))
+      throw new CliError(`--concurrency takes a whole number of calls, not ${flags.concurrency}`);
+    patch.concurrency = Number(flags.concurrency);
   }
   return Object.keys(patch).length > 0 ? patch : undefined;
 }

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { request } from "undici";
-import { deployConfigHeaders } from "../../host-agent/cli/admin-client.ts";
+import { configPatchOf, deployConfigHeaders } from "../../host-agent/cli/admin-client.ts";
 import { startTestAgent, type TestAgent } from "../helpers/agent.ts";
 import { requireJailHost } from "../helpers/host.ts";
 import { tarGz } from "../helpers/tar-builder.ts";
@@ -48,7 +48,7 @@ describe("per-function concurrency (process sandbox)", function () {
     await agent?.close();
   });
 
-  const deploy = async (name: string, config: Record<string, unknown>) => {
+  const deploy = async (name: string, config: object | undefined) => {
     const res = await agent.admin(
       "PUT",
       `/v1/functions/${name}`,
@@ -70,7 +70,9 @@ describe("per-function concurrency (process sandbox)", function () {
   };
 
   it("serves two calls at once in one instance: both answered, each with its own console lines", async () => {
-    await deploy("shared", { concurrency: 4 });
+    // As `faas deploy --concurrency 4` sends it.
+    await deploy("shared", configPatchOf({ concurrency: "4" }));
+    assert.throws(() => configPatchOf({ concurrency: "many" }), /--concurrency takes a whole number/);
     const shown = (await agent.admin("GET", "/v1/functions/shared")).json.function as {
       config: Record<string, unknown>;
     };

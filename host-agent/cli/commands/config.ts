@@ -42,6 +42,11 @@ export const configCommand: CommandSpec = {
       description: "the instance memory, from 128 MiB to the host's",
     },
     timeout: { type: "string", value: "<seconds>", description: "the call deadline, from 1 s to the host's" },
+    concurrency: {
+      type: "string",
+      value: "<calls>",
+      description: "calls one instance serves at once, from 1 to 100; they share its memory",
+    },
   },
   json: true,
   examples: ["faas config api --env STAGE=prod --unset-env DEBUG", "faas config api --memory 256 --json"],
@@ -52,6 +57,7 @@ export const configCommand: CommandSpec = {
       secrets: stringsOption(line, "secret"),
       memory: stringOption(line, "memory"),
       timeout: stringOption(line, "timeout"),
+      concurrency: stringOption(line, "concurrency"),
     });
     const unset = (names: readonly string[]) =>
       names.length === 0 ? undefined : Object.fromEntries(names.map((n) => [n, null]));

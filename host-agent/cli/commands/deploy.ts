@@ -90,6 +90,11 @@ export const deployCommand: CommandSpec = {
       value: "<seconds>",
       description: "the call deadline, from 1 s to the host's call timeout",
     },
+    concurrency: {
+      type: "string",
+      value: "<calls>",
+      description: "calls one instance serves at once, from 1 (the default) to 100; they share its memory",
+    },
   },
   json: true,
   examples: [
@@ -106,6 +111,7 @@ export const deployCommand: CommandSpec = {
       secrets: stringsOption(line, "secret"),
       memory: stringOption(line, "memory"),
       timeout: stringOption(line, "timeout"),
+      concurrency: stringOption(line, "concurrency"),
     });
     const handler = stringOption(line, "handler");
     const out = await deployFolder(ep, dir, name, config, handler ? { handler } : {});
