@@ -467,6 +467,7 @@ describe("warm pool, functions that allow concurrent calls", () => {
     const fifth = await pool.acquire(shared("a", 3), clock.now() + 1000);
     assert.equal(fifth.instance.id, leases[0]!.instance.id, "a freed place is taken before an idle instance");
     assert.equal(pool.snapshot().instances.busy, 2);
+    assert.equal(pool.snapshot().callsInFlight, 4, "three calls on one instance, one on the other");
   });
 
   it("serves the calls queued behind a burst's first start from that one instance", async () => {
