@@ -35,6 +35,8 @@ export interface PoolInstance {
 export interface FunctionCounts {
   idle: number;
   busy: number;
+  /** Of the busy ones, those taking no new call (a call failed, or their code was replaced). */
+  retiring: number;
   specializing: number;
   total: number;
 }
@@ -69,12 +71,14 @@ export class InstanceTable {
 
   /** Instances holding (or being given) `name`'s code, by state; `starting` cold starts are added in. */
   functionCounts(name: string, starting: number): FunctionCounts {
-    const c = { idle: 0, busy: 0, specializing: starting, total: starting };
+    const c = { idle: 0, busy: 0, retiring: 0, specializing: starting, total: starting };
     for (const i of this.byId.values()) {
       if (i.fn?.name !== name) continue;
       if (i.state === "idle") c.idle++;
-      else if (i.state === "busy") c.busy++;
-      else if (i.state === "specializing") c.specializing++;
+      else if (i.state === "busy") {
+        c.busy++;
+        if (i.retireOnRelease) c.retiring++;
+      } else if (i.state === "specializing") c.specializing++;
       else continue;
       c.total++;
     }

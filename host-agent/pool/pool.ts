@@ -1,9 +1,9 @@
 /**
  * The warm pool of one base version. Generic instances (started from the base, no code yet) wait ready;
  * a function's first call specializes one (attach code, load); later calls reuse idle specialized
- * instances; one call at a time per instance, or up to a function's `concurrency` where it allows more
- * (its calls are packed onto the instances already serving it). How many of each it keeps comes from what it measures
- * (policy.ts): misses and start times size the generic pool, each function's arrival rate and service
+ * instances; one call at a time per instance, or up to a function's `concurrency` where it allows
+ * more (its calls are packed onto the instances already serving it). How many of each it keeps comes
+ * from what it measures (policy.ts): misses and start times size the generic pool, each function's arrival rate and service
  * time its specialized instances, within the host's memory budget and each function's share. Starts are
  * bounded; calls that find nothing wait in a queue until their deadline; a burst of first calls to one
  * function waits for the instances already being prepared instead of each starting its own. Idle
@@ -222,7 +222,8 @@ export class Pool implements InstanceSource {
   private shouldWait(fn: FunctionCode, ahead: number): boolean {
     const c = this.functionCounts(fn.name);
     if (c.total >= functionMax(this.deps.config)) return true;
-    const inFlight = c.busy + c.specializing;
+    // A retiring instance never takes the call: waiting for it would only wait for it to stop.
+    const inFlight = c.busy - c.retiring + c.specializing;
     if (inFlight === 0) return false;
     const perInstance = callsPerInstanceInQueue(this.deps.config, this.traffic.fn(fn.name).serviceMs.get());
     // An instance that serves several calls at once takes that many in each turn, and one being
