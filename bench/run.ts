@@ -47,6 +47,8 @@ const SECONDS = Number(args.seconds);
 const QUICK = args.quick === true;
 /** Only the warm phases (bare server, peers, agent): for working on the warm path. */
 const WARM_ONLY = args["warm-only"] === true;
+/** The second agent row: hello-world allowed this many calls at once per instance. */
+const SHARED_CONCURRENCY = 16;
 
 interface Summary {
   readonly n: number;
@@ -106,8 +108,16 @@ async function bareStart(
   return ms;
 }
 
-async function deploy(agent: AgentProcess, name: string, bundle: Buffer): Promise<void> {
-  const res = await agent.adminCall("PUT", `/v1/functions/${name}`, bundle);
+async function deploy(
+  agent: AgentProcess,
+  name: string,
+  bundle: Buffer,
+  config?: Record<string, unknown>,
+): Promise<void> {
+  const headers = config
+    ? { "x-faas-config": Buffer.from(JSON.stringify(config)).toString("base64") }
+    : undefined;
+  const res = await agent.adminCall("PUT", `/v1/functions/${name}`, bundle, headers);
   if (res.status >= 300) throw new Error(`deploy ${name}: ${res.status} ${res.text}`);
 }
 
@@ -240,27 +250,39 @@ async function main(): Promise<void> {
     }
     if (typeof workerdWarm === "string") log(`workerd skipped: ${workerdWarm}`);
 
+    /** The agent's warm phases for hello-world deployed with this configuration (one agent each). */
+    const agentPhases = async (config?: Record<string, unknown>) => {
+      const agent = await startAgent({ FAAS_BASE_DIR: baseDir });
+      try {
+        await deploy(agent, "hello-world", hello, config);
+        const starts = () => metric(agent, "faas_instance_starts_total", 'result="ok"');
+        let startsSeen = -1;
+        const phases = await warmPhases(
+          agent.origin,
+          () => [
+            { name: "agent", pids: [agent.child.pid!] },
+            // The jails: bwrap and the runtime's node, everything the agent started.
+            { name: "guest", pids: descendants(agent.child.pid!) },
+          ],
+          async () => {
+            const now = await starts();
+            const same = now === startsSeen;
+            startsSeen = now;
+            return same;
+          },
+        );
+        return { phases, startsDuringPhases: (await starts()) - startsSeen };
+      } finally {
+        await stopChild(agent.child);
+      }
+    };
     log("warm calls: through the agent");
-    const agentA = await startAgent({ FAAS_BASE_DIR: baseDir });
-    await deploy(agentA, "hello-world", hello);
-    const starts = () => metric(agentA, "faas_instance_starts_total", 'result="ok"');
-    let startsSeen = -1;
-    const agentWarm = await warmPhases(
-      agentA.origin,
-      () => [
-        { name: "agent", pids: [agentA.child.pid!] },
-        // The jails: bwrap and the runtime's node, everything the agent started.
-        { name: "guest", pids: descendants(agentA.child.pid!) },
-      ],
-      async () => {
-        const now = await starts();
-        const same = now === startsSeen;
-        startsSeen = now;
-        return same;
-      },
-    );
-    const startsDuringPhases = (await starts()) - startsSeen;
-    await stopChild(agentA.child);
+    const { phases: agentWarm, startsDuringPhases } = await agentPhases();
+    // The same function allowed 16 calls at once per instance (`concurrency`): one jail at c=16.
+    log(`warm calls: through the agent, concurrency ${SHARED_CONCURRENCY}`);
+    const { phases: sharedWarm, startsDuringPhases: sharedStarts } = await agentPhases({
+      concurrency: SHARED_CONCURRENCY,
+    });
     const warm1 = agentWarm.c1.result;
     const base1 = bareWarm.c1.result;
     const row = (r: LoadResult, bare: LoadResult) => ({
@@ -274,6 +296,7 @@ async function main(): Promise<void> {
     const level = (c: "c1" | "c16") => {
       const bare = bareWarm[c].result;
       const agent = agentWarm[c].result;
+      const shared = sharedWarm[c].result;
       const prox = proxyWarm[c].result;
       const wd = typeof workerdWarm === "string" ? undefined : workerdWarm[c].result;
       return {
@@ -281,8 +304,12 @@ async function main(): Promise<void> {
         proxy: row(prox, bare),
         ...(wd ? { workerd: row(wd, bare) } : {}),
         agent: row(agent, bare),
+        agentShared: row(shared, bare),
         ratios: {
           agentToBare: round(agent.rps / bare.rps),
+          sharedToBare: round(shared.rps / bare.rps),
+          sharedToProxy: round(shared.rps / prox.rps),
+          ...(wd ? { sharedToWorkerd: round(shared.rps / wd.rps) } : {}),
           proxyToBare: round(prox.rps / bare.rps),
           ...(wd ? { workerdToBare: round(wd.rps / bare.rps) } : {}),
           agentToProxy: round(agent.rps / prox.rps),
@@ -293,6 +320,7 @@ async function main(): Promise<void> {
           proxy: proxyWarm[c].cpu,
           ...(typeof workerdWarm === "string" ? {} : { workerd: workerdWarm[c].cpu }),
           agent: agentWarm[c].cpu,
+          agentShared: sharedWarm[c].cpu,
         },
       };
     };
@@ -301,6 +329,8 @@ async function main(): Promise<void> {
       c16: level("c16"),
       /** Instances the agent started during its two measured phases (0: every call was warm). */
       agentInstanceStartsDuringPhases: startsDuringPhases,
+      agentSharedInstanceStartsDuringPhases: sharedStarts,
+      sharedConcurrency: SHARED_CONCURRENCY,
       ...(typeof workerdWarm === "string" ? { workerdSkipped: workerdWarm } : {}),
     };
 
@@ -514,6 +544,12 @@ function printCpu(w: Record<string, any>): void {
   }
 }
 
+const WARM_LABELS: Record<string, string> = {
+  bare: "bare server",
+  proxy: "one-hop proxy",
+  agentShared: "agent, concurrency",
+};
+
 /** The warm rows: every target's throughput and latency against the bare server, and every ratio. */
 // biome-ignore lint/suspicious/noExplicitAny: the results object is plain JSON built above.
 function warmRows(w: Record<string, any>): Array<[string, string, string]> {
@@ -521,14 +557,14 @@ function warmRows(w: Record<string, any>): Array<[string, string, string]> {
   for (const c of ["c1", "c16"] as const) {
     const l = w[c];
     const label = c === "c1" ? "c=1" : "c=16";
-    for (const target of ["bare", "proxy", "workerd", "agent"]) {
+    for (const target of ["bare", "proxy", "workerd", "agent", "agentShared"]) {
       const t = l[target];
       if (!t) {
         if (target === "workerd") rows.push([`warm ${label}: workerd`, "skipped", w.workerdSkipped]);
         continue;
       }
       rows.push([
-        `warm ${label}: ${target === "bare" ? "bare server" : target === "proxy" ? "one-hop proxy" : target}`,
+        `warm ${label}: ${WARM_LABELS[target] ?? target}${target === "agentShared" ? ` ${w.sharedConcurrency}` : ""}`,
         `${t.rps} rps, p50 ${t.p50Ms} ms`,
         target === "bare"
           ? `p99 ${t.p99Ms} ms`
@@ -540,12 +576,17 @@ function warmRows(w: Record<string, any>): Array<[string, string, string]> {
       rows.push([
         "warm: agent instance starts",
         `${w.agentInstanceStartsDuringPhases} during the measured phases`,
-        "",
+        `concurrency ${w.sharedConcurrency}: ${w.agentSharedInstanceStartsDuringPhases}`,
       ]);
     rows.push([
       `warm ${label}: ratios`,
       `agent/bare ${q.agentToBare}, proxy/bare ${q.proxyToBare}, workerd/bare ${q.workerdToBare ?? "-"}`,
       `agent/proxy ${q.agentToProxy}, agent/workerd ${q.agentToWorkerd ?? "-"}`,
+    ]);
+    rows.push([
+      `warm ${label}: ratios, concurrency ${w.sharedConcurrency}`,
+      `agent/bare ${q.sharedToBare}`,
+      `agent/proxy ${q.sharedToProxy}, agent/workerd ${q.sharedToWorkerd ?? "-"}`,
     ]);
   }
   return rows;

@@ -1,6 +1,7 @@
 /**
  * A function's configuration besides its code: environment variables, the names of its secrets, memory,
- * timeout, CORS and whether it may open connections out (egress). One module because three sides must agree on it: the registry record stores it
+ * timeout, CORS, whether it may open connections out (egress) and how many calls one instance serves at
+ * once. One module because three sides must agree on it: the registry record stores it
  * (registry-layout.ts), the agent's admin API checks and changes it, and the guest runtime reads the part
  * the load call carries. Pure: no I/O.
  *
@@ -29,6 +30,11 @@ export const MAX_SECRETS_BYTES = 16 * 1024;
 export const MIN_MEMORY_MIB = 128;
 /** The shortest call timeout a function may ask for. */
 export const MIN_TIMEOUT_MS = 1000;
+/**
+ * Most calls one instance may serve at once (`concurrency`). Calls of one instance share its memory and
+ * its one event loop, so past a few dozen a function gains nothing but a larger blast radius.
+ */
+export const MAX_CONCURRENCY = 100;
 /** Most entries of cors.allowOrigins. */
 export const MAX_CORS_ORIGINS = 32;
 /** "*" or a browser origin: scheme, host and port, no path. */
@@ -58,6 +64,11 @@ export interface FunctionConfig {
    * DNS), never to the host itself or other instances. Absent or false: no network at all (the default).
    */
   readonly egress?: boolean;
+  /**
+   * Calls one instance serves at once (default 1: each call has its instance to itself). Above 1, calls
+   * of the function share the instance's memory, globals and event loop, as in Cloud Run.
+   */
+  readonly concurrency?: number;
 }
 
 /**
@@ -72,6 +83,7 @@ export interface FunctionConfigPatch {
   readonly timeoutMs?: number | null;
   readonly cors?: CorsConfig | null;
   readonly egress?: boolean | null;
+  readonly concurrency?: number | null;
 }
 
 /** The host's bounds for what a function may ask. */
@@ -150,7 +162,7 @@ export function checkCors(value: unknown, field = "cors"): CorsConfig {
 /** Checks a patch from the admin API against the host's limits; ConfigError names the field at fault. */
 export function parseConfigPatch(input: unknown, limits: ConfigLimits): FunctionConfigPatch {
   if (!isObject(input)) throw new ConfigError("config", "must be a JSON object");
-  const known = new Set(["env", "secrets", "memoryMiB", "timeoutMs", "cors", "egress"]);
+  const known = new Set(["env", "secrets", "memoryMiB", "timeoutMs", "cors", "egress", "concurrency"]);
   for (const key of Object.keys(input)) {
     if (!known.has(key)) {
       throw new ConfigError(key.slice(0, 80), `is not a setting (use ${[...known].join(", ")})`);
@@ -185,6 +197,12 @@ export function parseConfigPatch(input: unknown, limits: ConfigLimits): Function
       throw new ConfigError("egress", "must be true (outbound network) or false (none, the default)");
     }
     patch.egress = input.egress;
+  }
+  if (input.concurrency !== undefined) {
+    patch.concurrency =
+      input.concurrency === null
+        ? null
+        : checkInteger("concurrency", input.concurrency, 1, MAX_CONCURRENCY, "calls");
   }
   return patch;
 }
@@ -249,6 +267,8 @@ export function applyConfigPatch(
   if (cors !== undefined) config.cors = cors;
   // Stored only when on: false and absent mean the same, and old records stay byte for byte as they were.
   if (pick(patch.egress, previous?.egress) === true) config.egress = true;
+  const concurrency = pick(patch.concurrency, previous?.concurrency);
+  if (concurrency !== undefined) config.concurrency = concurrency;
   return { config, secrets };
 }
 
@@ -261,6 +281,8 @@ export function publicConfig(config: FunctionConfig | undefined): Record<string,
     timeoutMs: config?.timeoutMs ?? null,
     cors: config?.cors ?? null,
     egress: config?.egress === true,
+    // Shown when set: a record without it serves one call per instance.
+    ...(config?.concurrency !== undefined ? { concurrency: config.concurrency } : {}),
   };
 }
 
@@ -283,7 +305,7 @@ export function storedConfigProblem(value: unknown): string | null {
         return "secretNames must be environment names";
       }
     }
-    for (const field of ["secretsRevision", "memoryMiB", "timeoutMs"] as const) {
+    for (const field of ["secretsRevision", "memoryMiB", "timeoutMs", "concurrency"] as const) {
       const v = value[field];
       if (v !== undefined && (typeof v !== "number" || !Number.isInteger(v) || v < 0)) {
         return `${field} must be a whole number`;

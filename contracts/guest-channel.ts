@@ -67,23 +67,31 @@ function headersSize(headers: FrameHeaders): number {
   return n;
 }
 
+/** One header as a frame carries it; returns the offset after it. */
+function putHeader(buf: Buffer, off: number, name: string, value: string): number {
+  buf.writeUInt16BE(name.length, off);
+  off += 2;
+  off += buf.write(name, off, "latin1");
+  buf.writeUInt32BE(value.length, off);
+  off += 4;
+  return off + buf.write(value, off, "latin1");
+}
+
 function writeHeaders(buf: Buffer, at: number, headers: FrameHeaders): number {
   let count = 0;
   let off = at + 2;
-  const put = (name: string, value: string) => {
-    buf.writeUInt16BE(name.length, off);
-    off += 2;
-    off += buf.write(name, off, "latin1");
-    buf.writeUInt32BE(value.length, off);
-    off += 4;
-    off += buf.write(value, off, "latin1");
-    count++;
-  };
   for (const name in headers) {
     const v = headers[name];
     if (v === undefined) continue;
-    if (Array.isArray(v)) for (const one of v) put(name, String(one));
-    else put(name, String(v));
+    if (Array.isArray(v))
+      for (const one of v) {
+        off = putHeader(buf, off, name, String(one));
+        count++;
+      }
+    else {
+      off = putHeader(buf, off, name, String(v));
+      count++;
+    }
   }
   if (count > 0xffff) throw new ChannelProtocolError(`${count} headers: at most 65535 fit in a frame`);
   buf.writeUInt16BE(count, at);

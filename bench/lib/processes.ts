@@ -60,7 +60,12 @@ export interface AgentProcess {
   readonly token: string;
   readonly stateDir: string;
   readonly child: ChildProcess;
-  adminCall(method: string, route: string, body?: Buffer): Promise<{ status: number; text: string }>;
+  adminCall(
+    method: string,
+    route: string,
+    body?: Buffer,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; text: string }>;
 }
 
 /**
@@ -93,10 +98,15 @@ export async function startAgent(env: Record<string, string>, stateDir?: string)
     ),
   );
   const admin = `http://127.0.0.1:${adminPort}`;
-  const adminCall = async (method: string, route: string, body?: Buffer) => {
+  const adminCall = async (
+    method: string,
+    route: string,
+    body?: Buffer,
+    headers?: Record<string, string>,
+  ) => {
     const res = await request(`${admin}${route}`, {
       method: method as "GET",
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/gzip" },
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/gzip", ...headers },
       body,
     });
     return { status: res.statusCode, text: await res.body.text() };

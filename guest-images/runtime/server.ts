@@ -180,8 +180,11 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ne
     () => loaded?.name ?? null,
     deps.streams ?? [],
   );
+  /** Framed connections open now: what waits in their outboxes is written before the process ends. */
+  const links = new Set<FramedLink>();
   /** Lines still kept when the process ends go to stdout, which the process sandbox's host reads. */
   const spillConsole = () => {
+    for (const link of links) link.flush();
     if (!queue || queue.pending === 0) return;
     const { lines, dropped } = queue.take();
     for (const line of lines) deps.writeStdout(`${JSON.stringify(line)}\n`);
@@ -278,6 +281,7 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ne
     private calls = 0;
     private flushScheduled = false;
     private closed = false;
+    private outbox: Buffer[] = [];
     private readonly reader: FrameReader;
 
     constructor(private readonly socket: Net.Socket) {
@@ -287,8 +291,10 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ne
         () => socket.destroy(),
       );
       socket.on("data", (chunk: Buffer) => this.reader.push(chunk));
+      links.add(this);
       socket.on("close", () => {
         this.closed = true;
+        links.delete(this);
         if (consoleLink === this) consoleLink = null;
       });
       socket.on("error", () => undefined);
@@ -343,12 +349,26 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ne
       if (queue && queue.pending > 0 && consoleLink === this) {
         // The call's lines first, in the same write: the host has them when it has the answer.
         const { lines, dropped } = queue.take();
-        this.socket.cork();
-        this.socket.write(encodeConsole(lines, dropped));
-        this.socket.write(frame);
-        this.socket.uncork();
-      } else this.socket.write(frame);
+        this.send(encodeConsole(lines, dropped));
+      }
+      this.send(frame);
     }
+
+    /**
+     * Frames are written together once this turn of the event loop is done: the answers of calls that
+     * finish together (several in flight in one instance) cost one write and one wake-up of the host.
+     */
+    private send(frame: Buffer): void {
+      this.outbox.push(frame);
+      if (this.outbox.length === 1) setImmediate(this.flush);
+    }
+
+    readonly flush = (): void => {
+      const frames = this.outbox;
+      this.outbox = [];
+      if (this.closed || frames.length === 0) return;
+      this.socket.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+    };
 
     /** A line was kept: outside a call nothing else would carry it, so it goes on its own soon. */
     lineWaiting(): void {
@@ -358,7 +378,7 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ne
         this.flushScheduled = false;
         if (this.closed || !queue || queue.pending === 0 || this.calls > 0) return;
         const { lines, dropped } = queue.take();
-        this.socket.write(encodeConsole(lines, dropped));
+        this.send(encodeConsole(lines, dropped));
       });
     }
   }

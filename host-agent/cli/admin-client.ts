@@ -83,6 +83,8 @@ export interface ConfigFlags {
   readonly timeout?: string;
   /** Outbound network: true or "on" opens it, "off" closes it (deploy's --egress, config's --egress on|off). */
   readonly egress?: boolean | string;
+  /** Calls one instance serves at once. */
+  readonly concurrency?: string;
 }
 
 function pairs(flag: string, items: readonly string[] | undefined): Record<string, string> | undefined {
@@ -117,6 +119,11 @@ export function configPatchOf(flags: ConfigFlags): FunctionConfigPatch | undefin
     if (flags.egress !== true && flags.egress !== "on" && flags.egress !== "off")
       throw new CliError(`--egress takes on or off, not ${flags.egress}`);
     patch.egress = flags.egress !== "off";
+  }
+  if (flags.concurrency !== undefined) {
+    if (!/^\d+$/.test(flags.concurrency))
+      throw new CliError(`--concurrency takes a whole number of calls, not ${flags.concurrency}`);
+    patch.concurrency = Number(flags.concurrency);
   }
   return Object.keys(patch).length > 0 ? patch : undefined;
 }

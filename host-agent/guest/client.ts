@@ -44,12 +44,47 @@ export class GuestError extends Error {
   }
 }
 
+/**
+ * What can give up on a request: an AbortSignal, or a CallCancel (the same shape, one listener, no
+ * EventTarget: a forwarded call makes one, and an AbortController costs several microseconds on Node 20).
+ */
+export interface CancelSignal {
+  readonly aborted: boolean;
+  readonly reason?: unknown;
+  addEventListener(type: "abort", listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: "abort", listener: () => void): void;
+}
+
+/** A CancelSignal for one call, aborted by its holder (the lease's deadline timer). */
+export class CallCancel implements CancelSignal {
+  aborted = false;
+  reason: unknown;
+  private listener: (() => void) | undefined;
+
+  addEventListener(_type: "abort", listener: () => void): void {
+    this.listener = listener;
+  }
+
+  removeEventListener(_type: "abort", listener: () => void): void {
+    if (this.listener === listener) this.listener = undefined;
+  }
+
+  abort(reason: unknown = new Error("aborted")): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    const listener = this.listener;
+    this.listener = undefined;
+    listener?.();
+  }
+}
+
 export interface ForwardedCall {
   readonly method: string;
   readonly path: string;
   readonly headers: Record<string, string>;
   readonly body: Buffer | null;
-  readonly signal: AbortSignal;
+  readonly signal: CancelSignal;
   readonly maxResponseBytes: number;
 }
 
@@ -90,6 +125,9 @@ const MAX_CONTROL_BODY = 2 * 1024 * 1024;
 /** Largest console batch the host reads: the runtime keeps about 256 KiB between two of them. */
 const MAX_CONSOLE_FRAME = 1024 * 1024;
 
+/** Given-up calls whose late answers are remembered; past this the oldest is forgotten. */
+const MAX_ABANDONED = 1024;
+
 /** A request waiting for its answer. */
 interface Pending {
   readonly resolve: (res: ChannelResponse) => void;
@@ -97,7 +135,7 @@ interface Pending {
   /** Largest body accepted, and the error for one past it. */
   readonly limit: number;
   readonly tooLarge: (bytes?: number) => Error;
-  readonly signal: AbortSignal | undefined;
+  readonly signal: CancelSignal | undefined;
   readonly onAbort: (() => void) | undefined;
 }
 
@@ -105,6 +143,14 @@ export class GuestClient {
   private socket: Socket | null = null;
   private reader: FrameReader | null = null;
   private readonly pending = new Map<number, Pending>();
+  /**
+   * Frames for the open connection, written together once this turn of the event loop is done: calls
+   * that arrive together (several callers' requests read in one poll) cost the guest one read and one
+   * wake-up, and the host one write, instead of one each.
+   */
+  private outbox: Buffer[] = [];
+  /** Calls given up whose answers may still come, with the body bound each is read within. */
+  private readonly abandoned = new Map<number, number>();
   private nextId = 1;
   private closed = false;
   /** The function this client loaded: console lines are attributed to it, whatever they say. */
@@ -235,30 +281,45 @@ export class GuestClient {
   /** Sends one request frame; resolves with its answer, bounded to `limit` bytes of body. */
   private request(
     req: ChannelRequest,
-    signal: AbortSignal | undefined,
+    signal: CancelSignal | undefined,
     limit: number,
     tooLarge: (bytes?: number) => Error,
   ): Promise<ChannelResponse> {
     if (this.closed) return Promise.reject(new Error("the guest client is closed"));
-    if (signal?.aborted) return Promise.reject(signal.reason ?? new Error("aborted"));
-    const socket = this.socket ?? this.open();
+    if (signal?.aborted)
+      return Promise.reject(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
+    if (!this.socket) this.open();
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
     const frame = encodeRequest(id, req);
     return new Promise<ChannelResponse>((resolve, reject) => {
-      // An aborted call leaves the connection with an answer that may still come: it is closed, as an
-      // HTTP client closes a connection whose request it gave up.
+      // An aborted call's answer may still come: it is read (within the call's bound) and dropped, and
+      // the connection goes on carrying the instance's other calls (a function with concurrency > 1).
       const onAbort = signal
         ? () => {
-            this.settle(id)?.reject(signal.reason ?? new Error("aborted"));
-            this.drop(socket, new Error("the call was aborted"));
+            const p = this.settle(id);
+            if (!p) return;
+            this.abandon(id, p.limit);
+            p.reject(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
           }
         : undefined;
       if (signal && onAbort) signal.addEventListener("abort", onAbort, { once: true });
       this.pending.set(id, { resolve, reject, limit, tooLarge, signal, onAbort });
-      socket.write(frame);
+      this.send(frame);
     });
   }
+
+  private send(frame: Buffer): void {
+    this.outbox.push(frame);
+    if (this.outbox.length === 1) setImmediate(this.flush);
+  }
+
+  private readonly flush = (): void => {
+    const frames = this.outbox;
+    this.outbox = [];
+    if (!this.socket || frames.length === 0) return;
+    this.socket.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+  };
 
   private open(): Socket {
     const e = this.endpoint;
@@ -270,7 +331,8 @@ export class GuestClient {
       (type, id, payload) => this.onFrame(type, id, payload),
       (type, id) =>
         type === FrameType.response
-          ? (this.pending.get(id)?.limit ?? MAX_CONTROL_BODY) + MAX_RESPONSE_HEAD_BYTES
+          ? (this.pending.get(id)?.limit ?? this.abandoned.get(id) ?? MAX_CONTROL_BODY) +
+            MAX_RESPONSE_HEAD_BYTES
           : MAX_CONSOLE_FRAME,
       (type, id) => {
         const p = type === FrameType.response ? this.settle(id) : undefined;
@@ -296,13 +358,22 @@ export class GuestClient {
     return p;
   }
 
+  /** Remembers a given-up call's bound until its answer comes (bounded: a guest may never answer). */
+  private abandon(id: number, limit: number): void {
+    if (this.abandoned.size >= MAX_ABANDONED) this.abandoned.delete(this.abandoned.keys().next().value!);
+    this.abandoned.set(id, limit);
+  }
+
   /** Ends a connection: every request still waiting on it fails with `err`. */
   private drop(socket: Socket, err: Error): void {
     if (this.socket !== socket) return;
     this.socket = null;
+    // Frames not written yet were for this connection's calls, which fail below: never resent on another.
+    this.outbox = [];
     this.reader?.stop();
     this.reader = null;
     socket.destroy();
+    this.abandoned.clear();
     for (const id of [...this.pending.keys()]) this.settle(id)?.reject(err);
   }
 
@@ -318,7 +389,10 @@ export class GuestClient {
       return;
     }
     const p = type === FrameType.response ? this.settle(id) : undefined;
-    if (!p) return; // An answer nobody waits for (its call gave up): dropped.
+    if (!p) {
+      this.abandoned.delete(id); // An answer nobody waits for (its call gave up): dropped.
+      return;
+    }
     const bytes = responseBodyBytes(payload);
     if (bytes !== undefined && bytes > p.limit) {
       p.reject(p.tooLarge(bytes));

@@ -58,11 +58,13 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
   const received = deps.clock.now();
   const url = req.url ?? "/";
   const requestId = randomUUID();
-  res.setHeader(REQUEST_ID_HEADER, requestId);
+  // Every answer names its request id. Not set ahead with setHeader: a call's own answer carries it in
+  // the one header object writeHead takes, which node writes without merging (its fast path).
   if (url === "/healthz" && (req.method === "GET" || req.method === "HEAD")) {
     // The load balancer's health check: a draining host, or one whose pool cannot start instances,
     // fails it so no new calls are routed here (and an instance refresh stops at this host).
     const health = deps.serving.health();
+    res.setHeader(REQUEST_ID_HEADER, requestId);
     sendJson(res, health.ok ? 200 : 503, health.body);
     return;
   }
@@ -71,6 +73,7 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
   if (!record) {
     req.resume();
     deps.metrics.calls.inc({ function: "(unknown)", outcome: "not_found" });
+    res.setHeader(REQUEST_ID_HEADER, requestId);
     sendError(
       res,
       new ApiError(
@@ -100,6 +103,7 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
         settings: settings.load,
         settingsHash: settings.hash,
         ...(settings.egress ? { egress: true } : {}),
+        concurrency: settings.concurrency,
       },
       deadline,
     );
@@ -126,6 +130,7 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
     const mapped = mapError(err, "call");
     outcome = mapped.outcome;
     if (mapped.unexpected) deps.log.error({ rid: requestId, fn: name, err }, "call failed");
+    if (!res.headersSent) res.setHeader(REQUEST_ID_HEADER, requestId);
     sendError(res, mapped.error, requestId);
   } finally {
     // In flight until the answer has left: a drain must not end the host under a response being sent.

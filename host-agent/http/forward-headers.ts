@@ -42,8 +42,9 @@ export class TrustedProxies {
   static readonly none = TrustedProxies.parse([]);
 
   trusts(address: string): boolean {
+    if (this.cidrs.length === 0) return false;
     const family = isIP(address);
-    if (family === 0 || this.cidrs.length === 0) return false;
+    if (family === 0) return false;
     return this.list.check(address, family === 4 ? "ipv4" : "ipv6");
   }
 }
@@ -82,6 +83,20 @@ export function resolveClient(
   return { sourceIp: chain[i]!, forwardedFor: chain.slice(0, i + 1) };
 }
 
+/** Headers of the client's connection, never forwarded (a call's Connection header may name more). */
+const CONNECTION_ONLY: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...CONNECTION_HEADERS]);
+
+/** Every comma-separated entry of a header's values, trimmed, empty ones left out. */
+function entriesOf(values: readonly string[] | undefined): string[] {
+  const out: string[] = [];
+  for (const v of values ?? [])
+    for (const one of v.split(",")) {
+      const t = one.trim();
+      if (t) out.push(t);
+    }
+  return out;
+}
+
 export function forwardHeaders(origin: ForwardedCallOrigin): Record<string, string> {
   const seen = new Map<string, string[]>();
   const raw = origin.rawHeaders;
@@ -92,31 +107,30 @@ export function forwardHeaders(origin: ForwardedCallOrigin): Record<string, stri
     else seen.set(name, [raw[i + 1]!]);
   }
   // A client may name more headers of its connection in Connection itself.
-  const dropped = new Set([...HOP_BY_HOP, ...CONNECTION_HEADERS]);
-  for (const value of seen.get("connection") ?? [])
-    for (const name of value.split(",")) dropped.add(name.trim().toLowerCase());
+  const connection = seen.get("connection");
+  let dropped = CONNECTION_ONLY;
+  if (connection) {
+    const more = new Set(CONNECTION_ONLY);
+    for (const value of connection) for (const name of value.split(",")) more.add(name.trim().toLowerCase());
+    dropped = more;
+  }
 
   const peer = plainAddress(origin.peerAddress ?? "");
   const peerTrusted = origin.trustedProxies.trusts(peer);
-  const list = (name: string) =>
-    (seen.get(name) ?? [])
-      .flatMap((v) => v.split(","))
-      .map((v) => v.trim())
-      .filter(Boolean);
   const { sourceIp, forwardedFor } = resolveClient(
-    list("x-forwarded-for"),
+    entriesOf(seen.get("x-forwarded-for")),
     isIP(peer) ? peer : "0.0.0.0",
     origin.trustedProxies,
   );
   // The scheme and port the client used: a trusted proxy's last word, else this connection's own.
   const proto = peerTrusted
-    ? list("x-forwarded-proto")
+    ? entriesOf(seen.get("x-forwarded-proto"))
         .at(-1)
         ?.toLowerCase()
         .match(/^https?$/)?.[0]
     : undefined;
   const port = peerTrusted
-    ? list("x-forwarded-port")
+    ? entriesOf(seen.get("x-forwarded-port"))
         .at(-1)
         ?.match(/^\d{1,5}$/)?.[0]
     : undefined;

@@ -74,6 +74,8 @@ export class InstanceStarter {
       state: "generic",
       fn: undefined,
       calls: 0,
+      inFlight: 0,
+      concurrency: 1,
       startedAt: now,
       lastUsedAt: now,
       idleTimer: undefined,

@@ -17,16 +17,26 @@ export interface PoolInstance {
   state: InstanceState;
   fn: FunctionCode | undefined;
   calls: number;
+  /** Calls it serves now: up to its function's concurrency (1 unless the function allows more). */
+  inFlight: number;
+  /** The concurrency of the function it serves, as the latest call gave it. */
+  concurrency: number;
   readonly startedAt: number;
   lastUsedAt: number;
   idleTimer: TimerHandle | undefined;
-  /** Set when the code it serves was replaced or deleted: stop it when its call ends. */
+  /**
+   * Set when the code it serves was replaced or deleted, or one of its calls failed: it takes no new
+   * call and is stopped when its last call in flight ends (`retireReason` says why).
+   */
   retireOnRelease: boolean;
+  retireReason?: string;
 }
 
 export interface FunctionCounts {
   idle: number;
   busy: number;
+  /** Of the busy ones, those taking no new call (a call failed, or their code was replaced). */
+  retiring: number;
   specializing: number;
   total: number;
 }
@@ -61,25 +71,35 @@ export class InstanceTable {
 
   /** Instances holding (or being given) `name`'s code, by state; `starting` cold starts are added in. */
   functionCounts(name: string, starting: number): FunctionCounts {
-    const c = { idle: 0, busy: 0, specializing: starting, total: starting };
+    const c = { idle: 0, busy: 0, retiring: 0, specializing: starting, total: starting };
     for (const i of this.byId.values()) {
       if (i.fn?.name !== name) continue;
       if (i.state === "idle") c.idle++;
-      else if (i.state === "busy") c.busy++;
-      else if (i.state === "specializing") c.specializing++;
+      else if (i.state === "busy") {
+        c.busy++;
+        if (i.retireOnRelease) c.retiring++;
+      } else if (i.state === "specializing") c.specializing++;
       else continue;
       c.total++;
     }
     return c;
   }
 
-  /** The idle instance holding exactly `fn`'s code, most recently used first (the others age out). */
-  idleFor(fn: FunctionCode): PoolInstance | undefined {
+  /**
+   * The instance that can take one more call of exactly `fn`'s code: one already serving it below its
+   * concurrency first, the busiest of those (calls are packed, so spare instances idle out), else the
+   * idle one most recently used (the others age out). A retiring instance takes none.
+   */
+  availableFor(fn: FunctionCode): PoolInstance | undefined {
+    const limit = fn.concurrency ?? 1;
     let best: PoolInstance | undefined;
     for (const i of this.byId.values()) {
-      if (i.state !== "idle" || i.fn?.name !== fn.name || functionVersion(i.fn) !== functionVersion(fn))
+      if (i.state !== "idle" && i.state !== "busy") continue;
+      if (i.retireOnRelease || i.fn?.name !== fn.name || functionVersion(i.fn) !== functionVersion(fn))
         continue;
-      if (!best || i.lastUsedAt > best.lastUsedAt) best = i;
+      if (i.state === "busy") {
+        if (i.inFlight < limit && (!best || best.state === "idle" || i.inFlight > best.inFlight)) best = i;
+      } else if (!best || (best.state === "idle" && i.lastUsedAt > best.lastUsedAt)) best = i;
     }
     return best;
   }

@@ -18,6 +18,11 @@ export interface FunctionCode {
   readonly settingsHash?: string;
   /** The function's instances get outbound network (the sandbox opens it before the code loads). */
   readonly egress?: boolean;
+  /**
+   * Calls one instance serves at once (the function's `concurrency`, default 1). Read per call, not
+   * part of the version: the load does not depend on it.
+   */
+  readonly concurrency?: number;
 }
 
 /** What one version of a function is to the pool: its code and the settings it was loaded with. */
@@ -52,8 +57,10 @@ export interface CallAnswer {
 }
 
 /**
- * One instance, held for one call. The holder forwards the call through it, then ends it: an instance
- * whose call failed (or that is ended unhealthy) is stopped, any other goes back to the pool.
+ * One call's hold on an instance (which may serve other calls of its function at the same time, up to
+ * the function's concurrency). The holder forwards the call through it, then ends it: an instance whose
+ * call failed (or that is ended unhealthy) takes no new call and is stopped once its other calls end;
+ * any other goes back to the pool.
  */
 export interface Lease {
   readonly acquired: Acquired;

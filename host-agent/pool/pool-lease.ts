@@ -6,7 +6,7 @@
  */
 import { TIMEOUT_HEADER } from "../../contracts/guest-protocol.ts";
 import type { Clock } from "../clock.ts";
-import { ResponseTooLargeError } from "../guest/client.ts";
+import { CallCancel, ResponseTooLargeError } from "../guest/client.ts";
 import { exitSoon } from "../sandbox/driver.ts";
 import type { PoolInstance } from "./instance.ts";
 import {
@@ -41,20 +41,20 @@ export class PoolLease implements Lease {
   async forward(call: CallRequest, bounds: CallBounds): Promise<CallAnswer> {
     const remaining = Math.max(0, bounds.deadline - this.clock.now());
     call.headers[TIMEOUT_HEADER] = String(remaining);
-    const abort = new AbortController();
-    const timer = this.clock.setTimeout(() => abort.abort(), remaining);
+    const cancel = new CallCancel();
+    const timer = this.clock.setTimeout(() => cancel.abort(), remaining);
     try {
       return await this.instance.client.forward({
         method: call.method,
         path: call.path,
         headers: call.headers,
         body: call.body,
-        signal: abort.signal,
+        signal: cancel,
         maxResponseBytes: bounds.maxResponseBytes,
       });
     } catch (err) {
       this.failed = true;
-      if (abort.signal.aborted) throw new CallTimeoutError(bounds.timeoutMs);
+      if (cancel.aborted) throw new CallTimeoutError(bounds.timeoutMs);
       if (err instanceof ResponseTooLargeError) throw err;
       const exit = await exitSoon(this.instance.sandbox.exited);
       throw new InstanceCrashedError(exit?.reason ?? (err as Error).message);

@@ -34,8 +34,11 @@ export function poolReport<C extends PolicyConfig>(s: PoolState<C>, metrics: Age
     stopping: 0,
   };
   const functions: Record<string, { idle: number; busy: number; specializing: number }> = {};
+  /** Calls being served: more than the busy instances where a function allows concurrent calls. */
+  let callsInFlight = 0;
   for (const i of s.instances) {
     byState[i.state]++;
+    if (i.state === "busy") callsInFlight += i.inFlight;
     if (i.fn && (i.state === "idle" || i.state === "busy" || i.state === "specializing")) {
       const f = functions[i.fn.name] ?? { idle: 0, busy: 0, specializing: 0 };
       f[i.state]++;
@@ -60,6 +63,7 @@ export function poolReport<C extends PolicyConfig>(s: PoolState<C>, metrics: Age
     instances: byState,
     total: s.live,
     queued: s.queued,
+    callsInFlight,
     functions,
     targets: {
       generic: s.genericTarget,

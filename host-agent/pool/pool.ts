@@ -1,8 +1,9 @@
 /**
  * The warm pool of one base version. Generic instances (started from the base, no code yet) wait ready;
  * a function's first call specializes one (attach code, load); later calls reuse idle specialized
- * instances; one call at a time per instance. How many of each it keeps comes from what it measures
- * (policy.ts): misses and start times size the generic pool, each function's arrival rate and service
+ * instances; one call at a time per instance, or up to a function's `concurrency` where it allows
+ * more (its calls are packed onto the instances already serving it). How many of each it keeps comes
+ * from what it measures (policy.ts): misses and start times size the generic pool, each function's arrival rate and service
  * time its specialized instances, within the host's memory budget and each function's share. Starts are
  * bounded; calls that find nothing wait in a queue until their deadline; a burst of first calls to one
  * function waits for the instances already being prepared instead of each starting its own. Idle
@@ -221,10 +222,14 @@ export class Pool implements InstanceSource {
   private shouldWait(fn: FunctionCode, ahead: number): boolean {
     const c = this.functionCounts(fn.name);
     if (c.total >= functionMax(this.deps.config)) return true;
-    const inFlight = c.busy + c.specializing;
+    // A retiring instance never takes the call: waiting for it would only wait for it to stop.
+    const inFlight = c.busy - c.retiring + c.specializing;
     if (inFlight === 0) return false;
     const perInstance = callsPerInstanceInQueue(this.deps.config, this.traffic.fn(fn.name).serviceMs.get());
-    return ahead < inFlight * perInstance;
+    // An instance that serves several calls at once takes that many in each turn, and one being
+    // prepared takes that many as soon as it is ready (with concurrency 1, just the call it is for).
+    const k = fn.concurrency ?? 1;
+    return ahead < inFlight * perInstance * k + c.specializing * (k - 1);
   }
 
   /** A lease for a call; counted in the acquire metric unless its caller may still give up on it. */
@@ -237,15 +242,18 @@ export class Pool implements InstanceSource {
   }
 
   private takeWarm(fn: FunctionCode): PoolInstance | undefined {
-    const best = this.instances.idleFor(fn);
-    if (best) this.markBusy(best);
+    const best = this.instances.availableFor(fn);
+    if (best) this.markBusy(best, fn);
     return best;
   }
 
-  private markBusy(instance: PoolInstance): void {
+  /** One more call on `instance`, for `fn` (whose concurrency, as this call gives it, bounds its calls). */
+  private markBusy(instance: PoolInstance, fn: FunctionCode): void {
     this.clearIdleTimer(instance);
     instance.state = "busy";
     instance.calls++;
+    instance.inFlight++;
+    instance.concurrency = fn.concurrency ?? 1;
     instance.lastUsedAt = this.deps.clock.now();
   }
 
@@ -260,7 +268,7 @@ export class Pool implements InstanceSource {
         // Refill shortly after, not during: on a small host a jail start would slow this call down.
         this.refillSoon();
       }
-      this.claimSpecialized(generic);
+      this.claimSpecialized(generic, fn);
       return this.lease(generic, "generic", since, false);
     }
     if (this.starter.inFlight >= this.deps.config.maxStarting) return undefined;
@@ -277,7 +285,7 @@ export class Pool implements InstanceSource {
       else this.startingFor.delete(fn.name);
     }
     await this.specialize(fresh, fn);
-    this.claimSpecialized(fresh);
+    this.claimSpecialized(fresh, fn);
     return this.lease(fresh, "cold", since, false);
   }
 
@@ -324,6 +332,9 @@ export class Pool implements InstanceSource {
     const instance = lease.instance;
     if (instance.state !== "busy") return;
     instance.calls--;
+    instance.inFlight--;
+    // Calls queued for it while it was being prepared may already be on it.
+    if (instance.inFlight > 0) return;
     if (this.closed || instance.retireOnRelease) {
       void this.stop(instance, "its call gave up before it was ready");
       return;
@@ -332,11 +343,13 @@ export class Pool implements InstanceSource {
   }
 
   /** Hands a just-specialized instance to its call, unless it was stopped meanwhile (agent closing). */
-  private claimSpecialized(instance: PoolInstance): void {
+  private claimSpecialized(instance: PoolInstance, fn: FunctionCode): void {
     if (instance.state !== "specializing") {
       throw new PoolBusyError(`instance ${instance.id} was stopped while it was being prepared`, 1);
     }
-    this.markBusy(instance);
+    this.markBusy(instance, fn);
+    // Room for more: calls of its function queued while it was prepared join it now.
+    if (instance.inFlight < instance.concurrency) this.pump();
   }
 
   /** Stops the least recently used idle specialized instance to make room. */
@@ -441,24 +454,35 @@ export class Pool implements InstanceSource {
 
   // --- Giving back, idling, stopping -------------------------------------------------------------
 
-  /** An instance back after its call (lease.end): idle again, or stopped when it failed or was retired. */
+  /**
+   * A call's instance back (lease.end): idle again once its last call ended, or, when a call failed or
+   * its code was retired, taking no new call and stopped when its last call ends. With concurrency 1
+   * that is at once: the failed call's instance is stopped under it, as before concurrency existed.
+   */
   private release(lease: PoolLease, healthy: boolean): void {
     const instance = lease.instance;
     if (instance.state !== "busy") return;
+    instance.inFlight--;
     const now = this.deps.clock.now();
     if (instance.fn && healthy) this.traffic.fn(instance.fn.name).serviceMs.add(now - lease.at);
-    if (!healthy || instance.retireOnRelease || this.closed) {
-      void this.stop(instance, healthy ? "its function was redeployed or deleted" : "its call failed");
+    if (!healthy && !instance.retireOnRelease) {
+      instance.retireOnRelease = true;
+      instance.retireReason = "its call failed";
+    }
+    if (instance.retireOnRelease || this.closed) {
+      if (instance.inFlight <= 0)
+        void this.stop(instance, instance.retireReason ?? "its function was redeployed or deleted");
       return;
     }
-    instance.state = "idle";
+    if (instance.inFlight <= 0) instance.state = "idle";
     instance.lastUsedAt = now;
     const waiter = this.queue.firstFor(instance.fn!);
-    if (waiter) {
-      this.markBusy(instance);
+    if (waiter && instance.inFlight < (waiter.fn.concurrency ?? 1)) {
+      this.markBusy(instance, waiter.fn);
       this.serve(waiter, instance, "warm");
       return;
     }
+    if (instance.state === "busy") return;
     this.armIdleTimer(instance);
     this.prewarm(instance.fn!);
     this.pump();
@@ -482,7 +506,8 @@ export class Pool implements InstanceSource {
       t.arrivals.rate(this.deps.clock.now()),
       t.serviceMs.get(),
     );
-    if (this.functionCounts(fn.name).total >= target) return;
+    // Each instance serves `concurrency` calls at once: that many fewer instances for the same load.
+    if (this.functionCounts(fn.name).total >= Math.ceil(target / (fn.concurrency ?? 1))) return;
     const generic = this.instances.claimGeneric(fn);
     if (!generic) return;
     this.refill();

@@ -92,6 +92,8 @@ export interface FunctionSettings {
   readonly timeoutMs: number;
   /** The function's instances get outbound network (their own namespace, NAT to the uplink, DNS). */
   readonly egress: boolean;
+  /** Calls one instance serves at once (the function's `concurrency`, default 1). */
+  readonly concurrency: number;
 }
 
 /** A record as the admin API shows it: the configuration's names, never its values. */
@@ -359,6 +361,7 @@ export class Registry {
         .slice(0, 16),
       timeoutMs: Math.min(config?.timeoutMs ?? host.callTimeoutMs, host.callTimeoutMs),
       egress,
+      concurrency: Math.max(1, config?.concurrency ?? 1),
     };
     if (secrets === undefined) this.settingsCache.set(record, settings);
     return settings;

@@ -13,6 +13,7 @@ import {
 } from "../../contracts/guest-channel.ts";
 import type { GuestLogLine } from "../../contracts/guest-protocol.ts";
 import {
+  CallCancel,
   type ConsoleLine,
   GuestClient,
   GuestError,
@@ -201,6 +202,73 @@ describe("guest client against a hostile guest", () => {
       (e: unknown) =>
         e instanceof GuestError && /answer to health is larger than 2097152 bytes/.test(e.message),
     );
+    await client.close();
+  });
+});
+
+describe("guest client, several calls on one connection", () => {
+  // A guest that holds each call's answer until told, and answers in whatever order it is told.
+  let server: Server;
+  let port: number;
+  let connections = 0;
+  const held = new Map<string, () => void>();
+
+  before(async () => {
+    server = createServer((socket) => {
+      connections++;
+      let preamble = true;
+      const reader = new FrameReader(
+        (_type, id, payload) => {
+          const req = decodeRequest(payload);
+          const name = req.path.slice(1);
+          held.set(name, () => socket.write(encodeResponse(id, 200, {}, `answer to ${name}`)));
+        },
+        () => 1 << 30,
+        () => socket.destroy(),
+      );
+      socket.on("data", (chunk: Buffer) => {
+        if (preamble) {
+          preamble = false;
+          chunk = chunk.subarray(CHANNEL_PREAMBLE.length);
+        }
+        reader.push(chunk);
+      });
+      socket.on("error", () => undefined);
+    }).listen(0, "127.0.0.1");
+    await new Promise((r) => server.once("listening", r));
+    port = (server.address() as { port: number }).port;
+  });
+
+  after(async () => {
+    await new Promise((r) => server.close(r));
+  });
+
+  const call = (client: GuestClient, name: string, signal: CallCancel | AbortSignal) =>
+    client.forward({
+      method: "POST",
+      path: `/${name}`,
+      headers: {},
+      body: null,
+      signal,
+      maxResponseBytes: 1 << 20,
+    });
+
+  it("matches answers to calls by id whatever their order, and an aborted call leaves the others be", async () => {
+    const client = new GuestClient({ kind: "tcp", host: "127.0.0.1", port });
+    const cancel = new CallCancel();
+    const a = call(client, "a", new AbortController().signal);
+    const b = call(client, "b", cancel);
+    const c = call(client, "c", new AbortController().signal);
+    await waitFor("all three calls at the guest", () => held.size === 3);
+    held.get("c")!();
+    assert.equal((await c).body.toString(), "answer to c");
+    cancel.abort(new Error("past its deadline"));
+    await assert.rejects(b, /past its deadline/);
+    held.get("b")!(); // the late answer is read and dropped
+    held.get("a")!();
+    assert.equal((await a).body.toString(), "answer to a");
+    assert.equal(connections, 1, "one connection carried every call, the aborted one too");
+    held.clear();
     await client.close();
   });
 });

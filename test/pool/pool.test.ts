@@ -446,3 +446,58 @@ describe("warm pool policy", () => {
     );
   });
 });
+
+describe("warm pool, functions that allow concurrent calls", () => {
+  const shared = (name: string, concurrency: number): FunctionCode => ({ ...code(name), concurrency });
+
+  it("packs calls onto one instance up to the function's concurrency, then takes another", async () => {
+    const { pool, clock } = makePool({ genericMin: 2, genericMax: 2, defaultServiceMs: 1000 });
+    pool.start();
+    await settle();
+    const leases = [];
+    for (let i = 0; i < 3; i++) leases.push(await pool.acquire(shared("a", 3), clock.now() + 1000));
+    assert.equal(new Set(leases.map((l) => l.instance.id)).size, 1, "three calls share one instance");
+    assert.deepEqual(
+      leases.map((l) => l.acquired),
+      ["generic", "warm", "warm"],
+    );
+    const fourth = await pool.acquire(shared("a", 3), clock.now() + 1000);
+    assert.notEqual(fourth.instance.id, leases[0]!.instance.id, "the fourth call needs another instance");
+    leases[0]!.end(true);
+    const fifth = await pool.acquire(shared("a", 3), clock.now() + 1000);
+    assert.equal(fifth.instance.id, leases[0]!.instance.id, "a freed place is taken before an idle instance");
+    assert.equal(pool.snapshot().instances.busy, 2);
+    assert.equal(pool.snapshot().callsInFlight, 4, "three calls on one instance, one on the other");
+  });
+
+  it("serves the calls queued behind a burst's first start from that one instance", async () => {
+    const { pool, clock, driver } = makePool({
+      genericMin: 0,
+      genericMax: 0,
+      maxInstances: 20,
+      maxStarting: 20,
+    });
+    const calls = Array.from({ length: 8 }, () => pool.acquire(shared("burst", 8), clock.now() + 30_000));
+    const leases = await Promise.all(calls);
+    assert.equal(driver.started.length, 1, "one instance for eight calls that fit in it at once");
+    assert.equal(new Set(leases.map((l) => l.instance.id)).size, 1);
+    for (const l of leases) l.end(true);
+  });
+
+  it("stops an instance with a failed call only once its other calls ended, giving it no new call", async () => {
+    const { pool, clock } = makePool({ genericMin: 0, genericMax: 0 });
+    const a = await pool.acquire(shared("a", 2), clock.now() + 1000);
+    const b = await pool.acquire(shared("a", 2), clock.now() + 1000);
+    assert.equal(b.instance.id, a.instance.id);
+    const sandbox = a.instance.sandbox as unknown as { destroyedWith: string | undefined };
+    a.end(false);
+    await settle();
+    assert.equal(sandbox.destroyedWith, undefined, "the other call still runs in it");
+    const c = await pool.acquire(shared("a", 2), clock.now() + 1000);
+    assert.notEqual(c.instance.id, a.instance.id, "a retiring instance takes no new call, nor makes it wait");
+    b.end(true);
+    await settle();
+    assert.equal(sandbox.destroyedWith, "its call failed");
+    c.end(true);
+  });
+});

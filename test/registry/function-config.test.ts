@@ -130,4 +130,24 @@ describe("function configuration contract", () => {
       /secrets are \d+ bytes: names and values together may take 16384/,
     );
   });
+
+  it("takes a concurrency from 1 to 100, keeps it across patches, shows it once set, and null puts it back", () => {
+    const set = applyConfigPatch(undefined, {}, parseConfigPatch({ concurrency: 8 }, LIMITS)).config;
+    assert.deepEqual(set, { concurrency: 8 });
+    assert.equal(publicConfig(set).concurrency, 8);
+    const kept = applyConfigPatch(set, {}, parseConfigPatch({ timeoutMs: 2000 }, LIMITS)).config;
+    assert.deepEqual(kept, { timeoutMs: 2000, concurrency: 8 });
+    const back = applyConfigPatch(kept, {}, parseConfigPatch({ concurrency: null }, LIMITS)).config;
+    assert.deepEqual(back, { timeoutMs: 2000 });
+    assert.equal(
+      "concurrency" in publicConfig(back),
+      false,
+      "a record without it serves one call per instance",
+    );
+    for (const bad of [0, 101, 2.5, "3"])
+      assert.throws(
+        () => parseConfigPatch({ concurrency: bad }, LIMITS),
+        /^ConfigError: concurrency must be a whole number of calls from 1 to 100/,
+      );
+  });
 });

@@ -47,6 +47,11 @@ export const configCommand: CommandSpec = {
       value: "on|off",
       description: "outbound network (NAT to the host's uplink, DNS) on, or off (no network, the default)",
     },
+    concurrency: {
+      type: "string",
+      value: "<calls>",
+      description: "calls one instance serves at once, from 1 to 100; they share its memory",
+    },
   },
   json: true,
   examples: [
@@ -62,6 +67,7 @@ export const configCommand: CommandSpec = {
       memory: stringOption(line, "memory"),
       timeout: stringOption(line, "timeout"),
       egress: stringOption(line, "egress"),
+      concurrency: stringOption(line, "concurrency"),
     });
     const unset = (names: readonly string[]) =>
       names.length === 0 ? undefined : Object.fromEntries(names.map((n) => [n, null]));

@@ -95,6 +95,11 @@ export const deployCommand: CommandSpec = {
       description:
         "let the function open connections out (NAT to the host's uplink, DNS); default: no network",
     },
+    concurrency: {
+      type: "string",
+      value: "<calls>",
+      description: "calls one instance serves at once, from 1 (the default) to 100; they share its memory",
+    },
   },
   json: true,
   examples: [
@@ -113,6 +118,7 @@ export const deployCommand: CommandSpec = {
       memory: stringOption(line, "memory"),
       timeout: stringOption(line, "timeout"),
       egress: line.options.egress === true,
+      concurrency: stringOption(line, "concurrency"),
     });
     const handler = stringOption(line, "handler");
     const out = await deployFolder(ep, dir, name, config, handler ? { handler } : {});
