@@ -29,6 +29,7 @@ import { parseRelease, ReleaseError } from "../release/release.ts";
 import type { Rollout } from "../release/rollout.ts";
 import { bearerToken, tokenMatches } from "./auth.ts";
 import { type ErrorRoute, mapError } from "./error-map.ts";
+import { functionCodeOf } from "./function-code.ts";
 import {
   applyRequestTimeouts,
   checkingInterval,
@@ -418,15 +419,7 @@ function configPatchOf(text: string, limits: ConfigLimits, what: string): Functi
 async function proveAndCommit(deps: ControlPlaneDeps, prepared: PreparedDeploy, started: number) {
   const settings = deps.registry.settingsFor(prepared.record, prepared.secrets);
   if (settings.egress) await assertEgressAvailable(deps);
-  const code = {
-    name: prepared.record.name,
-    codeHash: prepared.record.codeHash,
-    entry: prepared.record.entry,
-    hostPath: prepared.artifactPath,
-    settings: settings.load,
-    settingsHash: settings.hash,
-    ...(settings.egress ? { egress: true } : {}),
-  };
+  const code = functionCodeOf(prepared.record, settings, prepared.artifactPath);
   const loaded = await deps.pool.prespecialize(code, started + deps.deployTimeoutMs);
   const record = await deps.registry.commit(prepared);
   deps.pool.retireFunction(record.name, functionVersion(code));

@@ -15,6 +15,7 @@ import type { CallAnswer, Lease } from "../pool/lease.ts";
 import type { Registry } from "../registry/registry.ts";
 import { type CallOutcome, mapError } from "./error-map.ts";
 import { forwardHeaders, TrustedProxies } from "./forward-headers.ts";
+import { functionCodeOf } from "./function-code.ts";
 import {
   applyRequestTimeouts,
   checkingInterval,
@@ -94,17 +95,7 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
     const settings = deps.registry.settingsFor(record);
     const deadline = received + settings.timeoutMs;
     lease = await deps.pool.acquire(
-      {
-        name,
-        codeHash: record.codeHash,
-        entry: record.entry,
-        // The folder for the process sandbox, the function's code disk image for microVMs.
-        hostPath: deps.registry.artifactPath(record.codeHash),
-        settings: settings.load,
-        settingsHash: settings.hash,
-        ...(settings.egress ? { egress: true } : {}),
-        concurrency: settings.concurrency,
-      },
+      functionCodeOf(record, settings, deps.registry.artifactPath(record.codeHash)),
       deadline,
     );
     const headers = forwardHeaders({
