@@ -8,6 +8,7 @@
 import type { AsyncLocalStorage } from "node:async_hooks";
 import type * as Http from "node:http";
 import type * as Net from "node:net";
+import { corsFor, GENEZIO_DEFAULT_CORS } from "../../contracts/cors.ts";
 import type { CorsConfig } from "../../contracts/function-config.ts";
 import {
   CHANNEL_PREAMBLE,
@@ -35,7 +36,6 @@ import {
 } from "../../contracts/guest-protocol.ts";
 import { type CallContext, installConsoleCapture, type WritableLike } from "./console-capture.ts";
 import type { ConsoleQueue } from "./console-queue.ts";
-import { corsFor, GENEZIO_DEFAULT_CORS } from "./cors.ts";
 import { functionEnvironment, functionIdentity } from "./function-env.ts";
 import {
   type AnyClass,

@@ -5,6 +5,8 @@
  */
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { corsFor } from "../../contracts/cors.ts";
+import type { CorsConfig } from "../../contracts/function-config.ts";
 import { BASE_VERSION_HEADER, REQUEST_ID_HEADER, UNVERSIONED_BASE } from "../../contracts/guest-protocol.ts";
 import type { Clock } from "../clock.ts";
 import { ApiError } from "../errors.ts";
@@ -88,11 +90,13 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
   }
   let outcome: CallOutcome = "ok";
   let lease: Lease | undefined;
+  let cors: CorsConfig | undefined;
   const callEnded = deps.serving.callStarted();
   try {
     const body = await readBody(req, deps.maxBodyBytes);
     // The function's own timeout, environment and memory (within the host's bounds).
     const settings = deps.registry.settingsFor(record);
+    cors = settings.load.cors;
     const deadline = received + settings.timeoutMs;
     lease = await deps.pool.acquire(
       functionCodeOf(record, settings, deps.registry.artifactPath(record.codeHash)),
@@ -121,7 +125,14 @@ async function handle(deps: DataPlaneDeps, req: IncomingMessage, res: ServerResp
     const mapped = mapError(err, "call");
     outcome = mapped.outcome;
     if (mapped.unexpected) deps.log.error({ rid: requestId, fn: name, err }, "call failed");
-    if (!res.headersSent) res.setHeader(REQUEST_ID_HEADER, requestId);
+    if (!res.headersSent) {
+      res.setHeader(REQUEST_ID_HEADER, requestId);
+      // The agent's own answer (the function crashed, timed out, ...) is readable where the function's is.
+      if (cors) {
+        for (const [k, v] of Object.entries(corsFor(cors, req.method ?? "GET", req.headers).headers))
+          res.setHeader(k, v);
+      }
+    }
     sendError(res, mapped.error, requestId);
   } finally {
     // In flight until the answer has left: a drain must not end the host under a response being sent.

@@ -265,4 +265,33 @@ describe("per-function configuration (process sandbox)", function () {
     assert.equal(call.json().result, "pong");
     assert.equal(call.headers["access-control-allow-origin"], "https://app.example.com");
   });
+
+  it("puts the function's CORS on the agent's own answers too: a crashed call's 502 is readable by an allowed origin", async () => {
+    const deployed = await agent.admin(
+      "PUT",
+      "/v1/functions/crashy",
+      tarGz([
+        { name: "index.js", data: `class Api { die() { process.exit(3); } }\nmodule.exports = { Api };\n` },
+      ]),
+      {
+        "x-faas-config": Buffer.from(
+          JSON.stringify({ cors: { allowOrigins: ["https://app.example.com"] } }),
+        ).toString("base64"),
+      },
+    );
+    assert.equal(deployed.status, 201, JSON.stringify(deployed.json));
+    const die = (origin: string) =>
+      agent.call(
+        "crashy",
+        { jsonrpc: "2.0", method: "Api.die", params: [], id: 1 },
+        { headers: { "content-type": "application/json", origin } },
+      );
+    const allowed = await die("https://app.example.com");
+    assert.equal(allowed.status, 502, allowed.text);
+    assert.equal(allowed.headers["access-control-allow-origin"], "https://app.example.com");
+    assert.equal(allowed.headers.vary, "origin");
+    const other = await die("https://evil.example");
+    assert.equal(other.status, 502, other.text);
+    assert.equal(other.headers["access-control-allow-origin"], undefined);
+  });
 });

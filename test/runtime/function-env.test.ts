@@ -1,6 +1,6 @@
 /** What a load sets in process.env, the Lambda context, and the CORS the runtime answers: pure rules. */
 import assert from "node:assert/strict";
-import { corsFor, GENEZIO_DEFAULT_CORS } from "../../guest-images/runtime/cors.ts";
+import { corsFor, GENEZIO_DEFAULT_CORS } from "../../contracts/cors.ts";
 import { functionEnvironment, functionIdentity } from "../../guest-images/runtime/function-env.ts";
 import { lambdaContext } from "../../guest-images/runtime/lambda.ts";
 

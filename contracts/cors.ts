@@ -1,9 +1,11 @@
 /**
- * CORS for a function's calls, answered by the runtime from the configuration its load carried: the
- * browser's preflight (OPTIONS with Access-Control-Request-Method) never reaches the function's code, and
- * every answer to an allowed origin says so. Pure: no I/O.
+ * CORS for a function's calls: the browser's preflight (OPTIONS with Access-Control-Request-Method) never
+ * reaches the function's code, and every answer to an allowed origin says so. Two sides answer a call
+ * and must agree: the guest runtime (from the configuration its load carried) and the agent, for the
+ * answers it makes itself (a crashed or timed-out call's 502/504), so a browser can read those too.
+ * Pure: no I/O.
  */
-import type { CorsConfig } from "../../contracts/function-config.ts";
+import type { CorsConfig } from "./function-config.ts";
 
 /** How long a browser may keep a preflight's answer, seconds. */
 const PREFLIGHT_MAX_AGE_S = 600;
