@@ -43,8 +43,15 @@ for tool in lddtree qemu-img python3; do
 done
 
 # node-from-host copies whatever `which node` finds: make that the pinned release.
-export PATH="${node_bin_dir}:${PATH}"
-echo "node for the image: $(command -v node) $(node --version)"
+# node-from-host copies the `node` found on PATH. The image gets a copy whose V8 builtins restore
+# the FPU flags with sahf instead of `push; popf` (patch-node-fprem.py says why: in OSv's ring 0
+# that popf clears IF). The copy sits in its own folder so nothing else of NODE_BIN_DIR is shadowed.
+patched_node_dir="$(mktemp -d)"
+trap 'rm -rf "$patched_node_dir"' EXIT
+python3 "$(dirname "$(realpath "$0")")/patch-node-fprem.py" "${node_bin_dir}/node" "${patched_node_dir}/node"
+chmod 0755 "${patched_node_dir}/node"
+export PATH="${patched_node_dir}:${node_bin_dir}:${PATH}"
+echo "node for the image: ${node_bin_dir}/node $(node --version), popf rewritten to sahf"
 
 # Our own app module: the runtime and the stress check at fixed guest paths; node comes from node-from-host.
 module_dir="${osv_dir}/apps/snapfaas-runtime"

@@ -33,9 +33,13 @@ import { OSV_BUILDER_PACKAGES, OSV_GUEST_PATHS, OSV_PATCHES } from "./recipe.ts"
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
-const RECIPE_FILES = ["build-image.sh", "apply-patch.sh", "popf-stress.cjs", "recipe.ts"].map((f) =>
-  path.join(HERE, f),
-);
+const RECIPE_FILES = [
+  "build-image.sh",
+  "patch-node-fprem.py",
+  "apply-patch.sh",
+  "popf-stress.cjs",
+  "recipe.ts",
+].map((f) => path.join(HERE, f));
 const NATIVE_SOURCES = ["build-native.sh", "guest-native.cc"].map((f) =>
   path.join(HERE, "../runtime/native", f),
 );
