@@ -105,7 +105,8 @@ function firecrackerMirror(root: string): string {
 }
 
 describe("bake rehearsal: the stack's remote bake command, run here against local mirrors and s3rver", function () {
-  this.timeout(120_000);
+  // About a minute on an idle 2-core machine (it builds the process base); several on a loaded one.
+  this.timeout(360_000);
   usePulumiMocks();
 
   const missing = missingTool();
