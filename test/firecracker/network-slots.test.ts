@@ -41,7 +41,7 @@ async function hostLinks(): Promise<string[]> {
   return stdout.split("\n").map((l) => l.split(":")[1]?.trim().split("@")[0] ?? "");
 }
 
-describe("network slot reclaim (scripted commands)", () => {
+describe("network slots with scripted commands", () => {
   /** `ip` as the host answers right after a netns delete: the veth is listed, then already gone. */
   function racingHost(deleteAnswer: string): CommandRunner {
     return async (file, args) => {
@@ -51,6 +51,32 @@ describe("network slot reclaim (scripted commands)", () => {
       return { stdout: "", stderr: "" };
     };
   }
+
+  it("keeps a released slot's index taken while it is cleaned: a start meanwhile builds another index", async () => {
+    let finishTapDelete: () => void = () => {};
+    const commands: string[] = [];
+    const host: CommandRunner = async (file, args) => {
+      const line = [file, ...args].join(" ");
+      commands.push(line);
+      if (line === "ip -n fctest-0 link delete tap0")
+        await new Promise<void>((resolve) => {
+          finishTapDelete = resolve;
+        });
+      return { stdout: "", stderr: "" };
+    };
+    const slots = new NetworkSlotPool({ ...config, poolSize: 0 }, host);
+    const first = await slots.acquire({ uid: 900_001, gid: 900_001 });
+    assert.equal(first.index, 0);
+    const releasing = slots.release(first);
+    await new Promise((r) => setImmediate(r));
+    const second = await slots.acquire({ uid: 900_002, gid: 900_002 });
+    assert.equal(second.index, 1, "index 0 is still being cleaned");
+    finishTapDelete();
+    await releasing;
+    assert.equal(commands.filter((c) => c === "ip netns add fctest-0").length, 1, "slot 0 built once");
+    const third = await slots.acquire({ uid: 900_003, gid: 900_003 });
+    assert.equal(third.index, 0, "the cleaned slot is reused");
+  });
 
   it("counts a veth the kernel removed in the meantime as removed, and still fails on any other error", async () => {
     const removed = await new NetworkSlotPool(config, racingHost('Cannot find device "fctv-3"')).reclaim();

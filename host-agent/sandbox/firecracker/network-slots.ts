@@ -142,6 +142,8 @@ export class NetworkSlotPool {
   private readonly free: NetworkSlot[] = [];
   private readonly leased = new Map<number, NetworkSlot>();
   private building = new Set<number>();
+  /** Indexes whose slot is being cleaned after its lease (see retire()). */
+  private readonly retiring = new Set<number>();
   private hostRulesLoaded = false;
 
   constructor(
@@ -193,7 +195,7 @@ export class NetworkSlotPool {
       await this.createTap(slot, owner);
     } catch (err) {
       this.leased.delete(slot.index);
-      await this.destroySlot(slot).catch(() => undefined);
+      await this.retire(slot, () => this.destroySlot(slot).catch(() => undefined));
       throw err;
     }
     return slot;
@@ -208,14 +210,29 @@ export class NetworkSlotPool {
    */
   async release(slot: NetworkSlot): Promise<void> {
     if (!this.leased.delete(slot.index)) return;
-    try {
-      await this.run("ip", ["-n", slot.netnsName, "link", "delete", slot.tapName]);
-      this.free.push(slot);
-    } catch {
-      // A slot we cannot clean is not reused: delete it whole.
-      await this.destroySlot(slot).catch(() => undefined);
-    }
+    await this.retire(slot, async () => {
+      try {
+        await this.run("ip", ["-n", slot.netnsName, "link", "delete", slot.tapName]);
+        this.free.push(slot);
+      } catch {
+        // A slot we cannot clean is not reused: delete it whole.
+        await this.destroySlot(slot).catch(() => undefined);
+      }
+    });
     await this.run("ss", ["-K", "-t", "dst", slot.cloneAddress]).catch(() => undefined);
+  }
+
+  /**
+   * Runs the cleanup of a slot no longer leased with its index still taken: a start meanwhile must not
+   * build the same index over a namespace that is still being deleted (or have it deleted under it).
+   */
+  private async retire(slot: NetworkSlot, cleanup: () => Promise<void>): Promise<void> {
+    this.retiring.add(slot.index);
+    try {
+      await cleanup();
+    } finally {
+      this.retiring.delete(slot.index);
+    }
   }
 
   /** Deletes every slot this pool built. */
@@ -252,7 +269,12 @@ export class NetworkSlotPool {
   }
 
   private nextIndex(): number {
-    const taken = new Set([...this.free.map((s) => s.index), ...this.leased.keys(), ...this.building]);
+    const taken = new Set([
+      ...this.free.map((s) => s.index),
+      ...this.leased.keys(),
+      ...this.building,
+      ...this.retiring,
+    ]);
     for (let i = 0; i < this.config.maxSlots; i++) if (!taken.has(i)) return i;
     throw new Error(`all ${this.config.maxSlots} network slots are in use`);
   }
