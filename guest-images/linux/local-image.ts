@@ -243,6 +243,32 @@ export function runLogged(argv: string[], logFile: string, env: NodeJS.ProcessEn
   });
 }
 
+/**
+ * Every minute of a long compile, one line: `<label>: N min, M of about <total> files compiled`, M
+ * counted from the build log's compile lines (`  CC ...` and the like). Returns what stops it.
+ */
+export function compileProgress(options: {
+  readonly logFile: string;
+  readonly label: string;
+  /** The kinds of compile lines to count, e.g. ["CC", "AS"]. */
+  readonly kinds: readonly string[];
+  readonly total: number;
+  readonly started: number;
+  readonly log: (line: string) => void;
+}): () => void {
+  const compileLine = new RegExp(`^ {2}(${options.kinds.join("|")})\\s`, "gm");
+  const timer = setInterval(() => {
+    void readFile(options.logFile, "utf8")
+      .then((text) => {
+        const compiled = (text.match(compileLine) ?? []).length;
+        const minutes = ((Date.now() - options.started) / 60_000).toFixed(0);
+        options.log(`${options.label}: ${minutes} min, ${compiled} of about ${options.total} files compiled`);
+      })
+      .catch(() => {});
+  }, 60_000);
+  return () => clearInterval(timer);
+}
+
 export async function lastLines(file: string, n: number): Promise<string> {
   const text = await readFile(file, "utf8").catch(() => "");
   return text.trimEnd().split("\n").slice(-n).join("\n");
@@ -278,15 +304,14 @@ export async function ensureLinuxKernel(
     await rm(logFile, { force: true });
     log(`kernel: building ${LINUX_KERNEL_PIN.label} (about 12 min on 2 cores), log at ${logFile}`);
     const started = Date.now();
-    const progress = setInterval(() => {
-      void readFile(logFile, "utf8")
-        .then((text) => {
-          const compiled = (text.match(/^ {2}(CC|AS)\s/gm) ?? []).length;
-          const minutes = ((Date.now() - started) / 60_000).toFixed(0);
-          log(`kernel: ${minutes} min, ${compiled} of about ${KERNEL_BUILD_FILES} files compiled`);
-        })
-        .catch(() => {});
-    }, 60_000);
+    const stopProgress = compileProgress({
+      logFile,
+      label: "kernel",
+      kinds: ["CC", "AS"],
+      total: KERNEL_BUILD_FILES,
+      started,
+      log,
+    });
     let code: number;
     try {
       code = await runLogged(
@@ -308,7 +333,7 @@ export async function ensureLinuxKernel(
         env,
       );
     } finally {
-      clearInterval(progress);
+      stopProgress();
     }
     if (code !== 0) {
       throw new LinuxImageBuildError(

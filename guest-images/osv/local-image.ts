@@ -25,7 +25,7 @@ import { execa } from "execa";
 import { canonicalJson } from "../../contracts/canonical-json.ts";
 import { NODE_MAJOR_FOR_BASE, NODE_PINS, OSV_PIN } from "../bake/pins.ts";
 import { sha256File, sha256Files, sha256Text } from "../hash.ts";
-import { lastLines, runLogged, withLock } from "../linux/local-image.ts";
+import { compileProgress, lastLines, runLogged, withLock } from "../linux/local-image.ts";
 import { snapfaasCacheDir } from "../node/cache-dir.ts";
 import { pinnedNode } from "../node/pinned-node.ts";
 import { bundleStampedRuntime } from "../runtime/build.ts";
@@ -267,15 +267,14 @@ export async function osvGuestImage(options: OsvImageOptions = {}): Promise<OsvG
         log(
           `osv: building OSv ${OSV_PIN.commit} + node ${inputs.nodeVersion} (about 6 min on 2 cores when cold), log at ${logFile}`,
         );
-        const progress = setInterval(() => {
-          void readFile(logFile, "utf8")
-            .then((text) => {
-              const compiled = (text.match(/^ {2}(CC|CXX|AS)\s/gm) ?? []).length;
-              const minutes = ((Date.now() - started) / 60_000).toFixed(0);
-              log(`osv: ${minutes} min, ${compiled} of about ${OSV_BUILD_FILES} files compiled`);
-            })
-            .catch(() => {});
-        }, 60_000);
+        const stopProgress = compileProgress({
+          logFile,
+          label: "osv",
+          kinds: ["CC", "CXX", "AS"],
+          total: OSV_BUILD_FILES,
+          started,
+          log,
+        });
         let code: number;
         try {
           code = await runLogged(
@@ -300,7 +299,7 @@ export async function osvGuestImage(options: OsvImageOptions = {}): Promise<OsvG
             env,
           );
         } finally {
-          clearInterval(progress);
+          stopProgress();
         }
         if (code !== 0)
           throw new OsvImageBuildError(
