@@ -161,7 +161,7 @@ export async function reclaimVmCgroups(
 ): Promise<string[]> {
   const root = cgroupRoot.replace(/\/+$/, "");
   const removed: string[] = [];
-  for (const hierarchy of [root, ...CGROUP_V1_CONTROLLERS.map((c) => `${root}/${c}`)]) {
+  for (const hierarchy of cgroupHierarchies(root)) {
     const parentDir = `${hierarchy}/${parent}`;
     const entries = await readdir(parentDir, { withFileTypes: true }).catch(() => []);
     for (const entry of entries) {
@@ -188,6 +188,11 @@ export async function reclaimVmCgroups(
 /** The v1 hierarchies a VM's cgroup settings can land in (qemu-spawner.ts planCgroups maps onto these). */
 const CGROUP_V1_CONTROLLERS = ["memory", "cpu", "pids", "blkio"] as const;
 
+/** The v2 hierarchy at the cgroup root, then each v1 controller's: where a VM's cgroup folders can be. */
+function cgroupHierarchies(root: string): string[] {
+  return [root, ...CGROUP_V1_CONTROLLERS.map((c) => `${root}/${c}`)];
+}
+
 /**
  * Removes the driver's parent cgroup (and each of its own parents, deepest first) once no VM's cgroup
  * is left in it: the v2 folder and the v1 one in each controller's hierarchy, whichever exist. A folder
@@ -198,7 +203,7 @@ export async function removeParentCgroup(cgroupRoot: string, parent: string): Pr
   const parts = parent.split("/").filter((p) => p.length > 0);
   for (let depth = parts.length; depth > 0; depth--) {
     const relative = parts.slice(0, depth).join("/");
-    for (const hierarchy of [root, ...CGROUP_V1_CONTROLLERS.map((c) => `${root}/${c}`)]) {
+    for (const hierarchy of cgroupHierarchies(root)) {
       await rmdir(`${hierarchy}/${relative}`).catch((err: NodeJS.ErrnoException) => {
         if (!["ENOENT", "EBUSY", "ENOTEMPTY", "ENOTDIR"].includes(err.code ?? "")) throw err;
       });
