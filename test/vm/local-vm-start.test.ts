@@ -106,13 +106,13 @@ describe("faas start on restored microVMs (QEMU/TCG, Linux guest)", function () 
       await new Promise((r) => setTimeout(r, 250));
     }
     const [, dataUrl, baseVersion] = running.exec(run.output)!;
-    return {
-      ...run,
+    // The same object: its output keeps growing with what faas start prints later.
+    return Object.assign(run, {
       exited,
       dataUrl: dataUrl!,
       baseVersion: baseVersion!,
       seconds: (Date.now() - t0) / 1000,
-    };
+    });
   }
 
   it("bakes, serves hello-world from a restored microVM with the base's version, and cleans up on SIGINT", async () => {
@@ -121,44 +121,12 @@ describe("faas start on restored microVMs (QEMU/TCG, Linux guest)", function () 
     const stale = join(stateDir, "local-vm", "bases", "e".repeat(64));
     await mkdir(stale, { recursive: true });
     await writeFile(join(stale, "memory"), "old");
-    const [port, adminPort] = await freePorts(2);
-    child = spawn(process.execPath, [join(REPO, "host-agent/cli/faas.js"), "start"], {
-      cwd: REPO,
-      env: {
-        ...process.env,
-        FAAS_DRIVER: "firecracker",
-        FAAS_VMM: "qemu",
-        FAAS_STATE_DIR: stateDir,
-        PORT: String(port),
-        ADMIN_PORT: String(adminPort),
-        FAAS_LOG_LEVEL: "warn",
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let output = "";
-    child.stdout!.on("data", (d: Buffer) => {
-      output += d.toString();
-    });
-    child.stderr!.on("data", (d: Buffer) => {
-      output += d.toString();
-    });
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
-      child!.once("exit", (code, signal) => resolve({ code, signal })),
-    );
-    const started = Date.now();
-    const running = /faas is running: data plane (\S+), admin API \S+ \(base ([0-9a-f]{64})\)/;
-    while (!running.test(output)) {
-      if (child.exitCode !== null) assert.fail(`faas start exited with ${child.exitCode}:\n${output}`);
-      if (Date.now() - started > 600_000) assert.fail(`faas start did not come up in 10 min:\n${output}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
-    console.log(
-      `      faas start (bake + agent + deploys) in ${((Date.now() - started) / 1000).toFixed(1)} s`,
-    );
-    const [, dataUrl, baseVersion] = running.exec(output)!;
-    assert.match(output, /deployed: .*hello-world/);
+    const first = await startFaas(stateDir);
+    console.log(`      faas start (bake + agent + deploys) in ${first.seconds.toFixed(1)} s`);
+    const { exited, dataUrl, baseVersion } = first;
+    assert.match(first.output, /deployed: .*hello-world/);
     const manifest = JSON.parse(
-      await readFile(join(stateDir, "local-vm", "bases", baseVersion!, "manifest.json"), "utf8"),
+      await readFile(join(stateDir, "local-vm", "bases", baseVersion, "manifest.json"), "utf8"),
     ) as { version: string; driver: string; guest: string };
     assert.deepEqual(
       [manifest.version, manifest.driver, manifest.guest],
@@ -180,9 +148,9 @@ describe("faas start on restored microVMs (QEMU/TCG, Linux guest)", function () 
       new RegExp(`^${baseVersion}; runtime=[0-9a-f]+$`),
     );
 
-    child.kill("SIGINT");
+    first.child.kill("SIGINT");
     const exit = await exited;
-    assert.deepEqual(exit, { code: 0, signal: null }, output);
+    assert.deepEqual(exit, { code: 0, signal: null }, first.output);
     assert.deepEqual(await qemusUnder(stateDir), [], "no QEMU is left");
     assert.deepEqual(
       await localNetns(names!.netnsPrefix),
@@ -193,6 +161,7 @@ describe("faas start on restored microVMs (QEMU/TCG, Linux guest)", function () 
     const jails = join(stateDir, "local-vm", "jails", "firecracker");
     assert.deepEqual(await readdir(jails).catch(() => []), [], "no jail is left");
   });
+
   it("SIGKILL of faas start takes its microVMs with it, and the next start reclaims its slots and cgroups", async () => {
     const stateDir = join(dir!, "state");
     const killed = await startFaas(stateDir);
