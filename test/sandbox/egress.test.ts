@@ -1,6 +1,7 @@
 /** The process sandbox's egress layout, rules and host check (pure); the running agent is test/e2e/egress.test.ts. */
 import assert from "node:assert/strict";
 import { execa } from "execa";
+import { resolverOf } from "../../host-agent/sandbox/host-uplink.ts";
 import {
   describeLink,
   EGRESS_LINKS,
@@ -8,7 +9,6 @@ import {
   egressNames,
   hostEgressRuleset,
   jailDnsRuleset,
-  resolverOf,
 } from "../../host-agent/sandbox/process/egress.ts";
 import { findOnPath } from "../../host-agent/sandbox/process/preflight.ts";
 import { isRoot } from "../helpers/host.ts";

@@ -24,10 +24,10 @@
  * instance started for the function would cost on top of its load.
  */
 import { createHash } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { guestForwardRules, guestInputRules, uplinkMasqueradeChain } from "../egress-rules.ts";
 import type { CommandRunner } from "../firecracker/command-runner.ts";
+import { defaultUplink, hostResolver, IP_FORWARD_OFF, readIpForward } from "../host-uplink.ts";
 
 /** The jail's end of its link. */
 export const JAIL_LINK = "eth0";
@@ -161,9 +161,7 @@ export function egressHostProblems(facts: EgressHostFacts): string[] {
       `${missing.map(([t]) => t).join(", ")} not installed (apt-get install -y ${[...new Set(missing.map(([, p]) => p))].join(" ")})`,
     );
   }
-  if (facts.ipForward?.trim() !== "1") {
-    problems.push("net.ipv4.ip_forward is off (sysctl -w net.ipv4.ip_forward=1)");
-  }
+  if (facts.ipForward?.trim() !== "1") problems.push(IP_FORWARD_OFF);
   if (!facts.uplink)
     problems.push("the host has no default route (or set FAAS_EGRESS_UPLINK to the interface out)");
   if (!facts.dnsResolver) {
@@ -172,15 +170,6 @@ export function egressHostProblems(facts: EgressHostFacts): string[] {
     );
   }
   return problems;
-}
-
-/** The first IPv4 nameserver of resolv.conf text that is not on the loopback (jails cannot reach it). */
-export function resolverOf(resolvConf: string): string | undefined {
-  for (const line of resolvConf.split("\n")) {
-    const m = /^\s*nameserver\s+(\d{1,3}(?:\.\d{1,3}){3})\s*$/.exec(line);
-    if (m && !m[1]!.startsWith("127.")) return m[1];
-  }
-  return undefined;
 }
 
 export interface ProcessEgressOptions {
@@ -206,20 +195,12 @@ export class ProcessEgress {
   }
 
   private async facts(): Promise<EgressHostFacts> {
-    const read = (file: string) => readFile(file, "utf8").catch(() => undefined);
-    let uplink = this.opts.uplink;
-    if (!uplink && this.opts.has("ip")) {
-      const out = await this.opts.run("ip", ["-o", "-4", "route", "show", "default"]).catch(() => undefined);
-      uplink = /\bdev (\S+)/.exec(out?.stdout ?? "")?.[1];
-    }
-    const dnsResolver =
-      this.opts.dnsResolver ??
-      resolverOf((await read("/etc/resolv.conf")) ?? "") ??
-      resolverOf((await read("/run/systemd/resolve/resolv.conf")) ?? "");
+    const uplink = this.opts.uplink ?? (this.opts.has("ip") ? await defaultUplink(this.opts.run) : undefined);
+    const dnsResolver = this.opts.dnsResolver ?? (await hostResolver());
     return {
       isRoot: this.opts.isRoot,
       has: this.opts.has,
-      ipForward: await read("/proc/sys/net/ipv4/ip_forward"),
+      ipForward: await readIpForward(),
       uplink,
       dnsResolver,
     };
