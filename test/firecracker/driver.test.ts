@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseFirecrackerDriverConfig } from "../../contracts/firecracker-driver-config.ts";
 import { type InstanceSpec, SandboxStartError } from "../../host-agent/sandbox/driver.ts";
@@ -48,6 +48,10 @@ class FakeSlots implements SlotProvider {
     };
     this.leased.set(index, { slot, owner });
     return slot;
+  }
+  readonly egressOpened: number[] = [];
+  async openEgress(slot: NetworkSlot) {
+    this.egressOpened.push(slot.index);
   }
   async release(slot: NetworkSlot) {
     this.leased.delete(slot.index);
@@ -111,7 +115,7 @@ describe("FirecrackerDriver against the strict fake", function () {
   };
 
   /** A roomy guest deadline, so a loaded machine does not fail ordinary starts; tests of the deadline pass their own. */
-  function makeDriver(guestReadyTimeoutMs = 5000): FirecrackerDriver {
+  function makeDriver(guestReadyTimeoutMs = 5000, network: Record<string, unknown> = {}): FirecrackerDriver {
     const config = parseFirecrackerDriverConfig({
       firecrackerPath: "/usr/local/bin/firecracker",
       chrootBase: join(dir, "jails"),
@@ -119,6 +123,7 @@ describe("FirecrackerDriver against the strict fake", function () {
       idRange: { first: 900_100, count: 4 },
       guestPort,
       guestReadyTimeoutMs,
+      network,
       limits: {
         codeDisk: { bandwidth: { size: 5_000_000, refillTimeMs: 100 } },
         networkRx: { bandwidth: { size: 1_000_000, refillTimeMs: 100 } },
@@ -279,6 +284,30 @@ describe("FirecrackerDriver against the strict fake", function () {
     // The uid went back to the range: 4 more starts fit in a range of 4.
     const more = await Promise.all(["vm-d", "vm-e", "vm-f", "vm-g"].map((id) => d.start(spec(id))));
     assert.equal(new Set(more.map((i) => i.endpoint.kind === "tcp" && i.endpoint.host)).size, 4);
+  });
+
+  it("egress per function: refused while the host offers none; offered, a VM opens its own slot's gate only", async () => {
+    const closed = makeDriver();
+    assert.deepEqual(
+      (await closed.egressProblems()).map((p) => /network\.egress\.enabled is off/.test(p)),
+      [true],
+    );
+    await closed.close();
+    const d = makeDriver(5000, { egress: { enabled: true, uplink: "ens5" } });
+    const forwarding = (await readFile("/proc/sys/net/ipv4/ip_forward", "utf8")).trim() === "1";
+    assert.deepEqual(
+      await d.egressProblems(),
+      forwarding ? [] : ["net.ipv4.ip_forward is off (sysctl -w net.ipv4.ip_forward=1)"],
+    );
+    const [a, b] = await Promise.all([d.start(spec("vm-eg-a")), d.start(spec("vm-eg-b"))]);
+    assert.ok(a.openEgress, "a microVM instance can be given egress");
+    await a.openEgress!();
+    const slotOf = (i: typeof a) => (i as unknown as { slot: NetworkSlot }).slot.index;
+    assert.deepEqual(slots.egressOpened, [slotOf(a)], "a's slot only, not b's");
+    assert.notEqual(slotOf(a), slotOf(b));
+    await a.destroy("done");
+    await assert.rejects(a.openEgress!(), /gone/);
+    assert.deepEqual(slots.egressOpened, [slotOf(a)]);
   });
 
   it("a failed load is a dead instance with the reason, and nothing is left behind", async () => {

@@ -8,6 +8,7 @@ import {
 } from "../../host-agent/sandbox/firecracker/command-runner.ts";
 import {
   describeSlot,
+  egressGateCommand,
   hostRuleset,
   hostTableName,
   NetworkSlotPool,
@@ -131,6 +132,22 @@ describe("network slot layout (pure)", () => {
     const slot = slotRuleset(describeSlot(config, 0), egress, "172.16.0.1");
     assert.match(slot, /iifname "tap0" ip daddr 172\.16\.0\.1 udp dport 53 dnat to 169\.254\.169\.253/);
     assert.match(slot, /iifname "tap0" ip daddr 172\.16\.0\.1 tcp dport 53 dnat to 169\.254\.169\.253/);
+  });
+
+  it("starts every slot's egress gate closed: the guest sends nothing but answers to its host address", () => {
+    const slot = describeSlot(config, 1);
+    for (const egress of [undefined, { enabled: true, uplink: "ens5", dnsResolver: "10.0.0.2" }]) {
+      const rules = slotRuleset(slot, egress);
+      assert.match(
+        rules,
+        /chain egress_gate \{\n\s+type filter hook forward priority filter; policy accept;\n\s+iifname "tap0" ip daddr != 10\.201\.0\.5 drop\n\s+\}/,
+      );
+    }
+    assert.equal(egressGateCommand(slot, true), "flush chain ip snapfaas_slot egress_gate\n");
+    assert.equal(
+      egressGateCommand(slot, false),
+      'flush chain ip snapfaas_slot egress_gate\nadd rule ip snapfaas_slot egress_gate iifname "tap0" ip daddr != 10.201.0.5 drop\n',
+    );
   });
 });
 
@@ -301,6 +318,46 @@ describe("network slots for real (root, ip, nft)", function () {
     pool = undefined;
     assert.equal((await netnsNames()).filter((n) => n.startsWith("fctest-")).length, 0);
     assert.equal((await hostLinks()).filter((n) => n.startsWith("fctv-")).length, 0);
+  });
+
+  it("opens a leased slot's egress gate only when the host offers egress, and closes it before the slot is reused", async () => {
+    const gate = async (netns: string) =>
+      (
+        await execa("ip", [
+          "netns",
+          "exec",
+          netns,
+          "nft",
+          "list",
+          "chain",
+          "ip",
+          "snapfaas_slot",
+          "egress_gate",
+        ])
+      ).stdout;
+    const closedPool = new NetworkSlotPool(config, execaRunner);
+    pool = closedPool;
+    const c = await closedPool.acquire({ uid: 900_005, gid: 900_005 });
+    await assert.rejects(closedPool.openEgress(c), /no egress/);
+    assert.match(await gate(c.netnsName), /iifname "tap0" ip daddr != 10\.201\.0\.\d+ drop/);
+    await closedPool.close();
+    pool = new NetworkSlotPool(
+      { ...config, egress: { enabled: true, uplink: "lo", dnsResolver: "10.0.0.2" } },
+      execaRunner,
+    );
+    const a = await pool.acquire({ uid: 900_006, gid: 900_006 });
+    const b = await pool.acquire({ uid: 900_007, gid: 900_007 });
+    await pool.openEgress(a);
+    assert.doesNotMatch(await gate(a.netnsName), /drop/, "a's gate is open");
+    assert.match(await gate(b.netnsName), /ip daddr != \S+ drop/, "b's stays closed");
+    await pool.release(a);
+    await assert.rejects(pool.openEgress(a), /not leased/);
+    assert.match(
+      await gate(a.netnsName),
+      new RegExp(`iifname "tap0" ip daddr != ${a.hostAddress.replaceAll(".", "\\.")} drop`),
+    );
+    const again = await pool.acquire({ uid: 900_008, gid: 900_008 });
+    assert.equal(again.index, a.index, "the slot is reused, closed");
   });
 
   it("a released slot ends the host's connections to it: a call in flight fails at once, not at its deadline", async () => {

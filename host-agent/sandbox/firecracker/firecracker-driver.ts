@@ -20,6 +20,7 @@ import type {
   SandboxInstance,
 } from "../driver.ts";
 import { SandboxStartError } from "../driver.ts";
+import { IP_FORWARD_OFF, readIpForward } from "../host-uplink.ts";
 import { FirecrackerApiClient, FirecrackerApiError } from "./api-client.ts";
 import { GuestChannel } from "./guest-channel.ts";
 import { IdRangeAllocator } from "./id-range.ts";
@@ -54,6 +55,8 @@ export interface SlotProvider {
   reclaim(): Promise<string[]>;
   fill(): Promise<void>;
   acquire(owner: SlotOwner): Promise<NetworkSlot>;
+  /** Lets a leased slot's guest out (its clone now serves a function with egress). */
+  openEgress(slot: NetworkSlot): Promise<void>;
   release(slot: NetworkSlot): Promise<void>;
   close(): Promise<void>;
 }
@@ -109,6 +112,16 @@ export class FirecrackerDriver implements SandboxDriver {
 
   preflight(): Promise<PreflightProblem[]> {
     return this.deps.preflight();
+  }
+
+  /** Egress per function needs the host to offer it (network.egress) and the kernel to forward. */
+  async egressProblems(): Promise<string[]> {
+    if (!this.config.network.egress.enabled) {
+      return [
+        "the microVM network offers no way out (network.egress.enabled is off in the driver config; `faas start` turns it on when the host has a default route and a resolver, or FAAS_EGRESS_UPLINK and FAAS_EGRESS_DNS)",
+      ];
+    }
+    return (await readIpForward())?.trim() === "1" ? [] : [IP_FORWARD_OFF];
   }
 
   /** Removes jails, cgroups and slots a crashed agent left, then builds the slot pool ahead of time. */
@@ -391,6 +404,12 @@ export class FirecrackerInstance implements SandboxInstance {
       },
     );
     await swapCodeDisk(this.held.api, jailPath, this.context.codeDiskLimiter);
+  }
+
+  /** The slot's egress gate opens: NAT to the host's uplink and DNS, for this VM's function only. */
+  async openEgress(): Promise<void> {
+    if (this.gone) throw new Error(`instance ${this.id} is gone`);
+    await this.context.slots.openEgress(this.held.slot);
   }
 
   destroy(reason: string): Promise<void> {

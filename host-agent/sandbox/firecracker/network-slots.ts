@@ -9,6 +9,10 @@
  *       into the slot refused unless they come from the slot's host address (no other guest reaches
  *       this one), masquerade of the guest's traffic out of veth0, and with egress on, the guest's DNS
  *       (to its gateway) DNATed to the configured resolver;
+ *     - the egress gate: a forward chain that drops everything the guest sends anywhere but its slot's
+ *       host address (the answers to the host's calls). A generic clone does not know its function
+ *       yet, so every slot starts closed; openEgress() empties the gate when the clone is specialized
+ *       for a function with egress, and release() closes it again before the slot is reused;
  *   on the host the other veth end `<vethPrefix>-<i>`, with the slot's unique host address.
  * On the host, one table for all slots (hostRuleset): nothing is forwarded from one slot to another,
  * guests open no connection to the host itself (sshd, the data plane), and guests' traffic leaves by
@@ -42,6 +46,7 @@ export interface SlotOwner {
 /** The veth end inside every slot namespace. */
 export const SLOT_VETH = "veth0";
 const NFT_TABLE = "snapfaas_slot";
+const EGRESS_GATE = "egress_gate";
 
 function ipToInt(ip: string): number {
   return ip.split(".").reduce((acc, part) => acc * 256 + Number(part), 0);
@@ -106,9 +111,31 @@ export function slotRuleset(
     "    type nat hook postrouting priority srcnat; policy accept;",
     `    oifname "${SLOT_VETH}" ip saddr ${slot.guestAddress} masquerade`,
     "  }",
+    `  chain ${EGRESS_GATE} {`,
+    "    type filter hook forward priority filter; policy accept;",
+    closedGateRule(slot),
+    "  }",
     "}",
     "",
   ].join("\n");
+}
+
+/**
+ * The closed gate's one rule: whatever the guest sends goes nowhere but to its slot's host address (the
+ * answers to the host's calls; a new connection to the host itself is refused by the host's rules).
+ * It matches on addresses, not connection state, so a connection an earlier function opened through
+ * an open gate cannot go on through this slot's next guest.
+ */
+function closedGateRule(slot: NetworkSlot): string {
+  return `    iifname "${slot.tapName}" ip daddr != ${slot.hostAddress} drop`;
+}
+
+/** nft input that opens (empties) or closes a slot's egress gate, in one transaction. */
+export function egressGateCommand(slot: NetworkSlot, open: boolean): string {
+  const chain = `ip ${NFT_TABLE} ${EGRESS_GATE}`;
+  return open
+    ? `flush chain ${chain}\n`
+    : `flush chain ${chain}\nadd rule ${chain} ${closedGateRule(slot).trim()}\n`;
 }
 
 /** The host table's name: one per veth prefix, so a test's slots never touch a real agent's. */
@@ -144,6 +171,8 @@ export class NetworkSlotPool {
   private building = new Set<number>();
   /** Indexes whose slot is being cleaned after its lease (see retire()). */
   private readonly retiring = new Set<number>();
+  /** Leased slots whose egress gate is open (closed again at release). */
+  private readonly egressOpen = new Set<number>();
   private hostRulesLoaded = false;
 
   constructor(
@@ -202,6 +231,23 @@ export class NetworkSlotPool {
   }
 
   /**
+   * Lets a leased slot's guest out (NAT to the uplink, DNS to the resolver): its clone now serves a
+   * function with egress. Refused when the host offers no egress (config.egress.enabled off).
+   */
+  async openEgress(slot: NetworkSlot): Promise<void> {
+    if (!this.config.egress.enabled) throw new Error("this host's microVM network has no egress");
+    if (!this.leased.has(slot.index)) throw new Error(`slot ${slot.index} is not leased`);
+    this.egressOpen.add(slot.index);
+    await this.setGate(slot, true);
+  }
+
+  private async setGate(slot: NetworkSlot, open: boolean): Promise<void> {
+    await this.run("ip", ["netns", "exec", slot.netnsName, "nft", "-f", "-"], {
+      input: egressGateCommand(slot, open),
+    });
+  }
+
+  /**
    * Takes the VM's tap away, ends the host's connections to the slot and puts the slot back in the
    * pool. A VM that dies sends no reset: without this, a call in flight to it waits for an answer
    * that cannot come until its deadline, and a keep-alive connection would be reused by the slot's
@@ -213,9 +259,11 @@ export class NetworkSlotPool {
     await this.retire(slot, async () => {
       try {
         await this.run("ip", ["-n", slot.netnsName, "link", "delete", slot.tapName]);
+        if (this.egressOpen.delete(slot.index)) await this.setGate(slot, false);
         this.free.push(slot);
       } catch {
-        // A slot we cannot clean is not reused: delete it whole.
+        // A slot we cannot clean (or close) is not reused: delete it whole.
+        this.egressOpen.delete(slot.index);
         await this.destroySlot(slot).catch(() => undefined);
       }
     });
