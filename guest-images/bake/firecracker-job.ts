@@ -19,6 +19,7 @@ import {
   type GuestRecipe,
   guestNetworkOf,
   jailerBinary,
+  snapshotNetworkOf,
   VM_ARTIFACTS,
 } from "./firecracker-plan.ts";
 import { LINUX_KERNEL_PIN, NODE_MAJOR_FOR_BASE, NODE_PINS, OSV_PIN } from "./pins.ts";
@@ -188,7 +189,7 @@ function machineInput(config: FirecrackerDriverConfig) {
   return {
     vcpus: config.limits.vcpus,
     memMiB: config.limits.memMiB,
-    network: config.network,
+    network: snapshotNetworkOf(config),
     guestPort: config.guestPort,
   };
 }

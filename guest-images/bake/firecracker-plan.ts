@@ -26,6 +26,15 @@ export function guestNetworkOf(config: FirecrackerDriverConfig): GuestNetwork {
   };
 }
 
+/**
+ * The part of the driver's network a snapshot holds (the guest's NIC: its host-side name and id, its
+ * addresses): what a base's version hashes. The host's side (slot names, pool sizes, egress) can change
+ * without a new bake.
+ */
+export function snapshotNetworkOf(config: FirecrackerDriverConfig): GuestNetwork & { ifaceId: string } {
+  return { ...guestNetworkOf(config), ifaceId: config.network.ifaceId };
+}
+
 /** The runtime's health route (contracts/guest-protocol.ts): the bake snapshots once it answers. */
 export const GUEST_RUNTIME_READY_PATH = "/_faas/health";
 

@@ -7,7 +7,7 @@
 import { copyFile, mkdir, rmdir } from "node:fs/promises";
 import path from "node:path";
 import { canonicalJson } from "../../contracts/canonical-json.ts";
-import { guestNetworkOf, VM_ARTIFACTS } from "../bake/firecracker-plan.ts";
+import { guestNetworkOf, snapshotNetworkOf, VM_ARTIFACTS } from "../bake/firecracker-plan.ts";
 import { type BakeResult, bakeBaseImage } from "../bake/pipeline.ts";
 import { buildCodeDisk } from "../code-disk/build.ts";
 import { sha256Text } from "../hash.ts";
@@ -56,7 +56,11 @@ export async function bakeLocalLinuxBase(outRoot: string, job: LocalLinuxBaseJob
     "linux-rootfs": sha256Text(image.rootfsKey),
     "kernel-args": sha256Text(kernelArgs),
     machine: sha256Text(
-      canonicalJson({ limits: config.limits, network: config.network, guestPort: config.guestPort }),
+      canonicalJson({
+        limits: config.limits,
+        network: snapshotNetworkOf(config),
+        guestPort: config.guestPort,
+      }),
     ),
     "code-disk-bytes": sha256Text(String(job.codeDiskBytes)),
     ...job.vmmInputs,
