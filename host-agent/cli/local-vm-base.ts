@@ -27,6 +27,7 @@ import { IdRangeAllocator } from "../sandbox/firecracker/id-range.ts";
 import { removeParentCgroup } from "../sandbox/firecracker/jail-staging.ts";
 import { NetworkSlotPool } from "../sandbox/firecracker/network-slots.ts";
 import { QEMU_ADAPTER_API_VERSION } from "../sandbox/firecracker/qemu-vmm.ts";
+import { defaultUplink, hostResolver } from "../sandbox/host-uplink.ts";
 import { CliError } from "./admin-client.ts";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -74,10 +75,28 @@ export function localVmHostNames(stateDir: string): {
   };
 }
 
+/** Where the local microVMs' functions with egress go out: the host's own uplink and resolver. */
+export interface LocalVmEgress {
+  readonly uplink: string;
+  readonly dnsResolver: string;
+}
+
+/**
+ * The uplink and resolver the local microVMs' egress uses: FAAS_EGRESS_UPLINK and FAAS_EGRESS_DNS (as
+ * for the process sandbox), else the host's default route and resolv.conf. Undefined when the host has
+ * either missing: no function can then have egress, and a deploy asking for it gets a 409 saying why.
+ */
+export async function localVmEgress(env: NodeJS.ProcessEnv): Promise<LocalVmEgress | undefined> {
+  const uplink = env.FAAS_EGRESS_UPLINK || (await defaultUplink(execaRunner));
+  const dnsResolver = env.FAAS_EGRESS_DNS || (await hostResolver());
+  return uplink && dnsResolver ? { uplink, dnsResolver } : undefined;
+}
+
 /** The driver config of the local microVM platform: QEMU, jails and cgroups of its own, a small pool. */
 export function localVmDriverConfig(
   stateDir: string,
   accelerator: (typeof ACCELERATORS)[number],
+  egress?: LocalVmEgress,
 ): Record<string, unknown> {
   const names = localVmHostNames(stateDir);
   return {
@@ -95,6 +114,8 @@ export function localVmDriverConfig(
       hostSubnetBase: names.hostSubnetBase,
       poolSize: 4,
       maxSlots: 16,
+      // Every slot's gate starts closed: only a function deployed with egress opens its VM's.
+      egress: egress ? { enabled: true, ...egress } : { enabled: false },
     },
   };
 }
@@ -137,7 +158,13 @@ export async function localVmBase(
   if (process.getuid?.() !== 0)
     throw new CliError("microVMs need root (jails, network namespaces, cgroups): run `faas start` as root");
   const root = path.join(stateDir, "local-vm");
-  const rawConfig = localVmDriverConfig(stateDir, accelerator);
+  const egress = await localVmEgress(env);
+  log(
+    egress
+      ? `microVMs: functions deployed with --egress go out of ${egress.uplink}, DNS to ${egress.dnsResolver}; the others reach nothing`
+      : "microVMs: no function can have egress (no default route or resolver: set FAAS_EGRESS_UPLINK and FAAS_EGRESS_DNS)",
+  );
+  const rawConfig = localVmDriverConfig(stateDir, accelerator, egress);
   const config = parseFirecrackerDriverConfig(rawConfig);
   const spawnVmm = spawnerFor(config);
   let baked: Awaited<ReturnType<typeof bakeLocalLinuxBase>>;

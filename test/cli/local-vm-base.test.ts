@@ -7,6 +7,7 @@ import {
   localVmBase,
   localVmChoice,
   localVmDriverConfig,
+  localVmEgress,
   localVmHostNames,
 } from "../../host-agent/cli/local-vm-base.ts";
 import { makeTempDir, removeDir } from "../firecracker/helpers.ts";
@@ -60,6 +61,22 @@ describe("faas start's local microVM base", () => {
       assert.ok(c.network.hostSubnetBase.startsWith("10.206.") && last < 65_536);
       assert.equal(fourth! % 64, 0);
     }
+  });
+
+  it("offers egress out of the uplink and resolver it is given (or finds), off when it has neither", async () => {
+    assert.equal(
+      parseFirecrackerDriverConfig(localVmDriverConfig("/var/tmp/s", "tcg")).network.egress.enabled,
+      false,
+    );
+    const egress = await localVmEgress({ FAAS_EGRESS_UPLINK: "ens9", FAAS_EGRESS_DNS: "10.9.9.9" });
+    assert.deepEqual(egress, { uplink: "ens9", dnsResolver: "10.9.9.9" });
+    const config = parseFirecrackerDriverConfig(localVmDriverConfig("/var/tmp/s", "tcg", egress));
+    assert.deepEqual(config.network.egress, { enabled: true, uplink: "ens9", dnsResolver: "10.9.9.9" });
+    // Without overrides: the host's own default route and resolver, as `ip` and resolv.conf say.
+    const found = await localVmEgress({});
+    const route = await execa("ip", ["-o", "-4", "route", "show", "default"], { reject: false });
+    const dev = /\bdev (\S+)/.exec(route.stdout ?? "")?.[1];
+    assert.equal(found?.uplink, found ? dev : undefined);
   });
 
   it("says in one line what is missing when the guest image can be neither found nor built", async function () {
