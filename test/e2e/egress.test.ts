@@ -2,16 +2,12 @@
  * Per-function egress through a running agent (process sandbox): a function without it has no network;
  * a function with it reaches an "outside" through NAT and resolves names through DNS, and reaches
  * nothing on the host (its loopback, the agent's ports on every host address), no other jail and no
- * 169.254.169.254. The outside is a network namespace of the test's, joined to the host by a veth that
- * the agent is told is its uplink: it holds an HTTP server (on a TEST-NET address and on
- * 169.254.169.254) and a tiny DNS server, and has no route back to the jails' addresses, so an answer
- * only comes back when the host masqueraded the call. The host routes the jails' traffic (only theirs)
- * to it with a policy rule, so only the agent's rules stand between a jail and the fake metadata server.
+ * 169.254.169.254. The "outside" is test/helpers/egress-outside.ts: a namespace the agent is told is
+ * its uplink, with an HTTP server, a metadata address and a DNS server, and no route back to the jails.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -25,6 +21,15 @@ import { egressNames } from "../../host-agent/sandbox/process/egress.ts";
 import { findOnPath } from "../../host-agent/sandbox/process/preflight.ts";
 import { startTestAgent, type TestAgent } from "../helpers/agent.ts";
 import { runCli } from "../helpers/cli.ts";
+import {
+  METADATA_ADDRESS,
+  OUTSIDE_DNS,
+  OUTSIDE_NAME,
+  OUTSIDE_SERVER,
+  type Outside,
+  startOutside,
+  UPLINK_ADDRESS,
+} from "../helpers/egress-outside.ts";
 import { FakeDriver } from "../helpers/fake-driver.ts";
 import { requireJailHost } from "../helpers/host.ts";
 import { tarGz } from "../helpers/tar-builder.ts";
@@ -64,39 +69,9 @@ exports.handler = async (event) => {
 };
 `;
 
-/** The outside's servers: HTTP answering who called, and DNS answering one name (NXDOMAIN otherwise). */
-const OUTSIDE = `
-const http = require("node:http");
-const dgram = require("node:dgram");
-const [, , dnsAddress, name, answer] = process.argv;
-http.createServer((req, res) => {
-  res.setHeader("content-type", "application/json");
-  res.end(JSON.stringify({ from: req.socket.remoteAddress, to: req.socket.localAddress }));
-}).listen(80, "0.0.0.0", () => {
-  const udp = dgram.createSocket("udp4");
-  udp.on("message", (q, rinfo) => {
-    // The question: labels from byte 12 to the zero byte, then type and class.
-    let i = 12; const labels = [];
-    while (q[i] !== 0) { labels.push(q.subarray(i + 1, i + 1 + q[i]).toString()); i += q[i] + 1; }
-    const qtype = q.readUInt16BE(i + 1);
-    const question = q.subarray(12, i + 5);
-    const found = labels.join(".").toLowerCase() === name && qtype === 1;
-    const head = Buffer.alloc(12);
-    q.copy(head, 0, 0, 2);
-    head.writeUInt16BE(0x8180 | (labels.join(".").toLowerCase() === name ? 0 : 3), 2);
-    head.writeUInt16BE(1, 4);
-    head.writeUInt16BE(found ? 1 : 0, 6);
-    const rr = Buffer.from([0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, ...answer.split(".").map(Number)]);
-    udp.send(Buffer.concat([head, question, found ? rr : Buffer.alloc(0)]), rinfo.port, rinfo.address);
-  });
-  udp.bind(53, dnsAddress, () => console.log("ready"));
-});
-`;
-
-const SERVER = "198.51.100.80";
-const DNS = "198.51.100.53";
-const METADATA = "169.254.169.254";
-const NAME = "api.example.test";
+const SERVER = OUTSIDE_SERVER;
+const METADATA = METADATA_ADDRESS;
+const NAME = OUTSIDE_NAME;
 
 async function sh(file: string, args: string[], input?: string) {
   return execa(file, args, { input, timeout: 20_000 });
@@ -104,15 +79,10 @@ async function sh(file: string, args: string[], input?: string) {
 
 describe("per-function egress (process sandbox)", function () {
   this.timeout(180_000);
-  const tag = randomBytes(2).toString("hex");
-  const outside = `feo${tag}`;
-  const uplink = `feo${tag}h`;
-  // Replaced by the agent's own /24 once it is known (the test chooses it: FAAS_EGRESS_SUBNET).
-  const subnet = `10.207.${200 + (Number.parseInt(tag, 16) % 50)}.0/24`;
-  const table = 7200 + (Number.parseInt(tag, 16) % 100);
+  // The test chooses the agent's /24 (FAAS_EGRESS_SUBNET), so the outside's route can name it.
+  const subnet = `10.207.${200 + (randomBytes(1)[0]! % 50)}.0/24`;
   let agent: TestAgent | undefined;
-  let servers: ChildProcess | undefined;
-  let ipForward: string | undefined;
+  let outside: Outside | undefined;
   let dataPort = 0;
   let adminPort = 0;
 
@@ -125,52 +95,14 @@ describe("per-function egress (process sandbox)", function () {
       );
       this.skip();
     }
-    ipForward = (await readFile("/proc/sys/net/ipv4/ip_forward", "utf8")).trim();
-    await sh("ip", ["netns", "add", outside]);
-    await sh("ip", ["link", "add", uplink, "type", "veth", "peer", "name", "eth0", "netns", outside]);
-    await sh("ip", ["addr", "add", "100.127.254.1/30", "dev", uplink]);
-    await sh("ip", ["link", "set", uplink, "up"]);
-    await sh(
-      "ip",
-      ["-n", outside, "-batch", "-"],
-      [
-        "link set lo up",
-        "link set eth0 up",
-        "addr add 100.127.254.2/30 dev eth0",
-        `addr add ${SERVER}/32 dev lo`,
-        `addr add ${DNS}/32 dev lo`,
-        `addr add ${METADATA}/32 dev lo`,
-        "",
-      ].join("\n"),
-    );
-    // Only the jails' traffic goes to the outside; the host's own routes stay as they are.
-    await sh("ip", [
-      "route",
-      "add",
-      "default",
-      "via",
-      "100.127.254.2",
-      "dev",
-      uplink,
-      "table",
-      String(table),
-    ]);
-    await sh("ip", ["rule", "add", "from", subnet, "lookup", String(table), "priority", String(table)]);
-    const script = path.join(tmpdir(), `faas-egress-outside-${tag}.cjs`);
-    await writeFile(script, OUTSIDE);
-    servers = spawn("ip", ["netns", "exec", outside, process.execPath, script, DNS, NAME, SERVER], {
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    await new Promise<void>((resolve, reject) => {
-      servers!.stdout!.on("data", (d: Buffer) => d.toString().includes("ready") && resolve());
-      servers!.on("exit", (code) => reject(new Error(`the outside's servers exited (${code})`)));
-    });
+    outside = await startOutside();
+    await outside.route(subnet);
     agent = await startTestAgent({
       // On every address: the test proves the jails cannot reach the agent's ports on any of them.
       HOST: "0.0.0.0",
       ADMIN_HOST: "0.0.0.0",
-      FAAS_EGRESS_UPLINK: uplink,
-      FAAS_EGRESS_DNS: DNS,
+      FAAS_EGRESS_UPLINK: outside.uplink,
+      FAAS_EGRESS_DNS: OUTSIDE_DNS,
       FAAS_EGRESS_SUBNET: subnet,
       FAAS_CALL_TIMEOUT_MS: "10000",
     });
@@ -180,12 +112,7 @@ describe("per-function egress (process sandbox)", function () {
 
   after(async () => {
     await agent?.close();
-    servers?.kill("SIGKILL");
-    if (ipForward !== undefined) await writeFile("/proc/sys/net/ipv4/ip_forward", ipForward);
-    await execa("ip", ["rule", "del", "from", subnet, "lookup", String(table)], { reject: false });
-    await execa("ip", ["route", "flush", "table", String(table)], { reject: false });
-    await execa("ip", ["link", "delete", uplink], { reject: false });
-    await execa("ip", ["netns", "delete", outside], { reject: false });
+    await outside?.close();
   });
 
   const call = async (fn: string, query: Record<string, string | number>) => {
@@ -242,7 +169,7 @@ describe("per-function egress (process sandbox)", function () {
     const got = await call("open", { op: "get", url: `http://${SERVER}/` });
     assert.equal(got.status, 200, JSON.stringify(got));
     // The outside saw the host's uplink address, not the jail's: the host masqueraded the call.
-    assert.deepEqual(JSON.parse(got.body), { from: "100.127.254.1", to: SERVER });
+    assert.deepEqual(JSON.parse(got.body), { from: UPLINK_ADDRESS, to: SERVER });
     assert.deepEqual(await call("open", { op: "lookup", name: NAME }), {
       boot: got.boot,
       address: SERVER,
@@ -261,10 +188,10 @@ describe("per-function egress (process sandbox)", function () {
   it("with egress nothing on the host is reachable: its loopback, the agent's ports on any address", async () => {
     const { stdout } = await sh("ip", ["-o", "-4", "addr", "show"]);
     const hostAddresses = [...stdout.matchAll(/inet (\d+\.\d+\.\d+\.\d+)\//g)].map((m) => m[1]!);
-    assert.ok(hostAddresses.includes("100.127.254.1"));
+    assert.ok(hostAddresses.includes(UPLINK_ADDRESS));
     for (const port of hostPorts()) {
       // The control: from the host itself, the port answers on these addresses.
-      assert.equal(await connectFromHost("100.127.254.1", port), "connected");
+      assert.equal(await connectFromHost(UPLINK_ADDRESS, port), "connected");
       for (const address of hostAddresses) {
         const { result } = await call("open", { op: "connect", host: address, port, ms: 800 });
         // 127.0.0.1 is the jail's own loopback (refused); every other host address is dropped.
@@ -307,7 +234,7 @@ describe("per-function egress (process sandbox)", function () {
       "iif",
       `${names.vethPrefix}-0`,
     ]);
-    assert.match(route.stdout, new RegExp(`dev ${uplink}`));
+    assert.match(route.stdout, new RegExp(`dev ${outside!.uplink}`));
     const got = await call("open", { op: "get", url: `http://${METADATA}/` });
     assert.equal(got.error, "ETIMEDOUT", JSON.stringify(got));
   });

@@ -1,8 +1,10 @@
 /**
  * The agent's data plane on restored microVMs: one real agent with the firecracker driver on QEMU/TCG
  * and the Linux guest (baked here, as `faas start` does), every case through its HTTP planes only:
- * http-echo with headers and body, per-clone randomness and clock, what a guest can reach, which code
- * a guest can read, a call past its deadline, a function that kills its VM, a VM killed under load.
+ * http-echo with headers and body, per-clone randomness and clock, what a guest can reach without
+ * egress and with it (through the host's NAT and DNS to a stand-in outside, test/helpers/egress-outside.ts),
+ * which code a guest can read, a call past its deadline, a function that kills its VM, a VM killed
+ * under load.
  * The host-side views (which QEMU serves which slot) come from /proc and the slots' namespaces, not
  * from the agent's internals. One agent and one bake for the whole file: each VM restore costs seconds
  * under TCG, so cases delete their functions when done to give the VMs back.
@@ -16,7 +18,17 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execa } from "execa";
 import { REQUEST_ID_HEADER } from "../../contracts/guest-protocol.ts";
+import { deployConfigHeaders } from "../../host-agent/cli/admin-client.ts";
 import { packFunction } from "../../host-agent/cli/pack.ts";
+import {
+  METADATA_ADDRESS,
+  OUTSIDE_DNS,
+  OUTSIDE_NAME,
+  OUTSIDE_SERVER,
+  type Outside,
+  startOutside,
+  UPLINK_ADDRESS,
+} from "../helpers/egress-outside.ts";
 import { probeBundle } from "./probe-function.ts";
 import { isGone, startVmAgent, type VmAgent } from "./vm-agent.ts";
 
@@ -40,13 +52,18 @@ interface Facts {
 describe("the agent's data plane on restored microVMs (QEMU/TCG, Linux guest)", function () {
   this.timeout(600_000);
   let vm: VmAgent | undefined;
+  let outside: Outside | undefined;
   let closed = false;
   const secrets = new Map<string, string>();
   const codeHashes = new Map<string, string>();
 
   before(async function () {
     this.timeout(900_000);
+    // The host offers egress (to the stand-in outside); only functions deployed with it get it.
+    outside = await startOutside();
     vm = await startVmAgent(this, {
+      FAAS_EGRESS_UPLINK: outside.uplink,
+      FAAS_EGRESS_DNS: OUTSIDE_DNS,
       FAAS_CALL_TIMEOUT_MS: String(CALL_TIMEOUT_MS),
       FAAS_POOL_GENERIC: "1",
       FAAS_POOL_GENERIC_MAX: "2",
@@ -57,26 +74,29 @@ describe("the agent's data plane on restored microVMs (QEMU/TCG, Linux guest)", 
       ADMIN_HOST: "0.0.0.0",
     });
     console.log(`      bake (TCG) and agent start in ${vm.bakeSeconds.toFixed(1)} s`);
+    // The slots' /30s: what the host forwards from them goes to the outside.
+    await outside.route(`${vm.driver.network.hostSubnetBase}/26`);
     await deployProbe("probe-a");
     await deployProbe("probe-b");
   });
 
   after(async () => {
     if (vm && !closed) await vm.close();
+    await outside?.close();
   });
 
-  async function deploy(name: string, bundle: Buffer): Promise<string> {
-    const res = await vm!.agent.admin("PUT", `/v1/functions/${name}`, bundle);
+  async function deploy(name: string, bundle: Buffer, headers: Record<string, string> = {}): Promise<string> {
+    const res = await vm!.agent.admin("PUT", `/v1/functions/${name}`, bundle, headers);
     assert.equal(res.status, 201, JSON.stringify(res.json));
     const codeHash = (res.json.function as { codeHash: string }).codeHash;
     codeHashes.set(name, codeHash);
     return codeHash;
   }
 
-  async function deployProbe(name: string): Promise<void> {
+  async function deployProbe(name: string, headers: Record<string, string> = {}): Promise<void> {
     const secret = randomBytes(16).toString("hex");
     secrets.set(name, secret);
-    await deploy(name, probeBundle({ name, secret }));
+    await deploy(name, probeBundle({ name, secret }), headers);
   }
 
   const lastLogs = () =>
@@ -180,60 +200,136 @@ describe("the agent's data plane on restored microVMs (QEMU/TCG, Linux guest)", 
     assert.notEqual(again.random, a.random);
   });
 
-  it("a guest reaches neither another guest, nor the host's ports, nor the outside (egress is off)", async () => {
+  interface Reach {
+    results: Array<{ what?: string; host: string; port: number; control?: boolean; outcome: string }>;
+    dns: string;
+    get?: { status?: number; body?: string; error?: string };
+  }
+
+  /** The probe in `fn` connects to each target, looks the outside's name up and GETs it by name. */
+  async function reach(
+    fn: string,
+    targets: Array<{ what: string; host: string; port: number }>,
+  ): Promise<Reach> {
+    const res = await vm!.agent.call(
+      fn,
+      JSON.stringify({ targets, lookup: OUTSIDE_NAME, get: `http://${OUTSIDE_NAME}/` }),
+      { path: `/${fn}/reach`, headers: { "content-type": "application/json" } },
+    );
+    assert.equal(res.status, 200, res.text);
+    const got = res.json() as Reach;
+    assert.equal(got.results[0]!.control, true);
+    assert.equal(got.results[0]!.outcome, "connected", "the probe connects inside its own guest");
+    assert.equal(got.results.length, targets.length + 1);
+    return got;
+  }
+
+  /** What no guest may reach, egress or not: the other clone, the host's ports on any of its addresses, metadata. */
+  async function forbiddenTargets(own: number, other: number, canaryPort: number) {
+    const dataPort = Number(new URL(vm!.agent.dataUrl).port);
+    const adminPort = Number(new URL(vm!.agent.adminUrl).port);
+    const uplink = /\bsrc (\d+\.\d+\.\d+\.\d+)/.exec(
+      (await execa("ip", ["route", "get", "1.1.1.1"], { reject: false })).stdout,
+    )?.[1];
+    const hostA = vm!.hostAddress(own);
+    const hostB = vm!.hostAddress(other);
+    // The host itself reaches the canary on these addresses: a refusal below is the slots' rules.
+    for (const host of [hostA, hostB, UPLINK_ADDRESS, ...(uplink ? [uplink] : [])])
+      assert.equal(await hostConnect(host, canaryPort), "connected", `the host reaches ${host}`);
+    return [
+      { what: "the other clone", host: vm!.cloneAddress(other), port: vm!.driver.guestPort },
+      { what: "the agent's data plane", host: hostA, port: dataPort },
+      { what: "the agent's admin API", host: hostA, port: adminPort },
+      { what: "a host service", host: hostA, port: canaryPort },
+      { what: "a host service via the other slot", host: hostB, port: canaryPort },
+      { what: "a host service on the egress uplink's address", host: UPLINK_ADDRESS, port: canaryPort },
+      ...(uplink
+        ? [
+            { what: "the host's uplink address", host: uplink, port: canaryPort },
+            { what: "the data plane on the uplink", host: uplink, port: dataPort },
+          ]
+        : []),
+      // The outside answers on this address: only the host's rules keep a guest from it.
+      { what: "the instance metadata service", host: METADATA_ADDRESS, port: 80 },
+    ];
+  }
+
+  async function withCanary<T>(body: (port: number) => Promise<T>): Promise<T> {
     const canary = createServer((s) => s.end());
     await new Promise<void>((r) => canary.listen(0, "0.0.0.0", r));
     try {
-      const canaryPort = (canary.address() as { port: number }).port;
-      const a = await cloneOf(await facts("probe-a"));
-      const b = await cloneOf(await facts("probe-b"));
-      const dataPort = Number(new URL(vm!.agent.dataUrl).port);
-      const adminPort = Number(new URL(vm!.agent.adminUrl).port);
-      const uplink = /\bsrc (\d+\.\d+\.\d+\.\d+)/.exec(
-        (await execa("ip", ["route", "get", "1.1.1.1"], { reject: false })).stdout,
-      )?.[1];
-      const hostA = vm!.hostAddress(a.slot);
-      const hostB = vm!.hostAddress(b.slot);
-      // The host itself reaches the canary on these addresses: a refusal below is the slots' rules.
-      for (const host of [hostA, hostB, ...(uplink ? [uplink] : [])])
-        assert.equal(await hostConnect(host, canaryPort), "connected", `the host reaches ${host}`);
-      const targets = [
-        { what: "the other clone", host: vm!.cloneAddress(b.slot), port: vm!.driver.guestPort },
-        { what: "the agent's data plane", host: hostA, port: dataPort },
-        { what: "the agent's admin API", host: hostA, port: adminPort },
-        { what: "a host service", host: hostA, port: canaryPort },
-        { what: "a host service via the other slot", host: hostB, port: canaryPort },
-        ...(uplink
-          ? [
-              { what: "the host's uplink address", host: uplink, port: canaryPort },
-              { what: "the data plane on the uplink", host: uplink, port: dataPort },
-            ]
-          : []),
-        { what: "the outside", host: "1.1.1.1", port: 443 },
-        { what: "the instance metadata service", host: "169.254.169.254", port: 80 },
-      ];
-      const res = await vm!.agent.call("probe-a", JSON.stringify(targets), {
-        path: "/probe-a/reach",
-        headers: { "content-type": "application/json" },
-      });
-      assert.equal(res.status, 200, res.text);
-      const { results, dns } = res.json() as {
-        results: Array<{ what?: string; host: string; port: number; control?: boolean; outcome: string }>;
-        dns: string;
-      };
-      assert.equal(results[0]!.control, true);
-      assert.equal(results[0]!.outcome, "connected", "the probe connects inside its own guest");
-      const reached = results.slice(1).filter((r) => r.outcome === "connected");
-      assert.deepEqual(
-        reached.map((r) => `${r.what} (${r.host}:${r.port})`),
-        [],
-        "nothing outside the guest is reachable",
-      );
-      assert.equal(results.length, targets.length + 1);
-      assert.doesNotMatch(dns, /^resolved/, "no DNS without egress");
+      return await body((canary.address() as { port: number }).port);
     } finally {
       await new Promise((r) => canary.close(r));
     }
+  }
+
+  const connected = (r: Reach) =>
+    r.results
+      .slice(1)
+      .filter((t) => t.outcome === "connected")
+      .map((t) => `${t.what} (${t.host}:${t.port})`);
+
+  it("a guest without egress reaches neither another guest, nor the host's ports, nor the outside the host offers", async () => {
+    await withCanary(async (canaryPort) => {
+      const a = await cloneOf(await facts("probe-a"));
+      const b = await cloneOf(await facts("probe-b"));
+      const targets = [
+        ...(await forbiddenTargets(a.slot, b.slot, canaryPort)),
+        { what: "the outside", host: OUTSIDE_SERVER, port: 80 },
+        { what: "the internet", host: "1.1.1.1", port: 443 },
+      ];
+      const got = await reach("probe-a", targets);
+      assert.deepEqual(connected(got), [], "nothing outside the guest is reachable");
+      assert.doesNotMatch(got.dns, /^resolved/, "no DNS without egress");
+      assert.equal(got.get?.status, undefined, "no HTTP answer from the outside");
+    });
+  });
+
+  it("a guest with egress reaches the outside through the host's NAT and DNS, and still nothing of the host or the other guests", async () => {
+    await deployProbe("probe-out", deployConfigHeaders({ egress: true }));
+    await withCanary(async (canaryPort) => {
+      const out = await cloneOf(await facts("probe-out"));
+      const b = await cloneOf(await facts("probe-b"));
+      const got = await reach("probe-out", [
+        { what: "the outside", host: OUTSIDE_SERVER, port: 80 },
+        ...(await forbiddenTargets(out.slot, b.slot, canaryPort)),
+      ]);
+      assert.deepEqual(connected(got), [`the outside (${OUTSIDE_SERVER}:80)`], "the outside only");
+      assert.equal(got.dns, `resolved ${OUTSIDE_SERVER}`, "the guest's resolver (its gateway) is the host's");
+      assert.equal(got.get?.status, 200, JSON.stringify(got.get));
+      // The outside saw the host's uplink address: the call left masqueraded, twice (slot, then host).
+      assert.deepEqual(JSON.parse(got.get!.body!), { from: UPLINK_ADDRESS, to: OUTSIDE_SERVER });
+      // The other function's clone, on the same host at the same time, is still shut in.
+      const closed = await reach("probe-b", [{ what: "the outside", host: OUTSIDE_SERVER, port: 80 }]);
+      assert.deepEqual(connected(closed), []);
+
+      // Egress off: a new clone serves it, shut in; the old clone's slot is closed before any reuse.
+      const off = await vm!.agent.admin(
+        "PATCH",
+        "/v1/functions/probe-out/config",
+        Buffer.from(JSON.stringify({ egress: false })),
+        { "content-type": "application/json" },
+      );
+      assert.equal(off.status, 200, JSON.stringify(off.json));
+      await untilGone(out.pid);
+      const gate = await execa("ip", [
+        "netns",
+        "exec",
+        `${vm!.driver.network.netnsPrefix}-${out.slot}`,
+        "nft",
+        "list",
+        "chain",
+        "ip",
+        "snapfaas_slot",
+        "egress_gate",
+      ]);
+      assert.match(gate.stdout, /ip daddr != \S+ drop/, "the released slot's gate is closed again");
+      const after = await reach("probe-out", [{ what: "the outside", host: OUTSIDE_SERVER, port: 80 }]);
+      assert.deepEqual(connected(after), [], "egress off: nothing");
+      assert.doesNotMatch(after.dns, /^resolved/);
+    });
+    await remove("probe-out");
   });
 
   it("a guest sees only its own code disk: its device is its function's image, not another's", async () => {

@@ -1,8 +1,8 @@
 /**
  * The function the VM scenarios deploy: a Lambda-style handler that reports what it sees from inside
- * its guest (randomness, clock, its code disk, the block devices, its TCP peers), tries connections
- * out of the guest, sleeps or exits on demand. Each deployment carries a marker of its own, so two
- * deployments are two different code disks.
+ * its guest (randomness, clock, its code disk, the block devices, its TCP peers), tries connections,
+ * a name lookup and an HTTP GET out of the guest, sleeps or exits on demand. Each deployment carries a
+ * marker of its own, so two deployments are two different code disks.
  */
 import { tarGz } from "../helpers/tar-builder.ts";
 
@@ -11,6 +11,7 @@ const crypto = require("node:crypto");
 const fs = require("node:fs");
 const net = require("node:net");
 const dns = require("node:dns");
+const http = require("node:http");
 
 // Drawn when the function loads, after the clone's /_faas/init: a name for this clone.
 const CLONE = crypto.randomUUID();
@@ -38,6 +39,18 @@ function connect(host, port, timeoutMs) {
     const timer = setTimeout(() => done("timeout"), timeoutMs);
     socket.once("connect", () => done("connected"));
     socket.once("error", (err) => done(err.code || String(err)));
+  });
+}
+
+function httpGet(url) {
+  return new Promise((resolve) => {
+    const req = http.get(url, { timeout: 4000 }, (res) => {
+      let text = "";
+      res.on("data", (c) => (text += c));
+      res.on("end", () => resolve({ status: res.statusCode, body: text }));
+    });
+    req.on("timeout", () => req.destroy(new Error("timeout")));
+    req.on("error", (e) => resolve({ error: e.code || e.message }));
   });
 }
 
@@ -82,7 +95,9 @@ exports.handler = async (event) => {
     return json({ blockDevices, sha256, code });
   }
   if (path === "/reach") {
-    const targets = JSON.parse(event.body);
+    // The body: the targets to connect to, or { targets, lookup (a name), get (a URL) }.
+    const body = JSON.parse(event.body);
+    const { targets, lookup: name = "registry.npmjs.org", get } = Array.isArray(body) ? { targets: body } : body;
     const controlPort = control.address().port;
     const results = await Promise.all(
       [{ host: "127.0.0.1", port: controlPort, control: true }, ...targets].map(async (t) => ({
@@ -91,10 +106,11 @@ exports.handler = async (event) => {
       })),
     );
     const lookup = await Promise.race([
-      dns.promises.lookup("registry.npmjs.org").then((a) => "resolved " + a.address, (e) => e.code || String(e)),
+      dns.promises.lookup(name, 4).then((a) => "resolved " + a.address, (e) => e.code || String(e)),
       new Promise((r) => setTimeout(() => r("timeout"), 6000)),
     ]);
-    return json({ results, dns: lookup });
+    const fetched = get ? await httpGet(get) : undefined;
+    return json({ results, dns: lookup, get: fetched });
   }
   if (path === "/sleep") {
     await new Promise((r) => setTimeout(r, Number(query.get("ms") || "1000")));

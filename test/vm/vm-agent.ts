@@ -57,7 +57,8 @@ export async function startVmAgent(
   let agent: TestAgent | undefined;
   try {
     const t0 = Date.now();
-    const base = await localVmBase(stateDir, { ...process.env, FAAS_VMM_ACCELERATOR: "tcg" }, log);
+    // The bake writes the driver config (egress from FAAS_EGRESS_*, among others) from the same env.
+    const base = await localVmBase(stateDir, { ...process.env, FAAS_VMM_ACCELERATOR: "tcg", ...env }, log);
     const bakeSeconds = (Date.now() - t0) / 1000;
     const driver = parseFirecrackerDriverConfig(JSON.parse(await readFile(base.configFile, "utf8")));
     agent = await startTestAgent(
