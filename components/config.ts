@@ -74,6 +74,11 @@ const networkSchema = z
       .optional(),
     /** "vpc": admin port 8081 reachable from inside the VPC; "none": not reachable over the network at all. */
     adminAccess: z.enum(["vpc", "none"]).default("none"),
+    /**
+     * Whether hosts offer functions a way out (each function still opts in with `faas deploy --egress`):
+     * NAT out of the host's default route, DNS to the VPC resolver. Off: no function can have egress.
+     */
+    functionEgress: z.boolean().default(false),
   })
   .superRefine((network, ctx) => {
     if (new Set(network.availabilityZones).size !== network.availabilityZones.length) {

@@ -27,6 +27,8 @@ export interface FaasPlatformArgs {
   existingPublicSubnetIds?: pulumi.Input<string>[];
   existingPrivateSubnetIds?: pulumi.Input<string>[];
   adminAccess?: "vpc" | "none";
+  /** Hosts offer functions deployed with egress NAT out and DNS (default false: none can have it). */
+  functionEgress?: boolean;
   // Gateway
   gatewayKind?: "alb" | "nlb";
   certificateArn?: pulumi.Input<string>;
@@ -211,6 +213,7 @@ export class FaasPlatform extends pulumi.ComponentResource {
         releaseParameterVersion: release.parameterVersion,
         releaseVersion: release.releaseVersion,
         adminAccess: args.adminAccess ?? "none",
+        functionEgress: args.functionEgress ?? false,
         firecrackerVersion: args.firecrackerVersion,
         ...(args.firecrackerTarballSha256 === undefined
           ? {}

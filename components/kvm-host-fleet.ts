@@ -40,6 +40,11 @@ export interface KvmHostFleetArgs {
    * only the load balancer reaches the data port). Default none: the agent's peer is the client.
    */
   trustedProxyCidrs?: pulumi.Input<pulumi.Input<string>[]>;
+  /**
+   * Whether hosts offer functions a way out (NAT out of the host's default route, DNS to the VPC
+   * resolver); each function still opts in. Default false: a function asking for egress gets a 409.
+   */
+  functionEgress?: boolean;
   firecrackerVersion: pulumi.Input<string>;
   firecrackerTarballSha256?: pulumi.Input<string>;
   minHosts: pulumi.Input<number>;
@@ -141,6 +146,7 @@ export class KvmHostFleet extends pulumi.ComponentResource {
               drainTimeoutSeconds: v.drainTimeoutSeconds,
               lifecycleHookName: this.drainHookName,
               adminAccess: args.adminAccess ?? "none",
+              functionEgress: args.functionEgress ?? false,
               trustedProxyCidrs: v.trustedProxyCidrs,
             }),
           ),
@@ -338,6 +344,7 @@ export interface FleetUserDataValues {
   readonly drainTimeoutSeconds: number;
   readonly lifecycleHookName: string;
   readonly adminAccess: "vpc" | "none";
+  readonly functionEgress?: boolean;
   readonly trustedProxyCidrs?: readonly string[];
 }
 
@@ -366,6 +373,7 @@ export function fleetHostUserDataInput(values: FleetUserDataValues): HostUserDat
     drainTimeoutSeconds: values.drainTimeoutSeconds,
     metricNamespace: METRIC_NAMESPACE,
     adminAccess: values.adminAccess,
+    ...(values.functionEgress ? { functionEgress: true } : {}),
     ...(values.trustedProxyCidrs && values.trustedProxyCidrs.length > 0
       ? { trustedProxyCidrs: values.trustedProxyCidrs }
       : {}),

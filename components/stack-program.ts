@@ -81,6 +81,7 @@ export async function buildStack(
             : {}),
         }),
     adminAccess: network.adminAccess,
+    functionEgress: network.functionEgress,
     gatewayKind: gateway.kind,
     ...(gateway.certificateArn === undefined ? {} : { certificateArn: gateway.certificateArn }),
     ingressCidrs: gateway.ingressCidrs,

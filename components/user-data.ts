@@ -45,6 +45,8 @@ export interface HostUserDataInput {
    * subnets); none: the agent's peer is the client.
    */
   readonly trustedProxyCidrs?: readonly string[];
+  /** Offer functions deployed with egress NAT out of the host's default route and the VPC resolver. */
+  readonly functionEgress?: boolean;
 }
 
 /**
@@ -106,7 +108,12 @@ export interface DriverConfigHostValues {
   readonly root: string;
   readonly firecrackerSha256: string;
   readonly jailerSha256: string;
+  /** The interface of the host's default route (found at boot), for functions' egress. */
+  readonly uplink: string;
 }
+
+/** The VPC's resolver, answered at this link-local address on every instance. */
+const VPC_RESOLVER = "169.254.169.253";
 
 /**
  * The Firecracker driver's config file (contracts/firecracker-driver-config.ts, the schema the agent
@@ -130,6 +137,9 @@ export function firecrackerDriverConfig(
       hostSubnetBase: `${match[1]}.0.0`,
       poolSize: Math.min(input.networkSlots, PREBUILT_SLOTS),
       maxSlots: input.networkSlots,
+      egress: input.functionEgress
+        ? { enabled: true, uplink: host.uplink, dnsResolver: VPC_RESOLVER }
+        : { enabled: false },
     },
     doctor: {
       firecrackerSha256: host.firecrackerSha256,
@@ -150,6 +160,7 @@ function firecrackerDriverConfigHeredoc(input: HostUserDataInput): string {
       root: "",
       firecrackerSha256: "0".repeat(64),
       jailerSha256: "0".repeat(64),
+      uplink: "ens5",
     }),
   );
   const text = JSON.stringify(
@@ -157,6 +168,7 @@ function firecrackerDriverConfigHeredoc(input: HostUserDataInput): string {
       root: R,
       firecrackerSha256: shellVar("firecracker_sha256"),
       jailerSha256: shellVar("jailer_sha256"),
+      uplink: shellVar("uplink"),
     }),
     null,
     2,
@@ -281,6 +293,13 @@ export function renderHostUserData(input: HostUserDataInput): string {
     'aws s3 cp --only-show-errors --recursive "s3://$ARTIFACT_BUCKET/$base_prefix" "$base_dir/"',
     '[ -f "$base_dir/manifest.json" ] || fail "base image $base_version is incomplete: no manifest.json under s3://$ARTIFACT_BUCKET/$base_prefix"',
     "",
+    ...(input.functionEgress
+      ? [
+          "# Functions with egress leave by the host's default route (NAT), DNS to the VPC resolver.",
+          "uplink=$(ip -o -4 route show default | awk '{for (i = 1; i < NF; i++) if ($i == \"dev\") { print $(i + 1); exit }}')",
+          '[ -n "$uplink" ] || fail "no IPv4 default route: functions\' egress has no way out (or set network.functionEgress false)"',
+        ]
+      : []),
     "# The Firecracker driver: binaries and their pinned hashes, jails, the uid range and the network slots.",
     `cat > "${p(HOST_PATHS.firecrackerConfig)}" <<JSON`,
     firecrackerDriverConfigHeredoc(input),

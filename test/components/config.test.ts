@@ -41,6 +41,7 @@ describe("parseStackConfig", () => {
       vpcCidr: "10.40.0.0/16",
       availabilityZones: ["us-east-1a", "us-east-1b"],
       adminAccess: "none",
+      functionEgress: false,
     });
     assert.deepEqual(config.limits, { callTimeoutMs: 30000, payloadLimitBytes: 6291456 });
     assert.deepEqual(config.gateway, { kind: "alb", ingressCidrs: ["0.0.0.0/0"] });

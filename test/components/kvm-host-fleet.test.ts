@@ -118,6 +118,18 @@ describe("KvmHostFleet", () => {
     ).toString("utf8");
     assert.ok(!script.includes("ADMIN_HOST"));
     assert.ok(!script.includes("FAAS_TRUSTED_PROXIES"));
+    assert.ok(script.includes('"egress": {\n      "enabled": false'), "no function egress by default");
+  });
+
+  it("offers function egress on the hosts' driver config only with functionEgress", async () => {
+    await build({ functionEgress: true });
+    const script = Buffer.from(
+      findRegistered("aws:ec2/launchTemplate:LaunchTemplate", "fleet-launch-template").inputs
+        .userData as string,
+      "base64",
+    ).toString("utf8");
+    assert.ok(script.includes('"egress": {\n      "enabled": true'));
+    assert.ok(script.includes('"dnsResolver": "169.254.169.253"'));
   });
 
   it("hands the agents the proxies it trusts, and refuses one that is no address range, naming it", async () => {

@@ -93,6 +93,32 @@ describe("renderHostUserData", () => {
     assert.ok(!renderHostUserData(input).includes("ADMIN_HOST"));
   });
 
+  it("offers functions egress only with functionEgress: the uplink found at boot, the VPC resolver", () => {
+    const off = renderHostUserData(input);
+    assert.ok(off.includes('"egress": {\n      "enabled": false\n    }'), "off by default");
+    assert.ok(!off.includes("route show default"));
+    const on = renderHostUserData({ ...input, functionEgress: true });
+    const uplink = "$" + "{uplink}";
+    assert.ok(
+      on.includes(
+        `"egress": {\n      "enabled": true,\n      "uplink": "${uplink}",\n      "dnsResolver": "169.254.169.253"\n    }`,
+      ),
+    );
+    // Found before the driver config is written, and the boot fails with one line without it.
+    const found = on.indexOf("uplink=$(ip -o -4 route show default");
+    assert.ok(found > 0 && found < on.indexOf('firecracker.json" <<JSON'));
+    assert.match(
+      on,
+      /\[ -n "\$uplink" \] \|\| fail "no IPv4 default route: functions' egress has no way out/,
+    );
+    // What the awk finds, on a route line as `ip -o -4 route show default` prints it.
+    const awk = /uplink=\$\(ip -o -4 route show default \| awk '([^']+)'\)/.exec(on)![1]!;
+    const got = spawnSync("awk", [awk], {
+      input: "default via 10.40.0.1 dev ens5 proto dhcp src 10.40.1.9 metric 512 \n",
+    });
+    assert.equal(got.stdout.toString(), "ens5\n");
+  });
+
   it("writes nothing outside $SNAPFAAS_ROOT (the rehearsal's scratch root; empty on a host)", () => {
     const script = renderHostUserData(input);
     const writes = script
@@ -130,7 +156,7 @@ describe("renderHostUserData", () => {
     );
   });
 
-  it("is shellcheck-clean in both checksum modes", function () {
+  it("is shellcheck-clean in both checksum modes, with and without function egress", function () {
     if (spawnSync("shellcheck", ["--version"]).status !== 0) {
       console.log("    (skipped: shellcheck is not installed)");
       this.skip();
@@ -139,7 +165,7 @@ describe("renderHostUserData", () => {
     try {
       const files = [
         renderHostUserData(input),
-        renderHostUserData({ ...input, firecrackerTarballSha256: pinned }),
+        renderHostUserData({ ...input, firecrackerTarballSha256: pinned, functionEgress: true }),
       ].map((text, i) => {
         const file = join(dir, `user-data-${i}.sh`);
         writeFileSync(file, text);

@@ -23,6 +23,10 @@ export function ssmParameterFile(world: string, nameAndVersion: string): string 
 
 const RECORD = 'echo "$(basename "$0") $*" >> "$STAND_IN_CALLS"';
 
+/** The default route the `ip` stand-in reports: the uplink of a host's function egress is its `dev`. */
+export const STAND_IN_UPLINK = "ens5";
+const STAND_IN_DEFAULT_ROUTE = `default via 10.40.0.1 dev ${STAND_IN_UPLINK} proto dhcp src 10.40.1.9 metric 512`;
+
 const SCRIPTS: Record<string, string> = {
   aws: `${RECORD}
 case "$1 $2" in
@@ -52,7 +56,8 @@ file="$STAND_IN_WORLD/downloads/$(basename "$url")"
 [ -f "$file" ] || { echo "curl: (22) The requested URL returned error: 404" >&2; exit 22; }
 cp "$file" "$out"`,
   wget: `${RECORD}\necho "wget stand-in: not rehearsed" >&2\nexit 2`,
-  ip: `${RECORD}\n[ "$1" = -V ] && echo "ip utility, iproute2-stand-in"\nexit 0`,
+  // An EC2 host's default route, as `ip -o -4 route show default` prints it.
+  ip: `${RECORD}\n[ "$1" = -V ] && echo "ip utility, iproute2-stand-in"\n[ "$*" = "-o -4 route show default" ] && echo "${STAND_IN_DEFAULT_ROUTE}"\nexit 0`,
   nft: `${RECORD}\n[ "$1" = --version ] && echo "nftables v1.0.0 (stand-in)"\nexit 0`,
   systemctl: `${RECORD}\nexit 0`,
   dnf: `${RECORD}\nexit 0`,

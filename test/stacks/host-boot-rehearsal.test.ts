@@ -36,7 +36,13 @@ import { bakeBaseImage } from "../../guest-images/bake/pipeline.ts";
 import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
 import { sha256Text } from "../../guest-images/hash.ts";
 import { shippedAwsStacks } from "../helpers/aws-stacks.ts";
-import { type StandInWorld, ssmParameterFile, standInEnv, writeStandIns } from "../helpers/boot-stand-ins.ts";
+import {
+  STAND_IN_UPLINK,
+  type StandInWorld,
+  ssmParameterFile,
+  standInEnv,
+  writeStandIns,
+} from "../helpers/boot-stand-ins.ts";
 import { freePorts } from "../helpers/child-agent.ts";
 import { FakeImds } from "../helpers/fake-imds.ts";
 import { isRoot } from "../helpers/host.ts";
@@ -286,6 +292,7 @@ async function prepareHost(
       drainTimeoutSeconds: config.fleet.drainTimeoutSeconds,
       lifecycleHookName: `snapfaas-fleet-drain`,
       adminAccess: config.network.adminAccess,
+      functionEgress: config.network.functionEgress,
     }),
   );
   const scriptFile = join(scratch, "user-data.sh");
@@ -341,6 +348,14 @@ describe("host boot rehearsal: each AWS stack's boot script, then its agent, on 
         assert.match(calls, new RegExp(`^systemctl enable --now ${AGENT_UNIT}$`, "m"));
         assert.match(await readFile(join(root, HOST_PATHS.log), "utf8"), /agent started for release/);
         assert.equal(existsSync(HOST_PATHS.agentEnv), etcBefore, "nothing written outside the scratch root");
+        // Function egress, where the stack offers it, leaves by the default route the script found.
+        const driverConfig = JSON.parse(await readFile(join(root, HOST_PATHS.firecrackerConfig), "utf8"));
+        assert.deepEqual(
+          driverConfig.network.egress,
+          config.network.functionEgress
+            ? { enabled: true, uplink: STAND_IN_UPLINK, dnsResolver: "169.254.169.253" }
+            : { enabled: false },
+        );
 
         // 2. What systemd would start: the unit's ExecStart with its EnvironmentFile.
         const unit = await readFile(join(root, HOST_PATHS.unit), "utf8");
