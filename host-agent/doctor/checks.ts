@@ -27,6 +27,10 @@ export const doctorConfigSchema = z.object({
     .default("5.10"),
   snapshotDir: z.string().default("/var/lib/snapfaas"),
   minFreeDiskGiB: z.number().min(0).default(20),
+  /** The driver config's network.egress: whether functions may have a way out, and by which interface. */
+  egress: z
+    .object({ enabled: z.boolean(), uplink: z.string(), dnsResolver: z.string() })
+    .default({ enabled: false, uplink: "eth0", dnsResolver: "169.254.169.253" }),
   ...vmmDoctorConfigShape,
 });
 export type DoctorConfig = z.infer<typeof doctorConfigSchema>;
@@ -239,6 +243,37 @@ async function checkIpForward(deps: DoctorDeps): Promise<DoctorCheck> {
   };
 }
 
+/** Function egress as the driver config offers it: the uplink it names must exist. Never fatal. */
+async function checkEgress(deps: DoctorDeps): Promise<DoctorCheck> {
+  const name = "egress";
+  const { enabled, uplink, dnsResolver } = deps.config.egress;
+  if (!enabled) {
+    return {
+      name,
+      ok: true,
+      detail: "not offered: a function deployed with --egress is refused (network.egress.enabled off)",
+      fatal: false,
+    };
+  }
+  try {
+    await deps.exec("ip", ["-o", "link", "show", "dev", uplink]);
+    return {
+      name,
+      ok: true,
+      detail: `functions deployed with --egress leave by ${uplink} (NAT), DNS to ${dnsResolver}`,
+      fatal: false,
+    };
+  } catch {
+    return {
+      name,
+      ok: false,
+      detail: `the uplink ${uplink} is no interface here: functions with egress would reach nothing`,
+      fix: "set network.egress.uplink to the interface of the default route (ip -o -4 route show default)",
+      fatal: false,
+    };
+  }
+}
+
 async function checkTool(
   deps: DoctorDeps,
   name: string,
@@ -302,6 +337,7 @@ export async function runDoctor(deps: DoctorDeps): Promise<DoctorReport> {
     await checkKernel(deps),
     await checkTun(deps.fs),
     await checkIpForward(deps),
+    await checkEgress(deps),
     await checkTool(deps, "nftables", "nft", ["--version"], "apt-get install nftables"),
     await checkTool(deps, "iproute2", "ip", ["-V"], "apt-get install iproute2"),
     await checkDisk(deps),

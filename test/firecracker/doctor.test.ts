@@ -18,6 +18,8 @@ interface FakeHost {
   rwDenied: string[];
   executables: Record<string, { version: string; sha256: string }>;
   tools: string[];
+  /** Network interfaces (`ip link show dev <name>` answers for these). */
+  links: string[];
   freeGiB: number;
 }
 
@@ -36,6 +38,7 @@ function healthyHost(): FakeHost {
       "/usr/local/bin/jailer": { version: "Jailer v1.16.1", sha256: JAILER_SHA },
     },
     tools: ["nft", "ip"],
+    links: ["lo", "ens5"],
     freeGiB: 100,
   };
 }
@@ -64,8 +67,13 @@ function depsFor(host: FakeHost, configOverrides: Record<string, unknown> = {}) 
       return host.executables[path]?.sha256 ?? "";
     },
   };
-  const exec: CommandRunner = async (file) => {
+  const exec: CommandRunner = async (file, args) => {
     const exe = host.executables[file];
+    if (file === "ip" && args[1] === "link" && host.tools.includes("ip")) {
+      const dev = args.at(-1)!;
+      if (host.links.includes(dev)) return { stdout: `2: ${dev}: <UP> mtu 9001\n`, stderr: "" };
+      throw new Error(`Device "${dev}" does not exist.`);
+    }
     if (exe) return { stdout: `${exe.version}\n`, stderr: "" };
     if (host.tools.includes(file)) return { stdout: `${file} 1.0\n`, stderr: "" };
     throw new Error(`spawn ${file} ENOENT`);
@@ -163,7 +171,7 @@ describe("faas doctor", () => {
     const report = await runDoctor(depsFor(host));
     assert.deepEqual(failed(report), ["kernel", "tun", "ip_forward", "nftables", "snapshot disk"]);
     assert.equal(report.ok, false);
-    assert.equal(report.lines.at(-1), "doctor: 5 of 11 checks failed");
+    assert.equal(report.lines.at(-1), "doctor: 5 of 12 checks failed");
   });
 
   it("preflight turns failures into problems with a fix; ip_forward is not fatal", async () => {
@@ -173,6 +181,26 @@ describe("faas doctor", () => {
     assert.equal(problems.length, 1);
     assert.equal(problems[0]!.fatal, false);
     assert.match(problems[0]!.fix, /ip_forward=1/);
+  });
+
+  it("reports function egress: not offered, offered by an uplink that exists, or naming one that does not", async () => {
+    const off = await runDoctor(depsFor(healthyHost()));
+    const egressOf = (r: typeof off) => r.checks.find((c) => c.name === "egress")!;
+    assert.equal(egressOf(off).ok, true);
+    assert.match(egressOf(off).detail, /^not offered: a function deployed with --egress is refused/);
+    const offered = { egress: { enabled: true, uplink: "ens5", dnsResolver: "169.254.169.253" } };
+    const on = await runDoctor(depsFor(healthyHost(), offered));
+    assert.equal(egressOf(on).ok, true);
+    assert.equal(
+      egressOf(on).detail,
+      "functions deployed with --egress leave by ens5 (NAT), DNS to 169.254.169.253",
+    );
+    const elsewhere = healthyHost();
+    elsewhere.links = ["lo", "enp1s0"];
+    const missing = egressOf(await runDoctor(depsFor(elsewhere, offered)));
+    assert.deepEqual([missing.ok, missing.fatal], [false, false]);
+    assert.match(missing.detail, /the uplink ens5 is no interface here/);
+    assert.match(missing.fix!, /network\.egress\.uplink/);
   });
 
   it("reads a host's driver config (firecracker.json): the binaries and the hashes pinned under doctor", async () => {
@@ -207,7 +235,7 @@ describe("faas doctor", () => {
 
   it("runs on this machine and exits non-zero exactly when a check fails", async () => {
     const { report, exitCode } = await doctorMain([]);
-    assert.equal(report.checks.length, 11);
+    assert.equal(report.checks.length, 12);
     assert.equal(exitCode, report.ok ? 0 : 1);
   });
 });

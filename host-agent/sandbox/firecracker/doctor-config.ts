@@ -13,6 +13,7 @@ export function doctorConfigOf(
     vmm: config.vmm,
     qemuPath: config.qemu.path,
     accelerator: config.qemu.accelerator,
+    egress: config.network.egress,
     ...overrides,
   });
 }
