@@ -24,6 +24,25 @@ export interface NativeAddonAbi {
   readonly libraries: readonly string[];
 }
 
+/** A base's `nativeAddons` as stored (base.json): the ABI when it has every field, else a message. */
+export function parseNativeAddonAbi(value: unknown): NativeAddonAbi | string {
+  const v = value as Partial<Record<keyof NativeAddonAbi, unknown>> | null;
+  if (typeof v !== "object" || v === null) return "must be an object";
+  if (typeof v.nodeVersion !== "string") return '"nodeVersion" must be a string';
+  if (!Number.isInteger(v.nodeModuleVersion)) return '"nodeModuleVersion" must be an integer';
+  if (!Number.isInteger(v.machine)) return '"machine" must be an integer';
+  if (typeof v.glibcVersion !== "string") return '"glibcVersion" must be a string';
+  if (!Array.isArray(v.libraries) || !v.libraries.every((l) => typeof l === "string"))
+    return '"libraries" must be a list of sonames';
+  return {
+    nodeVersion: v.nodeVersion,
+    nodeModuleVersion: v.nodeModuleVersion as number,
+    machine: v.machine as number,
+    glibcVersion: v.glibcVersion,
+    libraries: v.libraries as string[],
+  };
+}
+
 export interface AddonFacts {
   readonly machine: number;
   /** DT_NEEDED: the libraries the addon links. */

@@ -12,6 +12,7 @@ import type { S3Client } from "@aws-sdk/client-s3";
 import { execa } from "execa";
 import { cpuModelOf } from "../contracts/base-manifest.ts";
 import type { FirecrackerLimits } from "../contracts/firecracker-driver-config.ts";
+import type { NativeAddonAbi } from "../contracts/native-addons.ts";
 import { verifyBaseImage } from "../guest-images/bake/verify.ts";
 import { bakeProcessBase } from "../guest-images/process/bake.ts";
 import { type FleetOverrides, startFleetDuties } from "./aws/fleet.ts";
@@ -196,7 +197,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
     records && records.current.baseVersion === base.version
       ? records.current
       : parseRelease({ baseVersion: base.version, baseDir: base.dir });
-  const registry = new Registry(
+  const registry: Registry = new Registry(
     config.registry.kind === "s3"
       ? new S3RegistryBackend({
           bucket: config.registry.bucket,
@@ -216,8 +217,8 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
         callTimeoutMs: config.pool.callTimeoutMs,
         ...(config.aws.region ? { region: config.aws.region } : {}),
       },
-      // The base the agent starts on: a roll to another Node major re-checks nothing already deployed.
-      ...(base.nativeAddons ? { nativeAddons: base.nativeAddons } : {}),
+      // The base serving now: after a roll to another Node, deploys are checked against the new one.
+      nativeAddons: (): NativeAddonAbi | undefined => rollout.currentBase.nativeAddons,
     },
   );
   await registry.init();
@@ -227,7 +228,7 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
   const newInstanceId = () => `i${prefix}-${(seq++).toString(36)}`;
   // Records are written one after the other, so the last roll's is the one left on disk.
   let recording = Promise.resolve();
-  const rollout = new Rollout(
+  const rollout: Rollout = new Rollout(
     {
       driver,
       limits: config.limits,
@@ -252,6 +253,11 @@ export async function startAgent(config: AgentConfig, overrides: AgentOverrides 
           consoleChannel: true,
         }),
       checkBase: checkProcessBase,
+      // A roll to another Node must not strand a function whose addons were built for this one.
+      functionsBlockingBase: async (next): Promise<string[]> =>
+        next.nativeAddons
+          ? (await registry.addonProblemsOn(next.nativeAddons)).map((f) => `${f.name}: ${f.problem}`)
+          : [],
       probeBase: driverProbe({ driver, limits: config.limits, newInstanceId }),
       warmupTimeoutMs: config.release.warmupTimeoutMs,
       drainTimeoutMs: config.pool.callTimeoutMs + 10_000,

@@ -12,7 +12,7 @@ import { CallTimeoutError, FunctionLoadError, InstanceCrashedError, PoolBusyErro
 import { BundleError } from "../registry/bundle.ts";
 import { RegistryError } from "../registry/registry.ts";
 import { ReleaseError } from "../release/release.ts";
-import { RolloutConflictError } from "../release/rollout.ts";
+import { RollBlockedError, RolloutConflictError } from "../release/rollout.ts";
 import { SandboxStartError } from "../sandbox/driver.ts";
 
 /** Where the error happened: a function call, or one of the control plane's operations. */
@@ -158,6 +158,13 @@ const ROWS: readonly Row[] = [
     on: {
       release: (e: RolloutConflictError) => ({ error: new ApiError(409, "roll_in_progress", e.message) }),
       rollback: (e: RolloutConflictError) => ({ error: new ApiError(409, "cannot_roll_back", e.message) }),
+    },
+  },
+  {
+    matches: is(RollBlockedError),
+    on: {
+      release: (e: RollBlockedError) => ({ error: new ApiError(409, "roll_blocked", e.message) }),
+      rollback: (e: RollBlockedError) => ({ error: new ApiError(409, "roll_blocked", e.message) }),
     },
   },
 ];

@@ -114,8 +114,11 @@ export interface RegistryOptions {
   readonly log?: Logger;
   /** Set for microVM drivers: each function's code also goes on a code disk image. */
   readonly codeDisks?: CodeDisks;
-  /** What native addons the base loads: a deploy with an addon it cannot load is refused. */
-  readonly nativeAddons?: NativeAddonAbi;
+  /**
+   * What native addons the serving base loads, asked at each deploy (a roll changes the base): a
+   * deploy with an addon it cannot load is refused. Undefined: the base does not say, nothing is checked.
+   */
+  readonly nativeAddons?: () => NativeAddonAbi | undefined;
   /** Called after a refresh added, replaced (with the new record) or removed (undefined) a function. */
   readonly onChange?: (name: string, record: FunctionRecord | undefined) => void;
   /** Defaults and bounds of memory and timeout, and the region (default: 30 s, memory unknown). */
@@ -367,6 +370,23 @@ export class Registry {
     return settings;
   }
 
+  /**
+   * The deployed functions whose native addons a base with `abi` cannot load, each with why: what a roll
+   * to that base would break.
+   */
+  async addonProblemsOn(abi: NativeAddonAbi): Promise<Array<{ name: string; problem: string }>> {
+    const found: Array<{ name: string; problem: string }> = [];
+    for (const record of this.list()) {
+      try {
+        await checkNativeAddons(this.codePath(record.codeHash), abi);
+      } catch (err) {
+        if (!(err instanceof BundleError)) throw err;
+        found.push({ name: record.name, problem: err.message });
+      }
+    }
+    return found;
+  }
+
   codePath(codeHash: string): string {
     return path.join(this.codeRoot, codeHash);
   }
@@ -411,7 +431,8 @@ export class Registry {
     let entry: string;
     try {
       entry = resolveFunctionEntry(codePath, confinedFs(codePath)).file;
-      if (this.options.nativeAddons) await checkNativeAddons(codePath, this.options.nativeAddons);
+      const abi = this.options.nativeAddons?.();
+      if (abi) await checkNativeAddons(codePath, abi);
     } catch (err) {
       // Nothing stored changes: the folder unpacked for this deploy goes, unless a function uses it.
       if (![...this.records.values()].some((r) => r.codeHash === codeHash)) await forceRemove(codePath);

@@ -6,6 +6,7 @@
 import { constants } from "node:fs";
 import { access, readFile, stat } from "node:fs/promises";
 import path from "node:path";
+import { parseNativeAddonAbi } from "../../contracts/native-addons.ts";
 import { PROCESS_BASE_INFO_FILE, PROCESS_BASE_ROOT, type ProcessBase } from "../../contracts/process-base.ts";
 import { GuestClient } from "../guest/client.ts";
 import type { BaseImage, SandboxDriver, SandboxInstance, SandboxLimits } from "../sandbox/driver.ts";
@@ -33,7 +34,13 @@ export const checkProcessBase: BaseChecker = async (release) => {
   } catch {
     throw new ReleaseError("baseDir", `${infoFile} is missing: is ${dir} a baked base (faas build)?`);
   }
-  let info: { version?: unknown; driver?: unknown; runtimeBuild?: unknown; nodeVersion?: unknown };
+  let info: {
+    version?: unknown;
+    driver?: unknown;
+    runtimeBuild?: unknown;
+    nodeVersion?: unknown;
+    nativeAddons?: unknown;
+  };
   try {
     info = JSON.parse(text) as typeof info;
   } catch (err) {
@@ -71,6 +78,10 @@ export const checkProcessBase: BaseChecker = async (release) => {
       throw new ReleaseError("baseDir", err.message);
     });
   }
+  // What addons the base loads: a roll checks the deployed functions' against it.
+  const nativeAddons = info.nativeAddons === undefined ? undefined : parseNativeAddonAbi(info.nativeAddons);
+  if (typeof nativeAddons === "string")
+    throw new ReleaseError("baseDir", `${infoFile}: "nativeAddons" ${nativeAddons}`);
   const base: ProcessBase = {
     version: info.version,
     driver: "process",
@@ -78,6 +89,7 @@ export const checkProcessBase: BaseChecker = async (release) => {
     rootDir,
     runtimeBuild: typeof info.runtimeBuild === "string" ? info.runtimeBuild : "unknown",
     nodeVersion: typeof info.nodeVersion === "string" ? info.nodeVersion : "unknown",
+    ...(nativeAddons ? { nativeAddons } : {}),
   };
   return base;
 };

@@ -25,11 +25,21 @@ export class RolloutConflictError extends Error {
   override readonly name = "RolloutConflictError";
 }
 
+/** The new base cannot serve functions already deployed (their native addons): nothing was rolled. */
+export class RollBlockedError extends Error {
+  override readonly name = "RollBlockedError";
+}
+
 export interface RolloutDeps extends BasePoolDeps {
   /** In [0, 1): picks which calls the canary serves. */
   readonly random: () => number;
   readonly checkBase: BaseChecker;
   readonly probeBase: BaseProbe;
+  /**
+   * What the deployed functions would lose on `base`, one phrase per function (their native addons
+   * built for another Node): a roll with any is refused before anything starts.
+   */
+  readonly functionsBlockingBase?: (base: BaseImage) => Promise<string[]>;
   /** How long the new pool may take to start its generic instances before the roll is abandoned. */
   readonly warmupTimeoutMs: number;
   /** Called after every change of the current/previous release (the agent persists them). */
@@ -176,6 +186,14 @@ export class Rollout implements InstanceSource {
     this.roll = roll;
     try {
       roll.base = await this.deps.checkBase(release);
+      const blocking = (await this.deps.functionsBlockingBase?.(roll.base)) ?? [];
+      if (blocking.length > 0) {
+        const shown = blocking.slice(0, 3).join("; ");
+        const more = blocking.length > 3 ? ` (and ${blocking.length - 3} more)` : "";
+        throw new RollBlockedError(
+          `base ${release.baseVersion} cannot serve ${blocking.length} deployed function${blocking.length === 1 ? "" : "s"}: ${shown}${more}. Redeploy ${blocking.length === 1 ? "it" : "them"} with addons built for the new base (or without), then release again`,
+        );
+      }
     } catch (err) {
       // Rejected before anything was used: the state stays what it was.
       this.roll = undefined;

@@ -3,7 +3,7 @@
  * (with a fake fetch, as the SSM parameter's would be) and the CLI's reading of its argument.
  */
 import assert from "node:assert/strict";
-import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import pino from "pino";
@@ -139,6 +139,30 @@ describe("process base folder check", () => {
     await assert.rejects(
       checkProcessBase(parseRelease({ baseVersion: "real", baseDir })),
       /base\.json is not valid JSON/,
+    );
+  });
+
+  it("carries the base's native-addon ABI (what a roll checks deployed functions against), and refuses a broken one", async () => {
+    const baseDir = await fakeBase(path.join(dir, "with-addons"), "abi");
+    const infoFile = path.join(baseDir, "base.json");
+    const info = JSON.parse(await readFile(infoFile, "utf8"));
+    const abi = {
+      nodeVersion: "24.22.3",
+      nodeModuleVersion: 137,
+      machine: 62,
+      glibcVersion: "2.36",
+      libraries: ["libz.so.1"],
+    };
+    await writeFile(infoFile, JSON.stringify({ ...info, nativeAddons: abi }));
+    const base = await checkProcessBase(parseRelease({ baseVersion: "abi", baseDir }));
+    assert.deepEqual(base.nativeAddons, abi);
+    await writeFile(
+      infoFile,
+      JSON.stringify({ ...info, nativeAddons: { ...abi, nodeModuleVersion: "137" } }),
+    );
+    await assert.rejects(
+      checkProcessBase(parseRelease({ baseVersion: "abi", baseDir })),
+      /^ReleaseError: baseDir: .*base\.json: "nativeAddons" "nodeModuleVersion" must be an integer$/,
     );
   });
 });
