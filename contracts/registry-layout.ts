@@ -86,6 +86,7 @@ export function registryObjects(input: {
   readonly bundle: BundleDescription;
   readonly deployedAt: string;
   readonly revision: number;
+  readonly config?: FunctionConfig;
 }): RegistryObjects {
   const { bundle } = input;
   const record: FunctionRecord = {
@@ -98,6 +99,7 @@ export function registryObjects(input: {
     entry: bundle.entry,
     deployedAt: input.deployedAt,
     revision: input.revision,
+    ...(input.config ? { config: input.config } : {}),
   };
   return {
     bundleKey: bundleKey(bundle.codeHash, input.prefix),

@@ -5,6 +5,7 @@
  *
  *   pulumi config set platformStack acme/snapfaas/prod
  *   pulumi config set archive ./hello-world.tar.gz     # tar czf of a folder with package.json
+ *   pulumi config set --secret apiKey s3cr3t            # optional: the function's API_KEY
  *   pulumi up
  */
 import * as pulumi from "@pulumi/pulumi";
@@ -22,6 +23,9 @@ export default async function main() {
     functionName: "hello-world",
     archivePath: config.get("archive") ?? "hello-world.tar.gz",
     revision: config.getNumber("revision") ?? 1,
+    // What `faas deploy --env/--memory/--timeout` set; secrets stay secret in the state and the record.
+    config: { env: { GREETING: "Hello" }, timeoutMs: 10_000 },
+    ...(config.getSecret("apiKey") ? { secrets: { API_KEY: config.requireSecret("apiKey") } } : {}),
   });
 
   return {

@@ -9,9 +9,11 @@ import { FaasFunction } from "../../components/faas-function.ts";
 import { parseRecord } from "../../contracts/registry-layout.ts";
 import {
   findRegistered,
+  isSecretInput,
   promiseOf,
   registeredTypesAndNames,
   settled,
+  unwrapSecret,
   usePulumiMocks,
 } from "../support/pulumi-mocks.ts";
 
@@ -73,6 +75,63 @@ describe("FaasFunction", () => {
       deployedAt: (await stat(archive)).mtime.toISOString(),
       revision: 3,
     });
+  });
+
+  it("writes settings into the record and secrets into their own object (a Pulumi secret), never into the record", async () => {
+    const fn = new FaasFunction("api", {
+      bucketName: "art-bucket",
+      functionName: "api",
+      archivePath: archive,
+      config: { env: { STAGE: "prod" }, memoryMiB: 512, egress: true },
+      secrets: { DB_PASSWORD: pulumi.secret("hunter2-very-secret") },
+    });
+    await settled(fn);
+    assert.deepEqual(registeredTypesAndNames(), [
+      "aws:s3/bucketObjectv2:BucketObjectv2 api-bundle",
+      "aws:s3/bucketObjectv2:BucketObjectv2 api-record",
+      "aws:s3/bucketObjectv2:BucketObjectv2 api-secrets",
+      "snapfaas:index:FaasFunction api",
+    ]);
+    const secrets = findRegistered("aws:s3/bucketObjectv2:BucketObjectv2", "api-secrets").inputs;
+    assert.equal(secrets.bucket, "art-bucket");
+    assert.equal(secrets.key, "functions/secrets/api.json");
+    assert.ok(isSecretInput(secrets.content), "the values are a secret in the state");
+    assert.deepEqual(JSON.parse(unwrapSecret(secrets.content) as string), {
+      DB_PASSWORD: "hunter2-very-secret",
+    });
+    const recordInputs = findRegistered("aws:s3/bucketObjectv2:BucketObjectv2", "api-record").inputs;
+    const recordBody = unwrapSecret(recordInputs.content) as string;
+    assert.ok(!recordBody.includes("hunter2"), "no secret value in the record");
+    const { secretsRevision, ...config } = parseRecord(Buffer.from(recordBody), "functions/registry/api.json")
+      .config!;
+    assert.deepEqual(config, {
+      env: { STAGE: "prod" },
+      secretNames: ["DB_PASSWORD"],
+      memoryMiB: 512,
+      egress: true,
+    });
+    assert.ok(secretsRevision! > 0);
+  });
+
+  it("names the setting at fault, with what is allowed, before anything is registered", () => {
+    const attempt = (extra: object) => () =>
+      new FaasFunction("bad", { bucketName: "b", functionName: "api", archivePath: archive, ...extra });
+    const names = (extra: object) => {
+      try {
+        attempt(extra)();
+      } catch (error) {
+        assert.ok(error instanceof pulumi.InputPropertiesError);
+        return error.errors.map((e) => `${e.propertyPath}: ${e.reason}`);
+      }
+      return [];
+    };
+    const [memory] = names({ config: { memoryMiB: 64 } });
+    assert.match(memory!, /^config\.memoryMiB: must be/);
+    const [env] = names({ config: { env: { "1X": "v" } } });
+    assert.match(env!, /^config\.env\.1X: must be letters/);
+    const [secret] = names({ secrets: { AWS_LAMBDA_RUNTIME_API: pulumi.secret("v") } });
+    assert.match(secret!, /^secrets\.AWS_LAMBDA_RUNTIME_API: /);
+    assert.deepEqual(names({ config: { timeoutMs: 5000 } }), []);
   });
 
   it("names functionName when it is not a valid function name", () => {

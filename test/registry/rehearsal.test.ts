@@ -134,4 +134,53 @@ describe("a function deployed through FaasFunction's S3 layout reaches a running
     const gone = await a.call("greeter", call("hello"));
     assert.equal(gone.json().error.code, "function_not_found");
   });
+
+  it("serves the settings and secrets FaasFunction writes, and a rotated secret after the next up", async () => {
+    const a = agent!;
+    const archive = path.join(work, "configured.tar.gz");
+    await writeFile(
+      archive,
+      tarGz([
+        { name: "package.json", data: JSON.stringify({ name: "configured", main: "index.js" }) },
+        {
+          name: "index.js",
+          data: "exports.handler = async () => ({ statusCode: 200, body: JSON.stringify({ stage: process.env.STAGE, password: process.env.DB_PASSWORD }) });\n",
+        },
+      ]),
+    );
+    const up = async (password: string) => {
+      const objects = await functionObjects(archive, {
+        functionName: "configured",
+        prefix: DEFAULT_REGISTRY_PREFIX,
+        revision: 1,
+        config: { env: { STAGE: "prod" }, timeoutMs: 5000 },
+        secrets: { DB_PASSWORD: password },
+      });
+      // FaasFunction's order: bundle, secrets, then the record that names them.
+      await s3.put(objects.bundleKey, await readFile(archive));
+      await s3.put(objects.secrets!.key, objects.secrets!.body);
+      await s3.put(objects.recordKey, objects.recordBody);
+    };
+    const answer = async () => {
+      const res = await a.call("configured", undefined, { method: "GET" });
+      return res.status === 200 ? (res.json() as { stage: string; password: string }) : undefined;
+    };
+    await up("first-secret");
+    await until(
+      "configured to answer",
+      async () => (await answer())?.password === "first-secret",
+      POLL_MS + 10_000,
+    );
+    assert.deepEqual(await answer(), { stage: "prod", password: "first-secret" });
+    const listed = await a.admin("GET", "/v1/functions/configured");
+    const config = (listed.json.function as { config: Record<string, unknown> }).config;
+    assert.deepEqual([config.env, config.secrets, config.timeoutMs], [["STAGE"], ["DB_PASSWORD"], 5000]);
+    assert.ok(!JSON.stringify(listed.json).includes("first-secret"), "the API never shows a secret's value");
+    await up("rotated-secret");
+    await until(
+      "the rotated secret",
+      async () => (await answer())?.password === "rotated-secret",
+      POLL_MS + 10_000,
+    );
+  });
 });

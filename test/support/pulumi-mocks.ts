@@ -150,12 +150,14 @@ export function findRegistered(type: string, name: string): pulumi.runtime.MockR
   return found;
 }
 
+/** Whether the mock monitor got `value` as a secret (wrapped with Pulumi's secret signature). */
+export function isSecretInput(value: unknown): boolean {
+  return typeof value === "object" && value !== null && "4dabf18193072939515e22adb298388d" in value;
+}
+
 /** Secret inputs arrive wrapped by the mock monitor; this returns the plain value. */
 export function unwrapSecret(value: unknown): unknown {
-  if (typeof value === "object" && value !== null && "4dabf18193072939515e22adb298388d" in value) {
-    return (value as unknown as { value: unknown }).value;
-  }
-  return value;
+  return isSecretInput(value) ? (value as unknown as { value: unknown }).value : value;
 }
 
 /**
