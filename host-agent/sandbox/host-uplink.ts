@@ -40,3 +40,39 @@ export async function defaultUplink(run: CommandRunner): Promise<string | undefi
   const out = await run("ip", ["-o", "-4", "route", "show", "default"]).catch(() => undefined);
   return /\bdev (\S+)/.exec(out?.stdout ?? "")?.[1];
 }
+
+interface NftChain {
+  readonly family: string;
+  readonly table: string;
+  readonly name: string;
+  readonly hook?: string;
+  readonly policy?: string;
+}
+
+/**
+ * Another table's forward chain that drops by default (Docker's iptables FORWARD policy, seen through
+ * iptables-nft): every base chain on the hook must accept a packet, so sandboxes' egress would go
+ * nowhere while our own table lets it out. A chain with a rule naming one of `interfacePrefixes` is taken
+ * as handled. One phrase with the fix, or undefined. Rules of iptables-legacy are not visible here.
+ */
+export async function foreignForwardDrop(
+  run: CommandRunner,
+  ownTables: readonly string[],
+  interfacePrefixes: readonly string[],
+): Promise<string | undefined> {
+  const listed = await run("nft", ["-j", "list", "chains"]).catch(() => undefined);
+  if (!listed) return undefined;
+  const chains = (JSON.parse(listed.stdout) as { nftables: Array<{ chain?: NftChain }> }).nftables
+    .map((item) => item.chain)
+    .filter(
+      (c): c is NftChain => c?.hook === "forward" && c.policy === "drop" && !ownTables.includes(c.table),
+    );
+  for (const chain of chains) {
+    const rules = await run("nft", ["-j", "list", "chain", chain.family, chain.table, chain.name]);
+    if (interfacePrefixes.some((prefix) => rules.stdout.includes(`"${prefix}`))) continue;
+    const where = `${chain.family} ${chain.table} ${chain.name}`;
+    const prefix = interfacePrefixes[0] ?? "";
+    return `the forward chain ${where} drops forwarded traffic by default (as Docker's FORWARD policy does), so sandboxes' egress goes nowhere (nft insert rule ${where} iifname "${prefix}*" accept; nft insert rule ${where} oifname "${prefix}*" ct state established,related accept)`;
+  }
+  return undefined;
+}

@@ -1,7 +1,8 @@
 /** The process sandbox's egress layout, rules and host check (pure); the running agent is test/e2e/egress.test.ts. */
 import assert from "node:assert/strict";
 import { execa } from "execa";
-import { resolverOf } from "../../host-agent/sandbox/host-uplink.ts";
+import { type CommandRunner, execaRunner } from "../../host-agent/sandbox/firecracker/command-runner.ts";
+import { foreignForwardDrop, resolverOf } from "../../host-agent/sandbox/host-uplink.ts";
 import {
   describeLink,
   EGRESS_LINKS,
@@ -14,6 +15,13 @@ import { findOnPath } from "../../host-agent/sandbox/process/preflight.ts";
 import { isRoot } from "../helpers/host.ts";
 
 const ROUTE = { uplink: "eth0", dnsResolver: "10.0.0.2" };
+const HEALTHY_FACTS = {
+  isRoot: true,
+  has: () => true,
+  ipForward: "1\n",
+  uplink: "eth0",
+  dnsResolver: "10.0.0.2",
+};
 
 describe("process sandbox egress (pure)", () => {
   it("names an agent's links and table from its state folder, and carves its /24 into /30s", () => {
@@ -90,8 +98,7 @@ describe("process sandbox egress (pure)", () => {
   });
 
   it("names everything the host lacks for egress, each with its fix", () => {
-    const ok = { isRoot: true, has: () => true, ipForward: "1\n", uplink: "eth0", dnsResolver: "10.0.0.2" };
-    assert.deepEqual(egressHostProblems(ok), []);
+    assert.deepEqual(egressHostProblems(HEALTHY_FACTS), []);
     assert.deepEqual(
       egressHostProblems({
         isRoot: false,
@@ -107,6 +114,68 @@ describe("process sandbox egress (pure)", () => {
         "the host has no default route (or set FAAS_EGRESS_UPLINK to the interface out)",
         "no non-loopback nameserver in /etc/resolv.conf or /run/systemd/resolve/resolv.conf (set FAAS_EGRESS_DNS)",
       ],
+    );
+  });
+});
+
+describe("another firewall's forward drop (real nft, in a namespace of the test's)", function () {
+  this.timeout(30_000);
+  const ns = `fdt${process.pid % 10_000}`;
+  // Every nft call of the check runs in the test's namespace: the host's own ruleset is never touched.
+  const inNamespace: CommandRunner = (file, args, options) =>
+    execaRunner("ip", ["netns", "exec", ns, file, ...args], options);
+  const load = (ruleset: string) => execa("ip", ["netns", "exec", ns, "nft", "-f", "-"], { input: ruleset });
+
+  before(async function () {
+    if (!isRoot || findOnPath("nft") === undefined || findOnPath("ip") === undefined) {
+      console.log("      skipped: needs root, ip and nft");
+      this.skip();
+    }
+    await execa("ip", ["netns", "add", ns]);
+  });
+  after(async () => {
+    await execa("ip", ["netns", "delete", ns], { reject: false });
+  });
+
+  it("names a Docker-style FORWARD policy drop with the fix, and not our own table or a chain that lets the links through", async () => {
+    assert.equal(
+      await foreignForwardDrop(inNamespace, ["snapfaas_fe123"], ["fe123"]),
+      undefined,
+      "nothing loaded",
+    );
+    // Our own table may drop by default: it is ours.
+    await load(
+      "table inet snapfaas_fe123 {\n  chain forward { type filter hook forward priority filter; policy drop; }\n}\n",
+    );
+    assert.equal(await foreignForwardDrop(inNamespace, ["snapfaas_fe123"], ["fe123"]), undefined);
+    await load(
+      'table ip filter {\n  chain FORWARD { type filter hook forward priority filter; policy drop; iifname "docker0" accept; }\n}\n',
+    );
+    const found = await foreignForwardDrop(inNamespace, ["snapfaas_fe123"], ["fe123"]);
+    assert.match(
+      found ?? "",
+      /^the forward chain ip filter FORWARD drops forwarded traffic by default .* \(nft insert rule ip filter FORWARD iifname "fe123\*" accept;/,
+    );
+    // The fix it names, applied: the chain now lets the links through, and the check is satisfied.
+    await execa("ip", [
+      "netns",
+      "exec",
+      ns,
+      "nft",
+      "insert",
+      "rule",
+      "ip",
+      "filter",
+      "FORWARD",
+      "iifname",
+      "fe123*",
+      "accept",
+    ]);
+    assert.equal(await foreignForwardDrop(inNamespace, ["snapfaas_fe123"], ["fe123"]), undefined);
+    // And an egress host check names it among the problems.
+    assert.ok(
+      egressHostProblems({ ...HEALTHY_FACTS, foreignForwardDrop: found }).includes(found!),
+      "the deploy's 409 carries it",
     );
   });
 });

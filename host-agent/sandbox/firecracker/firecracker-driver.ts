@@ -20,7 +20,6 @@ import type {
   SandboxInstance,
 } from "../driver.ts";
 import { SandboxStartError } from "../driver.ts";
-import { IP_FORWARD_OFF, readIpForward } from "../host-uplink.ts";
 import { FirecrackerApiClient, FirecrackerApiError } from "./api-client.ts";
 import { GuestChannel } from "./guest-channel.ts";
 import { IdRangeAllocator } from "./id-range.ts";
@@ -57,6 +56,8 @@ export interface SlotProvider {
   acquire(owner: SlotOwner): Promise<NetworkSlot>;
   /** Lets a leased slot's guest out (its clone now serves a function with egress). */
   openEgress(slot: NetworkSlot): Promise<void>;
+  /** What keeps guests' traffic from leaving the host (ip_forward, another firewall), one phrase each. */
+  egressProblems(): Promise<string[]>;
   release(slot: NetworkSlot): Promise<void>;
   close(): Promise<void>;
 }
@@ -121,7 +122,7 @@ export class FirecrackerDriver implements SandboxDriver {
         "the microVM network offers no way out (network.egress.enabled is off in the driver config; `faas start` turns it on when the host has a default route and a resolver, or FAAS_EGRESS_UPLINK and FAAS_EGRESS_DNS)",
       ];
     }
-    return (await readIpForward())?.trim() === "1" ? [] : [IP_FORWARD_OFF];
+    return this.deps.slots.egressProblems();
   }
 
   /** Removes jails, cgroups and slots a crashed agent left, then builds the slot pool ahead of time. */

@@ -23,6 +23,7 @@
 
 import type { NetworkSlotsConfig } from "../../../contracts/firecracker-driver-config.ts";
 import { guestForwardRules, guestInputRules, uplinkMasqueradeChain } from "../egress-rules.ts";
+import { foreignForwardDrop, IP_FORWARD_OFF, readIpForward } from "../host-uplink.ts";
 import { CommandError, type CommandRunner } from "./command-runner.ts";
 
 export interface NetworkSlot {
@@ -239,6 +240,19 @@ export class NetworkSlotPool {
     if (!this.leased.has(slot.index)) throw new Error(`slot ${slot.index} is not leased`);
     this.egressOpen.add(slot.index);
     await this.setGate(slot, true);
+  }
+
+  /** What keeps guests' traffic from leaving, with egress offered: ip_forward off, another firewall's drop. */
+  async egressProblems(): Promise<string[]> {
+    const problems: string[] = [];
+    if ((await readIpForward())?.trim() !== "1") problems.push(IP_FORWARD_OFF);
+    const dropped = await foreignForwardDrop(
+      this.run,
+      [hostTableName(this.config), NFT_TABLE],
+      [this.config.vethPrefix],
+    );
+    if (dropped) problems.push(dropped);
+    return problems;
   }
 
   private async setGate(slot: NetworkSlot, open: boolean): Promise<void> {

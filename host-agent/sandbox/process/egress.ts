@@ -27,7 +27,13 @@ import { createHash } from "node:crypto";
 import path from "node:path";
 import { guestForwardRules, guestInputRules, uplinkMasqueradeChain } from "../egress-rules.ts";
 import type { CommandRunner } from "../firecracker/command-runner.ts";
-import { defaultUplink, hostResolver, IP_FORWARD_OFF, readIpForward } from "../host-uplink.ts";
+import {
+  defaultUplink,
+  foreignForwardDrop,
+  hostResolver,
+  IP_FORWARD_OFF,
+  readIpForward,
+} from "../host-uplink.ts";
 
 /** The jail's end of its link. */
 export const JAIL_LINK = "eth0";
@@ -145,6 +151,8 @@ export interface EgressHostFacts {
   readonly ipForward: string | undefined;
   readonly uplink: string | undefined;
   readonly dnsResolver: string | undefined;
+  /** Another firewall's forward chain that drops the links' traffic (host-uplink.ts), when there is one. */
+  readonly foreignForwardDrop?: string | undefined;
 }
 
 /** What the host lacks for egress, one phrase each with its fix; empty when it has it all. Pure. */
@@ -164,6 +172,7 @@ export function egressHostProblems(facts: EgressHostFacts): string[] {
   if (facts.ipForward?.trim() !== "1") problems.push(IP_FORWARD_OFF);
   if (!facts.uplink)
     problems.push("the host has no default route (or set FAAS_EGRESS_UPLINK to the interface out)");
+  if (facts.foreignForwardDrop) problems.push(facts.foreignForwardDrop);
   if (!facts.dnsResolver) {
     problems.push(
       "no non-loopback nameserver in /etc/resolv.conf or /run/systemd/resolve/resolv.conf (set FAAS_EGRESS_DNS)",
@@ -201,6 +210,15 @@ export class ProcessEgress {
       isRoot: this.opts.isRoot,
       has: this.opts.has,
       ipForward: await readIpForward(),
+      ...(this.opts.isRoot && this.opts.has("nft")
+        ? {
+            foreignForwardDrop: await foreignForwardDrop(
+              this.opts.run,
+              [this.names.table],
+              [this.names.vethPrefix],
+            ),
+          }
+        : {}),
       uplink,
       dnsResolver,
     };
