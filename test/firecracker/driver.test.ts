@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseFirecrackerDriverConfig } from "../../contracts/firecracker-driver-config.ts";
 import { type InstanceSpec, SandboxStartError } from "../../host-agent/sandbox/driver.ts";
