@@ -20,8 +20,8 @@ import {
   parseFirecrackerDriverConfig,
 } from "../../contracts/firecracker-driver-config.ts";
 import { bakeLocalLinuxBase, LinuxImageUnavailable } from "../../guest-images/linux/local-base.ts";
+import { execaRunner } from "../sandbox/command-runner.ts";
 import { bakeBaseSnapshot } from "../sandbox/firecracker/bake-snapshot.ts";
-import { execaRunner } from "../sandbox/firecracker/command-runner.ts";
 import { spawnerFor } from "../sandbox/firecracker/create-driver.ts";
 import { IdRangeAllocator } from "../sandbox/firecracker/id-range.ts";
 import { removeParentCgroup } from "../sandbox/firecracker/jail-staging.ts";

@@ -5,7 +5,7 @@
 import { z } from "zod";
 import { binarySha256Schema } from "../../contracts/firecracker-driver-config.ts";
 import { FIRECRACKER_PIN } from "../../contracts/firecracker-release.ts";
-import type { CommandRunner } from "../sandbox/firecracker/command-runner.ts";
+import type { CommandRunner } from "../sandbox/command-runner.ts";
 import { checkVmm, vmmDoctorConfigShape } from "./vmm-check.ts";
 
 export const doctorConfigSchema = z.object({

@@ -7,7 +7,7 @@
  */
 import { readFile } from "node:fs/promises";
 import { parseFirecrackerDriverConfig } from "../../contracts/firecracker-driver-config.ts";
-import { execaRunner } from "../sandbox/firecracker/command-runner.ts";
+import { execaRunner } from "../sandbox/command-runner.ts";
 import { doctorConfigOf } from "../sandbox/firecracker/doctor-config.ts";
 import { type DoctorReport, doctorConfigSchema, runDoctor } from "./checks.ts";
 import { hostFs } from "./host-fs.ts";

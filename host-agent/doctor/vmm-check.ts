@@ -3,7 +3,7 @@
  * "tcg" is taken as is (no KVM is touched); "kvm" and "auto" boot the probe guest under KVM.
  */
 import { z } from "zod";
-import type { CommandRunner } from "../sandbox/firecracker/command-runner.ts";
+import type { CommandRunner } from "../sandbox/command-runner.ts";
 import {
   type AcceleratorChoice,
   decideAccelerator,

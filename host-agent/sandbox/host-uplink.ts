@@ -6,7 +6,7 @@
  * firecracker driver's egressProblems()).
  */
 import { readFile } from "node:fs/promises";
-import type { CommandRunner } from "./firecracker/command-runner.ts";
+import type { CommandRunner } from "./command-runner.ts";
 
 /** The phrase both drivers give when the kernel does not forward, with its fix. */
 export const IP_FORWARD_OFF = "net.ipv4.ip_forward is off (sysctl -w net.ipv4.ip_forward=1)";

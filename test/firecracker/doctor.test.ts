@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type DoctorFs, doctorConfigSchema, runDoctor } from "../../host-agent/doctor/checks.ts";
 import { doctorMain } from "../../host-agent/doctor/main.ts";
-import type { CommandRunner } from "../../host-agent/sandbox/firecracker/command-runner.ts";
+import type { CommandRunner } from "../../host-agent/sandbox/command-runner.ts";
 import { firecrackerPreflight } from "../../host-agent/sandbox/firecracker/preflight.ts";
 
 const FC_SHA = "a".repeat(64);

@@ -1,11 +1,7 @@
 import assert from "node:assert/strict";
 import { execa, type ResultPromise } from "execa";
 import { networkSlotsConfigSchema } from "../../contracts/firecracker-driver-config.ts";
-import {
-  CommandError,
-  type CommandRunner,
-  execaRunner,
-} from "../../host-agent/sandbox/firecracker/command-runner.ts";
+import { CommandError, type CommandRunner, execaRunner } from "../../host-agent/sandbox/command-runner.ts";
 import {
   describeSlot,
   egressGateCommand,

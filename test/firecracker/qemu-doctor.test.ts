@@ -4,7 +4,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { execa } from "execa";
 import { checkVmm } from "../../host-agent/doctor/vmm-check.ts";
-import type { CommandRunner } from "../../host-agent/sandbox/firecracker/command-runner.ts";
+import type { CommandRunner } from "../../host-agent/sandbox/command-runner.ts";
 import { decideAccelerator, probeAccelerator } from "../../host-agent/sandbox/firecracker/qemu-accel.ts";
 import { makeTempDir, removeDir } from "./helpers.ts";
 import { qemuPath, requireQemu } from "./qemu-helpers.ts";

@@ -1,7 +1,7 @@
 /** The process sandbox's egress layout, rules and host check (pure); the running agent is test/e2e/egress.test.ts. */
 import assert from "node:assert/strict";
 import { execa } from "execa";
-import { type CommandRunner, execaRunner } from "../../host-agent/sandbox/firecracker/command-runner.ts";
+import { type CommandRunner, execaRunner } from "../../host-agent/sandbox/command-runner.ts";
 import { foreignForwardDrop, resolverOf } from "../../host-agent/sandbox/host-uplink.ts";
 import {
   describeLink,

@@ -27,8 +27,8 @@ import {
 } from "../../guest-images/osv/local-image.ts";
 import { osvKernelArgs } from "../../guest-images/osv/recipe.ts";
 import { GuestClient } from "../../host-agent/guest/client.ts";
+import { execaRunner } from "../../host-agent/sandbox/command-runner.ts";
 import { bakeBaseSnapshot } from "../../host-agent/sandbox/firecracker/bake-snapshot.ts";
-import { execaRunner } from "../../host-agent/sandbox/firecracker/command-runner.ts";
 import {
   FirecrackerDriver,
   type FirecrackerInstance,

@@ -20,8 +20,8 @@ import { buildCodeDisk } from "../../guest-images/code-disk/build.ts";
 import type { LinuxGuestImage } from "../../guest-images/linux/local-image.ts";
 import { linuxKernelArgs } from "../../guest-images/linux/recipe.ts";
 import { GuestClient } from "../../host-agent/guest/client.ts";
+import { execaRunner } from "../../host-agent/sandbox/command-runner.ts";
 import { bakeBaseSnapshot } from "../../host-agent/sandbox/firecracker/bake-snapshot.ts";
-import { execaRunner } from "../../host-agent/sandbox/firecracker/command-runner.ts";
 import {
   FirecrackerDriver,
   type FirecrackerInstance,

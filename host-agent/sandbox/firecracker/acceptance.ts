@@ -23,8 +23,8 @@ import {
 } from "../../../contracts/firecracker-driver-config.ts";
 import { hostFs } from "../../doctor/host-fs.ts";
 import { GuestClient } from "../../guest/client.ts";
+import { execaRunner } from "../command-runner.ts";
 import { bakeBaseSnapshot } from "./bake-snapshot.ts";
-import { execaRunner } from "./command-runner.ts";
 import { spawnerFor } from "./create-driver.ts";
 import { doctorConfigOf } from "./doctor-config.ts";
 import { FirecrackerDriver, type FirecrackerInstance } from "./firecracker-driver.ts";

@@ -6,7 +6,7 @@ import {
 } from "../../../contracts/firecracker-driver-config.ts";
 import type { DoctorConfig } from "../../doctor/checks.ts";
 import { hostFs } from "../../doctor/host-fs.ts";
-import { type CommandRunner, execaRunner } from "./command-runner.ts";
+import { type CommandRunner, execaRunner } from "../command-runner.ts";
 import { doctorConfigOf } from "./doctor-config.ts";
 import { FirecrackerDriver } from "./firecracker-driver.ts";
 import { hostTscKhz } from "./host-tsc.ts";

@@ -22,9 +22,9 @@
  */
 
 import type { NetworkSlotsConfig } from "../../../contracts/firecracker-driver-config.ts";
+import { CommandError, type CommandRunner } from "../command-runner.ts";
 import { guestForwardRules, guestInputRules, uplinkMasqueradeChain } from "../egress-rules.ts";
 import { foreignForwardDrop, IP_FORWARD_OFF, readIpForward } from "../host-uplink.ts";
-import { CommandError, type CommandRunner } from "./command-runner.ts";
 
 export interface NetworkSlot {
   readonly index: number;

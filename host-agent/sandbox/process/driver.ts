@@ -16,6 +16,7 @@ import type { Logger } from "../../log.ts";
 import { forceRemove } from "../../registry/bundle.ts";
 import { AGENT_GONE_EXIT } from "../bound-to-agent.ts";
 import { onBoundedLines } from "../bounded-lines.ts";
+import { execaRunner } from "../command-runner.ts";
 import {
   type CodeArtifact,
   type InstanceSpec,
@@ -25,7 +26,6 @@ import {
   type SandboxInstance,
   SandboxStartError,
 } from "../driver.ts";
-import { execaRunner } from "../firecracker/command-runner.ts";
 import { GUEST_SOCKET_NAME, jailCommand } from "./bwrap-args.ts";
 import {
   type CgroupMode,

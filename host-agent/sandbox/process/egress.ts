@@ -25,8 +25,8 @@
  */
 import { createHash } from "node:crypto";
 import path from "node:path";
+import type { CommandRunner } from "../command-runner.ts";
 import { guestForwardRules, guestInputRules, uplinkMasqueradeChain } from "../egress-rules.ts";
-import type { CommandRunner } from "../firecracker/command-runner.ts";
 import {
   defaultUplink,
   foreignForwardDrop,
