@@ -6,6 +6,7 @@
  * Arguments: --listen unix:/path | tcp:host:port   --code /code   --base-version <version>
  *            --console stdout | channel   (channel: console lines are kept for the host, which gets them in
  *                                          batches on its framed connection, or at GET /_faas/console)
+ *            --no-warm-up       say ready at once: for a start a call waits for (see warmUp)
  * microVM guests only (the process sandbox passes none of these):
  *            --code-mount CMD   run CMD (no arguments) on load, before the entry is resolved: the code disk
  *                               is attached after restore (Linux: /bin/remount-code)
@@ -49,6 +50,8 @@ interface Args {
   native: string | null;
   setClock: boolean;
   requireControlSecret: boolean;
+  /** False with --no-warm-up. */
+  warmUp: boolean;
 }
 
 /** What the native helper (native/guest-native.cc) exports. */
@@ -85,6 +88,7 @@ function parseArgs(argv: string[]): Args {
     native,
     setClock,
     requireControlSecret: argv.includes("--require-control-secret"),
+    warmUp: !argv.includes("--no-warm-up"),
   } as const;
   if (listen.startsWith("unix:")) return { listen: { kind: "unix", path: listen.slice(5) }, ...rest };
   const m = /^tcp:(.+):(\d+)$/.exec(listen);
@@ -196,6 +200,12 @@ function run(): void {
   // Warm the paths a first call takes (module loaders, the call path, the framed channel, the HTTP
   // server) before saying ready: a generic instance pays for it while it waits, not the first call it serves.
   const ready = () => {
+    // A start a call waits for loads that call's function next: its load compiles what it needs, and a
+    // warm-up first would only delay it.
+    if (!args.warmUp) {
+      announce();
+      return;
+    }
     void warmUp(
       server,
       http,

@@ -266,6 +266,8 @@ export class ProcessDriver implements SandboxDriver {
       agentPid: process.pid,
       cgroupProcs: cgroup.procsFiles,
       disableUserns: this.disableUserns,
+      // A generic refill waits for a call it does not know yet: only it gains by rehearsing one.
+      warmUp: spec.background === true,
       ...(this.seccompFile === undefined ? {} : { seccompFile: this.seccompFile }),
     });
     const child = this.spawner.spawn(command.file, command.args, command.env);
