@@ -555,6 +555,9 @@ function printFirst(r: Record<string, any>): void {
     `bare node start of the runtime  p50 ${r.bareNodeStart.p50Ms.toFixed(1)} ms, p99 ${r.bareNodeStart.p99Ms.toFixed(1)} ms`,
   );
   console.log(
+    `same, from the snapshot         p50 ${r.bareSnapshotStart.p50Ms.toFixed(1)} ms, p99 ${r.bareSnapshotStart.p99Ms.toFixed(1)} ms`,
+  );
+  console.log(
     `first call, warm generic pool   p50 ${w.p50Ms.toFixed(2)} ms, p99 ${w.p99Ms.toFixed(2)} ms, errors ${w.errors} (${w.functions} fns)`,
   );
   console.log(
