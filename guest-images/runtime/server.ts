@@ -671,16 +671,20 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ru
    * Runs a call of each style (a JSON-RPC class, a Lambda handler) through the same code a real call
    * takes, on a throwaway function that is never the loaded one and keeps nothing: in a process started
    * from a snapshot every function is compiled on its first run, and a generic instance should pay for
-   * that while it waits, not the first call it serves (about 1 to 2 ms of a first call here). Its methods
-   * write no console lines, so nothing reaches the host.
+   * that while it waits, not the first call it serves (about 1 to 2 ms of a first call here). Nothing it
+   * does reaches the host: it runs before the runtime says ready, and its console line is taken back.
    */
   async function rehearse(): Promise<void> {
     const identity = functionIdentity(
       { functionName: REHEARSAL_NAME, entry: "index.js" },
       { codePath: opts.codePath, instanceId, nowMs: now(), nodeVersion: process.versions.node },
     );
+    // With a queue, a console line too (format, the per-call budget, the queue), taken back below
+    // before any host could read it; on stdout it would be written at once, so there it writes none.
+    const logs = queue !== undefined;
     class Rehearsal {
       ping(x: unknown) {
+        if (logs) console.log("rehearsal %d", x);
         return x;
       }
     }
@@ -713,7 +717,8 @@ export function createRuntimeServer(deps: RuntimeDeps, opts: RuntimeOptions): Ru
       const reply = await routeCall(req, url, fn);
       encodeResponse(0, reply.status, { ...cors.headers, ...reply.headers }, reply.body);
     }
-    deps.format("%s %d", "rehearsal", 1);
+    if (queue) encodeConsole(queue.take().lines, 0);
+    else deps.format("%s %d", "rehearsal", 1);
   }
 
   return Object.assign(server, { rehearse });
