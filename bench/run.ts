@@ -4,6 +4,7 @@
  * bench/results/. Needs root and bubblewrap (the process sandbox jails); says so and exits otherwise.
  *
  *   npm run bench [-- --seconds 5 --quick]
+ *   npm run bench -- --first-only   # the bare starts, then first calls (warm and empty pool) and the burst
  */
 import { spawn } from "node:child_process";
 import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -41,12 +42,15 @@ const { values: args } = parseArgs({
     seconds: { type: "string", default: "5" },
     quick: { type: "boolean", default: false },
     "warm-only": { type: "boolean", default: false },
+    "first-only": { type: "boolean", default: false },
   },
 });
 const SECONDS = Number(args.seconds);
 const QUICK = args.quick === true;
 /** Only the warm phases (bare server, peers, agent): for working on the warm path. */
 const WARM_ONLY = args["warm-only"] === true;
+/** Only the bare starts (the cold-start yardstick), first calls and the burst: for working on first calls. */
+const FIRST_ONLY = args["first-only"] === true;
 /** The second agent row: hello-world allowed this many calls at once per instance. */
 const SHARED_CONCURRENCY = 16;
 
@@ -183,6 +187,13 @@ async function main(): Promise<void> {
       );
     results.bareNodeStart = summary(bare);
     results.bareSnapshotStart = summary(fromSnapshot);
+
+    if (FIRST_ONLY) {
+      await firstCallPhases(results, baseDir, hello, bare);
+      printFirst(results);
+      console.log(`\nresults: ${path.relative(process.cwd(), await writeResults(results))}`);
+      return;
+    }
 
     // 1b. Code disk builds of the same function (what a microVM deploy adds), against a plain copy.
     log("code disk builds");
@@ -340,86 +351,7 @@ async function main(): Promise<void> {
       return;
     }
 
-    // 4. First call of never-called functions while the generic pool is warm.
-    log("first calls with a warm generic pool");
-    const fnCount = QUICK ? 10 : 50;
-    const agentB = await startAgent({
-      ...POOL_ENV,
-      FAAS_BASE_DIR: baseDir,
-      FAAS_POOL_GENERIC: "4",
-      FAAS_POOL_GENERIC_MAX: "8",
-    });
-    for (let i = 0; i < fnCount; i++) await deploy(agentB, `fn-${i}`, hello);
-    await waitScaledToZero(agentB);
-    const warmGeneric: number[] = [];
-    let misses = 0;
-    for (let i = 0; i < fnCount; i++) {
-      await waitFor(async () => ((await poolState(agentB)).instances.generic ?? 0) >= 2, 5_000);
-      const { ms, status } = await timeFirstByte(agentB.origin, `/fn-${i}`, HELLO_WORLD_CALL);
-      if (status !== 200) misses++;
-      warmGeneric.push(ms);
-    }
-    results.firstCallWarmPool = { ...summary(warmGeneric), errors: misses, functions: fnCount };
-    await stopChild(agentB.child);
-
-    // 5. First call with an empty pool (every call starts an instance).
-    log("first calls with an empty pool");
-    const coldCount = QUICK ? 5 : 20;
-    const agentC = await startAgent({
-      ...POOL_ENV,
-      FAAS_BASE_DIR: baseDir,
-      FAAS_POOL_GENERIC: "0",
-      FAAS_POOL_GENERIC_MAX: "0",
-    });
-    for (let i = 0; i < coldCount; i++) await deploy(agentC, `cold-${i}`, hello);
-    await waitScaledToZero(agentC);
-    const cold: number[] = [];
-    let coldErrors = 0;
-    for (let i = 0; i < coldCount; i++) {
-      const { ms, status } = await timeFirstByte(agentC.origin, `/cold-${i}`, HELLO_WORLD_CALL);
-      if (status !== 200) coldErrors++;
-      cold.push(ms);
-    }
-    const coldSummary = summary(cold);
-    results.firstCallEmptyPool = {
-      ...coldSummary,
-      errors: coldErrors,
-      ratioToBareNodeStart: round(coldSummary.p50Ms / percentile(bare, 50)),
-    };
-    await stopChild(agentC.child);
-
-    // 6. Burst: 200 simultaneous first calls over 20 new functions.
-    log("burst");
-    const burstFns = 20;
-    const perFn = QUICK ? 5 : 10;
-    const agentD = await startAgent({
-      ...POOL_ENV,
-      FAAS_BASE_DIR: baseDir,
-      FAAS_POOL_GENERIC: "2",
-      FAAS_POOL_MAX_STARTING: "8",
-    });
-    for (let i = 0; i < burstFns; i++) await deploy(agentD, `burst-${i}`, hello);
-    await waitScaledToZero(agentD);
-    const startsBefore = await metric(agentD, "faas_instance_starts_total", 'result="ok"');
-    const calls: Array<Promise<{ ms: number; status: number }>> = [];
-    for (let k = 0; k < perFn; k++) {
-      for (let i = 0; i < burstFns; i++)
-        calls.push(timeFirstByte(agentD.origin, `/burst-${i}`, HELLO_WORLD_CALL));
-    }
-    const burst = await Promise.all(calls.map((c) => c.catch(() => ({ ms: Number.NaN, status: 0 }))));
-    const startsAfter = await metric(agentD, "faas_instance_starts_total", 'result="ok"');
-    const specialized = await metric(agentD, "faas_pool_acquire_total", 'result="generic"');
-    const coldStarted = await metric(agentD, "faas_pool_acquire_total", 'result="cold"');
-    results.burst = {
-      calls: burst.length,
-      functions: burstFns,
-      errors: burst.filter((b) => b.status !== 200).length,
-      ...summary(burst.filter((b) => b.status === 200).map((b) => b.ms)),
-      instancesStarted: startsAfter - startsBefore,
-      instancesSpecializedForCalls: specialized + coldStarted,
-      concurrencyNeeded: burstFns,
-    };
-    await stopChild(agentD.child);
+    await firstCallPhases(results, baseDir, hello, bare);
 
     // 7. Warm-call overhead with 10,000 registered functions against 1.
     log("10,000 registered functions");
@@ -464,6 +396,95 @@ async function main(): Promise<void> {
   const file = await writeResults(results);
   printTable(results);
   console.log(`\nresults: ${path.relative(process.cwd(), file)}`);
+}
+
+/** Phases 4 to 6: first calls with a warm generic pool and with an empty one, then the burst. */
+async function firstCallPhases(
+  results: Record<string, unknown>,
+  baseDir: string,
+  hello: Buffer,
+  bare: number[],
+): Promise<void> {
+  // 4. First call of never-called functions while the generic pool is warm.
+  log("first calls with a warm generic pool");
+  const fnCount = QUICK ? 10 : 50;
+  const agentB = await startAgent({
+    ...POOL_ENV,
+    FAAS_BASE_DIR: baseDir,
+    FAAS_POOL_GENERIC: "4",
+    FAAS_POOL_GENERIC_MAX: "8",
+  });
+  for (let i = 0; i < fnCount; i++) await deploy(agentB, `fn-${i}`, hello);
+  await waitScaledToZero(agentB);
+  const warmGeneric: number[] = [];
+  let misses = 0;
+  for (let i = 0; i < fnCount; i++) {
+    await waitFor(async () => ((await poolState(agentB)).instances.generic ?? 0) >= 2, 5_000);
+    const { ms, status } = await timeFirstByte(agentB.origin, `/fn-${i}`, HELLO_WORLD_CALL);
+    if (status !== 200) misses++;
+    warmGeneric.push(ms);
+  }
+  results.firstCallWarmPool = { ...summary(warmGeneric), errors: misses, functions: fnCount };
+  await stopChild(agentB.child);
+
+  // 5. First call with an empty pool (every call starts an instance).
+  log("first calls with an empty pool");
+  const coldCount = QUICK ? 5 : 20;
+  const agentC = await startAgent({
+    ...POOL_ENV,
+    FAAS_BASE_DIR: baseDir,
+    FAAS_POOL_GENERIC: "0",
+    FAAS_POOL_GENERIC_MAX: "0",
+  });
+  for (let i = 0; i < coldCount; i++) await deploy(agentC, `cold-${i}`, hello);
+  await waitScaledToZero(agentC);
+  const cold: number[] = [];
+  let coldErrors = 0;
+  for (let i = 0; i < coldCount; i++) {
+    const { ms, status } = await timeFirstByte(agentC.origin, `/cold-${i}`, HELLO_WORLD_CALL);
+    if (status !== 200) coldErrors++;
+    cold.push(ms);
+  }
+  const coldSummary = summary(cold);
+  results.firstCallEmptyPool = {
+    ...coldSummary,
+    errors: coldErrors,
+    ratioToBareNodeStart: round(coldSummary.p50Ms / percentile(bare, 50)),
+  };
+  await stopChild(agentC.child);
+
+  // 6. Burst: 200 simultaneous first calls over 20 new functions.
+  log("burst");
+  const burstFns = 20;
+  const perFn = QUICK ? 5 : 10;
+  const agentD = await startAgent({
+    ...POOL_ENV,
+    FAAS_BASE_DIR: baseDir,
+    FAAS_POOL_GENERIC: "2",
+    FAAS_POOL_MAX_STARTING: "8",
+  });
+  for (let i = 0; i < burstFns; i++) await deploy(agentD, `burst-${i}`, hello);
+  await waitScaledToZero(agentD);
+  const startsBefore = await metric(agentD, "faas_instance_starts_total", 'result="ok"');
+  const calls: Array<Promise<{ ms: number; status: number }>> = [];
+  for (let k = 0; k < perFn; k++) {
+    for (let i = 0; i < burstFns; i++)
+      calls.push(timeFirstByte(agentD.origin, `/burst-${i}`, HELLO_WORLD_CALL));
+  }
+  const burst = await Promise.all(calls.map((c) => c.catch(() => ({ ms: Number.NaN, status: 0 }))));
+  const startsAfter = await metric(agentD, "faas_instance_starts_total", 'result="ok"');
+  const specialized = await metric(agentD, "faas_pool_acquire_total", 'result="generic"');
+  const coldStarted = await metric(agentD, "faas_pool_acquire_total", 'result="cold"');
+  results.burst = {
+    calls: burst.length,
+    functions: burstFns,
+    errors: burst.filter((b) => b.status !== 200).length,
+    ...summary(burst.filter((b) => b.status === 200).map((b) => b.ms)),
+    instancesStarted: startsAfter - startsBefore,
+    instancesSpecializedForCalls: specialized + coldStarted,
+    concurrencyNeeded: burstFns,
+  };
+  await stopChild(agentD.child);
 }
 
 /** bench/results/<date>.json (not committed). */
@@ -523,6 +544,28 @@ function printTable(r: Record<string, any>): void {
   );
   for (const [a, b, c] of rows) console.log(`${a.padEnd(w0)}  ${b.padEnd(w1)}  ${c}`);
   printCpu(r.warm);
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: the results object is plain JSON built above.
+function printFirst(r: Record<string, any>): void {
+  const w = r.firstCallWarmPool;
+  const c = r.firstCallEmptyPool;
+  const b = r.burst;
+  console.log(
+    `bare node start of the runtime  p50 ${r.bareNodeStart.p50Ms.toFixed(1)} ms, p99 ${r.bareNodeStart.p99Ms.toFixed(1)} ms`,
+  );
+  console.log(
+    `same, from the snapshot         p50 ${r.bareSnapshotStart.p50Ms.toFixed(1)} ms, p99 ${r.bareSnapshotStart.p99Ms.toFixed(1)} ms`,
+  );
+  console.log(
+    `first call, warm generic pool   p50 ${w.p50Ms.toFixed(2)} ms, p99 ${w.p99Ms.toFixed(2)} ms, errors ${w.errors} (${w.functions} fns)`,
+  );
+  console.log(
+    `first call, empty pool          p50 ${c.p50Ms.toFixed(1)} ms, p99 ${c.p99Ms.toFixed(1)} ms, ${c.ratioToBareNodeStart} x bare node start`,
+  );
+  console.log(
+    `burst (${b.calls} calls, ${b.functions} fns)      errors ${b.errors}, p50 ${b.p50Ms.toFixed(1)} ms, p99 ${b.p99Ms.toFixed(1)} ms, started ${b.instancesStarted}, specialized ${b.instancesSpecializedForCalls}`,
+  );
 }
 
 function printWarm(r: Record<string, unknown>): void {

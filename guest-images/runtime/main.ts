@@ -6,6 +6,7 @@
  * Arguments: --listen unix:/path | tcp:host:port   --code /code   --base-version <version>
  *            --console stdout | channel   (channel: console lines are kept for the host, which gets them in
  *                                          batches on its framed connection, or at GET /_faas/console)
+ *            --no-warm-up       say ready at once: for a start a call waits for (see warmUp)
  * microVM guests only (the process sandbox passes none of these):
  *            --code-mount CMD   run CMD (no arguments) on load, before the entry is resolved: the code disk
  *                               is attached after restore (Linux: /bin/remount-code)
@@ -25,11 +26,13 @@ import type * as Net from "node:net";
 import type * as Stream from "node:stream";
 import type * as Util from "node:util";
 import type * as V8 from "node:v8";
+import { CHANNEL_PREAMBLE, encodeRequest, FrameReader } from "../../contracts/guest-channel.ts";
 import { unpackCodeDevice } from "./code-device.ts";
 import type { WritableLike } from "./console-capture.ts";
 import { ConsoleQueue } from "./console-queue.ts";
 import { dispatchRpc, exportedClasses, isAnswer, parseRpcRequest } from "./jsonrpc.ts";
-import { createRuntimeServer, type GuestSteps } from "./server.ts";
+import { resolveFunction } from "./loader.ts";
+import { createRuntimeServer, type GuestSteps, type RuntimeServer } from "./server.ts";
 
 /** Console kept for the host between its reads (channel mode): four calls' worth of the per-call budget. */
 const CONSOLE_QUEUE_BYTES = 256 * 1024;
@@ -47,6 +50,8 @@ interface Args {
   native: string | null;
   setClock: boolean;
   requireControlSecret: boolean;
+  /** False with --no-warm-up. */
+  warmUp: boolean;
 }
 
 /** What the native helper (native/guest-native.cc) exports. */
@@ -83,6 +88,7 @@ function parseArgs(argv: string[]): Args {
     native,
     setClock,
     requireControlSecret: argv.includes("--require-control-secret"),
+    warmUp: !argv.includes("--no-warm-up"),
   } as const;
   if (listen.startsWith("unix:")) return { listen: { kind: "unix", path: listen.slice(5) }, ...rest };
   const m = /^tcp:(.+):(\d+)$/.exec(listen);
@@ -158,13 +164,15 @@ function run(): void {
       // The host stopped reading; nothing useful left to do with the line.
     }
   };
+  // One import() for the code's ES modules, compiled by the warm-up's first import (see runtimeImport).
+  const codeImport = runtimeImport(args.code);
   const server = createRuntimeServer(
     {
       http,
       net: require("node:net") as typeof Net,
       AsyncLocalStorage: (require("node:async_hooks") as typeof AsyncHooks).AsyncLocalStorage,
       createRequire: (require("node:module") as typeof Module).createRequire,
-      importModule: runtimeImport(args.code),
+      importModule: codeImport,
       fs,
       format: (require("node:util") as typeof Util).format,
       randomUUID: crypto.randomUUID,
@@ -189,15 +197,23 @@ function run(): void {
     },
   );
   const announce = () => writeStdout(`${JSON.stringify({ type: "ready", pid: process.pid })}\n`);
-  // Warm the paths a first call takes (module loader, JSON-RPC dispatch, the HTTP server) before saying
-  // ready: a generic instance pays for it while it waits, not the first call it serves.
+  // Warm the paths a first call takes (module loaders, the call path, the framed channel, the HTTP
+  // server) before saying ready: a generic instance pays for it while it waits, not the first call it serves.
   const ready = () => {
+    // A start a call waits for loads that call's function next: its load compiles what it needs, and a
+    // warm-up first would only delay it.
+    if (!args.warmUp) {
+      announce();
+      return;
+    }
     void warmUp(
+      server,
       http,
+      require("node:net") as typeof Net,
       fs,
       args.listen,
       (require("node:module") as typeof Module).createRequire,
-      runtimeImport("/tmp"),
+      codeImport,
     ).finally(announce);
   };
   if (args.listen.kind === "unix") {
@@ -252,39 +268,84 @@ function runtimeImport(codeRoot: string): (url: string) => Promise<unknown> {
 }
 
 async function warmUp(
+  server: RuntimeServer,
   http: typeof Http,
+  net: typeof Net,
   fs: typeof Fs,
   listen: Args["listen"],
   createRequire: (p: string) => (id: string) => unknown,
   importModule: (url: string) => Promise<unknown>,
 ): Promise<void> {
-  const file = `/tmp/.faas-warmup-${process.pid}.js`;
+  // The global `performance` is made on its first use (node:perf_hooks and seven internal modules, 1 to
+  // 3 ms compiled at run time in a process started from a snapshot): the load route reads it.
+  performance.now();
+  const base = `/tmp/.faas-warmup-${process.pid}`;
   try {
-    fs.writeFileSync(file, "class Warm { ping(x) { return x; } }\nmodule.exports = { Warm };\n");
-    const classes = exportedClasses(createRequire(file)(file) as Record<string, unknown>);
+    fs.writeFileSync(`${base}.js`, "class Warm { ping(x) { return x; } }\nmodule.exports = { Warm };\n");
+    const classes = exportedClasses(createRequire(`${base}.js`)(`${base}.js`) as Record<string, unknown>);
     const call = parseRpcRequest('{"jsonrpc":"2.0","method":"Warm.ping","params":[1],"id":1}');
     if (!isAnswer(call)) await dispatchRpc(call, classes, new Map());
-    fs.unlinkSync(file);
-    // The ES module loader starts on its first import: let a generic instance pay for it, not a call.
-    await importModule("data:text/javascript,export%20const%20warm%3D1");
+    fs.unlinkSync(`${base}.js`);
+    // The ES module loader, on a package laid out as a function's code is: it starts on its first import,
+    // and the entry's resolution, format detection and package scope lookup compile on their first use.
+    fs.mkdirSync(base);
+    fs.writeFileSync(`${base}/package.json`, '{"type":"module"}\n');
+    fs.writeFileSync(`${base}/index.js`, "export class Warm { ping(x) { return x; } }\n");
+    const entry = resolveFunction(base, {
+      exists: fs.existsSync,
+      readFile: (p: string) => fs.readFileSync(p, "utf8"),
+    });
+    await importModule(`file://${base}/${entry.file}`);
+    fs.rmSync(base, { recursive: true });
   } catch {
     // A read-only or missing /tmp only costs the warm-up.
   }
+  await server.rehearse().catch(() => undefined);
+  await framedRoundTrip(net, listen).catch(() => undefined);
   await new Promise<void>((resolve) => {
     const req = http.get(
       listen.kind === "unix"
         ? { socketPath: listen.path, path: "/_faas/health" }
-        : {
-            host: listen.host === "0.0.0.0" ? "127.0.0.1" : listen.host,
-            port: listen.port,
-            path: "/_faas/health",
-          },
+        : { host: loopbackOf(listen.host), port: listen.port, path: "/_faas/health" },
       (res) => {
         res.resume();
         res.on("end", resolve);
       },
     );
     req.on("error", () => resolve());
+  });
+}
+
+function loopbackOf(host: string): string {
+  return host === "0.0.0.0" ? "127.0.0.1" : host;
+}
+
+/** One health request over the host's framed channel, to the runtime's own listener, and its answer. */
+function framedRoundTrip(net: typeof Net, listen: Args["listen"]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket =
+      listen.kind === "unix"
+        ? net.connect({ path: listen.path })
+        : net.connect({ host: loopbackOf(listen.host), port: listen.port });
+    const done = (err?: Error) => {
+      socket.destroy();
+      if (err) reject(err);
+      else resolve();
+    };
+    const reader = new FrameReader(
+      () => done(),
+      () => 64 * 1024,
+      () => done(new Error("warm-up answer too large")),
+    );
+    socket.on("data", (chunk: Buffer) => reader.push(chunk));
+    socket.on("error", done);
+    socket.on("close", () => done());
+    socket.write(
+      Buffer.concat([
+        CHANNEL_PREAMBLE,
+        encodeRequest(1, { method: "GET", path: "/_faas/health", headers: {}, body: null }),
+      ]),
+    );
   });
 }
 

@@ -366,13 +366,17 @@ export class Pool implements InstanceSource {
     instance.fn = fn;
     const t0 = this.deps.clock.now();
     try {
-      await instance.sandbox.attachCode({
-        functionName: fn.name,
-        codeHash: fn.codeHash,
-        hostPath: fn.hostPath,
-      });
-      // Before any of the function's code runs: the instance gets the function's memory, not the base's.
-      if (fn.settings?.memoryMiB !== undefined) await instance.sandbox.limitMemory?.(fn.settings.memoryMiB);
+      // Both before any of the function's code runs, at once (neither needs the other): the code, and
+      // the function's memory instead of the base's.
+      const memoryMiB = fn.settings?.memoryMiB;
+      await Promise.all([
+        instance.sandbox.attachCode({
+          functionName: fn.name,
+          codeHash: fn.codeHash,
+          hostPath: fn.hostPath,
+        }),
+        memoryMiB === undefined ? undefined : instance.sandbox.limitMemory?.(memoryMiB),
+      ]);
       // Also before the code runs: an instance starts with no network, and gets its way out only now.
       if (fn.egress) {
         if (!instance.sandbox.openEgress)

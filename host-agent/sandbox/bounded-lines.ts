@@ -1,11 +1,12 @@
-import type { Readable } from "node:stream";
+import type { EventEmitter } from "node:events";
 
 /**
  * Splits a guest's output stream into lines, keeping at most `maxLine` bytes of any one line: a guest
  * that writes without newlines cannot make the agent buffer without bound (readline would).
  */
 export function onBoundedLines(
-  stream: Readable,
+  /** A Readable, or anything that emits "data" (Buffer chunks) and then "end". */
+  stream: EventEmitter,
   maxLine: number,
   onLine: (line: string, truncated: boolean) => void,
 ): void {

@@ -1,7 +1,7 @@
 /** The bundled guest runtime as a real process (no jail): load, call, console capture, fatal errors. */
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
@@ -46,7 +46,11 @@ describe("guest runtime process", function () {
     await rm(dir, { recursive: true, force: true });
   });
 
-  async function startGuest(files: Record<string, string>, fromSnapshot: boolean): Promise<Guest> {
+  async function startGuest(
+    files: Record<string, string>,
+    fromSnapshot: boolean,
+    flags: string[] = [],
+  ): Promise<Guest> {
     const code = await mkdtemp(path.join(dir, "code-"));
     for (const [name, text] of Object.entries(files)) {
       await mkdir(path.dirname(path.join(code, name)), { recursive: true });
@@ -64,8 +68,18 @@ describe("guest runtime process", function () {
           code,
           "--base-version",
           "b-test",
+          ...flags,
         ]
-      : [runtime.bundlePath, "--listen", `unix:${sock}`, "--code", code, "--base-version", "b-test"];
+      : [
+          runtime.bundlePath,
+          "--listen",
+          `unix:${sock}`,
+          "--code",
+          code,
+          "--base-version",
+          "b-test",
+          ...flags,
+        ];
     const proc = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] });
     const lines: Array<Record<string, unknown>> = [];
     const ready = new Promise<void>((resolve, reject) => {
@@ -129,6 +143,28 @@ describe("guest runtime process", function () {
     await g.client.load({ functionName: "esm", entry: "src/main.js" });
     const res = await call(g, "esm", { jsonrpc: "2.0", method: "M.twice", params: [21], id: 1 });
     assert.equal(JSON.parse(res.body.toString()).result, 42);
+  });
+
+  it("leaves nothing of its warm-up: no function, no console line, no file, and serves as without one", async () => {
+    const files = {
+      "package.json": '{"type":"module"}',
+      "index.js": "export class W { ping(x) { console.log('p', x); return x; } }",
+    };
+    for (const flags of [[], ["--no-warm-up"]]) {
+      const g = await startGuest(files, true, flags);
+      assert.equal((await g.client.health()).functionName, null, `${flags}: nothing is loaded`);
+      const leftovers = (await readdir(tmpdir())).filter((f) => f.startsWith(`.faas-warmup-${g.proc.pid}`));
+      assert.deepEqual(leftovers, [], `${flags}: the warm-up's files are gone`);
+      await g.client.load({ functionName: "w", entry: "index.js" });
+      const res = await call(g, "w", { jsonrpc: "2.0", method: "W.ping", params: [5], id: 1 }, "rid-w");
+      assert.equal(JSON.parse(res.body.toString()).result, 5);
+      await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(
+        g.lines.map((l) => (l.type === "log" ? `${l.fn} ${l.rid} ${l.msg}` : l.type)),
+        ["ready", "w rid-w p 5"],
+        `${flags}: only the ready line and the call's own line`,
+      );
+    }
   });
 
   it("refuses a second load and reports load errors as kind load", async () => {

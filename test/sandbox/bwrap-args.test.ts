@@ -101,6 +101,13 @@ describe("process sandbox jail command", () => {
     assert.equal(tail.filter((a) => a.startsWith("--max")).length, 0);
   });
 
+  it("tells the runtime to skip its warm-up only for a start a call waits for", () => {
+    const runtimeArgs = (c: ReturnType<typeof jailCommand>) => c.args.slice(c.args.lastIndexOf("/node"));
+    assert.ok(runtimeArgs(jailCommand({ ...input, warmUp: false })).includes("--no-warm-up"));
+    assert.ok(!runtimeArgs(jailCommand({ ...input, warmUp: true })).includes("--no-warm-up"));
+    assert.ok(!runtimeArgs(cmd).includes("--no-warm-up"), "a generic instance warms up by default");
+  });
+
   it("without root: no setpriv (user namespaces only)", () => {
     assert.ok(!jailCommand({ ...input, hostId: null }).args.includes("setpriv"));
   });

@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import { chmod, chown, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { endianness } from "node:os";
 import path from "node:path";
-import { execa, type ResultPromise } from "execa";
+import { execa } from "execa";
 import type { GuestLogLine } from "../../../contracts/guest-protocol.ts";
 import { GuestClient } from "../../guest/client.ts";
 import { checkConsoleLine } from "../../guest/console-line.ts";
@@ -38,6 +38,7 @@ import {
 } from "./cgroups.ts";
 import { linkCodeTree } from "./code-link.ts";
 import { type EgressLink, egressNames, ProcessEgress } from "./egress.ts";
+import { type JailProcess, JailSpawner } from "./jail-spawner.ts";
 import { bwrapDisablesUserns, findOnPath, jailFolderFacts, processSandboxProblems } from "./preflight.ts";
 import { hostSeccompFilter } from "./seccomp.ts";
 
@@ -93,6 +94,8 @@ export class ProcessDriver implements SandboxDriver {
   private readonly cgroupScope: string;
   /** Links out for the instances of functions with egress. */
   private readonly egress: ProcessEgress;
+  /** Forks the jails off the agent's event loop. */
+  private readonly spawner = new JailSpawner();
 
   constructor(private readonly opts: ProcessDriverOptions) {
     this.instancesDir = path.join(opts.stateDir, "run", "instances");
@@ -139,6 +142,7 @@ export class ProcessDriver implements SandboxDriver {
   async init(): Promise<void> {
     await this.detectDisableUserns();
     this.cgroups = this.isRoot ? detectCgroups() : { version: 0, why: "not root" };
+    this.spawner.prepare();
     await mkdir(this.instancesDir, { recursive: true });
     // Jailed uids must traverse these to reach their own folders; nobody but root may list them.
     for (const dir of [this.opts.stateDir, path.dirname(this.instancesDir), this.instancesDir])
@@ -262,18 +266,11 @@ export class ProcessDriver implements SandboxDriver {
       agentPid: process.pid,
       cgroupProcs: cgroup.procsFiles,
       disableUserns: this.disableUserns,
+      // A generic refill waits for a call it does not know yet: only it gains by rehearsing one.
+      warmUp: spec.background === true,
       ...(this.seccompFile === undefined ? {} : { seccompFile: this.seccompFile }),
     });
-    const child = execa(command.file, command.args, {
-      env: command.env,
-      extendEnv: false,
-      stdin: "ignore",
-      stdout: "pipe",
-      stderr: "pipe",
-      buffer: false,
-      reject: false,
-      cleanup: true,
-    });
+    const child = this.spawner.spawn(command.file, command.args, command.env);
     const instance = new ProcessInstance(spec, child, dir, codeDir, cgroup, this.opts, this.egress, () => {
       this.live.delete(spec.id);
       if (uid !== null) this.usedUids.delete(uid);
@@ -307,6 +304,8 @@ export class ProcessDriver implements SandboxDriver {
     await Promise.allSettled([...this.starting]);
     if (this.cgroups.version !== 0) await removeScope(this.cgroups, this.cgroupScope);
     await this.egress.close();
+    // Last: the jails' parent-death signal is tied to the spawner's thread.
+    await this.spawner.close();
   }
 }
 
@@ -347,7 +346,7 @@ class ProcessInstance implements SandboxInstance {
 
   constructor(
     spec: InstanceSpec,
-    private readonly child: ResultPromise,
+    private readonly child: JailProcess,
     private readonly dir: string,
     private readonly codeDir: string,
     private readonly cgroup: InstanceCgroup,
@@ -362,16 +361,16 @@ class ProcessInstance implements SandboxInstance {
     this.rawBudget = opts.rawOutputBudget ?? 1024 * 1024;
     this.memoryMiB = spec.limits.memoryMiB;
     const log = opts.log.child({ instance: spec.id });
-    onBoundedLines(child.stdout!, MAX_LINE_BYTES, (line, truncated) => {
+    onBoundedLines(child.stdout, MAX_LINE_BYTES, (line, truncated) => {
       if (truncated) this.raw(log, "stdout", line);
       else this.onStdout(line, log);
     });
-    onBoundedLines(child.stderr!, MAX_LINE_BYTES, (line) => {
+    onBoundedLines(child.stderr, MAX_LINE_BYTES, (line) => {
       this.stderrTail = `${this.stderrTail}${line}\n`.slice(-STDERR_TAIL);
       this.raw(log, "stderr", line);
     });
-    this.exited = child.then(async (result) => {
-      const exit = await this.explain(result.exitCode ?? null, result.signal ?? null, this.memoryMiB);
+    this.exited = child.exited.then(async (result) => {
+      const exit = await this.explain(result.exitCode, result.signal, this.memoryMiB, result.error);
       this.readyWaiter?.reject(new Error(exit.reason));
       await this.cleanup();
       log.info({ cause: exit.cause, code: exit.code, signal: exit.signal }, `instance gone: ${exit.reason}`);
@@ -435,7 +434,12 @@ class ProcessInstance implements SandboxInstance {
     });
   }
 
-  private async explain(code: number | null, signal: string | null, memoryMiB: number): Promise<SandboxExit> {
+  private async explain(
+    code: number | null,
+    signal: string | null,
+    memoryMiB: number,
+    startError?: string,
+  ): Promise<SandboxExit> {
     if (this.destroyReason !== undefined) {
       return { cause: "destroyed", code, signal, reason: `stopped by the agent: ${this.destroyReason}` };
     }
@@ -450,6 +454,8 @@ class ProcessInstance implements SandboxInstance {
         reason: `the function crashed: ${this.lastFatal.split("\n")[0]}`,
       };
     }
+    if (startError !== undefined)
+      return { cause: "exited", code, signal, reason: `the jail could not be started: ${startError}` };
     if (code === 97) return { cause: "exited", code, signal, reason: "the jail could not join its cgroups" };
     if (code === AGENT_GONE_EXIT) {
       return {
