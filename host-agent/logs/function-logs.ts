@@ -32,45 +32,75 @@ export const DEFAULT_FUNCTION_LOG_LIMITS: FunctionLogLimits = {
   maxMessageBytes: 4 * 1024,
 };
 
+/** A kept line: the time as the clock read it; turned into ISO text only when the lines are read. */
+interface KeptLine {
+  readonly at: number;
+  readonly level: LogLevel;
+  readonly rid: string | null;
+  readonly instance: string;
+  readonly msg: string;
+}
+
+/** One function's lines: `lines[head..]` are kept; dropped ones are compacted away now and then. */
 interface Ring {
-  lines: FunctionLogLine[];
+  lines: KeptLine[];
+  head: number;
   bytes: number;
 }
 
 export class FunctionLogs {
   private readonly rings = new Map<string, Ring>();
+  /** The function written last: a run of lines of one function does not reorder the map per line. */
+  private newest: string | undefined;
 
   constructor(
     private readonly clock: Clock,
     private readonly limits: FunctionLogLimits = DEFAULT_FUNCTION_LOG_LIMITS,
   ) {}
 
+  // On the call path of every function that logs: no ISO formatting, no array shifting, no reinsert.
   record(fn: string, line: Omit<FunctionLogLine, "time">): void {
     let ring = this.rings.get(fn);
-    if (ring) this.rings.delete(fn);
-    else ring = { lines: [], bytes: 0 };
-    // Most recently written last, so the first key is the one to forget.
-    this.rings.set(fn, ring);
-    if (this.rings.size > this.limits.functions) this.rings.delete(this.rings.keys().next().value!);
+    if (fn !== this.newest || !ring) {
+      if (ring) this.rings.delete(fn);
+      else ring = { lines: [], head: 0, bytes: 0 };
+      // Most recently written last, so the first key is the one to forget.
+      this.rings.set(fn, ring);
+      this.newest = fn;
+      if (this.rings.size > this.limits.functions) this.rings.delete(this.rings.keys().next().value!);
+    }
     const msg =
       line.msg.length > this.limits.maxMessageBytes
         ? `${line.msg.slice(0, this.limits.maxMessageBytes)} [cut]`
         : line.msg;
-    const kept: FunctionLogLine = { ...line, msg, time: new Date(this.clock.now()).toISOString() };
-    ring.lines.push(kept);
+    ring.lines.push({ at: this.clock.now(), level: line.level, rid: line.rid, instance: line.instance, msg });
     ring.bytes += msg.length;
+    const limits = this.limits;
     while (
-      ring.lines.length > this.limits.linesPerFunction ||
-      (ring.bytes > this.limits.bytesPerFunction && ring.lines.length > 1)
+      ring.lines.length - ring.head > limits.linesPerFunction ||
+      (ring.bytes > limits.bytesPerFunction && ring.lines.length - ring.head > 1)
     ) {
-      ring.bytes -= ring.lines.shift()!.msg.length;
+      ring.bytes -= ring.lines[ring.head]!.msg.length;
+      ring.head++;
+    }
+    if (ring.head >= 64 && ring.head * 2 >= ring.lines.length) {
+      ring.lines = ring.lines.slice(ring.head);
+      ring.head = 0;
     }
   }
 
   /** The newest `limit` lines of `fn`, oldest first. */
   read(fn: string, limit: number): FunctionLogLine[] {
-    const lines = this.rings.get(fn)?.lines ?? [];
-    return lines.slice(Math.max(0, lines.length - limit));
+    const ring = this.rings.get(fn);
+    if (!ring) return [];
+    const from = Math.max(ring.head, ring.lines.length - limit);
+    return ring.lines.slice(from).map((l) => ({
+      time: new Date(l.at).toISOString(),
+      level: l.level,
+      rid: l.rid,
+      instance: l.instance,
+      msg: l.msg,
+    }));
   }
 
   has(fn: string): boolean {
@@ -79,5 +109,6 @@ export class FunctionLogs {
 
   forget(fn: string): void {
     this.rings.delete(fn);
+    if (this.newest === fn) this.newest = undefined;
   }
 }

@@ -43,6 +43,28 @@ describe("function logs (the last console lines per function)", () => {
     );
   });
 
+  it("keeps exactly the newest lines through many drops (the ring compacts), and stamps each with its own time", () => {
+    const clock = new FakeClock();
+    const logs = new FunctionLogs(clock, {
+      linesPerFunction: 50,
+      bytesPerFunction: 1_000_000,
+      functions: 10,
+      maxMessageBytes: 100,
+    });
+    for (let i = 0; i < 1234; i++) {
+      logs.record("a", line(`a${i}`));
+      if (i % 7 === 0) logs.record("b", line(`b${i}`));
+      clock.advance(1);
+    }
+    const kept = logs.read("a", 1000);
+    assert.deepEqual(
+      kept.map((l) => l.msg),
+      Array.from({ length: 50 }, (_, k) => `a${1184 + k}`),
+    );
+    assert.equal(kept.at(-1)!.time, new Date(clock.now() - 1).toISOString());
+    assert.equal(logs.read("b", 1)[0]!.msg, "b1232");
+  });
+
   it("forgets the least recently written function past its bound, and a deleted one", () => {
     const logs = new FunctionLogs(new FakeClock(), {
       linesPerFunction: 5,
