@@ -2,6 +2,7 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { ConfigError } from "../contracts/function-config.ts";
 import {
+  bundleKey,
   DEFAULT_REGISTRY_PREFIX,
   FUNCTION_NAME,
   REGISTRY_PREFIX,
@@ -9,7 +10,7 @@ import {
   recordKey,
   secretsKey,
 } from "../contracts/registry-layout.ts";
-import { type FunctionSettings, functionConfigOf, functionObjects } from "./function-objects.ts";
+import { describeArchive, type FunctionSettings, functionConfigOf, objectsOf } from "./function-objects.ts";
 
 export interface FaasFunctionArgs {
   /** The platform's artifact bucket (FaasPlatform.bucketName, or a stack reference to it). */
@@ -76,23 +77,20 @@ export class FaasFunction extends pulumi.ComponentResource {
     const prefix = args.registryPrefix ?? DEFAULT_REGISTRY_PREFIX;
 
     const archive = pulumi.output(args.archivePath);
-    // Keys and the record's body come from the registry contract the hosts' S3 backend reads. The keys
-    // never depend on the secrets, so they stay plain in the state.
-    const objects = pulumi
-      .all([archive, args.revision ?? 1])
-      .apply(([path, revision]) =>
-        functionObjects(path, { functionName: args.functionName, prefix, revision }),
-      );
+    // The archive is read once. Keys and the record's body come from the registry contract the hosts'
+    // S3 backend reads; the keys never depend on the secrets, so they stay plain in the state.
+    const described = archive.apply(describeArchive);
+    const codeHash = described.apply((d) => d.bundle.codeHash);
     const withSettings = pulumi
-      .all([archive, args.revision ?? 1, args.config ?? {}, args.secrets ?? {}])
-      .apply(([path, revision, config, secrets]) =>
-        functionObjects(path, { functionName: args.functionName, prefix, revision, config, secrets }),
+      .all([described, args.revision ?? 1, args.config ?? {}, args.secrets ?? {}])
+      .apply(([archived, revision, config, secrets]) =>
+        objectsOf(archived, { functionName: args.functionName, prefix, revision, config, secrets }),
       );
     const bundle = new aws.s3.BucketObjectv2(
       `${name}-bundle`,
       {
         bucket: args.bucketName,
-        key: objects.apply((o) => o.bundleKey),
+        key: codeHash.apply((hash) => bundleKey(hash, prefix)),
         source: archive.apply((path) => new pulumi.asset.FileAsset(path)),
         contentType: "application/octet-stream",
       },
@@ -126,7 +124,7 @@ export class FaasFunction extends pulumi.ComponentResource {
       { parent: this, dependsOn: secretsObject ? [bundle, secretsObject] : [bundle] },
     );
 
-    this.codeHash = objects.apply((o) => o.record.codeHash);
+    this.codeHash = codeHash;
     this.bundleKey = bundle.key;
     this.recordKey = recordObject.key;
     this.registerOutputs({ codeHash: this.codeHash, bundleKey: this.bundleKey, recordKey: this.recordKey });

@@ -15,7 +15,12 @@ import {
   type FunctionConfigPatch,
   parseConfigPatch,
 } from "../contracts/function-config.ts";
-import { type RegistryObjects, registryObjects, secretsKey } from "../contracts/registry-layout.ts";
+import {
+  type BundleDescription,
+  type RegistryObjects,
+  registryObjects,
+  secretsKey,
+} from "../contracts/registry-layout.ts";
 import { describeFunctionBundle } from "./function-bundle.ts";
 
 /** A function's settings as FaasFunction takes them: what `faas deploy` flags set, secrets apart. */
@@ -63,20 +68,34 @@ export function functionConfigOf(
   return { config: { ...applied.config, secretsRevision }, secrets: applied.secrets };
 }
 
+/** What a code archive says of itself: read (hashed and unpacked to look at) once per update. */
+export interface DescribedArchive {
+  readonly bundle: BundleDescription;
+  /** The archive's modification time: stable across `pulumi up` runs for the same build. */
+  readonly deployedAt: string;
+}
+
+export async function describeArchive(archivePath: string): Promise<DescribedArchive> {
+  const bundle = await describeFunctionBundle(archivePath);
+  return { bundle, deployedAt: (await stat(archivePath)).mtime.toISOString() };
+}
+
 export async function functionObjects(
   archivePath: string,
   input: FunctionObjectsInput,
 ): Promise<FunctionObjects> {
-  const bundle = await describeFunctionBundle(archivePath);
-  // The archive's modification time: stable across `pulumi up` runs for the same build.
-  const deployedAt = (await stat(archivePath)).mtime.toISOString();
+  return objectsOf(await describeArchive(archivePath), input);
+}
+
+/** The objects for an archive already described, with the function's settings and secrets. */
+export function objectsOf(archive: DescribedArchive, input: FunctionObjectsInput): FunctionObjects {
   const { config, secrets } = functionConfigOf(input.config, input.secrets);
   const objects = registryObjects({
     functionName: input.functionName,
     prefix: input.prefix,
     revision: input.revision,
-    bundle,
-    deployedAt,
+    bundle: archive.bundle,
+    deployedAt: archive.deployedAt,
     ...(Object.keys(config).length > 0 ? { config } : {}),
   });
   return secrets
