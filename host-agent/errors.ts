@@ -10,3 +10,9 @@ export class ApiError extends Error {
     super(message);
   }
 }
+
+/** The first `shown` items of a list of problems, "; "-joined, and how many more there are. */
+export function someOf(items: readonly string[], shown = 3): string {
+  const more = items.length > shown ? ` (and ${items.length - shown} more)` : "";
+  return `${items.slice(0, shown).join("; ")}${more}`;
+}

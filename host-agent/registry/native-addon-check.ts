@@ -11,6 +11,7 @@ import {
   type NativeAddonAbi,
   readAddon,
 } from "../../contracts/native-addons.ts";
+import { someOf } from "../errors.ts";
 import { BundleError } from "./bundle.ts";
 
 /** Relative paths of the `.node` files under `root` (symlinks are not followed: the bundle checks those). */
@@ -40,7 +41,5 @@ export async function checkNativeAddons(codeDir: string, abi: NativeAddonAbi): P
     }
   }
   if (problems.length === 0) return;
-  const shown = problems.slice(0, 3).join("; ");
-  const more = problems.length > 3 ? ` (and ${problems.length - 3} more)` : "";
-  throw new BundleError(`native addons that cannot load on this base: ${shown}${more}`);
+  throw new BundleError(`native addons that cannot load on this base: ${someOf(problems)}`);
 }

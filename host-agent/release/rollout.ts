@@ -8,6 +8,7 @@
  */
 import type { LoadResponse } from "../../contracts/guest-protocol.ts";
 import type { TimerHandle } from "../clock.ts";
+import { someOf } from "../errors.ts";
 import type { InstanceSource, PoolPicture, StartHealth } from "../pool/instance-source.ts";
 import { type FunctionCode, PoolBusyError } from "../pool/lease.ts";
 import type { PoolLease } from "../pool/pool-lease.ts";
@@ -188,10 +189,8 @@ export class Rollout implements InstanceSource {
       roll.base = await this.deps.checkBase(release);
       const blocking = (await this.deps.functionsBlockingBase?.(roll.base)) ?? [];
       if (blocking.length > 0) {
-        const shown = blocking.slice(0, 3).join("; ");
-        const more = blocking.length > 3 ? ` (and ${blocking.length - 3} more)` : "";
         throw new RollBlockedError(
-          `base ${release.baseVersion} cannot serve ${blocking.length} deployed function${blocking.length === 1 ? "" : "s"}: ${shown}${more}. Redeploy ${blocking.length === 1 ? "it" : "them"} with addons built for the new base (or without), then release again`,
+          `base ${release.baseVersion} cannot serve ${blocking.length} deployed function${blocking.length === 1 ? "" : "s"}: ${someOf(blocking)}. Redeploy ${blocking.length === 1 ? "it" : "them"} with addons built for the new base (or without), then release again`,
         );
       }
     } catch (err) {
