@@ -376,13 +376,13 @@ export class Registry {
    */
   async addonProblemsOn(abi: NativeAddonAbi): Promise<Array<{ name: string; problem: string }>> {
     const found: Array<{ name: string; problem: string }> = [];
+    // Functions deployed from the same code share its folder: each folder is read once.
+    const byCode = new Map<string, string | null>();
     for (const record of this.list()) {
-      try {
-        await checkNativeAddons(this.codePath(record.codeHash), abi);
-      } catch (err) {
-        if (!(err instanceof BundleError)) throw err;
-        found.push({ name: record.name, problem: err.message });
-      }
+      if (!byCode.has(record.codeHash))
+        byCode.set(record.codeHash, await addonProblemOf(this.codePath(record.codeHash), abi));
+      const problem = byCode.get(record.codeHash);
+      if (problem) found.push({ name: record.name, problem });
     }
     return found;
   }
@@ -574,4 +574,15 @@ function confinedFs(root: string) {
       return readFileSync(p, "utf8");
     },
   };
+}
+
+/** Why a base with `abi` cannot load the addons in `codeDir` (checkNativeAddons' message), or null. */
+async function addonProblemOf(codeDir: string, abi: NativeAddonAbi): Promise<string | null> {
+  try {
+    await checkNativeAddons(codeDir, abi);
+    return null;
+  } catch (err) {
+    if (!(err instanceof BundleError)) throw err;
+    return err.message;
+  }
 }
