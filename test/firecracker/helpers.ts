@@ -1,7 +1,12 @@
-/** Shared test helpers: temp dirs that are always removed, and a base image produced through the fake. */
+/**
+ * Shared test helpers: temp dirs that are always removed, a base image produced through the fake, and
+ * what a network slot's egress gate holds.
+ */
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { execa } from "execa";
+import { EGRESS_GATE, NFT_TABLE } from "../../host-agent/sandbox/firecracker/network-slots.ts";
 
 export async function makeTempDir(prefix: string): Promise<string> {
   return mkdtemp(join(tmpdir(), `snapfaas-${prefix}-`));
@@ -21,4 +26,20 @@ export async function writeBakeInputs(root: string): Promise<void> {
 
 export function isRoot(): boolean {
   return process.getuid?.() === 0;
+}
+
+/** The rules of a network slot's egress gate, as nft lists them inside the slot's namespace. */
+export async function slotEgressGate(netns: string): Promise<string> {
+  const listed = await execa("ip", [
+    "netns",
+    "exec",
+    netns,
+    "nft",
+    "list",
+    "chain",
+    "ip",
+    NFT_TABLE,
+    EGRESS_GATE,
+  ]);
+  return listed.stdout;
 }

@@ -10,7 +10,7 @@ import {
   NetworkSlotPool,
   slotRuleset,
 } from "../../host-agent/sandbox/firecracker/network-slots.ts";
-import { isRoot } from "./helpers.ts";
+import { isRoot, slotEgressGate } from "./helpers.ts";
 
 // Test-only prefixes and subnet, so a run never touches slots of a real agent on the same machine.
 const config = networkSlotsConfigSchema.parse({
@@ -317,25 +317,11 @@ describe("network slots for real (root, ip, nft)", function () {
   });
 
   it("opens a leased slot's egress gate only when the host offers egress, and closes it before the slot is reused", async () => {
-    const gate = async (netns: string) =>
-      (
-        await execa("ip", [
-          "netns",
-          "exec",
-          netns,
-          "nft",
-          "list",
-          "chain",
-          "ip",
-          "snapfaas_slot",
-          "egress_gate",
-        ])
-      ).stdout;
     const closedPool = new NetworkSlotPool(config, execaRunner);
     pool = closedPool;
     const c = await closedPool.acquire({ uid: 900_005, gid: 900_005 });
     await assert.rejects(closedPool.openEgress(c), /no egress/);
-    assert.match(await gate(c.netnsName), /iifname "tap0" ip daddr != 10\.201\.0\.\d+ drop/);
+    assert.match(await slotEgressGate(c.netnsName), /iifname "tap0" ip daddr != 10\.201\.0\.\d+ drop/);
     await closedPool.close();
     pool = new NetworkSlotPool(
       { ...config, egress: { enabled: true, uplink: "lo", dnsResolver: "10.0.0.2" } },
@@ -344,12 +330,12 @@ describe("network slots for real (root, ip, nft)", function () {
     const a = await pool.acquire({ uid: 900_006, gid: 900_006 });
     const b = await pool.acquire({ uid: 900_007, gid: 900_007 });
     await pool.openEgress(a);
-    assert.doesNotMatch(await gate(a.netnsName), /drop/, "a's gate is open");
-    assert.match(await gate(b.netnsName), /ip daddr != \S+ drop/, "b's stays closed");
+    assert.doesNotMatch(await slotEgressGate(a.netnsName), /drop/, "a's gate is open");
+    assert.match(await slotEgressGate(b.netnsName), /ip daddr != \S+ drop/, "b's stays closed");
     await pool.release(a);
     await assert.rejects(pool.openEgress(a), /not leased/);
     assert.match(
-      await gate(a.netnsName),
+      await slotEgressGate(a.netnsName),
       new RegExp(`iifname "tap0" ip daddr != ${a.hostAddress.replaceAll(".", "\\.")} drop`),
     );
     const again = await pool.acquire({ uid: 900_008, gid: 900_008 });

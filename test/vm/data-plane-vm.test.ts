@@ -20,6 +20,7 @@ import { execa } from "execa";
 import { REQUEST_ID_HEADER } from "../../contracts/guest-protocol.ts";
 import { deployConfigHeaders } from "../../host-agent/cli/admin-client.ts";
 import { packFunction } from "../../host-agent/cli/pack.ts";
+import { slotEgressGate } from "../firecracker/helpers.ts";
 import {
   METADATA_ADDRESS,
   OUTSIDE_DNS,
@@ -313,18 +314,8 @@ describe("the agent's data plane on restored microVMs (QEMU/TCG, Linux guest)", 
       );
       assert.equal(off.status, 200, JSON.stringify(off.json));
       await untilGone(out.pid);
-      const gate = await execa("ip", [
-        "netns",
-        "exec",
-        `${vm!.driver.network.netnsPrefix}-${out.slot}`,
-        "nft",
-        "list",
-        "chain",
-        "ip",
-        "snapfaas_slot",
-        "egress_gate",
-      ]);
-      assert.match(gate.stdout, /ip daddr != \S+ drop/, "the released slot's gate is closed again");
+      const gate = await slotEgressGate(`${vm!.driver.network.netnsPrefix}-${out.slot}`);
+      assert.match(gate, /ip daddr != \S+ drop/, "the released slot's gate is closed again");
       const after = await reach("probe-out", [{ what: "the outside", host: OUTSIDE_SERVER, port: 80 }]);
       assert.deepEqual(connected(after), [], "egress off: nothing");
       assert.doesNotMatch(after.dns, /^resolved/);

@@ -46,8 +46,9 @@ export interface SlotOwner {
 
 /** The veth end inside every slot namespace. */
 export const SLOT_VETH = "veth0";
-const NFT_TABLE = "snapfaas_slot";
-const EGRESS_GATE = "egress_gate";
+/** The nftables table in every slot namespace, and its egress gate chain. */
+export const NFT_TABLE = "snapfaas_slot";
+export const EGRESS_GATE = "egress_gate";
 
 function ipToInt(ip: string): number {
   return ip.split(".").reduce((acc, part) => acc * 256 + Number(part), 0);
